@@ -1,0 +1,222 @@
+"""ntpd 4.2.8's command line, with ntpd's meanings, plus pyntpd's own long options.
+
+Flags that only make sense for features pyntpd refuses (broadcast and multicast clients,
+saveconfig) are errors that say why; flags that tune things pyntpd does differently are
+accepted with a warning, so an existing init script keeps working.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+from pyntpd import __version__
+
+DEFAULT_CONFIG = "/etc/ntp.conf"
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    config_file: str | None = None  # None: /etc/ntp.conf if present, else the embedded one
+    builtin_config: bool = False
+    foreground: bool = False
+    debug_level: int = 0
+    pidfile: str | None = None
+    user: str | None = None
+    group: str | None = None
+    panic_gate: bool = False  # -g: allow the first adjustment to exceed the panic threshold
+    force_step_once: bool = False  # -G
+    quit_after_set: bool = False  # -q
+    slew_only: bool = False  # -x: step threshold 600 s
+    driftfile: str | None = None
+    keyfile: str | None = None
+    logfile: str | None = None
+    statsdir: str | None = None
+    trusted_keys: tuple[int, ...] = ()
+    ipv4_only: bool = False
+    ipv6_only: bool = False
+    jaildir: str | None = None
+    interfaces: tuple[str, ...] = ()
+    nice: bool = False
+    priority: int | None = None
+    wait_sync: float | None = None
+    port: int = 123
+    check_only: bool = False
+    workers: int = 1
+    warnings: tuple[str, ...] = field(default=())
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message}\nTry '{self.prog} --help'.\n")
+
+
+def _user_group(value: str) -> tuple[str, str | None]:
+    user, _, group = value.partition(":")
+    if not user:
+        raise argparse.ArgumentTypeError(f"'{value}': expected USER or USER:GROUP")
+    return user, group or None
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
+
+
+def _key_id(value: str) -> int:
+    try:
+        key = int(value, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a key id") from None
+    if not 1 <= key <= 65535:
+        raise argparse.ArgumentTypeError(f"key id {key} is outside 1-65535")
+    return key
+
+
+def _workers(value: str) -> int:
+    try:
+        n = int(value, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"--workers {n}: choose 1 to 64")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="pyntpd",
+        description="pyntpd: NTP daemon, a hardened drop-in replacement for ntpd 4.2.8",
+    )
+    family = p.add_mutually_exclusive_group()
+    family.add_argument("-4", "--ipv4", action="store_true", help="use IPv4 only")
+    family.add_argument("-6", "--ipv6", action="store_true", help="use IPv6 only")
+    p.add_argument("-a", "--authreq", action="store_true",
+                   help="require authentication (always the case in pyntpd; accepted)")
+    p.add_argument("-A", "--authnoreq", action="store_true",
+                   help="ntpd: do not require authentication; refused (warning)")
+    p.add_argument("-b", "--bcastsync", action="store_true",
+                   help="ntpd: broadcast client; refused (unauthenticated)")
+    p.add_argument("-c", "--configfile", metavar="FILE",
+                   help=f"configuration file (default {DEFAULT_CONFIG} if it exists, "
+                        "else the embedded default)")
+    p.add_argument("-d", "--debug-level", action="count", default=0,
+                   help="more debugging output (repeatable); stays in the foreground")
+    p.add_argument("-D", "--set-debug-level", type=int, metavar="N", help="debug level N")
+    p.add_argument("-f", "--driftfile", metavar="FILE", help="frequency (drift) file")
+    p.add_argument("-g", "--panicgate", action="store_true",
+                   help="allow the first clock adjustment to exceed the panic threshold")
+    p.add_argument("-G", "--force-step-once", action="store_true",
+                   help="step the clock once at start, however small the offset")
+    p.add_argument("-i", "--jaildir", metavar="DIR", help="chroot into DIR after start-up")
+    p.add_argument("-I", "--interface", action="append", default=[], metavar="IFACE",
+                   help="listen on this interface or address (repeatable)")
+    p.add_argument("-k", "--keyfile", metavar="FILE", help="symmetric keys file")
+    p.add_argument("-l", "--logfile", metavar="FILE", help="log to FILE")
+    p.add_argument("-L", "--novirtualips", action="store_true",
+                   help="do not listen on virtual addresses (accepted)")
+    p.add_argument("-m", "--mcastname", action="append", default=[], metavar="ADDR",
+                   help="ntpd: multicast client; refused (unauthenticated)")
+    p.add_argument("-M", "--modifymmtimer", action="store_true",
+                   help="Windows only; ignored")
+    p.add_argument("-n", "--nofork", action="store_true", help="stay in the foreground")
+    p.add_argument("-N", "--nice", action="store_true", help="run at high priority")
+    p.add_argument("-p", "--pidfile", metavar="FILE", help="write the process id to FILE")
+    p.add_argument("-P", "--priority", type=int, metavar="N",
+                   help="process priority (nice value) to run at")
+    p.add_argument("-q", "--quit", action="store_true",
+                   help="set the time once and exit (needs synchronisation)")
+    p.add_argument("-r", "--propagationdelay", metavar="S",
+                   help="ntpd: broadcast delay; ignored (no broadcast client)")
+    p.add_argument("--saveconfigquit", metavar="FILE",
+                   help="ntpd: save the configuration and exit; refused")
+    p.add_argument("-s", "--statsdir", metavar="DIR", help="statistics directory")
+    p.add_argument("-t", "--trustedkey", action="append", default=[], type=_key_id,
+                   metavar="KEY", help="trust this key id (repeatable)")
+    p.add_argument("-u", "--user", type=_user_group, metavar="USER[:GROUP]",
+                   help="drop root privileges to USER (and GROUP) after start-up")
+    p.add_argument("-U", "--updateinterval", type=int, metavar="S",
+                   help="interface rescan interval; accepted, ignored")
+    p.add_argument("--var", action="append", default=[], help="ntpd setvar; ignored")
+    p.add_argument("--dvar", action="append", default=[], help="ntpd setvar; ignored")
+    p.add_argument("-w", "--wait-sync", type=float, metavar="S",
+                   help="with a forking start, wait up to S seconds for synchronisation")
+    p.add_argument("-x", "--slew", action="store_true",
+                   help="slew only: raise the step threshold to 600 s")
+    p.add_argument("--version", action="version", version=f"pyntpd {__version__}")
+    p.add_argument("--port", type=_port, default=123, metavar="N",
+                   help="UDP port to serve on (pyntpd; default 123)")
+    p.add_argument("--check", action="store_true",
+                   help="check the configuration, print every problem, start nothing")
+    p.add_argument("--builtin-config", action="store_true",
+                   help="ignore /etc/ntp.conf and use the embedded default configuration")
+    p.add_argument("--workers", type=_workers, default=1, metavar="N",
+                   help="serve from N processes sharing the port (SO_REUSEPORT)")
+    return p
+
+
+class OptionError(Exception):
+    pass
+
+
+def parse_args(argv: list[str]) -> DaemonOptions:
+    args = build_parser().parse_args(argv)
+    if args.bcastsync or args.mcastname:
+        raise OptionError(
+            "-b/-m (broadcast and multicast clients) are refused: they accept time from any "
+            "sender on the network; use 'server' or 'pool' lines (with NTS or keys)"
+        )
+    if args.saveconfigquit:
+        raise OptionError(
+            "--saveconfigquit is refused: pyntpd never writes its configuration "
+            "(the saveconfig path was an attack vector, CVE-2015-7851); copy ntp.conf instead"
+        )
+    warnings = []
+    if args.authnoreq:
+        warnings.append("-A ignored: pyntpd always requires authentication where ntpd's -a did")
+    if args.modifymmtimer:
+        warnings.append("-M ignored: it is a Windows option")
+    if args.propagationdelay:
+        warnings.append("-r ignored: pyntpd has no broadcast client")
+    if args.var or args.dvar:
+        warnings.append("--var/--dvar ignored: pyntpd serves no user-defined variables")
+    if args.updateinterval is not None:
+        warnings.append("-U ignored: pyntpd listens on wildcard or configured addresses")
+    if args.configfile and args.builtin_config:
+        raise OptionError("-c and --builtin-config contradict each other; choose one")
+    debug = args.set_debug_level if args.set_debug_level is not None else args.debug_level
+    user, group = args.user if args.user else (None, None)
+    return DaemonOptions(
+        config_file=args.configfile,
+        builtin_config=args.builtin_config,
+        foreground=args.nofork or debug > 0 or args.check,
+        debug_level=debug,
+        pidfile=args.pidfile,
+        user=user,
+        group=group,
+        panic_gate=args.panicgate,
+        force_step_once=args.force_step_once,
+        quit_after_set=args.quit,
+        slew_only=args.slew,
+        driftfile=args.driftfile,
+        keyfile=args.keyfile,
+        logfile=args.logfile,
+        statsdir=args.statsdir,
+        trusted_keys=tuple(args.trustedkey),
+        ipv4_only=args.ipv4,
+        ipv6_only=args.ipv6,
+        jaildir=args.jaildir,
+        interfaces=tuple(args.interface),
+        nice=args.nice,
+        priority=args.priority,
+        wait_sync=args.wait_sync,
+        port=args.port,
+        check_only=args.check,
+        workers=args.workers,
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,160 @@
+"""The serving path: UDP sockets drained in a tight loop, kernel receive timestamps.
+
+DESIGN.md §3: an asyncio datagram protocol costs five times what a plain recvmsg loop does,
+so the event loop only tells us a socket is readable; `drain` then reads and answers
+datagrams until the socket is empty (EAGAIN) or a batch limit is reached, so timers still
+run under a flood. The receive timestamp comes from the kernel (SO_TIMESTAMPNS); the
+transmit timestamp is read immediately before each send.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from pyntpd.proto.packet import MAX_PACKET_LEN, DropReason
+from pyntpd.proto.server import Responder
+from pyntpd.proto.timestamp import unix_ns_to_ntp
+
+log = logging.getLogger("pyntpd")
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+# Larger than any datagram we accept, so a longer one is seen as truncated and dropped.
+_RECV_BUFFER = MAX_PACKET_LEN + 1
+BATCH_LIMIT = 512
+
+
+class BindError(OSError):
+    """A listening socket could not be bound; the message says what to do about it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    family: socket.AddressFamily
+    host: str
+    port: int
+
+
+def default_listen(port: int, ipv4: bool = True, ipv6: bool = True) -> list[ListenAddress]:
+    addresses = []
+    if ipv4:
+        addresses.append(ListenAddress(socket.AF_INET, "0.0.0.0", port))
+    if ipv6 and socket.has_ipv6:
+        addresses.append(ListenAddress(socket.AF_INET6, "::", port))
+    return addresses
+
+
+def open_socket(where: ListenAddress, reuse_port: bool = False) -> socket.socket:
+    sock = socket.socket(where.family, socket.SOCK_DGRAM)
+    try:
+        if where.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.bind((where.host, where.port))
+    except OSError as err:
+        sock.close()
+        hint = ""
+        if err.errno == errno.EACCES:
+            hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE; try --port)"
+        elif err.errno == errno.EADDRINUSE:
+            hint = " (another NTP daemon — ntpd, chronyd, systemd-timesyncd? — holds it)"
+        elif err.errno == errno.EADDRNOTAVAIL:
+            hint = " (no interface has this address)"
+        raise BindError(
+            err.errno, f"cannot bind UDP {where.host} port {where.port}: {err.strerror}{hint}"
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
+def open_sockets(
+    addresses: Iterable[ListenAddress], reuse_port: bool = False
+) -> list[socket.socket]:
+    opened: list[socket.socket] = []
+    try:
+        for where in addresses:
+            opened.append(open_socket(where, reuse_port))
+    except BindError:
+        for sock in opened:
+            sock.close()
+        raise
+    return opened
+
+
+def _address_int(family: int, host: str) -> int:
+    return int.from_bytes(socket.inet_pton(family, host), "big")
+
+
+class UdpServer:
+    """Answers every datagram on its sockets through the one `Responder`."""
+
+    def __init__(
+        self,
+        responder: Responder,
+        time_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.responder = responder
+        self.time_ns = time_ns
+        self.send_errors = 0
+        self.receive_errors = 0
+
+    def drain(self, sock: socket.socket) -> int:
+        """Answer datagrams until the socket is empty or BATCH_LIMIT; returns how many."""
+        respond = self.responder.respond
+        counters = self.responder.counters
+        time_ns = self.time_ns
+        family = sock.family
+        is_v6 = family == socket.AF_INET6
+        recvmsg = sock.recvmsg
+        sendto = sock.sendto
+        last_host = ""
+        last_int = 0
+        handled = 0
+        while handled < BATCH_LIMIT:
+            try:
+                data, ancillary, msg_flags, peer = recvmsg(_RECV_BUFFER, _ANCILLARY_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as err:
+                # ICMP errors from earlier sends surface here on Linux; never fatal.
+                self.receive_errors += 1
+                if err.errno in (errno.EBADF, errno.ENOTSOCK):
+                    break
+                continue
+            handled += 1
+            if msg_flags & socket.MSG_TRUNC:
+                counters.received += 1
+                counters.drop(DropReason.TOO_LONG)
+                continue
+            rx_ns = 0
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+                    sec, nsec = _TIMESPEC.unpack_from(payload)
+                    rx_ns = sec * 1_000_000_000 + nsec
+            if not rx_ns:
+                rx_ns = time_ns()
+            host = peer[0]
+            if host != last_host:
+                last_int = _address_int(family, host)
+                last_host = host
+            reply = respond(
+                data, last_int, is_v6, peer[1], unix_ns_to_ntp(rx_ns), rx_ns / 1e9
+            )
+            if reply is None:
+                continue
+            try:
+                sendto(reply + unix_ns_to_ntp(time_ns()).to_bytes(8, "big"), peer)
+            except OSError:
+                self.send_errors += 1
+        return handled
+

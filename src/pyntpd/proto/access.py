@@ -1,0 +1,246 @@
+"""The restrict engine: ntpd's access table, and rate limiting on a bounded MRU list.
+
+Semantics follow ntp_acc(5) of ntpd 4.2.8:
+- the most specific matching rule wins (longest prefix; `ntpport` rules rank above others of
+  the same prefix and match only packets from source port 123); a source that matches no
+  rule is unrestricted;
+- every packet is accounted in the MRU ("monitor") list, ntpd's leaky bucket per source:
+  a packet arriving sooner than `discard minimum` after the previous one, or while the
+  bucket is over 8 average headways, is over the limit; `limited` turns that into a drop,
+  `kod` additionally into a RATE kiss — itself rate-limited, so a flood cannot be reflected.
+
+The MRU list never holds more than `max_entries` sources: when full, the least recently seen
+source is recycled, so a flood from millions of spoofed addresses costs constant memory
+(ntpd's `mru maxdepth`/`maxmem`).
+
+Flags are plain ints on the hot path (enum.Flag arithmetic costs microseconds per packet).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from pyntpd.proto.access_types import RestrictFlag, RestrictRule
+
+IGNORE = RestrictFlag.IGNORE.value
+KOD = RestrictFlag.KOD.value
+LIMITED = RestrictFlag.LIMITED.value
+NOPEER = RestrictFlag.NOPEER.value
+NOQUERY = RestrictFlag.NOQUERY.value
+NOSERVE = RestrictFlag.NOSERVE.value
+NOTRUST = RestrictFlag.NOTRUST.value
+NTPPORT = RestrictFlag.NTPPORT.value
+VERSION = RestrictFlag.VERSION.value
+NOMRULIST = RestrictFlag.NOMRULIST.value
+
+# Set on the result of `Access.check`, never in a rule: the source is over its rate.
+OVER_RATE = 1 << 30
+# Set alongside OVER_RATE when a KoD may be sent: the first excess packet of a burst gets a
+# kiss, the following ones (while the bucket stays over the limit) get nothing, so KoDs
+# themselves are rate-limited.
+KOD_ALLOWED = 1 << 31
+
+NTP_PORT = 123
+_V6_TAG = 1 << 128  # keeps IPv6 keys apart from IPv4 ones in one dict
+_CACHE_LIMIT = 4096
+
+# Bytes one monitored source costs us: the entry object, its dict slot and its key. Used to
+# turn ntpd's `mru maxmem` (KiB) into an entry bound; tracemalloc on CPython 3.11 measured
+# 230 bytes per entry over 100k IPv4 sources.
+MRU_ENTRY_BYTES = 232
+
+
+def address_key(address: int, is_v6: bool) -> int:
+    return address | _V6_TAG if is_v6 else address
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """ntpd's `discard` settings."""
+
+    average: int = 3  # log2 seconds: the long-run mean headway a client may use
+    minimum: float = 2.0  # seconds: the shortest headway between two packets
+
+
+@dataclass(frozen=True, slots=True)
+class MruLimits:
+    """ntpd's `mru` settings, reduced to what bounds memory and recycling."""
+
+    max_entries: int = 1024 * 1024 // MRU_ENTRY_BYTES  # ntpd's default maxmem, 1 MiB
+    min_depth: int = 600
+    max_age: float = 64.0
+
+    @classmethod
+    def from_maxmem(cls, maxmem_kib: int, **kwargs: float) -> MruLimits:
+        return cls(max_entries=max(1, maxmem_kib * 1024 // MRU_ENTRY_BYTES), **kwargs)
+
+
+class MonEntry:
+    """One source in the MRU list (also what `mrulist` reports)."""
+
+    __slots__ = ("count", "first", "flags", "last", "leak", "mode_version", "port")
+
+    def __init__(self, now: float, port: int) -> None:
+        self.first = now
+        self.last = now
+        self.count = 0
+        self.leak = 0.0
+        self.port = port
+        self.mode_version = 0
+        self.flags = 0
+
+
+class _Table:
+    """Rules of one address family, grouped by prefix length for longest-match lookup."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        # prefix length -> {network int: (flags, ntpport flags or None)}
+        self.by_prefix: dict[int, dict[int, list[int | None]]] = {}
+        self.prefixes: list[int] = []
+
+    def add(self, network: int, prefix: int, flags: int) -> None:
+        slot = self.by_prefix.setdefault(prefix, {}).setdefault(network, [None, None])
+        # Later lines for the same network replace earlier ones, as in ntpd.
+        slot[1 if flags & NTPPORT else 0] = flags
+        self.prefixes = sorted(self.by_prefix, reverse=True)
+
+    def lookup(self, address: int, port: int) -> int:
+        bits = self.bits
+        for prefix in self.prefixes:
+            shift = bits - prefix
+            slot = self.by_prefix[prefix].get((address >> shift) << shift)
+            if slot is None:
+                continue
+            if port == NTP_PORT and slot[1] is not None:
+                return slot[1]
+            if slot[0] is not None:
+                return slot[0]
+        return 0
+
+
+class RestrictTable:
+    """Immutable once built: a reload builds a new table and swaps it in."""
+
+    def __init__(self, rules: Iterable[RestrictRule] = ()) -> None:
+        self._v4 = _Table(32)
+        self._v6 = _Table(128)
+        self.rules = tuple(rules)
+        for rule in self.rules:
+            if rule.network is None:
+                continue  # `restrict source` is a template, applied per association
+            table = self._v6 if rule.network.version == 6 else self._v4
+            table.add(int(rule.network.network_address), rule.network.prefixlen, rule.flags.value)
+        self.source_template: int | None = next(
+            (r.flags.value for r in self.rules if r.network is None), None
+        )
+
+    def lookup(self, address: int, is_v6: bool, port: int) -> int:
+        return (self._v6 if is_v6 else self._v4).lookup(address, port)
+
+    def with_hosts(self, hosts: Iterable[tuple[int, bool]], flags: int) -> RestrictTable:
+        """A copy with host rules added (`restrict source` applied to servers' addresses)."""
+        table = RestrictTable(self.rules)
+        for address, is_v6 in hosts:
+            (table._v6 if is_v6 else table._v4).add(address, 128 if is_v6 else 32, flags)
+        return table
+
+
+class Access:
+    """Restrict lookup plus per-source rate accounting, as the responder needs it."""
+
+    def __init__(
+        self,
+        table: RestrictTable,
+        rate: RateLimits | None = None,
+        mru: MruLimits | None = None,
+    ) -> None:
+        self.table = table
+        self.rate = rate or RateLimits()
+        self.mru_limits = mru or MruLimits()
+        self.mru: OrderedDict[int, MonEntry] = OrderedDict()
+        self._cache: dict[int, int] = {}
+        self._has_ntpport = any(r.flags & RestrictFlag.NTPPORT for r in table.rules)
+        self.recycled = 0
+
+    def replace_table(self, table: RestrictTable) -> None:
+        self.table = table
+        self._cache.clear()
+        self._has_ntpport = any(r.flags & RestrictFlag.NTPPORT for r in table.rules)
+
+    def flags_for(self, address: int, is_v6: bool, port: int) -> int:
+        """The restrict flags of the most specific rule; memoised per source."""
+        key = address | _V6_TAG if is_v6 else address
+        if self._has_ntpport:
+            key = (key << 1) | (port == NTP_PORT)
+        flags = self._cache.get(key)
+        if flags is None:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            flags = self._cache[key] = self.table.lookup(address, is_v6, port)
+        return flags
+
+    def check(
+        self, address: int, is_v6: bool, port: int, now: float, mode_version: int = 0
+    ) -> int:
+        """Flags for this packet: the rule's, plus OVER_RATE if the source is over its rate.
+
+        Also accounts the packet in the MRU list (ntpd's ntp_monitor()).
+        """
+        flags = self.flags_for(address, is_v6, port)
+        if flags & IGNORE:
+            return flags
+        return flags | self._monitor(address | _V6_TAG if is_v6 else address, port, now,
+                                     mode_version, flags)
+
+    def _monitor(self, key: int, port: int, now: float, mode_version: int, flags: int) -> int:
+        mru = self.mru
+        entry = mru.get(key)
+        if entry is None:
+            entry = self._new_entry(key, now, port)
+            entry.count = 1
+            entry.mode_version = mode_version
+            entry.flags = flags
+            return 0
+        interval = now - entry.last
+        if interval < 0.0:
+            interval = 0.0  # the caller's clock went backwards; never credit the source
+        entry.last = now
+        entry.port = port
+        entry.count += 1
+        entry.mode_version = mode_version
+        entry.flags = flags
+        mru.move_to_end(key)
+        # ntpd's leaky bucket (ntp_monitor.c), with its 1 s and 2 s graces.
+        leak = entry.leak - interval
+        if leak < 0.0:
+            leak = 0.0
+        head = float(1 << self.rate.average)
+        limit = 8.0 * head
+        if interval + 1.0 >= self.rate.minimum and leak + head < limit:
+            entry.leak = leak + head - 2.0
+            return 0
+        if leak < limit:
+            entry.leak = limit + head
+            return OVER_RATE | KOD_ALLOWED
+        entry.leak = leak
+        return OVER_RATE
+
+    def _new_entry(self, key: int, now: float, port: int) -> MonEntry:
+        mru = self.mru
+        limits = self.mru_limits
+        if len(mru) >= limits.max_entries or (
+            len(mru) >= limits.min_depth
+            and now - next(iter(mru.values())).last > limits.max_age
+        ):
+            mru.popitem(last=False)
+            self.recycled += 1
+        entry = MonEntry(now, port)
+        mru[key] = entry
+        return entry
+
+    def entries(self) -> Iterator[tuple[int, MonEntry]]:
+        """Most recent first, as mrulist shows them."""
+        return reversed(self.mru.items())

@@ -1,0 +1,215 @@
+"""The responder: one request datagram in, at most one reply out (RFC 5905 mode 3 -> 4).
+
+Every serving path (the single-process loop, SO_REUSEPORT workers, tests) calls
+`Responder.respond`. It is pure: the caller passes the source address, the kernel receive
+timestamp and `now`, and gets back either nothing (the drop is counted) or the reply
+*without* its last 8 bytes, the transmit timestamp, which the caller appends immediately
+before sending so that it is as late and as honest as possible.
+
+Decisions, in ntpd's order (ntp_proto.c receive()):
+1. mode 7 is never answered; mode 6 goes to the control responder (issue 4) — refused for
+   now and counted; malformed datagrams are dropped by the codec's strict rules;
+2. `restrict ignore` drops everything; `noserve` drops time requests (KoD RSTR with `kod`);
+   `version` drops anything but NTPv4; `notrust` requires authentication (KoD DENY with
+   `kod`);
+3. the source's rate (MRU list): with `limited`, over-rate requests are dropped, and with
+   `kod` the first of a burst gets a RATE kiss;
+4. only client requests (mode 3, or mode 0 from NTPv1) are served: symmetric modes never
+   create an association here (CVE-2016-1549 class), replies are not requests;
+5. the reply is 48 bytes, never longer than the request, and carries no extension fields:
+   unknown ones are ignored, as chrony does.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from pyntpd.proto import access as acc
+from pyntpd.proto.access import Access
+from pyntpd.proto.packet import (
+    HEADER_LEN,
+    DropReason,
+    Leap,
+    Mode,
+    PacketError,
+    decode,
+    li_vn_mode,
+)
+from pyntpd.proto.timestamp import seconds_to_short
+
+STRATUM_UNSYNC = 16
+MAX_STRATUM = 15
+PHI = 15e-6  # RFC 5905 frequency tolerance: dispersion grows this much per second
+
+# The reply's first 40 bytes; the caller appends the 8-byte transmit timestamp.
+_REPLY_HEAD = struct.Struct("!BBbbII4sQQQ")
+REPLY_PREFIX_LEN = _REPLY_HEAD.size
+
+KISS_RATE = b"RATE"
+KISS_DENY = b"DENY"
+KISS_RSTR = b"RSTR"
+
+
+@dataclass(frozen=True, slots=True)
+class SystemVars:
+    """What this server states about its own time (RFC 5905 system variables)."""
+
+    leap: int = Leap.UNSYNCHRONISED
+    stratum: int = STRATUM_UNSYNC
+    precision: int = -20
+    root_delay: float = 0.0
+    root_dispersion: float = 0.0
+    refid: bytes = b"\0\0\0\0"
+    reference_time: int = 0  # NTP timestamp of the last clock update
+    updated_at: float = 0.0  # `now` (caller's time base) when these were computed
+
+    @property
+    def synchronised(self) -> bool:
+        return self.leap != Leap.UNSYNCHRONISED and self.stratum < STRATUM_UNSYNC
+
+
+@dataclass(slots=True)
+class ServerCounters:
+    received: int = 0
+    served: int = 0
+    kod_sent: dict[bytes, int] = field(default_factory=dict)
+    dropped: dict[DropReason, int] = field(default_factory=dict)
+
+    def drop(self, reason: DropReason) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def kiss(self, code: bytes) -> None:
+        self.kod_sent[code] = self.kod_sent.get(code, 0) + 1
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+class Responder:
+    def __init__(self, access: Access, system: SystemVars | None = None) -> None:
+        self.access = access
+        self.counters = ServerCounters()
+        self.system = system or SystemVars()
+
+    def set_system(self, system: SystemVars) -> None:
+        self.system = system
+
+    def respond(
+        self,
+        data: bytes | bytearray | memoryview,
+        address: int,
+        is_v6: bool,
+        port: int,
+        receive_ts: int,
+        now: float,
+    ) -> bytes | None:
+        """The reply minus its transmit timestamp, or None (the drop is counted)."""
+        counters = self.counters
+        counters.received += 1
+        n = len(data)
+        if not n:
+            counters.drop(DropReason.TOO_SHORT)
+            return None
+        first = data[0]
+        mode = first & 7
+        if mode == Mode.PRIVATE:
+            counters.drop(DropReason.MODE7)
+            return None
+        if mode == Mode.CONTROL:
+            counters.drop(DropReason.CONTROL_DENIED)
+            return None
+        try:
+            # The header is all a plain request has; longer ones go through the full codec
+            # so that malformed extension fields and trailers are refused, not skipped.
+            if n == HEADER_LEN:
+                version = (first >> 3) & 7
+                if not 1 <= version <= 4:
+                    raise PacketError(DropReason.BAD_VERSION, f"version {version}")
+                mac = None
+            else:
+                packet = decode(data)
+                version = packet.header.version
+                mac = packet.mac
+        except PacketError as err:
+            counters.drop(err.reason)
+            return None
+
+        flags = self.access.check(address, is_v6, port, now, first & 0x3F)
+        if flags & acc.IGNORE:
+            counters.drop(DropReason.RESTRICTED)
+            return None
+        if mode == Mode.RESERVED and version == 1:
+            mode = Mode.CLIENT  # NTPv1 had no client mode; RFC 5905 appendix treats it so
+        if mode != Mode.CLIENT:
+            counters.drop(DropReason.NOT_A_REQUEST)
+            return None
+        if flags & acc.NOSERVE:
+            return self._refuse(flags, data, version, KISS_RSTR, DropReason.RESTRICTED)
+        if flags & acc.VERSION and version != 4:
+            counters.drop(DropReason.RESTRICTED)
+            return None
+        if mac is not None and not mac.is_crypto_nak:
+            # No symmetric keys are loaded into the responder yet (issue 5): a signed
+            # request cannot be verified, and an unverifiable request gets no reply.
+            counters.drop(DropReason.AUTH_REQUIRED)
+            return None
+        if flags & acc.NOTRUST:
+            return self._refuse(flags, data, version, KISS_DENY, DropReason.AUTH_REQUIRED)
+        if flags & acc.OVER_RATE and flags & acc.LIMITED:
+            counters.drop(DropReason.RATE_LIMITED)
+            if flags & acc.KOD and flags & acc.KOD_ALLOWED:
+                counters.kiss(KISS_RATE)
+                return self._kiss(data, version, KISS_RATE)
+            return None
+        counters.served += 1
+        return self._reply(data, version, receive_ts, now)
+
+    def _refuse(
+        self,
+        flags: int,
+        data: bytes | bytearray | memoryview,
+        version: int,
+        code: bytes,
+        reason: DropReason,
+    ) -> bytes | None:
+        self.counters.drop(reason)
+        # A kiss only where asked for, and never more often than the rate allows: a
+        # refused source must not be able to use us as a reflector.
+        if flags & acc.KOD and (not flags & acc.OVER_RATE or flags & acc.KOD_ALLOWED):
+            self.counters.kiss(code)
+            return self._kiss(data, version, code)
+        return None
+
+    def _reply(
+        self, data: bytes | bytearray | memoryview, version: int, receive_ts: int, now: float
+    ) -> bytes:
+        s = self.system
+        poll = data[2] if data[2] < 128 else data[2] - 256
+        client_transmit = int.from_bytes(data[40:48], "big")
+        if s.leap == Leap.UNSYNCHRONISED:
+            # Unsynchronised: say so, and claim nothing about a reference.
+            return _REPLY_HEAD.pack(
+                li_vn_mode(Leap.UNSYNCHRONISED, version, Mode.SERVER),
+                STRATUM_UNSYNC, poll, s.precision, 0, 0, b"\0\0\0\0", 0,
+                client_transmit, receive_ts,
+            )
+        age = now - s.updated_at
+        dispersion = s.root_dispersion + PHI * (age if age > 0.0 else 0.0)
+        return _REPLY_HEAD.pack(
+            li_vn_mode(s.leap, version, Mode.SERVER),
+            s.stratum, poll, s.precision,
+            seconds_to_short(s.root_delay), seconds_to_short(dispersion),
+            s.refid, s.reference_time, client_transmit, receive_ts,
+        )
+
+    def _kiss(self, data: bytes | bytearray | memoryview, version: int, code: bytes) -> bytes:
+        """A Kiss-o'-Death: stratum 0, the code in refid, origin = the client's transmit."""
+        poll = data[2] if data[2] < 128 else data[2] - 256
+        client_transmit = int.from_bytes(data[40:48], "big")
+        return _REPLY_HEAD.pack(
+            li_vn_mode(Leap.UNSYNCHRONISED, version, Mode.SERVER),
+            0, poll, self.system.precision, 0, 0, code, 0, client_transmit, 0,
+        )
+

@@ -1,0 +1,202 @@
+import ipaddress
+import struct
+
+import pytest
+
+from pyntpd.proto.access import Access, RestrictTable
+from pyntpd.proto.access_types import RestrictFlag as F
+from pyntpd.proto.access_types import RestrictRule
+from pyntpd.proto.localclock import LocalClockDriver
+from pyntpd.proto.packet import HEADER, DropReason, NtpHeader, decode, li_vn_mode
+from pyntpd.proto.server import REPLY_PREFIX_LEN, Responder, SystemVars
+from pyntpd.proto.timestamp import unix_to_ntp
+
+NOW = 1_800_000_000.0
+CLIENT_XMT = 0x1122334455667788
+RX = unix_to_ntp(NOW)
+TX = unix_to_ntp(NOW + 1e-5)
+
+
+def request(version=4, mode=3, poll=6, trailer=b"", transmit=CLIENT_XMT):
+    return HEADER.pack(li_vn_mode(0, version, mode), 0, poll, -6, 0, 0, b"\0" * 4, 0, 0, 0,
+                       transmit) + trailer
+
+
+def responder(flags=F.NONE, system=None, rate=None):
+    rules = [RestrictRule(ipaddress.ip_network("0.0.0.0/0"), flags, is_default=True)]
+    synced = LocalClockDriver(stratum=10).system_vars(NOW - 30.0)
+    return Responder(Access(RestrictTable(rules), rate), system or synced)
+
+
+def ask(r, data, now=NOW, address=0xC0000201, port=40000):
+    prefix = r.respond(data, address, False, port, RX, now)
+    return None if prefix is None else decode(prefix + TX.to_bytes(8, "big"))
+
+
+def test_reply_is_prefix_of_40_bytes_and_caller_appends_transmit():
+    r = responder()
+    assert len(r.respond(request(), 1, False, 1, RX, NOW)) == REPLY_PREFIX_LEN == 40
+
+
+def test_reply_is_mode_4_with_echoed_version_and_origin():
+    h = ask(responder(), request(version=3)).header
+    assert (h.mode, h.version, h.origin, h.receive, h.transmit) == (4, 3, CLIENT_XMT, RX, TX)
+
+
+def test_local_clock_at_fudge_stratum_10_serves_stratum_11_with_refid_locl():
+    h = ask(responder(), request()).header
+    assert (h.stratum, h.refid, h.leap) == (11, b"LOCL", 0)
+
+
+def test_reference_time_is_the_last_update():
+    assert ask(responder(), request()).header.reference == unix_to_ntp(NOW - 30.0)
+
+
+def test_root_dispersion_grows_with_age_of_the_system_variables():
+    young = ask(responder(), request(), now=NOW - 29.0).header.root_dispersion
+    old = ask(responder(), request(), now=NOW + 3600.0).header.root_dispersion
+    assert old > young
+
+
+def test_poll_is_echoed():
+    assert ask(responder(), request(poll=10)).header.poll == 10
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_versions_1_to_4_are_answered(version):
+    assert ask(responder(), request(version=version)).header.version == version
+
+
+def test_ntpv1_mode_0_is_treated_as_client():
+    assert ask(responder(), request(version=1, mode=0)).header.mode == 4
+
+
+def test_unsynchronised_server_says_leap_3_stratum_16_and_claims_no_reference():
+    h = ask(responder(system=SystemVars()), request()).header
+    assert (h.leap, h.stratum, h.reference, h.refid) == (3, 16, 0, b"\0\0\0\0")
+
+
+def test_fudge_stratum_15_leaves_the_server_unsynchronised():
+    assert LocalClockDriver(stratum=15).system_vars(NOW).synchronised is False
+
+
+@pytest.mark.parametrize("mode", [1, 2, 4, 5])
+def test_non_client_modes_are_not_answered(mode):
+    r = responder()
+    assert ask(r, request(mode=mode)) is None
+    assert r.counters.dropped[DropReason.NOT_A_REQUEST] == 1
+
+
+def test_mode_7_is_never_answered():
+    r = responder()
+    assert ask(r, bytes([0x17, 0x00, 0x03, 0x2A]) + bytes(4)) is None  # monlist request
+    assert r.counters.dropped[DropReason.MODE7] == 1
+
+
+def test_mode_6_is_refused_and_counted():
+    r = responder()
+    assert ask(r, bytes([0x16, 0x01]) + bytes(10)) is None
+    assert r.counters.dropped[DropReason.CONTROL_DENIED] == 1
+
+
+def test_truncated_request_is_dropped_and_counted():
+    r = responder()
+    assert ask(r, request()[:47]) is None
+    assert r.counters.dropped[DropReason.TOO_SHORT] == 1
+
+
+def test_empty_datagram_is_dropped_and_counted():
+    r = responder()
+    assert ask(r, b"") is None and r.counters.dropped[DropReason.TOO_SHORT] == 1
+
+
+def test_bad_extension_field_is_dropped_and_counted():
+    r = responder()
+    assert ask(r, request(trailer=struct.pack("!HH", 0x1234, 30) + bytes(26))) is None
+    assert r.counters.dropped[DropReason.BAD_EXTENSION] == 1
+
+
+def test_unknown_extension_field_is_answered_without_it():
+    r = responder()
+    data = request(trailer=struct.pack("!HH", 0x7777, 32) + bytes(28))
+    reply = r.respond(data, 1, False, 1, RX, NOW)
+    assert reply is not None and len(reply) + 8 == 48 < len(data)
+
+
+def test_signed_request_without_keys_gets_no_reply():
+    r = responder()
+    assert ask(r, request(trailer=struct.pack("!I", 1) + bytes(16))) is None
+    assert r.counters.dropped[DropReason.AUTH_REQUIRED] == 1
+
+
+def test_crypto_nak_trailer_is_not_authentication_and_is_served_plain():
+    assert ask(responder(), request(trailer=bytes(4))).mac is None
+
+
+def test_ignore_drops_silently_even_with_kod():
+    r = responder(F.IGNORE | F.KOD)
+    assert ask(r, request()) is None and r.counters.kod_sent == {}
+
+
+def test_noserve_drops_time_requests():
+    assert ask(responder(F.NOSERVE), request()) is None
+
+
+def test_noserve_with_kod_sends_rstr():
+    h = ask(responder(F.NOSERVE | F.KOD), request()).header
+    assert (h.stratum, h.refid, h.leap, h.origin) == (0, b"RSTR", 3, CLIENT_XMT)
+
+
+def test_notrust_drops_unauthenticated_requests():
+    assert ask(responder(F.NOTRUST), request()) is None
+
+
+def test_notrust_with_kod_sends_deny():
+    assert ask(responder(F.NOTRUST | F.KOD), request()).header.refid == b"DENY"
+
+
+def test_version_flag_drops_older_versions():
+    r = responder(F.VERSION)
+    assert ask(r, request(version=3)) is None and ask(r, request(version=4)) is not None
+
+
+@pytest.mark.parametrize("flag", [F.NOQUERY, F.NOMODIFY, F.NOTRAP, F.NOPEER, F.LOWPRIOTRAP])
+def test_flags_about_other_services_do_not_stop_time_service(flag):
+    assert ask(responder(flag), request()) is not None
+
+
+def test_limited_drops_requests_over_rate():
+    r = responder(F.LIMITED)
+    assert ask(r, request()) is not None
+    assert ask(r, request(), now=NOW + 0.1) is None
+    assert r.counters.dropped[DropReason.RATE_LIMITED] == 1
+
+
+def test_limited_with_kod_sends_one_rate_kiss_per_burst():
+    r = responder(F.LIMITED | F.KOD)
+    replies = [ask(r, request(), now=NOW + 0.01 * i) for i in range(10)]
+    kisses = [p for p in replies[1:] if p is not None]
+    assert len(kisses) == 1 and kisses[0].header.refid == b"RATE"
+    assert kisses[0].header.stratum == 0 and r.counters.kod_sent == {b"RATE": 1}
+
+
+def test_kod_is_never_larger_than_the_request():
+    r = responder(F.NOSERVE | F.KOD)
+    assert len(r.respond(request(), 1, False, 1, RX, NOW)) + 8 <= 48
+
+
+def test_kiss_without_limited_is_not_rate_kod():
+    r = responder(F.KOD)
+    assert [ask(r, request(), now=NOW + 0.01 * i).header.stratum for i in range(3)] == [11] * 3
+
+
+def test_received_and_served_are_counted():
+    r = responder()
+    ask(r, request())
+    ask(r, b"x")
+    assert (r.counters.received, r.counters.served, r.counters.dropped_total) == (2, 1, 1)
+
+
+def test_reply_header_fields_survive_a_round_trip_through_the_codec():
+    h = ask(responder(), request()).header
+    assert isinstance(h, NtpHeader) and h.precision == -20
