@@ -1,0 +1,203 @@
+"""Where the "pyntpd" logger writes, with ntpd's choices of destination.
+
+- `-l FILE` (or the `logfile` directive): that file only, as ntpd does; reopened by reopen()
+  so logrotate can move it away and SIGHUP brings a fresh one.
+- `-n` (foreground): stderr, for the terminal or for systemd's journal.
+- syslog: facility daemon over /dev/log; with `-n` as well, ntpd logs to both, so do we.
+- nothing usable: stderr, rather than losing messages.
+
+Log lines carry text that came from the network (host names, refids, config lines), so
+control characters in a message are escaped: one event is always one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import stat
+import sys
+import time
+from collections import OrderedDict
+from typing import TextIO
+
+LOGGER_NAME = "pyntpd"
+SYSLOG_SOCKET = "/dev/log"
+
+_LOGFILE_FLAGS = (
+    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+)
+_LOGFILE_MODE = 0o640
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {127: "\\x7f"}
+
+
+class _Formatter(logging.Formatter):
+    """UTC timestamps with a Z, and control characters escaped in the message itself."""
+
+    converter = time.gmtime
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # A copy: other handlers (and the traceback text appended later) see the original.
+        escaped = logging.makeLogRecord(record.__dict__)
+        escaped.message = record.message.translate(_CONTROL)
+        return super().formatMessage(escaped)
+
+
+def _stream_formatter() -> logging.Formatter:
+    return _Formatter(
+        "%(asctime)s pyntpd[%(process)d]: %(levelname)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%SZ",
+    )
+
+
+def _open_logfile(path: str) -> TextIO:
+    fd = os.open(path, _LOGFILE_FLAGS, _LOGFILE_MODE)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class LogFileHandler(logging.StreamHandler):
+    """Appends to a file opened without following symlinks; reopen() for log rotation."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        super().__init__(_open_logfile(self.path))
+
+    def reopen(self) -> None:
+        """Open the path afresh (after logrotate moved it); on failure keep the old file."""
+        new = _open_logfile(self.path)
+        self.acquire()
+        try:
+            old, self.stream = self.stream, new
+        finally:
+            self.release()
+        old.close()
+
+    def close(self) -> None:
+        self.acquire()
+        try:
+            if self.stream is not None:
+                try:
+                    self.flush()
+                finally:
+                    self.stream.close()
+                    # As FileHandler does: logging.shutdown() flushes closed handlers too.
+                    self.stream = None
+        finally:
+            self.release()
+        super().close()
+
+
+def _syslog_handler() -> logging.Handler | None:
+    if not os.path.exists(SYSLOG_SOCKET):
+        return None
+    try:
+        handler = logging.handlers.SysLogHandler(
+            address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON
+        )
+    except OSError:
+        return None
+    # syslog stamps time and host itself; the "pyntpd[pid]:" tag is how it names the sender.
+    handler.setFormatter(_Formatter("pyntpd[%(process)d]: %(message)s"))
+    return handler
+
+
+def _stderr_handler() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_stream_formatter())
+    return handler
+
+
+def configure_logging(
+    *, foreground: bool, logfile: str | None, syslog: bool, debug_level: int
+) -> logging.Logger:
+    """(Re)configure the "pyntpd" logger; returns it. Raises OSError if `logfile` can't open."""
+    logger = logging.getLogger(LOGGER_NAME)
+    handlers: list[logging.Handler] = []
+    if logfile:
+        file_handler = LogFileHandler(logfile)
+        file_handler.setFormatter(_stream_formatter())
+        handlers.append(file_handler)
+    else:
+        if foreground:
+            handlers.append(_stderr_handler())
+        if syslog:
+            syslog_handler = _syslog_handler()
+            if syslog_handler is not None:
+                handlers.append(syslog_handler)
+            elif not foreground:
+                handlers.append(_stderr_handler())
+        if not handlers:
+            handlers.append(_stderr_handler())
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug_level >= 1 else logging.INFO)
+    # The daemon owns its output; a root handler someone else set up must not double it.
+    logger.propagate = False
+    return logger
+
+
+def reopen() -> bool:
+    """Reopen the log file, if logging to one (SIGHUP, logrotate). False if that failed."""
+    logger = logging.getLogger(LOGGER_NAME)
+    ok = True
+    for handler in logger.handlers:
+        if isinstance(handler, LogFileHandler):
+            try:
+                handler.reopen()
+            except OSError as exc:
+                ok = False
+                logger.error("cannot reopen log file %s: %s", handler.path, exc)
+    return ok
+
+
+class LogOnce:
+    """Log a condition once until reset(key), so a persistent problem doesn't flood the log.
+
+    Keys may come from the network (one per peer address), so at most `max_keys` are kept;
+    the oldest is forgotten first, and may then be logged again.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None, max_keys: int = 1024) -> None:
+        self.logger = logger or logging.getLogger(LOGGER_NAME)
+        self.max_keys = max_keys
+        self._seen: OrderedDict[object, None] = OrderedDict()
+
+    def log(self, key: object, level: int, msg: str, *args: object) -> bool:
+        """Log `msg` unless `key` was already logged since its last reset; True if logged."""
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        while len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
+        self.logger.log(level, msg, *args)
+        return True
+
+    def warning(self, key: object, msg: str, *args: object) -> bool:
+        return self.log(key, logging.WARNING, msg, *args)
+
+    def error(self, key: object, msg: str, *args: object) -> bool:
+        return self.log(key, logging.ERROR, msg, *args)
+
+    def info(self, key: object, msg: str, *args: object) -> bool:
+        return self.log(key, logging.INFO, msg, *args)
+
+    def reset(self, key: object | None = None) -> bool:
+        """Forget `key` (the condition cleared), or every key if None; True if it was set."""
+        if key is None:
+            had = bool(self._seen)
+            self._seen.clear()
+            return had
+        if key in self._seen:
+            del self._seen[key]
+            return True
+        return False
