@@ -1,0 +1,102 @@
+"""The only place the config package touches the file system (plus name resolution).
+
+Both functions are defaults for injectable parameters, so tests and fuzzers never need real
+files. Reading is bounded: an `includefile /dev/zero` or a FIFO must not hang or exhaust
+the daemon at start-up.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import stat
+from collections.abc import Callable
+
+from .diagnostics import DiagnosticSink, Location
+
+MAX_FILE_SIZE = 1 << 20
+
+ReadFile = Callable[[str], bytes]
+FileMode = Callable[[str], "int | None"]
+Resolver = Callable[[str, "int | None"], "list[ipaddress.IPv4Address | ipaddress.IPv6Address]"]
+
+
+def read_file(path: str) -> bytes:
+    """Read a regular file of at most MAX_FILE_SIZE bytes; OSError otherwise."""
+    # O_NONBLOCK so that opening a FIFO does not wait for a writer.
+    fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks: list[bytes] = []
+        remaining = MAX_FILE_SIZE + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > MAX_FILE_SIZE:
+            raise OSError(errno.EFBIG, f"larger than {MAX_FILE_SIZE} bytes", path)
+        return data
+    finally:
+        os.close(fd)
+
+
+def file_mode(path: str) -> int | None:
+    """st_mode of `path`, or None when it cannot be examined."""
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None
+
+
+def resolve(host: str, family: int | None) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Resolve `host` with the system resolver; an empty list when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, None, family or socket.AF_UNSPEC, socket.SOCK_DGRAM)
+    except (OSError, UnicodeError, ValueError):
+        return []
+    seen: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for fam, _type, _proto, _canon, sockaddr in infos:
+        if fam not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        addr = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if addr not in seen:
+            seen.append(addr)
+    return seen
+
+
+def describe_os_error(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def decode(data: bytes, filename: str, sink: DiagnosticSink) -> str:
+    """UTF-8 decode, reporting each line with invalid bytes (once) and replacing them.
+
+    Bad bytes inside a comment only warn: old files often carry Latin-1 comments, and ntpd
+    never looked at them.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    out: list[str] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            out.append(raw.decode("utf-8"))
+            continue
+        except UnicodeDecodeError as exc:
+            prefix = raw[: exc.start].decode("utf-8", "replace")
+            loc = Location(filename, number, len(prefix) + 1)
+            message = f"invalid UTF-8 byte 0x{raw[exc.start]:02X}; replaced with U+FFFD"
+            if "#" in prefix:
+                sink.warning(loc, message + " (in a comment)")
+            else:
+                sink.error(loc, message, "save the file as UTF-8")
+        out.append(raw.decode("utf-8", "replace"))
+    return "\n".join(out)

@@ -1,0 +1,243 @@
+"""The typed, immutable result of parsing ntp.conf.
+
+Every value has a default, so an empty file yields a usable (if serverless) configuration.
+Defaults are ntpd 4.2.8's compiled-in values (from its sources where they disagree with its
+HTML docs; docs/configuration.md lists them).
+
+Source locations are carried for diagnostics but excluded from equality (`compare=False`):
+two files that say the same thing with different layout are the same configuration, which is
+what a reload wants to know.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pyntpd.proto.access_types import RestrictRule
+
+from .diagnostics import Diagnostic, Location
+from .keys import SymmetricKey
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+AF_INET = int(socket.AF_INET)
+AF_INET6 = int(socket.AF_INET6)
+
+NO_LOCATION = Location("<none>")
+
+ServerKind = Literal["server", "pool", "peer"]
+InterfaceAction = Literal["listen", "ignore", "drop"]
+InterfaceMatch = Literal["all", "ipv4", "ipv6", "wildcard", "name", "address"]
+FilegenType = Literal["none", "pid", "day", "week", "month", "year", "age"]
+
+STATISTICS_NAMES = (
+    "loopstats",
+    "peerstats",
+    "sysstats",
+    "clockstats",
+    "cryptostats",
+    "rawstats",
+    "protostats",
+    "timingstats",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """A `server`, `pool` or `peer` line. The address stays as written: names are resolved
+    by the daemon (and re-resolved when they fail), never by the parser."""
+
+    kind: ServerKind
+    address: str
+    port: int = 123
+    family: int | None = None
+    prefer: bool = False
+    iburst: bool = False
+    burst: bool = False
+    minpoll: int = 6
+    maxpoll: int = 10
+    key: int | None = None
+    version: int = 4
+    noselect: bool = False
+    true: bool = False
+    nts: bool = False
+    location: Location = field(default=NO_LOCATION, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalClock:
+    """ntpd's undisciplined LOCAL driver, `server 127.127.1.U` (+ `fudge`): a last-resort
+    source that lets an isolated network agree on this host's clock."""
+
+    unit: int = 0
+    stratum: int = 5
+    refid: str = "LOCL"
+    time1: float = 0.0
+    prefer: bool = False
+    noselect: bool = False
+    minpoll: int = 6
+    maxpoll: int = 10
+    location: Location = field(default=NO_LOCATION, compare=False)
+
+    @property
+    def address(self) -> str:
+        return f"127.127.1.{self.unit}"
+
+
+@dataclass(frozen=True, slots=True)
+class TosConfig:
+    minsane: int = 1
+    minclock: int = 3
+    maxclock: int = 10
+    maxdist: float = 1.5
+    mindist: float = 0.001
+    orphan: int = 16  # 16 = orphan mode off
+    orphanwait: int = 300
+    cohort: bool = False
+    floor: int = 0
+    ceiling: int = 15
+    beacon: int = 7200
+
+
+@dataclass(frozen=True, slots=True)
+class TinkerConfig:
+    step: float = 0.128
+    stepback: float | None = None  # None: same as step
+    stepfwd: float | None = None  # None: same as step
+    stepout: float = 300.0
+    panic: float = 1000.0  # 0 disables the sanity check
+    allan: int = 11  # log2 s
+    dispersion: float = 15.0  # PPM
+    huffpuff: float | None = None  # None: filter off
+    freq: float | None = None  # PPM; None: from the driftfile
+
+
+@dataclass(frozen=True, slots=True)
+class SystemFlags:
+    """`enable`/`disable` flags with ntpd's defaults."""
+
+    auth: bool = True
+    bclient: bool = False
+    calibrate: bool = False
+    kernel: bool = True
+    monitor: bool = True
+    ntp: bool = True
+    stats: bool = True
+    mode7: bool = False
+    peer_clear_digest_early: bool = True
+    unpeer_crypto_early: bool = True
+    unpeer_crypto_nak_early: bool = True
+    unpeer_digest_early: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardConfig:
+    average: int = 3  # log2 s between a client's packets, on average
+    minimum: int = 2  # s between any two packets from one client
+    monitor: int = 3000  # s; MRU preemption age
+
+
+@dataclass(frozen=True, slots=True)
+class MruConfig:
+    """`mru` limits. maxdepth/maxmem (and the alloc/mem pairs) are alternatives: whichever
+    was written last wins, as in ntpd, so the other is None."""
+
+    maxdepth: int | None = None
+    maxmem: int | None = 1024  # KiB
+    mindepth: int = 600
+    maxage: int = 64
+    initalloc: int | None = None
+    initmem: int | None = 4  # KiB
+    incalloc: int | None = None
+    incmem: int | None = 4  # KiB
+
+
+@dataclass(frozen=True, slots=True)
+class FilegenConfig:
+    """A `filegen` line. None means "not said here": `file` defaults to the name, and whether
+    the set is written follows `statistics` unless `enable`/`disable` was given."""
+
+    name: str
+    file: str | None = None
+    type: FilegenType = "day"
+    link: bool = True
+    enabled: bool | None = None
+    location: Location = field(default=NO_LOCATION, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceRule:
+    """An `interface`/`nic` rule (or pyntpd's `listen ADDRESS`); the last match wins."""
+
+    action: InterfaceAction
+    match: InterfaceMatch
+    name: str | None = None
+    network: IPNetwork | None = None
+    location: Location = field(default=NO_LOCATION, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NtpConfig:
+    servers: tuple[ServerConfig, ...] = ()
+    local_clocks: tuple[LocalClock, ...] = ()
+    restrictions: tuple[RestrictRule, ...] = ()
+    driftfile: str | None = None
+    keys_file: str | None = None
+    keys: tuple[SymmetricKey, ...] = ()
+    trusted_keys: frozenset[int] = frozenset()
+    request_key: int | None = None
+    control_key: int | None = None
+    statistics: tuple[str, ...] = ()
+    statsdir: str | None = None
+    filegens: tuple[FilegenConfig, ...] = ()
+    logfile: str | None = None
+    leapfile: str | None = None
+    leapfile_checkhash: bool = True
+    pidfile: str | None = None
+    tos: TosConfig = TosConfig()
+    tinker: TinkerConfig = TinkerConfig()
+    flags: SystemFlags = SystemFlags()
+    discard: DiscardConfig = DiscardConfig()
+    mru: MruConfig = MruConfig()
+    interfaces: tuple[InterfaceRule, ...] = ()
+    # Every file read to build this config, in order; a reload watches these.
+    files: tuple[str, ...] = field(default=(), compare=False)
+
+    def key(self, key_id: int) -> SymmetricKey | None:
+        for k in self.keys:
+            if k.key_id == key_id:
+                return k
+        return None
+
+    def stats_enabled(self, name: str) -> bool:
+        """Whether statistics set `name` is written, combining `statistics`, `filegen` and
+        `enable/disable stats` as ntpd does."""
+        if not self.flags.stats:
+            return False
+        enabled = name in self.statistics
+        for fg in self.filegens:
+            if fg.name == name and fg.enabled is not None:
+                enabled = fg.enabled
+        return enabled
+
+
+@dataclass(frozen=True, slots=True)
+class ParseResult:
+    config: NtpConfig
+    diagnostics: list[Diagnostic]
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.is_error for d in self.diagnostics)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if not d.is_error]

@@ -1,0 +1,294 @@
+"""ntp.conf parser: directive dispatch, `includefile`, keys loading, and the final model.
+
+Entry points never raise on bad input. Every problem becomes a Diagnostic; a line with an
+error is left out of the configuration (as ntpd drops it), while the rest still parses, so
+`--check` can show every problem in one run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import replace
+
+from . import access, assoc, files, refused, system
+from .context import Context
+from .diagnostics import DiagnosticSink, Location
+from .keys import SymmetricKey, parse_keys
+from .lexer import Token, lex
+from .model import (
+    DiscardConfig,
+    MruConfig,
+    NtpConfig,
+    ParseResult,
+    SystemFlags,
+    TinkerConfig,
+    TosConfig,
+)
+
+# ntpd allows 5 levels; a little more room costs nothing and still stops runaway nesting.
+MAX_INCLUDE_DEPTH = 8
+
+Handler = Callable[[Context, Token, list[Token]], None]
+
+HANDLERS: dict[str, Handler] = {
+    "server": assoc.handle_association,
+    "pool": assoc.handle_association,
+    "peer": assoc.handle_association,
+    "fudge": assoc.handle_fudge,
+    "restrict": access.handle_restrict,
+    "interface": access.handle_interface,
+    "nic": access.handle_interface,
+    "listen": access.handle_listen,
+    "driftfile": system.handle_driftfile,
+    "leapfile": system.handle_leapfile,
+    "keys": system.handle_keys,
+    "statsdir": system.handle_path,
+    "logfile": system.handle_path,
+    "pidfile": system.handle_path,
+    "trustedkey": system.handle_trustedkey,
+    "requestkey": system.handle_single_key,
+    "controlkey": system.handle_single_key,
+    "statistics": system.handle_statistics,
+    "filegen": system.handle_filegen,
+    "tos": system.handle_tos,
+    "tinker": system.handle_tinker,
+    "discard": system.handle_discard,
+    "mru": system.handle_mru,
+    "enable": system.handle_enable,
+    "disable": system.handle_enable,
+}
+for _name in (*refused.AUTOKEY_DIRECTIVES, *refused.ONE_TO_MANY_DIRECTIVES):
+    HANDLERS[_name] = refused.handle_refused
+for _name in refused.IGNORED_DIRECTIVES:
+    HANDLERS[_name] = refused.handle_ignored
+
+DIRECTIVES = frozenset([*HANDLERS, "includefile"])
+_SERVER_USES = ("server", "pool", "peer")
+
+
+class _Parser:
+    def __init__(
+        self,
+        resolve: files.Resolver,
+        read_file: files.ReadFile,
+        file_mode: files.FileMode,
+        keys_file: str | None,
+    ) -> None:
+        self.sink = DiagnosticSink()
+        self.ctx = Context(self.sink, resolve)
+        self.read_file = read_file
+        self.file_mode = file_mode
+        self.keys_override = keys_file
+        self.stack: list[str] = []
+        self.files: list[str] = []
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def run(self, text: str, filename: str) -> None:
+        self.stack.append(os.path.normpath(filename))
+        self.files.append(filename)
+        for line in lex(text, filename, self.sink):
+            head, args = line.tokens[0], list(line.tokens[1:])
+            self.ctx.start_line(filename)
+            try:
+                self._dispatch(head, args)
+            except Exception as exc:  # the parser must never take the daemon down
+                self.sink.error(
+                    head.loc,
+                    f"internal error while reading this line ({type(exc).__name__}: {exc})",
+                    "please report this as a pyntpd bug",
+                )
+        self.stack.pop()
+
+    def _dispatch(self, head: Token, args: list[Token]) -> None:
+        if head.text == "includefile":
+            self._include(head, args)
+            return
+        handler = HANDLERS.get(head.text)
+        if handler is None:
+            self.ctx.unknown(head, "directive", DIRECTIVES)
+            return
+        handler(self.ctx, head, args)
+
+    def _include(self, head: Token, args: list[Token]) -> None:
+        ctx = self.ctx
+        tok = ctx.need(args, 0, head, "file name")
+        ctx.no_more(args, 1, "includefile")
+        if tok is None or not ctx.line_ok:
+            return
+        path = ctx.path_value(tok, "include file")
+        if path is None:
+            return
+        if len(self.stack) > MAX_INCLUDE_DEPTH:
+            ctx.error(
+                tok, f"includefile nested more than {MAX_INCLUDE_DEPTH} levels deep; not read"
+            )
+            return
+        key = os.path.normpath(path)
+        if key in self.stack:
+            chain = " -> ".join([*self.stack[self.stack.index(key) :], key])
+            ctx.error(tok, f"include loop ({chain}); not read")
+            return
+        try:
+            data = self.read_file(path)
+        except FileNotFoundError:
+            ctx.warning(tok, f"include file '{path}' does not exist; skipped")
+            return
+        except OSError as exc:
+            ctx.error(tok, f"cannot read include file '{path}': {files.describe_os_error(exc)}")
+            return
+        self.run(files.decode(data, path, self.sink), path)
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def _load_keys(self) -> tuple[str | None, tuple[SymmetricKey, ...]]:
+        b = self.ctx.b
+        path = self.keys_override
+        where: Location | Token
+        if path is not None:
+            where = Location(path)
+        else:
+            scalar = b.scalars.get("keys_file")
+            path = scalar if isinstance(scalar, str) else None
+            where = b.keys_token if b.keys_token is not None else Location("<keys>")
+        refs = b.key_refs
+        if path is None:
+            if refs:
+                ref = refs[0]
+                self.ctx.error(
+                    ref.token,
+                    f"key {ref.key_id} is used by '{ref.use}' but no keys file is configured",
+                    "add 'keys /etc/ntp/keys' (or start with -k FILE)",
+                )
+            return None, ()
+        try:
+            data = self.read_file(path)
+        except OSError as exc:
+            why = files.describe_os_error(exc)
+            if refs:
+                ref = refs[0]
+                self.ctx.error(
+                    where,
+                    f"cannot read keys file '{path}': {why}",
+                    f"key {ref.key_id} is needed by '{ref.use}' at {ref.token.loc}",
+                )
+            else:
+                self.ctx.warning(
+                    where,
+                    f"cannot read keys file '{path}': {why}; no key is used, so none are loaded",
+                )
+            return path, ()
+        self.files.append(path)
+        text = files.decode(data, path, self.sink)
+        keys, diags = parse_keys(text, path, mode=self.file_mode(path))
+        self.sink.extend(diags)
+        for ref in refs:
+            if ref.use == "trustedkey range":
+                continue
+            if ref.key_id not in keys:
+                message = f"key {ref.key_id} is not in the keys file '{path}'"
+                if ref.use in _SERVER_USES:
+                    self.ctx.error(ref.token, message)
+                else:
+                    self.ctx.warning(ref.token, message + f" ('{ref.use}')")
+            elif ref.use in _SERVER_USES and ref.key_id not in b.trusted_keys:
+                self.ctx.warning(
+                    ref.token,
+                    f"key {ref.key_id} is not listed in 'trustedkey'",
+                    "ntpd does not authenticate with untrusted keys; add it to 'trustedkey'",
+                )
+        return path, tuple(keys[k] for k in sorted(keys))
+
+    # -- result ----------------------------------------------------------------------------
+
+    def finish(self) -> ParseResult:
+        ctx = self.ctx
+        b = ctx.b
+        assoc.apply_fudges(ctx)
+        keys_file, keys = self._load_keys()
+        s = b.scalars
+
+        def text(name: str) -> str | None:
+            value = s.get(name)
+            return value if isinstance(value, str) else None
+
+        def number(name: str) -> int | None:
+            value = s.get(name)
+            return value if isinstance(value, int) else None
+
+        tos = dict(b.tos)
+        if "cohort" in tos:
+            tos["cohort"] = bool(tos["cohort"])
+        config = NtpConfig(
+            servers=tuple(b.servers),
+            local_clocks=tuple(b.local_clocks),
+            restrictions=tuple(b.restrictions),
+            driftfile=text("driftfile"),
+            keys_file=keys_file,
+            keys=keys,
+            trusted_keys=frozenset(b.trusted_keys),
+            request_key=number("request_key"),
+            control_key=number("control_key"),
+            statistics=tuple(b.statistics),
+            statsdir=text("statsdir"),
+            filegens=tuple(b.filegens),
+            logfile=text("logfile"),
+            leapfile=text("leapfile"),
+            leapfile_checkhash=s.get("leapfile_checkhash", True) is not False,
+            pidfile=text("pidfile"),
+            tos=replace(TosConfig(), **tos),
+            tinker=replace(TinkerConfig(), **b.tinker),
+            flags=replace(SystemFlags(), **b.flags),
+            discard=replace(DiscardConfig(), **b.discard),
+            mru=replace(MruConfig(), **b.mru),
+            interfaces=tuple(b.interfaces),
+            files=tuple(self.files),
+        )
+        return ParseResult(config, list(self.sink.items))
+
+
+def parse_text(
+    text: str,
+    filename: str = "<string>",
+    *,
+    resolve: files.Resolver = files.resolve,
+    read_file: files.ReadFile = files.read_file,
+    file_mode: files.FileMode = files.file_mode,
+    keys_file: str | None = None,
+) -> ParseResult:
+    """Parse ntp.conf text. `filename` is used in diagnostics and as the base for relative
+    include/keys paths. `keys_file` (the -k option) overrides the `keys` directive.
+    `resolve` is only used for `restrict HOSTNAME`; `read_file`/`file_mode` serve
+    `includefile` and the keys file."""
+    parser = _Parser(resolve, read_file, file_mode, keys_file)
+    parser.run(text, filename)
+    return parser.finish()
+
+
+def parse_file(
+    path: str | os.PathLike[str],
+    *,
+    resolve: files.Resolver = files.resolve,
+    read_file: files.ReadFile = files.read_file,
+    file_mode: files.FileMode = files.file_mode,
+    keys_file: str | None = None,
+) -> ParseResult:
+    """Read and parse an ntp.conf file; a missing or unreadable file is an error diagnostic."""
+    name = os.fspath(path)
+    sink = DiagnosticSink()
+    try:
+        data = read_file(name)
+    except OSError as exc:
+        sink.error(Location(name), f"cannot read configuration: {files.describe_os_error(exc)}")
+        return ParseResult(NtpConfig(), sink.items)
+    text = files.decode(data, name, sink)
+    result = parse_text(
+        text,
+        name,
+        resolve=resolve,
+        read_file=read_file,
+        file_mode=file_mode,
+        keys_file=keys_file,
+    )
+    return ParseResult(result.config, sink.items + result.diagnostics)

@@ -1,0 +1,110 @@
+"""Which addresses to listen on: ntpd's `interface` rules and `-I`, applied to this host.
+
+Without rules pyntpd binds the wildcard addresses (one socket per family), which serves every
+interface with the fewest sockets. With rules, it does what ntpd does per address: the last
+rule that matches an address decides (`listen`, or `ignore`/`drop`, which pyntpd treats the
+same: no socket at all is better than a socket that discards), and the wildcard socket is
+only opened when a rule says `listen wildcard`, so nothing listens where the administrator
+said it must not.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pyntpd.config.model import InterfaceRule
+from pyntpd.daemon.serve import ListenAddress
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_SIOCGIFADDR = 0x8915
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAddress:
+    interface: str
+    address: IPAddress
+
+
+def _ipv4_address(name: str) -> IPAddress | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            raw = fcntl.ioctl(s.fileno(), _SIOCGIFADDR,
+                              struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            return None  # no IPv4 address on this interface
+    return ipaddress.IPv4Address(raw[20:24])
+
+
+def local_addresses() -> list[LocalAddress]:
+    """Each interface's IPv4 address (the primary one) and all its IPv6 addresses."""
+    found = []
+    for _, name in socket.if_nameindex():
+        v4 = _ipv4_address(name)
+        if v4 is not None:
+            found.append(LocalAddress(name, v4))
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) == 6:
+                    found.append(LocalAddress(fields[5], ipaddress.IPv6Address(
+                        int(fields[0], 16))))
+    except OSError:
+        pass  # no IPv6 in this kernel or namespace
+    return found
+
+
+def _matches(rule: InterfaceRule, local: LocalAddress) -> bool:
+    match rule.match:
+        case "all":
+            return True
+        case "ipv4":
+            return local.address.version == 4
+        case "ipv6":
+            return local.address.version == 6
+        case "name":
+            return rule.name == local.interface
+        case "address":
+            return rule.network is not None and local.address in rule.network
+    return False  # "wildcard" names no interface address
+
+
+def plan_listen(
+    rules: Iterable[InterfaceRule],
+    port: int,
+    locals_: Iterable[LocalAddress],
+    ipv4: bool = True,
+    ipv6: bool = True,
+) -> list[ListenAddress] | None:
+    """Addresses to bind, or None when there are no rules (bind the wildcard addresses)."""
+    rules = list(rules)
+    if not rules:
+        return None
+    chosen: list[ListenAddress] = []
+    for rule in rules:
+        if rule.match == "wildcard" and rule.action == "listen":
+            if ipv4:
+                chosen.append(ListenAddress(socket.AF_INET, "0.0.0.0", port))
+            if ipv6:
+                chosen.append(ListenAddress(socket.AF_INET6, "::", port))
+            break
+    wildcard = bool(chosen)
+    for local in locals_:
+        v6 = local.address.version == 6
+        if (v6 and not ipv6) or (not v6 and not ipv4) or wildcard:
+            continue
+        if local.address.is_link_local:
+            continue  # needs a scope id per interface; ntpd's clients do not use them
+        action = "listen"
+        for rule in rules:
+            if _matches(rule, local):
+                action = rule.action
+        if action == "listen":
+            family = socket.AF_INET6 if v6 else socket.AF_INET
+            chosen.append(ListenAddress(family, str(local.address), port))
+    return chosen

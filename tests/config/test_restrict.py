@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from pyntpd.config import parse_text
+from pyntpd.proto.access_types import RestrictFlag, RestrictRule
+
+from .helpers import FakeResolver, messages, only_error, only_warning, parse
+
+F = RestrictFlag
+V4_ALL = ipaddress.ip_network("0.0.0.0/0")
+V6_ALL = ipaddress.ip_network("::/0")
+
+
+def _rules(text: str, **kw) -> tuple[RestrictRule, ...]:
+    result = parse(text, **kw)
+    assert not result.diagnostics, messages(result)
+    return result.config.restrictions
+
+
+def test_default_without_family_applies_to_ipv4_and_ipv6():
+    assert _rules("restrict default kod limited nomodify") == (
+        RestrictRule(V4_ALL, F.KOD | F.LIMITED | F.NOMODIFY, is_default=True),
+        RestrictRule(V6_ALL, F.KOD | F.LIMITED | F.NOMODIFY, is_default=True),
+    )
+
+
+def test_default_with_dash_4_applies_to_ipv4_only():
+    assert _rules("restrict -4 default ignore") == (RestrictRule(V4_ALL, F.IGNORE, True),)
+
+
+def test_default_with_dash_6_applies_to_ipv6_only():
+    assert _rules("restrict -6 default noquery") == (RestrictRule(V6_ALL, F.NOQUERY, True),)
+
+
+def test_repeated_entry_adds_flags_as_ntpd_does():
+    rules = _rules("restrict default nomodify\nrestrict -6 default noquery")
+    assert rules[1] == RestrictRule(V6_ALL, F.NOMODIFY | F.NOQUERY, True)
+    assert len(rules) == 2
+
+
+def test_ntpport_entry_is_separate_from_the_plain_one():
+    rules = _rules("restrict 192.0.2.1 noquery\nrestrict 192.0.2.1 ntpport ignore")
+    assert len(rules) == 2
+
+
+def test_address_without_mask_is_a_host():
+    assert _rules("restrict 127.0.0.1") == (
+        RestrictRule(ipaddress.ip_network("127.0.0.1/32"), F.NONE),
+    )
+
+
+def test_ipv6_address_without_mask_is_a_host():
+    assert _rules("restrict -6 ::1")[0].network == ipaddress.ip_network("::1/128")
+
+
+def test_mask_gives_the_prefix():
+    (rule,) = _rules("restrict 172.16.0.0 mask 255.255.0.0 nomodify notrap")
+    assert rule == RestrictRule(ipaddress.ip_network("172.16.0.0/16"), F.NOMODIFY | F.NOTRAP)
+
+
+def test_ipv6_mask_gives_the_prefix():
+    (rule,) = _rules("restrict 2001:db8:: mask ffff:ffff:: noquery")
+    assert rule.network == ipaddress.ip_network("2001:db8::/32")
+
+
+def test_non_contiguous_mask_is_an_error():
+    result = parse("restrict 10.0.0.0 mask 255.0.255.0")
+    assert "mask '255.0.255.0' is not contiguous" in only_error(result)
+    assert result.config.restrictions == ()
+
+
+def test_mask_that_is_not_an_address_is_an_error():
+    msg = only_error(parse("restrict 10.0.0.0 mask 255.255.0"))
+    assert "'255.255.0' is not a valid mask" in msg
+
+
+def test_mask_of_the_other_family_is_an_error():
+    assert "mask 'ffff::' is IPv6" in only_error(parse("restrict 10.0.0.0 mask ffff::"))
+
+
+def test_missing_mask_value_is_an_error():
+    assert "missing mask after 'mask'" in only_error(parse("restrict 10.0.0.0 mask"))
+
+
+def test_bad_address_is_an_error():
+    assert "'10.0.0.256' is not a valid IPv4 address" in only_error(parse("restrict 10.0.0.256"))
+
+
+def test_host_bits_outside_the_mask_are_a_warning():
+    result = parse("restrict 10.1.2.3 mask 255.0.0.0")
+    assert "the rule covers 10.0.0.0/8" in only_warning(result)
+    assert result.config.restrictions[0].network == ipaddress.ip_network("10.0.0.0/8")
+
+
+def test_cidr_notation_is_accepted():
+    (rule,) = _rules("restrict 192.168.0.0/16 noquery")
+    assert rule.network == ipaddress.ip_network("192.168.0.0/16")
+
+
+def test_cidr_and_mask_together_are_an_error():
+    assert "either ADDRESS/PREFIX or 'mask'" in only_error(
+        parse("restrict 10.0.0.0/8 mask 255.0.0.0")
+    )
+
+
+def test_source_is_a_template_without_network():
+    assert _rules("restrict source nomodify notrap noquery") == (
+        RestrictRule(None, F.NOMODIFY | F.NOTRAP | F.NOQUERY | F.SOURCE),
+    )
+
+
+def test_later_restrict_source_replaces_the_earlier_one():
+    rules = _rules("restrict source noquery\nrestrict source nomodify")
+    assert rules == (RestrictRule(None, F.NOMODIFY | F.SOURCE),)
+
+
+def test_mask_with_default_is_an_error():
+    assert "'mask' cannot be used" in only_error(parse("restrict default mask 255.0.0.0"))
+
+
+def test_host_name_is_resolved_to_one_host_rule_per_address():
+    rules = _rules(
+        "restrict time.example nomodify",
+        hosts={"time.example": ["192.0.2.5", "2001:db8::5"]},
+    )
+    assert rules == (
+        RestrictRule(ipaddress.ip_network("192.0.2.5/32"), F.NOMODIFY, hostname="time.example"),
+        RestrictRule(ipaddress.ip_network("2001:db8::5/128"), F.NOMODIFY, hostname="time.example"),
+    )
+
+
+def test_host_name_resolution_honours_dash_4():
+    resolver = FakeResolver({"time.example": ["192.0.2.5", "2001:db8::5"]})
+    result = parse_text("restrict -4 time.example", resolve=resolver)
+    assert [str(r.network) for r in result.config.restrictions] == ["192.0.2.5/32"]
+    assert resolver.calls == [("time.example", 2)]
+
+
+def test_unresolvable_host_name_is_a_warning_and_the_rule_is_skipped():
+    result = parse("restrict nowhere.example noquery")
+    assert "'nowhere.example' does not resolve now; this restrict rule is skipped" in (
+        only_warning(result)
+    )
+    assert result.config.restrictions == ()
+
+
+def test_unknown_flag_is_an_error_with_suggestion():
+    assert only_error(parse("restrict default nomodfy")) == (
+        "ntp.conf:1:18: error: unknown restrict flag 'nomodfy'; did you mean 'nomodify'?"
+    )
+
+
+@pytest.mark.parametrize("flag", ["lowpriotrap", "notrap", "nomodify", "notrust", "version",
+                                  "nomrulist", "noserve", "ignore", "ntpport"])
+def test_every_ntpd_flag_is_accepted(flag):
+    assert _rules(f"restrict -4 default {flag}")[0].flags != F.NONE
+
+
+def test_noepeer_is_accepted_with_a_warning():
+    assert "restrict flag 'noepeer' ignored" in only_warning(parse("restrict default noepeer"))
+
+
+def test_ippeerlimit_consumes_its_value():
+    result = parse("restrict default ippeerlimit 2 noquery")
+    assert "'ippeerlimit' ignored" in only_warning(result)
+    assert result.config.restrictions[0].flags == F.NOQUERY
+
+
+def test_mssntp_is_an_error():
+    assert "'mssntp' is not supported" in only_error(parse("restrict default mssntp"))
+
+
+def test_missing_address_is_an_error():
+    assert "missing address, 'default' or 'source' after 'restrict'" in only_error(
+        parse("restrict")
+    )

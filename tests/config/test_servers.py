@@ -1,0 +1,277 @@
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from pyntpd.config import LocalClock, ServerConfig, parse_text
+
+from .helpers import FakeResolver, messages, only_error, only_warning, parse
+
+
+def _server(text: str) -> ServerConfig:
+    result = parse(text)
+    assert not result.diagnostics, messages(result)
+    (server,) = result.config.servers
+    return server
+
+
+def test_server_defaults_match_ntpd():
+    s = _server("server time.example.org")
+    assert s == ServerConfig(kind="server", address="time.example.org")
+    assert (s.port, s.minpoll, s.maxpoll, s.version, s.key, s.family) == (123, 6, 10, 4, None, None)
+
+
+def test_server_location_points_at_the_address():
+    s = _server("\n  server time.example.org")
+    assert (s.location.file, s.location.line, s.location.col) == ("ntp.conf", 2, 10)
+
+
+@pytest.mark.parametrize("flag", ["prefer", "iburst", "burst", "noselect", "true", "nts"])
+def test_server_flag_option_is_set(flag):
+    assert getattr(_server(f"server a.example {flag}"), flag) is True
+
+
+KEYS = {"/etc/ntp/keys": "5 SHA1 0123456789abcdef0123456789abcdef01234567\n7 MD5 secret\n"}
+
+
+def test_server_value_options_are_parsed():
+    result = parse(
+        "keys /etc/ntp/keys\ntrustedkey 7\n"
+        "server a.example minpoll 4 maxpoll 8 key 7 version 3 port 1123",
+        files=KEYS,
+    )
+    assert not result.diagnostics, messages(result)
+    (s,) = result.config.servers
+    assert (s.minpoll, s.maxpoll, s.key, s.version, s.port) == (4, 8, 7, 3, 1123)
+
+
+def test_pool_kind_is_recorded():
+    assert _server("pool pool.ntp.org iburst").kind == "pool"
+
+
+def test_peer_with_key_is_accepted():
+    result = parse("keys /etc/ntp/keys\ntrustedkey 5\npeer 192.0.2.1 key 5", files=KEYS)
+    assert [s.kind for s in result.config.servers] == ["peer"]
+    assert not result.diagnostics, messages(result)
+
+
+def test_peer_without_key_is_refused_with_the_reason():
+    result = parse("peer 192.0.2.1")
+    assert only_error(result) == (
+        "ntp.conf:1:1: error: 'peer' without 'key' is refused; unauthenticated symmetric "
+        "peers can be used to force the clock (CVE-2015-7871 class); add 'key N' with a "
+        "trusted key, or use 'server'"
+    )
+    assert result.config.servers == ()
+
+
+def test_dash_4_sets_the_family():
+    assert _server("server -4 a.example").family == socket.AF_INET
+
+
+def test_dash_6_sets_the_family():
+    assert _server("pool -6 a.example").family == socket.AF_INET6
+
+
+def test_literal_address_implies_its_family():
+    assert _server("server 2001:db8::1").family == socket.AF_INET6
+
+
+def test_family_flag_contradicting_the_address_is_an_error():
+    assert "is an IPv4 address but '-6' was given" in only_error(parse("server -6 192.0.2.1"))
+
+
+def test_family_flag_after_the_address_is_an_error():
+    assert "'-4' must come before the address" in only_error(parse("server a.example -4"))
+
+
+def test_unknown_option_suggests_the_closest():
+    assert only_error(parse("server a.example perfer")) == (
+        "ntp.conf:1:18: error: unknown option 'perfer' for 'server'; did you mean 'prefer'?"
+    )
+
+
+def test_line_with_an_error_is_not_configured():
+    assert parse("server a.example perfer").config.servers == ()
+
+
+@pytest.mark.parametrize("value", ["2", "18", "-1"])
+def test_minpoll_outside_3_to_17_is_an_error_with_ntpd_hint(value):
+    msg = only_error(parse(f"server a.example minpoll {value}"))
+    assert f"minpoll {int(value)} is out of range 3..17; ntpd would silently clamp it" in msg
+
+
+def test_maxpoll_outside_range_is_an_error():
+    assert "maxpoll 18 is out of range 3..17" in only_error(parse("server a.example maxpoll 18"))
+
+
+def test_minpoll_greater_than_maxpoll_is_an_error():
+    msg = only_error(parse("server a.example minpoll 10 maxpoll 6"))
+    assert "minpoll 10 is greater than maxpoll 6" in msg
+
+
+def test_minpoll_above_default_maxpoll_is_an_error():
+    assert "greater than maxpoll 10" in only_error(parse("server a.example minpoll 12"))
+
+
+@pytest.mark.parametrize("value", ["0", "5"])
+def test_version_outside_1_to_4_is_an_error(value):
+    assert "out of range 1..4" in only_error(parse(f"server a.example version {value}"))
+
+
+@pytest.mark.parametrize("value", ["0", "65536"])
+def test_key_outside_1_to_65535_is_an_error(value):
+    assert "out of range 1..65535" in only_error(parse(f"server a.example key {value}"))
+
+
+def test_port_zero_is_an_error():
+    assert "port 0 is out of range 1..65535" in only_error(parse("server a.example port 0"))
+
+
+def test_non_numeric_value_is_an_error():
+    msg = only_error(parse("server a.example minpoll six"))
+    assert "minpoll must be a number, not 'six'" in msg
+
+
+def test_fractional_value_for_an_integer_is_an_error():
+    assert "must be a whole number, not '6.5'" in only_error(parse("server a.example minpoll 6.5"))
+
+
+def test_missing_value_points_after_the_option():
+    assert only_error(parse("server a.example minpoll")) == (
+        "ntp.conf:1:25: error: missing minpoll after 'minpoll'"
+    )
+
+
+def test_missing_address_is_an_error():
+    assert only_error(parse("server")) == "ntp.conf:1:7: error: missing address after 'server'"
+
+
+def test_bad_ipv4_address_is_an_error():
+    assert "'192.0.2.300' is not a valid IPv4 address" in only_error(parse("server 192.0.2.300"))
+
+
+def test_bad_ipv6_address_is_an_error():
+    assert "is not a valid IPv6 address" in only_error(parse("server 2001:db8:::1"))
+
+
+def test_bad_host_name_is_an_error():
+    assert "'bad_host!' is not a valid host name" in only_error(parse("server bad_host!"))
+
+
+def test_non_ascii_host_name_hints_at_punycode():
+    assert "xn--" in only_error(parse("server 时间.example"))
+
+
+def test_multicast_server_address_is_an_error():
+    assert "'224.0.1.1' is not a unicast address" in only_error(parse("server 224.0.1.1"))
+
+
+def test_duplicate_server_is_a_warning_and_ignored():
+    result = parse("server a.example\nserver A.example iburst\n")
+    assert only_warning(result) == (
+        "ntp.conf:2:8: warning: duplicate server 'A.example' (first at ntp.conf:1:8); ignored"
+    )
+    assert len(result.config.servers) == 1
+
+
+def test_same_host_on_another_port_is_not_a_duplicate():
+    result = parse("server a.example\nserver a.example port 1123\n")
+    assert len(result.config.servers) == 2
+
+
+def test_autokey_option_is_refused():
+    msg = only_error(parse("server a.example autokey"))
+    assert "'autokey' is not supported: Autokey is broken by design" in msg
+
+
+def test_xleave_is_accepted_with_a_warning():
+    result = parse("server a.example xleave")
+    assert "option 'xleave' ignored" in only_warning(result)
+    assert len(result.config.servers) == 1
+
+
+def test_ttl_option_consumes_its_value_with_a_warning():
+    result = parse("server a.example ttl 3 iburst")
+    assert "option 'ttl' ignored" in only_warning(result)
+    assert result.config.servers[0].iburst
+
+
+def test_server_host_names_are_not_resolved_by_the_parser():
+    resolver = FakeResolver()
+    parse_text("server a.example\npool b.example\n", resolve=resolver)
+    assert resolver.calls == []
+
+
+# -- reference clocks ---------------------------------------------------------------------
+
+
+def test_local_clock_server_is_a_local_clock_with_ntpd_defaults():
+    result = parse("server 127.127.1.0")
+    assert not result.diagnostics
+    assert result.config.servers == ()
+    assert result.config.local_clocks == (LocalClock(unit=0, stratum=5, refid="LOCL", time1=0.0),)
+
+
+def test_local_clock_unit_comes_from_the_address():
+    assert parse("server 127.127.1.3").config.local_clocks[0].unit == 3
+
+
+def test_fudge_sets_stratum_refid_and_time1():
+    result = parse("server 127.127.1.0 prefer\nfudge 127.127.1.0 stratum 10 refid GPS time1 0.5\n")
+    assert not result.diagnostics
+    (clock,) = result.config.local_clocks
+    assert (clock.stratum, clock.refid, clock.time1, clock.prefer) == (10, "GPS", 0.5, True)
+
+
+def test_fudge_before_its_server_line_still_applies():
+    result = parse("fudge 127.127.1.0 stratum 8\nserver 127.127.1.0\n")
+    assert result.config.local_clocks[0].stratum == 8
+
+
+def test_fudge_stratum_above_15_is_an_error():
+    assert "stratum 16 is out of range 0..15" in only_error(
+        parse("server 127.127.1.0\nfudge 127.127.1.0 stratum 16")
+    )
+
+
+def test_fudge_refid_longer_than_4_is_an_error():
+    msg = only_error(parse("server 127.127.1.0\nfudge 127.127.1.0 refid TOOLONG"))
+    assert "refid 'TOOLONG'" in msg
+
+
+def test_fudge_without_matching_server_is_a_warning():
+    assert "has no matching 'server 127.127.1.1' line" in only_warning(
+        parse("fudge 127.127.1.1 stratum 10")
+    )
+
+
+def test_fudge_of_a_network_address_is_an_error():
+    assert "applies to reference clocks" in only_error(parse("fudge 192.0.2.1 stratum 3"))
+
+
+def test_fudge_unknown_option_is_an_error_with_suggestion():
+    msg = only_error(parse("server 127.127.1.0\nfudge 127.127.1.0 stratun 10"))
+    assert "unknown fudge option 'stratun'; did you mean 'stratum'?" in msg
+
+
+def test_fudge_time2_is_accepted_with_a_warning():
+    result = parse("server 127.127.1.0\nfudge 127.127.1.0 time2 0.1")
+    assert "fudge 'time2' has no effect on the LOCAL driver" in only_warning(result)
+
+
+def test_other_refclock_types_are_ignored_with_a_warning():
+    result = parse("server 127.127.28.0 prefer\nfudge 127.127.28.0 refid GPS\n")
+    assert "refclock type 28 is not supported; line ignored" in only_warning(result)
+    assert result.config.local_clocks == () and result.config.servers == ()
+
+
+def test_refclock_with_pool_is_an_error():
+    assert "configured with 'server', not 'pool'" in only_error(parse("pool 127.127.1.0"))
+
+
+def test_duplicate_local_clock_is_a_warning():
+    result = parse("server 127.127.1.0\nserver 127.127.1.0\n")
+    assert "duplicate server '127.127.1.0'" in only_warning(result)
+    assert len(result.config.local_clocks) == 1
