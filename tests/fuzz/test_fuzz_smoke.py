@@ -32,7 +32,7 @@ def test_fuzz_harness_finds_nothing_in_a_short_run(harness, tmp_path):
         (corpus / seed.name).write_bytes(seed.read_bytes())
     result = subprocess.run(
         [sys.executable, str(REPO / "fuzz" / f"{harness}.py"), str(corpus),
-         f"-runs={RUNS}", "-max_total_time=60", "-timeout=10", "-rss_limit_mb=1024",
+         f"-runs={RUNS}", "-max_total_time=15", "-timeout=10", "-rss_limit_mb=1024",
          f"-artifact_prefix={tmp_path}/"],
         capture_output=True, text=True, timeout=180,
     )

@@ -121,11 +121,11 @@ def handle_association(ctx: Context, head: Token, args: list[Token]) -> None:
     if match:
         _refclock(ctx, head, addr_tok, int(match.group(1)), int(match.group(2)), args[i:])
         return
-    _addr, ok = parse_address(ctx, addr_tok, family, unicast=True)
+    literal, ok = parse_address(ctx, addr_tok, family, unicast=True)
     if not ok:
         return
-    if _addr is not None and family is None:
-        family = AF_INET if _addr.version == 4 else AF_INET6
+    if literal is not None and family is None:
+        family = AF_INET if literal.version == 4 else AF_INET6
 
     flags: set[str] = set()
     values: dict[str, int | None] = {}
