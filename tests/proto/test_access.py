@@ -55,9 +55,9 @@ def test_no_rule_at_all_means_unrestricted():
     assert flags_of(RestrictTable(), "198.51.100.7") == 0
 
 
-def test_later_line_for_same_network_replaces_earlier():
-    table = RestrictTable([rule("10.0.0.0/8", F.IGNORE), rule("10.0.0.0/8", F.NOQUERY)])
-    assert flags_of(table, "10.1.2.3") == F.NOQUERY.value
+def test_repeated_lines_for_the_same_network_add_their_flags():
+    table = RestrictTable([rule("10.0.0.0/8", F.KOD), rule("10.0.0.0/8", F.NOQUERY)])
+    assert flags_of(table, "10.1.2.3") == (F.KOD | F.NOQUERY).value
 
 
 def test_ntpport_rule_matches_only_source_port_123():

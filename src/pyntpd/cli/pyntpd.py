@@ -12,6 +12,7 @@ import os
 import sys
 
 from pyntpd.cli.options import DaemonOptions, OptionError, parse_args
+from pyntpd.config import check_config, check_file
 from pyntpd.daemon import logsetup
 from pyntpd.daemon.app import (
     BUILTIN,
@@ -34,14 +35,20 @@ _EXPECTED = (StartupError, BindError, PidFileError, PrivilegeError, OptionError)
 
 
 def check(options: DaemonOptions) -> int:
-    """--check: every problem on stdout, exit 1 if any is an error; nothing is started."""
+    """--check: every problem on stdout, exit 1 if any is an error; nothing is started.
+
+    Goes further than start-up does: server names are looked up, and the source count and
+    restrict defaults are judged (config.check)."""
     source = config_source(options)
-    loaded = load_config(source, options.keyfile)
-    for diagnostic in loaded.result.diagnostics:
+    if source == BUILTIN:
+        result = load_config(source, options.keyfile).result
+        diagnostics = result.diagnostics + check_config(result.config, filename=BUILTIN)
+    else:
+        diagnostics = check_file(source, keys_file=options.keyfile)
+    for diagnostic in diagnostics:
         print(diagnostic)
-    errors = len(loaded.result.errors)
-    warnings = len(loaded.result.warnings)
-    print(f"{source}: {errors} error(s), {warnings} warning(s)")
+    errors = sum(1 for d in diagnostics if d.is_error)
+    print(f"{source}: {errors} error(s), {len(diagnostics) - errors} warning(s)")
     return EXIT_FAILURE if errors else EXIT_OK
 
 

@@ -73,13 +73,11 @@ class Context:
         self.sink = sink
         self.resolve = resolve
         self.b = Builder()
-        self.filename = "<string>"
         self._line_errors = 0
 
     # -- line bookkeeping ------------------------------------------------------------------
 
-    def start_line(self, filename: str) -> None:
-        self.filename = filename
+    def start_line(self) -> None:
         self._line_errors = self.sink.error_count
 
     @property

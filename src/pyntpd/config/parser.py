@@ -90,7 +90,7 @@ class _Parser:
         self.files.append(filename)
         for line in lex(text, filename, self.sink):
             head, args = line.tokens[0], list(line.tokens[1:])
-            self.ctx.start_line(filename)
+            self.ctx.start_line()
             try:
                 self._dispatch(head, args)
             except Exception as exc:  # the parser must never take the daemon down

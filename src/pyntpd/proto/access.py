@@ -103,8 +103,9 @@ class _Table:
 
     def add(self, network: int, prefix: int, flags: int) -> None:
         slot = self.by_prefix.setdefault(prefix, {}).setdefault(network, [None, None])
-        # Later lines for the same network replace earlier ones, as in ntpd.
-        slot[1 if flags & NTPPORT else 0] = flags
+        # Repeated lines for the same network add their flags together, as ntpd's do.
+        index = 1 if flags & NTPPORT else 0
+        slot[index] = (slot[index] or 0) | flags
         self.prefixes = sorted(self.by_prefix, reverse=True)
 
     def lookup(self, address: int, port: int) -> int:
