@@ -1,0 +1,418 @@
+/*
+ * loadgen: NTPv4 client-request load generator for the pyntpd serving benchmark.
+ *
+ *   loadgen [options] HOST PORT RATE DURATION
+ *     HOST      loopback address only (127.0.0.0/8 or ::1)
+ *     RATE      requests per second (paced against CLOCK_MONOTONIC)
+ *     DURATION  seconds of sending; replies are then drained for --drain seconds
+ *   options:
+ *     --sockets N   client sockets, round-robin per batch (default 4)
+ *     --batch N     packets per sendmmsg (default 32); 1 = one send() per packet, with the send
+ *                   time read just before it (use 1 for latency measurements)
+ *     --drain S     seconds to keep receiving after the last send (default 0.2)
+ *     --spin-us U   waits shorter than U microseconds spin, longer ones sleep in ppoll()
+ *                   (default: always spin; on the 2-vCPU Firecracker VM a ppoll() wake-up is so
+ *                   slow that a sleeping generator cannot offer even 150k req/s)
+ *
+ * Pacing: requests are due at RATE/s from the start; after a stall of the generator itself it
+ * catches up by at most 1 ms worth of requests (or two batches), the rest is "skipped", so the
+ * server never sees bursts above the offered rate that the generator's own hiccups would cause.
+ *
+ * Each request is 48 bytes, LI=0 VN=4 mode=3, its transmit timestamp = (NTP seconds at start << 32)
+ * | sequence number, so the reply's origin timestamp identifies it.  Times: t1 = CLOCK_REALTIME
+ * just before the send call, t4 = the kernel's receive timestamp (SO_TIMESTAMPNS), t2/t3 = the
+ * server's receive/transmit timestamps.  delay = (t4 - t1) - (t3 - t2), as NTP computes it.
+ *
+ * Prints one JSON object on stdout.  Bounded: sends for DURATION, drains for --drain, exits.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAXSOCK 64
+#define MAXBATCH 256
+#define RXBATCH 64
+#define RXBUF 512
+#define NTP_UNIX_OFFSET 2208988800ULL
+
+static double now_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int64_t now_real_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = v & 0xff;
+        v >>= 8;
+    }
+}
+
+/* NTP 64-bit timestamp (era 0, fine until 2036) -> Unix ns */
+static int64_t ntp_to_unix_ns(uint64_t ts)
+{
+    uint64_t sec = ts >> 32, frac = ts & 0xffffffffULL;
+    int64_t ns = (int64_t)((frac * 1000000000ULL) >> 32);
+    return ((int64_t)sec - (int64_t)NTP_UNIX_OFFSET) * 1000000000LL + ns;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct_us(int64_t *v, size_t n, double q)
+{
+    if (n == 0)
+        return -1.0;
+    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+    if (i >= n)
+        i = n - 1;
+    return v[i] / 1000.0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: loadgen [--sockets N] [--batch N] [--drain S] [--spin-us U] "
+                    "HOST PORT RATE DURATION\n");
+    exit(2);
+}
+
+static int is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int nsock = 4, batch = 32;
+    double drain = 0.2, spin_s = 1e9; /* default: always spin */
+    int argi = 1;
+    while (argi < argc && strncmp(argv[argi], "--", 2) == 0) {
+        if (argi + 1 >= argc)
+            usage();
+        if (!strcmp(argv[argi], "--sockets"))
+            nsock = atoi(argv[argi + 1]);
+        else if (!strcmp(argv[argi], "--batch"))
+            batch = atoi(argv[argi + 1]);
+        else if (!strcmp(argv[argi], "--drain"))
+            drain = atof(argv[argi + 1]);
+        else if (!strcmp(argv[argi], "--spin-us"))
+            spin_s = atof(argv[argi + 1]) * 1e-6;
+        else
+            usage();
+        argi += 2;
+    }
+    if (argc - argi != 4)
+        usage();
+    const char *host = argv[argi], *port = argv[argi + 1];
+    double rate = atof(argv[argi + 2]), duration = atof(argv[argi + 3]);
+    if (nsock < 1 || nsock > MAXSOCK || batch < 1 || batch > MAXBATCH || rate <= 0 ||
+        duration <= 0 || duration > 600 || drain < 0 || drain > 10) {
+        fprintf(stderr, "loadgen: bad arguments\n");
+        return 2;
+    }
+
+    struct addrinfo hints = {0}, *ai;
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    int gai = getaddrinfo(host, port, &hints, &ai);
+    if (gai) {
+        fprintf(stderr, "loadgen: %s: %s\n", host, gai_strerror(gai));
+        return 2;
+    }
+    struct sockaddr_storage dst;
+    memcpy(&dst, ai->ai_addr, ai->ai_addrlen);
+    socklen_t dstlen = ai->ai_addrlen;
+    int family = ai->ai_family;
+    freeaddrinfo(ai);
+    if (!is_loopback(&dst)) {
+        fprintf(stderr, "loadgen: refusing non-loopback target %s\n", host);
+        return 2;
+    }
+
+    int fds[MAXSOCK];
+    for (int i = 0; i < nsock; i++) {
+        fds[i] = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fds[i] < 0) {
+            perror("socket");
+            return 1;
+        }
+        int one = 1, big = 16 << 20;
+        setsockopt(fds[i], SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+        if (setsockopt(fds[i], SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
+            setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+        if (setsockopt(fds[i], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) < 0)
+            setsockopt(fds[i], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+        if (connect(fds[i], (struct sockaddr *)&dst, dstlen) < 0) {
+            perror("connect");
+            return 1;
+        }
+    }
+
+    size_t cap = (size_t)(rate * duration) + MAXBATCH + 16;
+    int64_t *t1 = calloc(cap, sizeof *t1);      /* send time, Unix ns */
+    int64_t *delay = malloc(cap * sizeof *delay); /* (t4-t1)-(t3-t2), ns */
+    int64_t *rtt = malloc(cap * sizeof *rtt);
+    int64_t *proc = malloc(cap * sizeof *proc);
+    unsigned char *got = calloc(cap, 1);
+    if (!t1 || !delay || !rtt || !proc || !got) {
+        fprintf(stderr, "loadgen: out of memory\n");
+        return 1;
+    }
+
+    uint64_t base = ((uint64_t)time(NULL) + NTP_UNIX_OFFSET) << 32;
+    unsigned char txbuf[MAXBATCH][48];
+    struct mmsghdr txmsg[MAXBATCH];
+    struct iovec txiov[MAXBATCH];
+    memset(txbuf, 0, sizeof txbuf);
+    memset(txmsg, 0, sizeof txmsg);
+    for (int i = 0; i < MAXBATCH; i++) {
+        txbuf[i][0] = (0 << 6) | (4 << 3) | 3;
+        txiov[i].iov_base = txbuf[i];
+        txiov[i].iov_len = 48;
+        txmsg[i].msg_hdr.msg_iov = &txiov[i];
+        txmsg[i].msg_hdr.msg_iovlen = 1;
+    }
+
+    static unsigned char rxbuf[RXBATCH][RXBUF];
+    static char rxctl[RXBATCH][256];
+    struct mmsghdr rxmsg[RXBATCH];
+    struct iovec rxiov[RXBATCH];
+
+    size_t sent = 0, received = 0, dup = 0, unmatched = 0, invalid = 0, nostamp = 0;
+    size_t send_errors = 0, nlat = 0, skipped = 0, invalid_short = 0;
+    struct pollfd pfds[MAXSOCK];
+    for (int i = 0; i < nsock; i++) {
+        pfds[i].fd = fds[i];
+        pfds[i].events = POLLIN;
+    }
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake-ups on time, not 50 us late */
+    size_t max_burst = (size_t)(rate * 0.001); /* 1 ms worth of requests */
+    if (max_burst < 2 * (size_t)batch)
+        max_burst = 2 * (size_t)batch;
+    int first_stratum = -1, first_leap = -1, first_version = -1;
+    int cur = 0;
+
+    double start = now_mono();
+    double end_send = start + duration, end_all = end_send + drain;
+    double last_send = start;
+
+    for (;;) {
+        double now = now_mono();
+        if (now >= end_all)
+            break;
+        /* ---- send what is due ---- */
+        if (now < end_send) {
+            size_t due_total = (size_t)((now - start) * rate) + 1;
+            if (due_total > skipped)
+                due_total -= skipped;
+            else
+                due_total = 0;
+            if (due_total > cap - MAXBATCH)
+                due_total = cap - MAXBATCH;
+            size_t due = due_total > sent ? due_total - sent : 0;
+            /* After a stall of this process, do not catch up with a burst faster than the
+             * offered rate: skip what is more than max_burst behind (reported as "skipped"). */
+            if (due > max_burst) {
+                skipped += due - max_burst;
+                due = max_burst;
+            }
+            while (due > 0) {
+                int n = due < (size_t)batch ? (int)due : batch;
+                int fd = fds[cur];
+                cur = (cur + 1) % nsock;
+                if (batch == 1) {
+                    put_be64(txbuf[0] + 40, base | (uint64_t)(sent + 1));
+                    int64_t ts = now_real_ns();
+                    ssize_t r = send(fd, txbuf[0], 48, 0);
+                    if (r == 48) {
+                        t1[sent] = ts;
+                        sent++;
+                    } else {
+                        send_errors++;
+                        break;
+                    }
+                } else {
+                    for (int i = 0; i < n; i++)
+                        put_be64(txbuf[i] + 40, base | (uint64_t)(sent + 1 + i));
+                    int64_t ts = now_real_ns();
+                    int r = sendmmsg(fd, txmsg, n, 0);
+                    if (r <= 0) {
+                        send_errors++;
+                        break;
+                    }
+                    for (int i = 0; i < r; i++)
+                        t1[sent + i] = ts;
+                    sent += r;
+                    if (r < n) {
+                        send_errors++;
+                        break;
+                    }
+                }
+                due -= n;
+                if (due > 0 && n == batch)
+                    break; /* go receive in between long bursts */
+            }
+            last_send = now;
+        }
+        /* ---- receive everything queued ---- */
+        for (int s = 0; s < nsock; s++) {
+            for (int round = 0; round < 8; round++) {
+                for (int i = 0; i < RXBATCH; i++) {
+                    rxiov[i].iov_base = rxbuf[i];
+                    rxiov[i].iov_len = RXBUF;
+                    memset(&rxmsg[i].msg_hdr, 0, sizeof rxmsg[i].msg_hdr);
+                    rxmsg[i].msg_hdr.msg_iov = &rxiov[i];
+                    rxmsg[i].msg_hdr.msg_iovlen = 1;
+                    rxmsg[i].msg_hdr.msg_control = rxctl[i];
+                    rxmsg[i].msg_hdr.msg_controllen = sizeof rxctl[i];
+                }
+                int r = recvmmsg(fds[s], rxmsg, RXBATCH, MSG_DONTWAIT, NULL);
+                if (r <= 0)
+                    break;
+                for (int i = 0; i < r; i++) {
+                    const unsigned char *p = rxbuf[i];
+                    if (rxmsg[i].msg_len < 48) {
+                        invalid_short++;
+                        continue;
+                    }
+                    uint64_t org = get_be64(p + 24);
+                    if ((org & 0xffffffff00000000ULL) != base) {
+                        unmatched++;
+                        continue;
+                    }
+                    uint64_t seq = (org & 0xffffffffULL);
+                    if (seq == 0 || seq > sent) {
+                        unmatched++;
+                        continue;
+                    }
+                    size_t k = seq - 1;
+                    if (got[k]) {
+                        dup++;
+                        continue;
+                    }
+                    got[k] = 1;
+                    received++;
+                    int leap = p[0] >> 6, vn = (p[0] >> 3) & 7, mode = p[0] & 7;
+                    int stratum = p[1];
+                    if (first_stratum < 0) {
+                        first_stratum = stratum;
+                        first_leap = leap;
+                        first_version = vn;
+                    }
+                    if (mode != 4 || stratum == 0 || stratum > 15 || leap == 3) {
+                        invalid++; /* unsynchronised or KoD: counted, still timed if mode 4 */
+                        if (mode != 4)
+                            continue;
+                    }
+                    int64_t t4 = -1;
+                    for (struct cmsghdr *c = CMSG_FIRSTHDR(&rxmsg[i].msg_hdr); c;
+                         c = CMSG_NXTHDR(&rxmsg[i].msg_hdr, c)) {
+                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+                            struct timespec ts;
+                            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+                            t4 = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+                        }
+                    }
+                    if (t4 < 0) {
+                        nostamp++;
+                        t4 = now_real_ns();
+                    }
+                    int64_t t2 = ntp_to_unix_ns(get_be64(p + 32));
+                    int64_t t3 = ntp_to_unix_ns(get_be64(p + 40));
+                    rtt[nlat] = t4 - t1[k];
+                    proc[nlat] = t3 - t2;
+                    delay[nlat] = (t4 - t1[k]) - (t3 - t2);
+                    nlat++;
+                }
+                if (r < RXBATCH)
+                    break;
+            }
+        }
+        if (now >= end_send && received + unmatched + invalid_short >= sent)
+            break; /* everything answered: no need to wait out the drain */
+        /* ---- wait until a batch is due or a reply arrives: spin, or sleep in ppoll() if the
+         * wait is longer than --spin-us */
+        now = now_mono();
+        double wake;
+        if (now < end_send) {
+            double next = start + (double)(sent + skipped + (size_t)batch) / rate;
+            wake = next < end_send ? next : end_send;
+        } else {
+            wake = end_all;
+        }
+        if (wake - now > spin_s) {
+            double dt = wake - now;
+            struct timespec to = {(time_t)dt, (long)((dt - (double)(time_t)dt) * 1e9)};
+            ppoll(pfds, (nfds_t)nsock, &to, NULL);
+        }
+    }
+    double elapsed_send = (last_send > start ? last_send : end_send) - start;
+    if (elapsed_send <= 0)
+        elapsed_send = duration;
+
+    qsort(delay, nlat, sizeof *delay, cmp_i64);
+    qsort(rtt, nlat, sizeof *rtt, cmp_i64);
+    qsort(proc, nlat, sizeof *proc, cmp_i64);
+
+    double loss = sent ? 1.0 - (double)received / (double)sent : 1.0;
+    printf("{\"target_rate\": %.0f, \"duration_s\": %.3f, \"sockets\": %d, \"batch\": %d, "
+           "\"sent\": %zu, \"received\": %zu, \"loss\": %.6f, \"send_rate\": %.1f, "
+           "\"send_errors\": %zu, \"skipped\": %zu, \"duplicates\": %zu, \"unmatched\": %zu, \"invalid\": %zu, "
+           "\"no_rx_timestamp\": %zu, \"stratum\": %d, \"leap\": %d, \"version\": %d, "
+           "\"latency\": {\"n\": %zu, \"delay_p50_us\": %.3f, \"delay_p99_us\": %.3f, "
+           "\"delay_min_us\": %.3f, \"rtt_p50_us\": %.3f, \"rtt_p99_us\": %.3f, "
+           "\"server_t3_t2_p50_us\": %.3f, \"server_t3_t2_p99_us\": %.3f}}\n",
+           rate, duration, nsock, batch, sent, received, loss, sent / elapsed_send, send_errors,
+           skipped, dup, unmatched, invalid + invalid_short, nostamp, first_stratum, first_leap, first_version, nlat,
+           pct_us(delay, nlat, 0.5), pct_us(delay, nlat, 0.99), pct_us(delay, nlat, 0.0),
+           pct_us(rtt, nlat, 0.5), pct_us(rtt, nlat, 0.99), pct_us(proc, nlat, 0.5),
+           pct_us(proc, nlat, 0.99));
+    for (int i = 0; i < nsock; i++)
+        close(fds[i]);
+    free(t1);
+    free(delay);
+    free(rtt);
+    free(proc);
+    free(got);
+    return 0;
+}
