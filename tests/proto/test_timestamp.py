@@ -64,3 +64,10 @@ def test_negative_short_is_clamped_to_zero():
 
 def test_short_round_trip_to_sixteen_bits():
     assert short_to_seconds(seconds_to_short(0.25)) == 0.25
+
+
+@given(st.integers(min_value=0, max_value=(1 << 40) * 10**9))
+def test_nanosecond_conversion_matches_the_seconds_and_fraction_split(ns):
+    seconds, rest = divmod(ns, 10**9)
+    expected = (((seconds + NTP_UNIX_OFFSET) << 32) | ((rest << 32) // 10**9)) & ((1 << 64) - 1)
+    assert unix_ns_to_ntp(ns) == expected
