@@ -25,6 +25,8 @@ from pyntpd.config.defaults import DEFAULT_CONFIG_TEXT
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
 from pyntpd.daemon.interfaces import local_addresses, plan_listen
+from pyntpd.daemon.mmsg import MmsgServer
+from pyntpd.daemon.mmsg import available as mmsg_available
 from pyntpd.daemon.pidfile import PidFile
 from pyntpd.daemon.privileges import Identity, chroot_to, drop_privileges, resolve_identity
 from pyntpd.daemon.serve import ListenAddress, UdpServer, default_listen, open_sockets
@@ -138,7 +140,8 @@ class Daemon:
         self.loaded = loaded
         self.precision = measure_precision()
         self.responder = Responder(build_access(loaded.config))
-        self.server = UdpServer(self.responder)
+        self.server: UdpServer | MmsgServer = (
+            MmsgServer(self.responder) if mmsg_available() else UdpServer(self.responder))
         self.driver = local_driver(loaded.config, self.precision)
         self.sockets: list[socket.socket] = []
         self.socket_sets: list[list[socket.socket]] = []

@@ -149,7 +149,8 @@ class UdpServer:
                 rx_ns = time_ns()
             host = peer[0]
             if host != last_host:
-                last_int = _address_int(family, host)
+                # A scoped IPv6 peer (fe80::1%eth0) carries its zone in the string.
+                last_int = _address_int(family, host.partition("%")[0])
                 last_host = host
             reply = respond(
                 data, last_int, is_v6, peer[1], unix_ns_to_ntp(rx_ns), rx_ns / 1e9
