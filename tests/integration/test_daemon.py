@@ -290,3 +290,27 @@ def test_workers_follow_a_reload(tmp_path):
                 break
             time.sleep(0.05)
         assert strata == {5}
+
+
+def _status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="-u and -i need root")
+def test_user_flag_drops_to_the_user_keeping_only_cap_sys_time(tmp_path):
+    with config_file(LOCAL_CONF) as conf, Pyntpd("-c", conf, "-u", "nobody") as d:
+        status = _status(d.proc.pid)
+        assert query(d.port).header.stratum == 11
+    assert status["Uid"].split()[0] == "65534"
+    assert int(status["CapEff"], 16) == 1 << 25 and int(status["CapPrm"], 16) == 1 << 25
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="-u and -i need root")
+def test_jaildir_flag_chroots_after_binding(tmp_path):
+    jail = tmp_path / "jail"
+    jail.mkdir()
+    with config_file(LOCAL_CONF) as conf, Pyntpd("-c", conf, "-i", str(jail), "-u", "nobody") as d:
+        root = os.readlink(f"/proc/{d.proc.pid}/root")
+        assert query(d.port).header.stratum == 11
+    assert root == str(jail)
