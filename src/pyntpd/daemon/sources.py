@@ -1,0 +1,285 @@
+"""Upstream servers on the wire: name resolution, one connected socket per association.
+
+Each association sends from its own UDP socket, connected to the server and bound to a
+random ephemeral port, so an off-path attacker must guess the port as well as the 64-bit
+random transmit timestamp (proto.source) to inject a reply; the kernel drops datagrams from
+any other address or port before we see them. Replies carry kernel receive timestamps.
+
+Names are resolved asynchronously (the event loop's resolver) and retried with back-off when
+they fail; `pool` lines expand to several associations, and a pool member that stops
+answering is replaced by a fresh address from the next resolution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyntpd.config.model import ServerConfig
+from pyntpd.daemon.serve import SCM_TIMESTAMPNS, SO_TIMESTAMPNS
+from pyntpd.proto.packet import MAX_PACKET_LEN
+from pyntpd.proto.source import Association, Sample, SourceSpec
+from pyntpd.proto.timestamp import unix_ns_to_ntp
+
+log = logging.getLogger("pyntpd")
+
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+RESOLVE_RETRY_MIN = 16.0
+RESOLVE_RETRY_MAX = 3600.0
+POOL_REPLACE_AFTER = 8  # polls without a reply before a pool member is replaced
+DEFAULT_POOL_SIZE = 4
+
+DEAD_MEMORY = 3600.0  # seconds a replaced pool address is not taken again
+
+SampleHandler = Callable[["Peer", Sample], None]
+
+
+def spec_for(server: ServerConfig, address: str, max_distance: float) -> SourceSpec:
+    return SourceSpec(
+        address=address, port=server.port, minpoll=server.minpoll, maxpoll=server.maxpoll,
+        iburst=server.iburst, burst=server.burst, prefer=server.prefer,
+        noselect=server.noselect, true=server.true, version=server.version,
+        max_distance=max_distance,
+    )
+
+
+def is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(eq=False)
+class Peer:
+    """One association and its socket."""
+
+    config: ServerConfig
+    address: str
+    assoc: Association
+    sock: socket.socket | None = None
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.address else socket.AF_INET
+
+    @property
+    def address_int(self) -> int:
+        return int(ipaddress.ip_address(self.address))
+
+    def open(self) -> None:
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            sock.setblocking(False)
+            # connect() binds a random ephemeral port and makes the kernel filter replies.
+            sock.connect((self.address, self.config.port))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+
+
+@dataclass
+class SourceManager:
+    """Keeps the configured servers resolved, polled and listened to."""
+
+    servers: tuple[ServerConfig, ...]
+    on_sample: SampleHandler
+    time_ns: Callable[[], int]
+    local_precision: int = -20
+    max_distance: float = 1.5
+    max_sources: int = 10  # `tos maxclock`: no pool grows the set beyond this
+    family: int = socket.AF_UNSPEC  # -4 / -6
+    peers: list[Peer] = field(default_factory=list)
+    on_change: Callable[[], None] = lambda: None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _dead: dict[str, float] = field(default_factory=dict)  # replaced address -> when
+    _timer: asyncio.TimerHandle | None = None
+    _closed: bool = False
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        for server in self.servers:
+            self._spawn(self._resolve_loop(server))
+
+    def close(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        for peer in self.peers:
+            if peer.sock is not None:
+                loop.remove_reader(peer.sock.fileno())
+            peer.close()
+        self.peers = []
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- resolution -------------------------------------------------------------------
+
+    async def _lookup(self, host: str, port: int) -> list[str]:
+        if is_literal(host):
+            return [host.split("%", 1)[0]]
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, family=self.family, type=socket.SOCK_DGRAM)
+        seen: list[str] = []
+        for family, _, _, _, sockaddr in infos:
+            if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in seen:
+                seen.append(str(sockaddr[0]))
+        return seen
+
+    async def _resolve_loop(self, server: ServerConfig) -> None:
+        """Resolve until the server (or the pool's share) has associations; back off."""
+        delay = RESOLVE_RETRY_MIN
+        while not self._closed:
+            try:
+                addresses = await self._lookup(server.address, server.port)
+            except (OSError, UnicodeError) as exc:
+                log.warning("cannot resolve %s: %s; retrying in %.0f s", server.address,
+                            getattr(exc, "strerror", None) or exc, delay)
+                addresses = []
+            if addresses and self._add(server, addresses):
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESOLVE_RETRY_MAX)
+
+    def _add(self, server: ServerConfig, addresses: list[str]) -> bool:
+        now = self._now()
+        self._dead = {a: t for a, t in self._dead.items() if now - t < DEAD_MEMORY}
+        used = {p.address for p in self.peers} | set(self._dead)
+        wanted = DEFAULT_POOL_SIZE if server.kind == "pool" else 1
+        have = sum(1 for p in self.peers if p.config is server)
+        added = False
+        for address in addresses:
+            if have >= wanted or len(self.peers) >= self.max_sources:
+                break
+            if address in used:
+                continue
+            if self._open_peer(server, address):
+                have += 1
+                added = True
+        if added:
+            self.on_change()
+        return have >= wanted or (added and len(self.peers) >= self.max_sources)
+
+    def _open_peer(self, server: ServerConfig, address: str) -> bool:
+        assoc = Association(spec_for(server, address, self.max_distance),
+                            local_precision=self.local_precision)
+        peer = Peer(server, address, assoc)
+        try:
+            peer.open()
+        except OSError as exc:
+            log.warning("cannot open a socket to %s (%s): %s", address, server.address,
+                        exc.strerror)
+            return False
+        assert peer.sock is not None
+        loop = asyncio.get_running_loop()
+        loop.add_reader(peer.sock.fileno(), self._readable, peer)
+        assoc.start(self._now())
+        self.peers.append(peer)
+        log.info("association with %s%s", address,
+                 "" if address == server.address else f" ({server.address})")
+        self._reschedule()
+        return True
+
+    # --- polling ----------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.time_ns() / 1e9
+
+    def _reschedule(self) -> None:
+        if self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        active = [p.assoc.next_poll for p in self.peers if p.assoc.state == "active"]
+        if not active:
+            self._timer = None
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, min(active) - self._now()), self._poll_due)
+
+    def _poll_due(self) -> None:
+        now = self._now()
+        for peer in list(self.peers):
+            if peer.assoc.due(now):
+                self._send(peer, now)
+        self._replace_dead_pool_members()
+        self._reschedule()
+
+    def _send(self, peer: Peer, now: float) -> None:
+        request = peer.assoc.make_request(now)
+        if peer.sock is None:
+            return
+        try:
+            peer.assoc.sent(unix_ns_to_ntp(self.time_ns()))
+            peer.sock.send(request)
+        except OSError as exc:
+            # ICMP unreachable and the like: the reach register records the silence.
+            log.debug("send to %s failed: %s", peer.address, exc.strerror)
+
+    def _readable(self, peer: Peer) -> None:
+        sock = peer.sock
+        if sock is None:
+            return
+        for _ in range(16):  # a connected socket sees only its server; bounded anyway
+            try:
+                data, ancillary, _flags, _addr = sock.recvmsg(MAX_PACKET_LEN + 1, _ANCILLARY)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # an ICMP error from an earlier send
+            rx_ns = 0
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+                    sec, nsec = _TIMESPEC.unpack_from(payload)
+                    rx_ns = sec * 1_000_000_000 + nsec
+            if not rx_ns:
+                rx_ns = self.time_ns()
+            sample = peer.assoc.receive(data, unix_ns_to_ntp(rx_ns), rx_ns / 1e9)
+            if sample is not None:
+                self.on_sample(peer, sample)
+
+    def _replace_dead_pool_members(self) -> None:
+        for peer in list(self.peers):
+            if (peer.config.kind == "pool" and peer.assoc.reach == 0
+                    and peer.assoc.unreach >= POOL_REPLACE_AFTER):
+                log.info("pool member %s (%s) is not answering; replacing it", peer.address,
+                         peer.config.address)
+                self._dead[peer.address] = self._now()
+                self._drop(peer)
+                self._spawn(self._resolve_loop(peer.config))
+
+    def _drop(self, peer: Peer) -> None:
+        if peer.sock is not None:
+            asyncio.get_running_loop().remove_reader(peer.sock.fileno())
+        peer.close()
+        self.peers.remove(peer)
+        self.on_change()
+
+    def shift_schedule(self, seconds: float) -> None:
+        """The clock was stepped: move every pending poll with it."""
+        for peer in self.peers:
+            peer.assoc.next_poll += seconds
+        self._reschedule()
