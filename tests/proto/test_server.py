@@ -3,12 +3,12 @@ import struct
 
 import pytest
 
-from pyntpd.proto.access import Access, RestrictTable
+from pyntpd.proto.access import OVER_RATE, Access, RestrictTable
 from pyntpd.proto.access_types import RestrictFlag as F
 from pyntpd.proto.access_types import RestrictRule
 from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.packet import HEADER, DropReason, NtpHeader, decode, li_vn_mode
-from pyntpd.proto.server import REPLY_PREFIX_LEN, Responder, SystemVars
+from pyntpd.proto.server import FAST, REPLY_PREFIX_LEN, UNCHECKED, Responder, SystemVars
 from pyntpd.proto.timestamp import unix_to_ntp
 
 NOW = 1_800_000_000.0
@@ -200,3 +200,78 @@ def test_received_and_served_are_counted():
 def test_reply_header_fields_survive_a_round_trip_through_the_codec():
     h = ask(responder(), request()).header
     assert isinstance(h, NtpHeader) and h.precision == -20
+
+
+# --- classify/template: the fast path split for batched IO ---------------------------------
+
+
+def from_template(r, data, now=NOW):
+    """What a batched caller sends for a FAST verdict, minus the transmit timestamp."""
+    _, leads, middle = r.template(now)
+    return leads[(data[0] >> 3) & 7] + data[2:3] + middle + data[40:48] + RX.to_bytes(8, "big")
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_classify_fast_is_accounted_once_and_the_template_gives_respond_s_reply(version):
+    data = request(version=version, poll=9)
+    r = responder()
+    assert r.classify(data[0], len(data), 1, False, 2, NOW) == FAST
+    assert (r.counters.received, r.counters.served) == (1, 1)
+    assert [e.count for _, e in r.access.entries()] == [1]
+    assert from_template(r, data) == responder().respond(data, 1, False, 2, RX, NOW)
+
+
+@pytest.mark.parametrize("data", [
+    request(trailer=struct.pack("!HH", 0x7777, 32) + bytes(28)),  # not 48 bytes
+    request(mode=4), request(version=5), request(version=1, mode=0), b"",
+])
+def test_classify_leaves_everything_else_unchecked_and_unaccounted(data):
+    r = responder()
+    assert r.classify(data[0] if data else 0, len(data), 1, False, 2, NOW) == UNCHECKED
+    assert (r.counters.received, list(r.access.entries())) == (0, [])
+    assert r.respond_full(data, 1, False, 2, RX, NOW, UNCHECKED) == \
+        responder().respond(data, 1, False, 2, RX, NOW)
+
+
+@pytest.mark.parametrize("flags", [F.NOSERVE | F.KOD, F.NOTRUST, F.VERSION, F.IGNORE])
+def test_classify_hands_restricted_sources_to_respond_full_already_checked(flags):
+    data = request(version=3)
+    r = responder(flags)
+    verdict = r.classify(data[0], len(data), 1, False, 2, NOW)
+    assert verdict >= 0 and verdict & flags.value == flags.value
+    assert r.respond_full(data, 1, False, 2, RX, NOW, verdict) == \
+        responder(flags).respond(data, 1, False, 2, RX, NOW)
+    assert r.counters.received == 1
+    assert [e.count for _, e in r.access.entries()] in ([], [1])  # ignore: not monitored
+
+
+def test_classify_serves_over_rate_sources_unless_limited():
+    for flags, expected in ((F.NONE, FAST), (F.KOD, FAST), (F.LIMITED, None)):
+        r = responder(flags)
+        verdicts = [r.classify(0x23, 48, 1, False, 2, NOW + 0.01 * i) for i in range(3)]
+        if expected is None:
+            assert verdicts[0] == FAST and all(v & OVER_RATE for v in verdicts[1:])
+        else:
+            assert verdicts == [expected] * 3
+
+
+def test_template_generation_changes_only_when_the_template_is_rebuilt():
+    r = responder()
+    first, leads, middle = r.template(NOW)
+    assert r.template(NOW + 0.5) == (first, leads, middle)
+    assert r.template(NOW + 1.5)[0] != first
+    again = r.template(NOW + 1.5)[0]
+    r.set_system(LocalClockDriver(stratum=3).system_vars(NOW))
+    generation, leads, _ = r.template(NOW + 1.5)
+    assert generation != again and leads[4][1] == 4
+    assert len(leads) == 8 and all(len(lead) == 2 for lead in leads)
+    assert len(middle) == REPLY_PREFIX_LEN - 2 - 1 - 8 - 8
+
+
+def test_respond_and_template_share_the_rebuild():
+    r = responder()
+    generation = r.template(NOW)[0]
+    r.respond(request(), 1, False, 2, RX, NOW + 0.2)
+    assert r.template(NOW + 0.2)[0] == generation
+    r.respond(request(), 1, False, 2, RX, NOW + 1.2)
+    assert r.template(NOW + 1.2)[0] != generation

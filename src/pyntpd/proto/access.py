@@ -183,20 +183,32 @@ class Access:
             flags = self._cache[key] = self.table.lookup(address, is_v6, port)
         return flags
 
+    @property
+    def rate(self) -> RateLimits:
+        return self._rate
+
+    @rate.setter
+    def rate(self, rate: RateLimits) -> None:
+        self._rate = rate
+        # The leaky bucket's constants, in seconds: one average headway, and the limit.
+        self._headway = float(1 << rate.average)
+        self._bucket_limit = 8.0 * self._headway
+
     def check(
         self, address: int, is_v6: bool, port: int, now: float, mode_version: int = 0
     ) -> int:
         """Flags for this packet: the rule's, plus OVER_RATE if the source is over its rate.
 
-        Also accounts the packet in the MRU list (ntpd's ntp_monitor()).
+        Also accounts the packet in the MRU list (ntpd's ntp_monitor()). Every served
+        packet comes through here, so the common case (a cached rule, a known source) is
+        written out in one function.
         """
-        flags = self.flags_for(address, is_v6, port)
+        key = address | _V6_TAG if is_v6 else address
+        flags = self._cache.get((key << 1) | (port == NTP_PORT) if self._has_ntpport else key)
+        if flags is None:
+            flags = self.flags_for(address, is_v6, port)
         if flags & IGNORE:
             return flags
-        return flags | self._monitor(address | _V6_TAG if is_v6 else address, port, now,
-                                     mode_version, flags)
-
-    def _monitor(self, key: int, port: int, now: float, mode_version: int, flags: int) -> int:
         mru = self.mru
         entry = mru.get(key)
         if entry is None:
@@ -204,7 +216,7 @@ class Access:
             entry.count = 1
             entry.mode_version = mode_version
             entry.flags = flags
-            return 0
+            return flags
         interval = now - entry.last
         if interval < 0.0:
             interval = 0.0  # the caller's clock went backwards; never credit the source
@@ -218,16 +230,16 @@ class Access:
         leak = entry.leak - interval
         if leak < 0.0:
             leak = 0.0
-        head = float(1 << self.rate.average)
-        limit = 8.0 * head
-        if interval + 1.0 >= self.rate.minimum and leak + head < limit:
+        head = self._headway
+        limit = self._bucket_limit
+        if interval + 1.0 >= self._rate.minimum and leak + head < limit:
             entry.leak = leak + head - 2.0
-            return 0
+            return flags
         if leak < limit:
             entry.leak = limit + head
-            return OVER_RATE | KOD_ALLOWED
+            return flags | OVER_RATE | KOD_ALLOWED
         entry.leak = leak
-        return OVER_RATE
+        return flags | OVER_RATE
 
     def _new_entry(self, key: int, now: float, port: int) -> MonEntry:
         mru = self.mru

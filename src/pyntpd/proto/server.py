@@ -6,6 +6,12 @@ timestamp and `now`, and gets back either nothing (the drop is counted) or the r
 *without* its last 8 bytes, the transmit timestamp, which the caller appends immediately
 before sending so that it is as late and as honest as possible.
 
+A batched IO layer may split `respond` in two so that it builds no bytes per request:
+`classify` makes the fast path's decision (and accounts it); for FAST the reply is
+`template()`'s lead for the request's version, the request's poll byte, the template's
+middle, the request's transmit timestamp and the receive timestamp; any other verdict goes
+to `respond_full` unchanged. `respond` itself is exactly that composition.
+
 Decisions, in ntpd's order (ntp_proto.c receive()):
 1. mode 7 is never answered; mode 6 goes to the control responder (issue 4) — refused for
    now and counted; malformed datagrams are dropped by the codec's strict rules;
@@ -49,8 +55,17 @@ REPLY_PREFIX_LEN = _REPLY_HEAD.size
 _MIDDLE = struct.Struct("!bII4sQ")  # precision .. reference timestamp
 _TEMPLATE_LIFETIME = 1.0
 
-# Restrict results that need the full decision path.
+# Restrict results that need the full decision path; over-rate alone is served unless
+# `limited` is set.
 _SPECIAL = acc.IGNORE | acc.NOSERVE | acc.VERSION | acc.NOTRUST | acc.OVER_RATE
+_SPECIAL_LIMITED = _SPECIAL | acc.LIMITED
+_OVER_RATE = acc.OVER_RATE
+_CLIENT = int(Mode.CLIENT)
+
+# `classify` verdicts; any other (non-negative) verdict is the restrict flags already
+# checked for the packet, to be passed on to `respond_full`.
+FAST = -1  # served (and counted): answer from `template()`
+UNCHECKED = -2  # not a fast-path candidate; nothing is accounted yet
 
 KISS_RATE = b"RATE"
 KISS_DENY = b"DENY"
@@ -101,6 +116,7 @@ class Responder:
         self._template_at = -1e300
         self._leads: list[bytes] = []
         self._middle = b""
+        self._generation = 0  # bumped by every template rebuild
 
     def set_system(self, system: SystemVars) -> None:
         self.system = system
@@ -116,24 +132,46 @@ class Responder:
         now: float,
     ) -> bytes | None:
         """The reply minus its transmit timestamp, or None (the drop is counted)."""
-        # Fast path: a plain 48-byte NTPv1-4 client request from a source with nothing
-        # special in its restrict flags -- nearly all traffic. Anything else takes the
-        # full path, which makes the same decisions step by step.
-        if len(data) == HEADER_LEN:
-            first = data[0]
-            if first & 7 == Mode.CLIENT and 8 <= first & 0x38 <= 32:
-                flags = self.access.check(address, is_v6, port, now, first & 0x3F)
-                if not flags & _SPECIAL or (
-                    flags & _SPECIAL == acc.OVER_RATE and not flags & acc.LIMITED
-                ):
-                    counters = self.counters
-                    counters.received += 1
-                    counters.served += 1
-                    return self._reply(data, (first >> 3) & 7, receive_ts, now)
-                return self._respond_full(data, address, is_v6, port, receive_ts, now, flags)
-        return self._respond_full(data, address, is_v6, port, receive_ts, now, None)
+        n = len(data)
+        verdict = self.classify(data[0] if n else 0, n, address, is_v6, port, now)
+        if verdict == FAST:
+            return self._reply(data, (data[0] >> 3) & 7, receive_ts, now)
+        return self.respond_full(data, address, is_v6, port, receive_ts, now, verdict)
 
-    def _respond_full(
+    def classify(
+        self, first: int, length: int, address: int, is_v6: bool, port: int, now: float
+    ) -> int:
+        """The fast path's decision for a request of `length` bytes starting with `first`.
+
+        FAST: a plain 48-byte NTPv1-4 client request from a source with nothing special in
+        its restrict flags -- nearly all traffic. It is accounted as received and served;
+        the caller answers from `template(now)`. Any other verdict: the caller must pass it
+        to `respond_full`, which makes the same decisions step by step without checking
+        or accounting the packet a second time.
+        """
+        if length != HEADER_LEN or first & 7 != _CLIENT or not 8 <= first & 0x38 <= 32:
+            return UNCHECKED
+        flags = self.access.check(address, is_v6, port, now, first & 0x3F)
+        if not flags & _SPECIAL or flags & _SPECIAL_LIMITED == _OVER_RATE:
+            counters = self.counters
+            counters.received += 1
+            counters.served += 1
+            return FAST
+        return flags
+
+    def template(self, now: float) -> tuple[int, list[bytes], bytes]:
+        """(generation, leads, middle) of the reply template valid at `now`.
+
+        leads[version] is the reply's first two bytes (LI/VN/mode, stratum); middle is the
+        21 bytes from precision to the reference timestamp. The generation changes whenever
+        they are rebuilt (once a second, and after `set_system`), so a caller that copies
+        them elsewhere only needs to compare it.
+        """
+        if not 0.0 <= now - self._template_at < _TEMPLATE_LIFETIME:
+            self._build_templates(now)
+        return self._generation, self._leads, self._middle
+
+    def respond_full(
         self,
         data: bytes | bytearray | memoryview,
         address: int,
@@ -141,8 +179,9 @@ class Responder:
         port: int,
         receive_ts: int,
         now: float,
-        flags: int | None,
+        verdict: int = UNCHECKED,
     ) -> bytes | None:
+        """`respond` for a packet `classify` did not find FAST; `verdict` is its result."""
         counters = self.counters
         counters.received += 1
         n = len(data)
@@ -173,7 +212,8 @@ class Responder:
             counters.drop(err.reason)
             return None
 
-        if flags is None:
+        flags = verdict
+        if flags == UNCHECKED:
             flags = self.access.check(address, is_v6, port, now, first & 0x3F)
         if flags & acc.IGNORE:
             counters.drop(DropReason.RESTRICTED)
@@ -250,6 +290,7 @@ class Responder:
         self._leads = [bytes([li_vn_mode(leap, v, Mode.SERVER), stratum]) for v in range(8)]
         self._middle = middle
         self._template_at = now
+        self._generation += 1
 
     def _kiss(self, data: bytes | bytearray | memoryview, version: int, code: bytes) -> bytes:
         """A Kiss-o'-Death: stratum 0, the code in refid, origin = the client's transmit."""
