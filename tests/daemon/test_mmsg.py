@@ -7,6 +7,7 @@ import errno
 import ipaddress
 import select
 import socket
+import struct
 import time
 import types
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from pyntpd.proto.access_types import RestrictFlag as F
 from pyntpd.proto.access_types import RestrictRule
 from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.packet import HEADER, DropReason, decode, li_vn_mode
-from pyntpd.proto.server import Responder
+from pyntpd.proto.server import Responder, SystemVars
 from pyntpd.proto.timestamp import unix_ns_to_ntp
 
 pytestmark = pytest.mark.skipif(not mmsg.available(), reason="needs Linux recvmmsg/sendmmsg")
@@ -38,9 +39,11 @@ def has_ipv6_loopback() -> bool:
         return False
 
 
-def make_responder(flags: F = F.NONE, updated: float | None = None) -> Responder:
+def make_responder(flags: F = F.NONE, updated: float | None = None,
+                   hosts: tuple[tuple[str, F], ...] = ()) -> Responder:
     rules = [RestrictRule(ipaddress.ip_network(net), flags, is_default=True)
              for net in ("0.0.0.0/0", "::/0")]
+    rules += [RestrictRule(ipaddress.ip_network(net), host_flags) for net, host_flags in hosts]
     system = LocalClockDriver(stratum=10).system_vars(updated or time.time())
     return Responder(Access(RestrictTable(rules)), system)
 
@@ -232,11 +235,18 @@ def test_same_counters_and_replies_as_udp_server(host, clients, flags):
     assert results[0][0][0] == len(datagrams)
 
 
-def test_without_kernel_timestamps_the_clock_is_read(host, clients):
+def plain_socket(host: str) -> socket.socket:
     sock = socket.socket(family_of(host), socket.SOCK_DGRAM)  # no SO_TIMESTAMPNS
     sock.bind((host, 0))
     sock.setblocking(False)
-    fixed = 1_800_000_000_123_456_789
+    return sock
+
+
+# 1_800_000_000_123_456_789, and one after NTP era 0 ends (2036-02-07).
+@pytest.mark.parametrize("fixed", [1_800_000_000_123_456_789,
+                                   (2**32 - 2_208_988_800 + 5) * 10**9 + 999_999_999])
+def test_without_kernel_timestamps_the_clock_is_read(host, clients, fixed):
+    sock = plain_socket(host)
     try:
         server = MmsgServer(make_responder(), time_ns=lambda: fixed)
         send_all(clients, sock, [(0, request(7))])
@@ -276,12 +286,13 @@ class FakeLibc:
         return self.sendmmsg_real(fd, headers, vlen, flags)
 
 
-def run_with(monkeypatch, fake, server_sock, clients, count=6):
+def run_with(monkeypatch, fake, server_sock, clients, count=6, datagrams=None):
     monkeypatch.setattr(mmsg, "_LIBC", types.SimpleNamespace(
         recvmmsg=fake.recvmmsg, sendmmsg=fake.sendmmsg))
     server = MmsgServer(make_responder())
-    send_all(clients, server_sock, [(0, request(0x900 + k)) for k in range(count)])
-    assert pump(server, server_sock, count) == count
+    datagrams = datagrams or [request(0x900 + k) for k in range(count)]
+    send_all(clients, server_sock, [(0, data) for data in datagrams])
+    assert pump(server, server_sock, len(datagrams)) == len(datagrams)
     origins = [decode(r).header.origin for r in collect_until_quiet(clients[0])]
     return server, origins
 
@@ -333,12 +344,11 @@ def test_available_is_true_on_linux():
 def test_a_failing_responder_leaves_the_buffers_ready_for_the_next_drain(server_sock, clients):
     responder = make_responder()
     server = MmsgServer(responder)
-    real = responder.respond
-    responder.respond = lambda *args: (_ for _ in ()).throw(RuntimeError("bug"))
+    responder.classify = lambda *args: (_ for _ in ()).throw(RuntimeError("bug"))
     send_all(clients, server_sock, [(0, request(1)), (0, request(2))])
     with pytest.raises(RuntimeError):
         server.drain(server_sock)
-    responder.respond = real
+    del responder.classify
     send_all(clients, server_sock, [(1, request(3))])
     assert pump(server, server_sock, 1) == 1
     assert [decode(r).header.origin for r in collect_until_quiet(clients[1])] == [3]
@@ -349,4 +359,111 @@ def test_buffers_cannot_move_under_the_kernel(server_sock):
     server.drain(server_sock)
     batch = server._batch_for(server_sock)
     with pytest.raises(BufferError):
-        batch.data.extend(b"x")
+        batch.records.extend(b"x")
+
+
+# --- FAST replies gathered from the template, slow ones from respond_full -------------------
+
+EXTENSION = struct.pack("!HH", 0x7777, 32) + bytes(28)  # unknown: answered, by the full path
+FIXED_NS = 1_800_000_000_500_000_000  # /1e9 and sec + nsec * 1e-9 give the same float
+
+
+def test_runs_split_at_drops_and_at_changes_of_kind():
+    batch = types.SimpleNamespace(fast_pointers="F", slow_pointers="S")
+    slow = [(1, True), (2, True), (3, False), (6, True)]
+    assert mmsg._runs(batch, 8, slow) == [
+        ("F", 0, 1), ("S", 1, 3), ("F", 4, 6), ("S", 6, 7), ("F", 7, 8)]
+    assert mmsg._runs(batch, 3, [(0, False), (1, False), (2, False)]) == []
+    assert mmsg._runs(batch, 2, [(0, True), (1, True)]) == [("S", 0, 2)]
+
+
+def sources(host: str) -> list[str]:
+    """Three client addresses: 127.0.0.1-3 (all loopback on Linux), or ::1 three times."""
+    return ["::1"] * 3 if ":" in host else ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+
+
+# Over IPv4 the second source is refused (RSTR kisses) and the third rate-limited (RATE).
+RESTRICTED = (("127.0.0.2/32", F.NOSERVE | F.KOD), ("127.0.0.3/32", F.LIMITED | F.KOD))
+
+
+def mixed_fast_and_slow() -> list[tuple[int, bytes]]:
+    kinds = (
+        lambda t: request(t),
+        lambda t: request(t, trailer=EXTENSION),
+        lambda t: request(t, version=3),
+        lambda t: b"\x23" * 10,
+        lambda t: request(t, version=1, mode=0),  # NTPv1: the full path
+        lambda t: request(t, mode=7),
+        lambda t: request(t, version=2),
+    )
+    return [(k % 3, kinds[k % len(kinds)](0x7000 + k)) for k in range(60)]
+
+
+@pytest.mark.parametrize("batch", [64, 5])
+def test_fast_and_slow_replies_are_respond_s_bytes(host, batch):
+    updated = FIXED_NS / 1e9 - 100.0
+    socks = []
+    try:
+        sock = plain_socket(host)
+        socks.append(sock)
+        for address in sources(host):
+            client = socket.socket(family_of(host), socket.SOCK_DGRAM)
+            socks.append(client)
+            client.bind((address, 0))
+        clients = socks[1:]
+        server = MmsgServer(make_responder(updated=updated, hosts=RESTRICTED),
+                            time_ns=lambda: FIXED_NS, batch=batch)
+        datagrams = mixed_fast_and_slow()
+        send_all(clients, sock, datagrams)
+        assert pump(server, sock, len(datagrams)) == len(datagrams)
+        got = [collect_until_quiet(c) for c in clients]
+        # The same datagrams through Responder.respond, as UdpServer would call it.
+        reference = make_responder(updated=updated, hosts=RESTRICTED)
+        transmit = unix_ns_to_ntp(FIXED_NS).to_bytes(8, "big")
+        expected: list[list[bytes]] = [[] for _ in clients]
+        for index, data in datagrams:
+            address, port = clients[index].getsockname()[:2]
+            prefix = reference.respond(data, int(ipaddress.ip_address(address)), ":" in host,
+                                       port, unix_ns_to_ntp(FIXED_NS), FIXED_NS / 1e9)
+            if prefix is not None:
+                expected[index].append(prefix + transmit)
+    finally:
+        for s in socks:
+            s.close()
+    assert got == expected
+    assert sum(map(len, got)) > 15 and counters(server)[:4] == counters(
+        types.SimpleNamespace(responder=reference, send_errors=0, receive_errors=0))[:4]
+    if ":" not in host:  # every kind of reply was there
+        assert {decode(r).header.refid for r in got[1] + got[2]} >= {b"RSTR", b"RATE", b"LOCL"}
+
+
+def test_a_new_system_state_shows_in_the_next_batch(server_sock, clients):
+    responder = make_responder()
+    server = MmsgServer(responder)
+
+    def ask(transmit: int) -> list:
+        send_all(clients, server_sock, [(0, request(transmit + k)) for k in range(3)])
+        assert pump(server, server_sock, 3) == 3
+        return [decode(r).header for r in collect(clients[0], 3)]
+
+    assert {(h.stratum, h.refid) for h in ask(0x100)} == {(11, b"LOCL")}
+    gps = SystemVars(leap=0, stratum=1, precision=-23, refid=b"GPS\0",
+                     reference_time=unix_ns_to_ntp(time.time_ns()), updated_at=time.time())
+    responder.set_system(gps)
+    headers = ask(0x200)
+    assert {(h.leap, h.stratum, h.precision, h.refid) for h in headers} == {
+        (0, 1, -23, b"GPS\0")}
+    assert {h.reference for h in headers} == {gps.reference_time}
+    responder.set_system(SystemVars())
+    assert {(h.leap, h.stratum, h.refid) for h in ask(0x300)} == {(3, 16, b"\0" * 4)}
+
+
+def test_runs_share_partial_sends_and_a_full_buffer_drops_every_later_run(
+        monkeypatch, server_sock, clients):
+    datagrams = [request(1), request(2, trailer=EXTENSION), b"x", request(3), request(4)]
+    fake = FakeLibc(send_plan=("one",))
+    _, origins = run_with(monkeypatch, fake, server_sock, clients, datagrams=datagrams)
+    assert origins == [1, 2, 3, 4] and fake.send_calls == [1, 1, 2]
+    fake = FakeLibc(send_plan=("one", errno.EAGAIN))
+    server, origins = run_with(monkeypatch, fake, server_sock, clients, datagrams=datagrams)
+    assert origins == [1] and fake.send_calls == [1, 1] and server.send_errors == 3

@@ -2,14 +2,22 @@
 
 The plain loop pays two syscalls (recvmsg, sendto), a clock read and the building of
 Python tuples for every datagram, and a third syscall to learn that the socket is empty.
-Here one recvmmsg fetches up to BATCH datagrams into buffers allocated once per socket,
-the answers are written into fixed transmit slots, and one sendmmsg sends them all.
-Decisions are still the one `Responder`'s; this module only moves bytes.
+Here one recvmmsg fetches up to BATCH datagrams into buffers allocated once per socket and
+one sendmmsg sends all the answers. Decisions are still the one `Responder`'s
+(`classify`, then `respond_full` for anything not FAST); this module only moves bytes.
 
-The pieces of the C structures are read with precompiled `struct.Struct.unpack_from` at
-offsets taken from ctypes' own layout of `struct mmsghdr`, so no ctypes attribute access
-happens per datagram. The kernel overwrites msg_namelen, msg_controllen and msg_flags of
-every header it fills; one bulk copy from a pristine image restores them.
+A FAST reply is gathered, not built: its transmit header points at six pieces --
+2 bytes LI/VN/mode + stratum and 8 bytes receive timestamp written per datagram into the
+slot's reply area, the request's own poll byte and transmit timestamp where recvmmsg put
+them, the template's middle (copied only when the responder rebuilds it) and the transmit
+timestamp shared by every reply of one sendmmsg. So a FAST datagram costs one pack_into and
+no Python bytes objects; a batch of FAST replies goes out in one sendmmsg.
+
+Everything a datagram needs is read by iterating precompiled Structs over the receive
+headers and the slot records (`Struct.iter_unpack`), at offsets taken from ctypes' own
+layout of `struct mmsghdr`; no ctypes attribute access happens per datagram. The kernel
+overwrites msg_namelen, msg_controllen and msg_flags of every header it fills; one bulk
+copy from a pristine image restores them.
 
 `available()` says whether this works here; otherwise use `serve.UdpServer`.
 """
@@ -22,19 +30,20 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pyntpd.daemon.serve import BATCH_LIMIT, SCM_TIMESTAMPNS
-from pyntpd.proto.packet import MAX_PACKET_LEN, DropReason
-from pyntpd.proto.server import REPLY_PREFIX_LEN, Responder
+from pyntpd.proto.packet import HEADER_LEN, MAX_PACKET_LEN, DropReason
+from pyntpd.proto.server import FAST, REPLY_PREFIX_LEN, Responder
 from pyntpd.proto.timestamp import unix_ns_to_ntp
 
 BATCH = 64  # datagrams per recvmmsg/sendmmsg; 64 amortises the syscall cost well
 
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
 _MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
-_SOL_SOCKET = socket.SOL_SOCKET
 _NS = 1_000_000_000
+_UNIX_TO_NTP = 2_208_988_800  # seconds from 1900 to 1970
+_ERA = 0xFFFFFFFF  # NTP seconds wrap (era 1 starts in 2036)
 
 
 class _Iovec(ctypes.Structure):
@@ -61,60 +70,84 @@ _MMSG_SIZE = ctypes.sizeof(_Mmsghdr)
 _IOVEC_SIZE = ctypes.sizeof(_Iovec)
 
 
+
 def _round_up(n: int, unit: int) -> int:
     return (n + unit - 1) // unit * unit
 
 
-def _field_struct(*fields: tuple[int, str]) -> tuple[struct.Struct, int]:
-    """A native Struct reading (offset, code) fields, and the offset it starts at.
+def _record_struct(order: str, size: int, *fields: tuple[int, str]) -> struct.Struct:
+    """A Struct reading (offset, code) fields from a record of `size` bytes.
 
-    Gaps become explicit pad bytes, so the Struct matches the C layout exactly and a
-    single unpack_from reads every field a datagram needs from one structure.
+    Gaps become explicit pad bytes, so the Struct matches the C layout exactly; being
+    exactly `size` long, its `iter_unpack` walks an array of such records.
     """
-    base = fields[0][0]
-    fmt, at = "@", base
+    fmt, at = order, 0
     for offset, code in fields:
         if offset < at:
             raise ValueError("overlapping fields")
         fmt += f"{offset - at}x{code}" if offset > at else code
-        at = offset + struct.calcsize("@" + code)
-    compiled = struct.Struct(fmt)
-    if compiled.size != at - base:  # native alignment added padding we did not expect
+        at = offset + struct.calcsize(order + code)
+    compiled = struct.Struct(f"{fmt}{size - at}x")
+    if compiled.size != size:  # native alignment added padding we did not expect
         raise ValueError(f"layout mismatch for {fmt}")
-    return compiled, base
+    return compiled
 
 
-# msg_controllen, msg_flags and msg_len of a received mmsghdr, in one read.
-_META, _META_OFFSET = _field_struct(
+# msg_controllen, msg_flags and msg_len of each received mmsghdr.
+_META = _record_struct(
+    "@", _MMSG_SIZE,
     (_Msghdr.msg_controllen.offset, "N"),
     (_Msghdr.msg_flags.offset, "i"),
     (_Mmsghdr.msg_len.offset, "I"),
 )
 
+# One record per datagram: the reply area, the peer's sockaddr, the control buffer, the
+# data. The data iovec says MAX_PACKET_LEN + 1 exactly, as UdpServer's recvmsg buffer does,
+# so a longer datagram is truncated (MSG_TRUNC) at the same length and dropped the same
+# way; the record stride is rounded up to a cache line.
+_REPLY = struct.Struct("!H6xII")  # LI/VN/mode + stratum; receive timestamp seconds, fraction
+_NAME_AT = _REPLY.size
+_NAME_SLOT = 32  # sizeof(struct sockaddr_in6) is 28, the larger of the two families
+_SOCKADDR_LEN = {socket.AF_INET: 16, socket.AF_INET6: 28}
 # The kernel's timestamp is a (legacy, native long) struct timespec: SO_TIMESTAMPNS is
 # SO_TIMESTAMPNS_OLD, which on 64-bit Linux is the same as serve.py's "@qq".
-_TIMESPEC = struct.Struct("@ll")
-_CMSG_DATA = socket.CMSG_LEN(0)  # offset of the data after struct cmsghdr
-_CMSG_TS_LEN = socket.CMSG_LEN(_TIMESPEC.size)
-_CONTROL_SLOT = socket.CMSG_SPACE(_TIMESPEC.size)
-# cmsg_len, cmsg_level, cmsg_type, tv_sec, tv_nsec of the first control message.
-_CMSG, _ = _field_struct(
-    (0, "N"), (struct.calcsize("@N"), "i"), (struct.calcsize("@Ni"), "i"),
-    (_CMSG_DATA, "l"), (_CMSG_DATA + struct.calcsize("@l"), "l"),
-)
-
-_NAME_SLOT = 28  # sizeof(struct sockaddr_in6), the larger of the two families
-_SOCKADDR_IN = struct.Struct("!2xHI")  # port, address
-_SOCKADDR_IN6 = struct.Struct("!2xH4xQQ")  # port, address high and low 64 bits
-_SOCKADDR_LEN = {socket.AF_INET: 16, socket.AF_INET6: 28}
-
-# Data slots: the iovec says MAX_PACKET_LEN + 1 exactly, as UdpServer's recvmsg buffer
-# does, so a longer datagram is truncated (MSG_TRUNC) at the same length and dropped the
-# same way; the slot stride is rounded up to a cache line.
+_LONG = struct.calcsize("@l")
+_CMSG_TS_LEN = socket.CMSG_LEN(2 * _LONG)
+_CONTROL_AT = _NAME_AT + _NAME_SLOT
+_CONTROL_SLOT = socket.CMSG_SPACE(2 * _LONG)
+_DATA_AT = _CONTROL_AT + _CONTROL_SLOT
 _RECV_BUFFER = MAX_PACKET_LEN + 1
-_DATA_SLOT = _round_up(_RECV_BUFFER, 64)
-_TX_SLOT = REPLY_PREFIX_LEN  # the reply prefix; its transmit timestamp is a shared iovec
+_RECORD = _round_up(_DATA_AT + _RECV_BUFFER, 64)
+
+# cmsg_level and cmsg_type of the first control message, read as one 8-byte word and
+# compared with _TS_KIND; then tv_sec and tv_nsec.
+_CMSG = _record_struct(
+    "@", _RECORD,
+    (_CONTROL_AT + struct.calcsize("@N"), "Q"),
+    (_CONTROL_AT + socket.CMSG_LEN(0), "l"),
+    (_CONTROL_AT + socket.CMSG_LEN(0) + _LONG, "l"),
+)
+_TS_KIND = struct.unpack("@Q", struct.pack("@ii", socket.SOL_SOCKET, SCM_TIMESTAMPNS))[0]
+# The peer's port and address (IPv6: high and low 64 bits), and the datagram's first byte.
+_PEER_V4 = _record_struct(
+    "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 4, "I"), (_DATA_AT, "B"))
+_PEER_V6 = _record_struct(
+    "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 8, "Q"), (_NAME_AT + 16, "Q"),
+    (_DATA_AT, "B"))
+
+# A reply's pieces, in order: (buffer, offset in it, length). "record" is the slot's record.
 _TRANSMIT = struct.Struct("!Q")
+_MIDDLE_LEN = REPLY_PREFIX_LEN - 2 - 1 - 8 - 8  # precision .. reference timestamp
+_FAST_PIECES = (
+    ("record", 0, 2),  # LI/VN/mode, stratum (_REPLY)
+    ("record", _DATA_AT + 2, 1),  # the request's poll
+    ("middle", 0, _MIDDLE_LEN),
+    ("record", _DATA_AT + 40, 8),  # origin: the request's transmit timestamp
+    ("record", 8, 8),  # receive timestamp (_REPLY)
+    ("transmit", 0, _TRANSMIT.size),
+)
+_SLOW_PIECES = (("prefix", 0, REPLY_PREFIX_LEN), ("transmit", 0, _TRANSMIT.size))
+assert sum(length for _, _, length in _FAST_PIECES) == HEADER_LEN
 
 _STOP_ERRNOS = frozenset((errno.EBADF, errno.ENOTSOCK))
 _AGAIN_ERRNOS = frozenset((errno.EAGAIN, errno.EWOULDBLOCK))
@@ -157,63 +190,74 @@ def _buffer(size: int, pins: list[object]) -> tuple[bytearray, int]:
     return raw, ctypes.addressof(view)
 
 
+def _v6_peers(records: memoryview) -> Iterator[tuple[int, int, int]]:
+    for port, high, low, first in _PEER_V6.iter_unpack(records):
+        yield port, high << 64 | low, first
+
+
 class _Batch:
     """Every buffer one socket's recvmmsg/sendmmsg needs, built once.
 
-    Receive message i uses data slot i, name slot i and control slot i. Transmit message j
-    uses tx slot j (the 40-byte prefix), name slot j and the one shared 8-byte transmit
-    timestamp. Replies are compacted into j <= i: copying the peer's sockaddr from name
-    slot i into slot j (already consumed) replaces rewriting any pointer per reply, and
-    the transmit timestamp is written once per sendmmsg, not once per reply.
+    Receive message i fills record i (name, control, data). Two transmit headers per slot
+    send reply i to the name in record i: the FAST one gathers the pieces of _FAST_PIECES,
+    the slow one the 40-byte prefix that `respond_full` returned, copied to prefix slot i.
+    Both end with the one shared transmit timestamp, written right before each sendmmsg.
     """
 
     def __init__(self, family: int, size: int) -> None:
         self.family = family
         self.is_v6 = family == socket.AF_INET6
+        self.peers = _v6_peers if self.is_v6 else _PEER_V4.iter_unpack
         self.size = size
         pins: list[object] = []
-        self.data, data_at = _buffer(size * _DATA_SLOT, pins)
-        self.names, names_at = _buffer(size * _NAME_SLOT, pins)
-        self.control, control_at = _buffer(size * _CONTROL_SLOT, pins)
-        self.tx, tx_at = _buffer(size * _TX_SLOT, pins)
-        self.transmit, transmit_at = _buffer(_TRANSMIT.size, pins)
+        at: dict[str, int] = {}
+        self.records, at["record"] = _buffer(size * _RECORD, pins)
+        self.prefixes, at["prefix"] = _buffer(size * REPLY_PREFIX_LEN, pins)
+        self.middle, at["middle"] = _buffer(_MIDDLE_LEN, pins)
+        self.transmit, at["transmit"] = _buffer(_TRANSMIT.size, pins)
         self.headers, rx_at = _buffer(size * _MMSG_SIZE, pins)
-        self.tx_headers, tx_headers_at = _buffer(size * _MMSG_SIZE, pins)
-        self._iovecs, iovecs_at = _buffer(3 * size * _IOVEC_SIZE, pins)
+        fast_headers, fast_at = _buffer(size * _MMSG_SIZE, pins)
+        slow_headers, slow_at = _buffer(size * _MMSG_SIZE, pins)
+        per_slot = 1 + len(_FAST_PIECES) + len(_SLOW_PIECES)
+        iovec_bytes, iovecs_at = _buffer(size * per_slot * _IOVEC_SIZE, pins)
+        self.records_view = memoryview(self.records)
+        self.headers_view = memoryview(self.headers)
         self.rx_pointer = ctypes.c_void_p(rx_at)
-        # sendmmsg may stop part-way; the rest starts at any header.
-        self.tx_pointers = tuple(
-            ctypes.c_void_p(tx_headers_at + k * _MMSG_SIZE) for k in range(size))
+        # sendmmsg may stop part-way, and runs of replies start anywhere.
+        self.fast_pointers = tuple(
+            ctypes.c_void_p(fast_at + k * _MMSG_SIZE) for k in range(size))
+        self.slow_pointers = tuple(
+            ctypes.c_void_p(slow_at + k * _MMSG_SIZE) for k in range(size))
 
-        rx_hdrs = (_Mmsghdr * size).from_buffer(self.headers)
-        tx_hdrs = (_Mmsghdr * size).from_buffer(self.tx_headers)
-        iovecs = (_Iovec * (3 * size)).from_buffer(self._iovecs)
+        iovecs = (_Iovec * (size * per_slot)).from_buffer(iovec_bytes)
         name_len = _SOCKADDR_LEN.get(family, _NAME_SLOT)
+        headers = [(_Mmsghdr * size).from_buffer(raw)
+                   for raw in (self.headers, fast_headers, slow_headers)]
         for i in range(size):
-            # Receive: one iovec per message; iovec i.
-            iovecs[i].iov_base = data_at + i * _DATA_SLOT
-            iovecs[i].iov_len = _RECV_BUFFER
-            hdr = rx_hdrs[i].msg_hdr
-            hdr.msg_name = names_at + i * _NAME_SLOT
-            hdr.msg_namelen = _NAME_SLOT
-            hdr.msg_iov = iovecs_at + i * _IOVEC_SIZE
-            hdr.msg_iovlen = 1
-            hdr.msg_control = control_at + i * _CONTROL_SLOT
-            hdr.msg_controllen = _CONTROL_SLOT
-            # Transmit: prefix slot + shared timestamp; iovecs size + 2i, size + 2i + 1.
-            k = size + 2 * i
-            iovecs[k].iov_base = tx_at + i * _TX_SLOT
-            iovecs[k].iov_len = _TX_SLOT
-            iovecs[k + 1].iov_base = transmit_at
-            iovecs[k + 1].iov_len = _TRANSMIT.size
-            hdr = tx_hdrs[i].msg_hdr
-            hdr.msg_name = names_at + i * _NAME_SLOT
-            hdr.msg_namelen = name_len
-            hdr.msg_iov = iovecs_at + k * _IOVEC_SIZE
-            hdr.msg_iovlen = 2
+            record = at["record"] + i * _RECORD
+            slot_at = {"record": record, "prefix": at["prefix"] + i * REPLY_PREFIX_LEN,
+                       "middle": at["middle"], "transmit": at["transmit"]}
+            pieces = ((("record", _DATA_AT, _RECV_BUFFER),), _FAST_PIECES, _SLOW_PIECES)
+            k = i * per_slot
+            for hdrs, kind in zip(headers, pieces, strict=True):
+                hdr = hdrs[i].msg_hdr
+                hdr.msg_name = record + _NAME_AT
+                hdr.msg_namelen = name_len
+                hdr.msg_iov = iovecs_at + k * _IOVEC_SIZE
+                hdr.msg_iovlen = len(kind)
+                for where, offset, length in kind:
+                    iovecs[k].iov_base = slot_at[where] + offset
+                    iovecs[k].iov_len = length
+                    k += 1
+            rx = headers[0][i].msg_hdr
+            rx.msg_namelen = _NAME_SLOT
+            rx.msg_control = record + _CONTROL_AT
+            rx.msg_controllen = _CONTROL_SLOT
         # The kernel rewrites namelen/controllen/flags/len of each header it fills.
         self._pristine = memoryview(bytes(self.headers))
         self._pins = pins
+        self.generation: int | None = None
+        self.heads = [0] * 256  # reply's first two bytes by the request's first byte
 
     def reset(self, count: int) -> None:
         """Restore the first `count` receive headers for the next recvmmsg.
@@ -223,6 +267,43 @@ class _Batch:
         """
         end = count * _MMSG_SIZE
         self.headers[:end] = self._pristine[:end]
+
+    def use_template(self, template: tuple[int, list[bytes], bytes]) -> list[int]:
+        """Copy the responder's template into the static buffers if it changed."""
+        generation, leads, middle = template
+        if generation != self.generation:
+            if len(middle) != _MIDDLE_LEN or any(len(lead) != 2 for lead in leads):
+                raise ValueError("the responder's template does not fit the reply layout")
+            self.middle[:] = middle
+            self.heads = [int.from_bytes(leads[(first >> 3) & 7], "big")
+                          for first in range(256)]
+            self.generation = generation
+        return self.heads
+
+
+Run = tuple[tuple[ctypes.c_void_p, ...], int, int]  # transmit headers, first slot, end
+
+
+def _runs(batch: _Batch, count: int, slow: list[tuple[int, bool]]) -> list[Run]:
+    """The slots to send as runs of consecutive FAST or slow replies.
+
+    `slow` lists (slot, answered) for every datagram not answered FAST, in slot order.
+    """
+    fast_pointers, slow_pointers = batch.fast_pointers, batch.slow_pointers
+    runs: list[Run] = []
+    start = 0
+    for slot, answered in slow:
+        if start < slot:
+            runs.append((fast_pointers, start, slot))
+        if answered:
+            if runs and runs[-1][0] is slow_pointers and runs[-1][2] == slot:
+                runs[-1] = (slow_pointers, runs[-1][1], slot + 1)
+            else:
+                runs.append((slow_pointers, slot, slot + 1))
+        start = slot + 1
+    if start < count:
+        runs.append((fast_pointers, start, count))
+    return runs
 
 
 class MmsgServer:
@@ -280,88 +361,97 @@ class MmsgServer:
                 continue
             handled += got
             try:
-                replies = self._answer(batch, got)
+                runs = self._answer(batch, got)
             finally:
                 batch.reset(got)
-            if replies:
-                self._send(fd, batch, replies)
+            if runs:
+                self._send(fd, batch, runs)
             if got < want:
                 break  # the queue was empty: save the syscall that would say EAGAIN
         return handled
 
-    def _answer(self, batch: _Batch, count: int) -> int:
-        """Run the responder over `count` received datagrams; returns replies queued.
-
-        Reply j's prefix goes to tx slot j and its peer to name slot j (j <= i).
-        """
-        respond = self.responder.respond
-        counters = self.responder.counters
+    def _answer(self, batch: _Batch, count: int) -> list[Run]:
+        """Decide on `count` received datagrams and lay out their replies; returns the runs."""
+        responder = self.responder
+        classify = responder.classify
         time_ns = self.time_ns
-        meta = _META.unpack_from
-        cmsg = _CMSG.unpack_from
-        peer_v4 = _SOCKADDR_IN.unpack_from
-        peer_v6 = _SOCKADDR_IN6.unpack_from
-        headers, control, names, data, tx = (
-            batch.headers, batch.control, batch.names, batch.data, batch.tx)
+        heads = batch.use_template(responder.template(time_ns() / 1e9))
+        pack_reply = _REPLY.pack_into
+        records = batch.records
         is_v6 = batch.is_v6
-        j = 0
-        for i in range(count):
-            controllen, flags, length = meta(headers, i * _MMSG_SIZE + _META_OFFSET)
-            if flags & _MSG_TRUNC:
-                counters.received += 1
-                counters.drop(DropReason.TOO_LONG)
-                continue
-            rx_ns = 0
+        end = count * _RECORD
+        in_records = batch.records_view[:end]
+        slow: list[tuple[int, bool]] = []
+        for (controllen, flags, length), (port, address, first), (kind, sec, nsec), at in zip(
+            _META.iter_unpack(batch.headers_view[:count * _MMSG_SIZE]),
+            batch.peers(in_records),
+            _CMSG.iter_unpack(in_records),
+            range(0, end, _RECORD),
+            strict=True,
+        ):
             # controllen is the kernel's: a slot it did not fill holds a stale timestamp.
-            if controllen >= _CMSG_TS_LEN:
-                _, level, kind, sec, nsec = cmsg(control, i * _CONTROL_SLOT)
-                if level == _SOL_SOCKET and kind == SCM_TIMESTAMPNS:
-                    rx_ns = sec * _NS + nsec
-            if not rx_ns:
-                rx_ns = time_ns()
-            name = i * _NAME_SLOT
-            if is_v6:
-                port, high, low = peer_v6(names, name)
-                address = high << 64 | low
+            if controllen < _CMSG_TS_LEN or kind != _TS_KIND:
+                sec, nsec = divmod(time_ns(), _NS)
+            now = sec + nsec * 1e-9
+            verdict = classify(first, length, address, is_v6, port, now)
+            if verdict == FAST:
+                # NTP seconds and fraction: the same as unix_ns_to_ntp(sec * 10**9 + nsec).
+                pack_reply(records, at, heads[first], (sec + _UNIX_TO_NTP) & _ERA,
+                           (nsec << 32) // _NS)
             else:
-                port, address = peer_v4(names, name)
-            start = i * _DATA_SLOT
-            # A bytearray slice: a private copy, and the cheapest input for respond().
-            prefix = respond(data[start:start + length], address, is_v6, port,
-                             unix_ns_to_ntp(rx_ns), rx_ns / 1e9)
-            if prefix is None:
-                continue
-            if len(prefix) != _TX_SLOT:
-                raise ValueError(f"responder returned a {len(prefix)}-byte reply prefix")
-            tx[j * _TX_SLOT:(j + 1) * _TX_SLOT] = prefix
-            if j != i:
-                names[j * _NAME_SLOT:(j + 1) * _NAME_SLOT] = names[name:name + _NAME_SLOT]
-            j += 1
-        return j
+                slow.append((at // _RECORD, self._answer_slow(
+                    batch, at, flags, length, address, port, sec, nsec, now, verdict)))
+        if not slow:
+            return [(batch.fast_pointers, 0, count)]
+        return _runs(batch, count, slow)
 
-    def _send(self, fd: int, batch: _Batch, count: int) -> None:
-        """sendmmsg the first `count` tx slots; never blocks, counts what is not sent."""
+    def _answer_slow(
+        self, batch: _Batch, at: int, flags: int, length: int, address: int, port: int,
+        sec: int, nsec: int, now: float, verdict: int,
+    ) -> bool:
+        """The full path for the datagram in the record at `at`; True if it is answered."""
+        counters = self.responder.counters
+        if flags & _MSG_TRUNC:
+            counters.received += 1
+            counters.drop(DropReason.TOO_LONG)
+            return False
+        start = at + _DATA_AT
+        receive = ((sec + _UNIX_TO_NTP) & _ERA) << 32 | (nsec << 32) // _NS
+        # A bytearray slice: a private copy, and the cheapest input for respond_full().
+        prefix = self.responder.respond_full(
+            batch.records[start:start + length], address, batch.is_v6, port, receive, now,
+            verdict)
+        if prefix is None:
+            return False
+        if len(prefix) != REPLY_PREFIX_LEN:
+            raise ValueError(f"responder returned a {len(prefix)}-byte reply prefix")
+        slot = at // _RECORD * REPLY_PREFIX_LEN
+        batch.prefixes[slot:slot + REPLY_PREFIX_LEN] = prefix
+        return True
+
+    def _send(self, fd: int, batch: _Batch, runs: list[Run]) -> None:
+        """sendmmsg the runs of replies; never blocks, counts what is not sent."""
         assert _LIBC is not None
         sendmmsg = _LIBC.sendmmsg
         pack_transmit = _TRANSMIT.pack_into
-        transmit, time_ns, pointers = batch.transmit, self.time_ns, batch.tx_pointers
-        start = 0
-        interrupted = 0
-        while start < count:
-            # Stamped as late as possible: all replies of this call share the stamp.
-            pack_transmit(transmit, 0, unix_ns_to_ntp(time_ns()))
-            sent = sendmmsg(fd, pointers[start], count - start, _MSG_DONTWAIT)
-            if sent > 0:
-                start += sent  # a partial send: go on with the rest
-                continue
-            err = ctypes.get_errno() if sent < 0 else errno.EAGAIN
-            if err == errno.EINTR and interrupted < 3:
-                interrupted += 1  # sendto retries on EINTR too (PEP 475)
-                continue
-            if err in _AGAIN_ERRNOS:
-                # The send buffer is full; waiting would stall the loop. Drop the rest.
-                self.send_errors += count - start
-                return
-            # This one datagram failed (e.g. EPERM from a firewall): skip it, as sendto would.
-            self.send_errors += 1
-            start += 1
+        transmit, time_ns = batch.transmit, self.time_ns
+        for index, (pointers, start, stop) in enumerate(runs):
+            interrupted = 0
+            while start < stop:
+                # Stamped as late as possible: all replies of this call share the stamp.
+                pack_transmit(transmit, 0, unix_ns_to_ntp(time_ns()))
+                sent = sendmmsg(fd, pointers[start], stop - start, _MSG_DONTWAIT)
+                if sent > 0:
+                    start += sent  # a partial send: go on with the rest
+                    continue
+                err = ctypes.get_errno() if sent < 0 else errno.EAGAIN
+                if err == errno.EINTR and interrupted < 3:
+                    interrupted += 1  # sendto retries on EINTR too (PEP 475)
+                    continue
+                if err in _AGAIN_ERRNOS:
+                    # The send buffer is full; waiting would stall the loop. Drop the rest.
+                    self.send_errors += stop - start + sum(b - a for _, a, b in runs[index + 1:])
+                    return
+                # This datagram failed (e.g. EPERM from a firewall): skip it, as sendto would.
+                self.send_errors += 1
+                start += 1
