@@ -242,3 +242,12 @@ def test_set_poll_is_clamped_to_the_configured_range():
     assert a.poll == 6
     a.set_poll(15)
     assert a.poll == 10
+
+
+def test_clock_step_forgets_the_outstanding_request():
+    a = assoc()
+    req = request(a)
+    a.clock_stepped()
+    data, t4 = reply_to(req)
+    assert a.receive(data, t4, T0 + 30.002) is None
+    assert a.drops[SourceDrop.NO_REQUEST] == 1

@@ -43,6 +43,7 @@ class DaemonOptions:
     port: int = 123
     check_only: bool = False
     workers: int = 1
+    observe: bool = False  # measure and serve, never adjust the clock
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check the configuration, print every problem, start nothing")
     p.add_argument("--builtin-config", action="store_true",
                    help="ignore /etc/ntp.conf and use the embedded default configuration")
+    p.add_argument("--observe", action="store_true",
+                   help="measure and serve but never adjust the clock (containers without "
+                        "CAP_SYS_TIME); same as 'disable ntp'")
     p.add_argument("--workers", type=_workers, default=1, metavar="N",
                    help="serve from N processes sharing the port (SO_REUSEPORT)")
     return p
@@ -218,5 +222,6 @@ def parse_args(argv: list[str]) -> DaemonOptions:
         port=args.port,
         check_only=args.check,
         workers=args.workers,
+        observe=args.observe,
         warnings=tuple(warnings),
     )

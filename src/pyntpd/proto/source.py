@@ -192,6 +192,12 @@ class Association:
         """The discipline's choice of poll interval, kept within minpoll..maxpoll."""
         self.poll = max(self.spec.minpoll, min(exponent, self.spec.maxpoll))
 
+    def clock_stepped(self) -> None:
+        """The local clock was stepped: forget the outstanding request, whose reply would
+        mix times from before and after the step. (Moving `next_poll` with the step is the
+        caller's, as for every other timer.)"""
+        self._sent_transmit = 0
+
     @property
     def reachable(self) -> bool:
         return self.reach != 0
