@@ -1,0 +1,140 @@
+"""Source selection (RFC 5905 §11.2): intersection, clustering, combining.
+
+Pure functions over `Candidate`s — sources that passed the sanity checks (reachable, a
+trusted estimate, stratum within floor/ceiling, root distance within maxdist).
+
+- `intersect`: Marzullo's algorithm as ntpd runs it. Each candidate is the interval
+  offset +- root distance; the smallest intersection containing the most of them
+  (allowing f falsetickers, f < n/2) is the truth. A candidate whose interval misses it is a
+  falseticker and is never followed. `true` candidates always survive. With no majority,
+  nobody survives.
+- `cluster`: while more than `minclock` survive, drop the survivor whose offset differs most
+  from the others (selection jitter), unless that is already smaller than the best
+  survivor's own jitter. A `prefer` source is never dropped.
+- `combine`: the survivors' weighted average, weight 1/root distance (ntpd's), for the
+  offset, the frequency and the variance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+MAX_DISTANCE = 1.5  # `tos maxdist`: the stratum weight in the merit
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    key: Hashable
+    offset: float  # s, source minus local clock, predicted to now
+    frequency: float  # ppm the local clock needs against this source
+    variance: float  # of `offset` as an estimate
+    root_distance: float  # half-width of the correctness interval
+    jitter: float  # single-sample noise
+    stratum: int = 1
+    leap: int = 0
+    prefer: bool = False
+    true: bool = False
+
+    @property
+    def merit(self) -> float:
+        return self.stratum * MAX_DISTANCE + self.root_distance
+
+
+@dataclass(frozen=True, slots=True)
+class Intersection:
+    low: float
+    high: float
+    truechimers: tuple[Candidate, ...]
+    falsetickers: tuple[Candidate, ...]
+
+
+def intersect(candidates: Sequence[Candidate]) -> Intersection:
+    n = len(candidates)
+    edges: list[tuple[float, int]] = []
+    for c in candidates:
+        edges += [(c.offset - c.root_distance, -1), (c.offset, 0),
+                  (c.offset + c.root_distance, 1)]
+    edges.sort()
+    low, high = math.inf, -math.inf
+    allow = 0
+    while 2 * allow < n:
+        found = chime = 0
+        for value, kind in edges:
+            chime -= kind
+            if chime >= n - allow:
+                low = value
+                break
+            if kind == 0:
+                found += 1
+        chime = 0
+        for value, kind in reversed(edges):
+            chime += kind
+            if chime >= n - allow:
+                high = value
+                break
+            if kind == 0:
+                found += 1
+        if found <= allow and high > low:
+            break
+        allow += 1
+        low, high = math.inf, -math.inf
+    truechimers, falsetickers = [], []
+    for c in candidates:
+        inside = c.offset + c.root_distance >= low and c.offset - c.root_distance <= high
+        (truechimers if inside or c.true else falsetickers).append(c)
+    return Intersection(low, high, tuple(truechimers), tuple(falsetickers))
+
+
+def selection_jitter(c: Candidate, others: Sequence[Candidate]) -> float:
+    if len(others) < 2:
+        return 0.0
+    total = sum((c.offset - o.offset) ** 2 for o in others)
+    return math.sqrt(total / (len(others) - 1))
+
+
+def cluster(
+    survivors: Sequence[Candidate], minclock: int
+) -> tuple[list[Candidate], list[Candidate]]:
+    """(survivors, outliers): prune the most discordant until the rest agree."""
+    kept = sorted(survivors, key=lambda c: c.merit)
+    outliers: list[Candidate] = []
+    while len(kept) > max(minclock, 1):
+        scored = [(selection_jitter(c, kept), c) for c in kept if not c.prefer]
+        if not scored:
+            break
+        worst_jitter, worst = max(scored, key=lambda item: item[0])
+        if worst_jitter <= min(c.jitter for c in kept):
+            break
+        kept.remove(worst)
+        outliers.append(worst)
+    return kept, outliers
+
+
+@dataclass(frozen=True, slots=True)
+class Combined:
+    offset: float
+    frequency: float
+    variance: float
+    jitter: float  # RMS of the survivors' offsets about the combined one
+
+
+def combine(survivors: Sequence[Candidate]) -> Combined:
+    weights = [1.0 / max(c.root_distance, 1e-9) for c in survivors]
+    total = sum(weights)
+    offset = sum(w * c.offset for w, c in zip(weights, survivors, strict=True)) / total
+    frequency = sum(w * c.frequency for w, c in zip(weights, survivors, strict=True)) / total
+    # Independent estimates: var(sum w x / W) = sum w^2 var / W^2.
+    variance = sum(w * w * c.variance for w, c in zip(weights, survivors, strict=True))
+    variance /= total * total
+    spread = sum(w * (c.offset - offset) ** 2 for w, c in zip(weights, survivors, strict=True))
+    return Combined(offset, frequency, variance, math.sqrt(spread / total))
+
+
+def leap_vote(survivors: Sequence[Candidate]) -> int:
+    """The leap indicator more than half of the survivors announce, else none (0)."""
+    for leap in (1, 2):
+        if 2 * sum(1 for c in survivors if c.leap == leap) > len(survivors):
+            return leap
+    return 0

@@ -1,0 +1,524 @@
+"""The synchronisation engine: samples in, clock decisions and system variables out.
+
+Pure, like the rest of `proto`: it never reads a clock. `now` is always the local clock being
+disciplined, in Unix seconds (the daemon's `clock.now() / 1e9`; a Sample's `local_time` is
+that clock at t4), never a monotonic clock — the engine accounts for its own steps.
+
+How the daemon drives it (the simulator, `pyntpd.sim`, does exactly this):
+
+    engine = SyncEngine(SyncConfig(...), now)
+    apply(clock, engine.update(now))              # once at start: sets the frequency
+    engine.add_source(key, spec)                  # per association (remove_source too)
+    ... a reply arrives, the Association returns a Sample:
+    engine.on_sample(key, sample)
+    result = engine.update(now)
+    apply(clock, result.actions)                  # immediately: the engine assumes `now`
+    if result.stepped: every Association.clock_stepped(); move timers by result.step
+    if result.panic: log str(result.panic) and exit(1)
+    responder.set_system(result.system); assoc.set_poll(result.polls[key]) for each
+    ... and call update(now) again at result.wakeup (an end of slew, a source ageing out).
+
+Per source: a Kalman filter against the raw clock (`filter`); per update: sanity checks,
+intersection, clustering, combining (`select`); then the step/slew/panic policy
+(`discipline`). The local clock driver and orphan mode only stand in when no real source is
+selected, and never move the clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import ipaddress
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from pyntpd.config.model import TinkerConfig, TosConfig
+from pyntpd.proto import select
+from pyntpd.proto.discipline import (
+    CorrectionModel,
+    Decision,
+    Discipline,
+    DisciplineConfig,
+    Plan,
+)
+from pyntpd.proto.filter import SourceFilter, Verdict
+from pyntpd.proto.localclock import LocalClockDriver
+from pyntpd.proto.packet import Leap
+from pyntpd.proto.server import STRATUM_UNSYNC, SystemVars
+from pyntpd.proto.source import PHI, Sample, SourceSpec
+from pyntpd.proto.timestamp import unix_to_ntp
+
+UNREACH_POLLS = 8  # a source with no sample for this many polls is unreachable (reach 0)
+HOLD_WAKEUP = 64.0  # s: the longest the engine wants to go without an update
+POLL_SAMPLES = 4  # samples at a poll interval before it may be raised
+# Raise the poll while the prediction's error growth over the doubled interval stays below
+# this many single-sample jitters; lower it when that over the current one exceeds twice it.
+# (0.5 lets lan1 reach 1024 s and costs ~56 us RMS; 0.25 settles at 256-512 s, ~31 us.)
+POLL_RATIO = 0.25
+REACH_SLACK = 16.0  # s beyond UNREACH_POLLS polls before a silent source is unreachable
+ORPHAN_REFID = bytes([127, 0, 0, 1])
+MAXERROR_CAP = 16.0
+
+
+class Tally(enum.StrEnum):
+    """ntpq's tally codes."""
+
+    REJECT = " "
+    FALSETICKER = "x"
+    EXCESS = "."
+    OUTLIER = "-"
+    CANDIDATE = "+"
+    SYSPEER = "*"
+
+
+class PanicExit(Exception):
+    """The offset is beyond the panic threshold: ntpd exits rather than set the clock."""
+
+    def __init__(self, offset: float, threshold: float) -> None:
+        self.offset = offset
+        self.threshold = threshold
+        super().__init__(
+            f"time correction of {offset:+.0f} s exceeds the sanity limit of {threshold:.0f} s;"
+            " set the clock manually (or start with -g) and restart")
+
+
+# --- clock actions: applied in order by the daemon ------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SetFrequency:
+    ppm: float
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    offset: float
+
+
+@dataclass(frozen=True, slots=True)
+class Slew:
+    offset: float  # adjtime-style, only for -q
+
+
+@dataclass(frozen=True, slots=True)
+class SetStatus:
+    synchronised: bool
+    maxerror: float
+    esterror: float
+    leap: int
+
+
+ClockAction = SetFrequency | Step | Slew | SetStatus
+
+
+def apply(clock: object, actions: tuple[ClockAction, ...]) -> None:
+    """Apply actions to a `pyntpd.clock.base.Clock` (nothing if it cannot adjust)."""
+    if not getattr(clock, "can_adjust", False):
+        return
+    for action in actions:
+        match action:
+            case SetFrequency(ppm):
+                clock.adjust_frequency(ppm)  # type: ignore[attr-defined]
+            case Step(offset):
+                clock.step(offset)  # type: ignore[attr-defined]
+            case Slew(offset):
+                clock.slew(offset)  # type: ignore[attr-defined]
+            case SetStatus(synced, maxerror, esterror, leap):
+                clock.set_sync_status(synced, maxerror, esterror, leap)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    tos: TosConfig = field(default_factory=TosConfig)
+    tinker: TinkerConfig = field(default_factory=TinkerConfig)
+    panic_gate: bool = False  # -g
+    slew_only: bool = False  # -x
+    once: bool = False  # -q: set the clock once, then `done`
+    discipline: bool = True  # False: observe only (`disable ntp`, ObserveClock)
+    local_clock: LocalClockDriver | None = None
+    precision: int = -20
+    initial_frequency: float | None = None  # ppm, from the driftfile or `tinker freq`
+    slew_time: float | None = None  # s; None: the discipline's default
+
+    def discipline_config(self) -> DisciplineConfig:
+        t = self.tinker
+        extra = {} if self.slew_time is None else {"slew_time": self.slew_time}
+        return DisciplineConfig(
+            step=t.step, stepback=t.stepback, stepfwd=t.stepfwd, stepout=t.stepout,
+            panic=t.panic, panic_gate=self.panic_gate, slew_only=self.slew_only, **extra)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    tally: Tally
+    offset: float  # s, source minus local clock now (nan before the first sample)
+    delay: float
+    jitter: float
+    dispersion: float
+    root_distance: float
+    poll: int
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    actions: tuple[ClockAction, ...]
+    system: SystemVars
+    sources: dict[Hashable, SourceStatus]
+    polls: dict[Hashable, int]
+    wakeup: float | None  # local time at which update() wants to run again
+    offset: float  # s, the estimated clock offset (true minus local) before the actions
+    frequency: float  # ppm, the frequency estimate
+    jitter: float  # s, the combined estimate's standard deviation
+    system_peer: Hashable | None = None
+    step: float = 0.0  # s the clock was stepped by (0.0: not stepped)
+    panic: PanicExit | None = None
+    done: bool = False  # -q: the clock was set; the daemon may exit
+
+    @property
+    def stepped(self) -> bool:
+        return self.step != 0.0
+
+
+def refid_for(address: str) -> bytes:
+    """RFC 5905: an IPv4 upstream's address, or the first 4 octets of an IPv6 one's MD5."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return hashlib.md5(address.encode(), usedforsecurity=False).digest()[:4]
+    if ip.version == 4:
+        return ip.packed
+    return hashlib.md5(ip.packed, usedforsecurity=False).digest()[:4]
+
+
+@dataclass
+class _Source:
+    spec: SourceSpec
+    filter: SourceFilter
+    poll: int
+    sample: Sample | None = None  # the newest
+    sample_at: float = -math.inf  # local time of the newest
+    at_poll: int = 0  # samples taken at the current poll
+    tally: Tally = Tally.REJECT
+
+
+@dataclass
+class SyncEngine:
+    config: SyncConfig
+    start: float  # local time the engine was created
+    sources: dict[Hashable, _Source] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        freq = self.config.initial_frequency
+        self._ppm0 = 0.0 if freq is None or not self.config.discipline else freq
+        self.model = CorrectionModel(self.start, self._ppm0)
+        self.discipline = Discipline(self.config.discipline_config())
+        self.frequency_ppm = self._ppm0 if freq is None else freq
+        self._started = False
+        self._dirty = False
+        self._slew_until: float | None = None
+        self._system_peer: Hashable | None = None
+        self._last_update = self.start  # local time of the last clock update
+        self._lost_at = self.start  # when the last selection was lost (orphan wait)
+        self._done = False
+        self._variance = math.inf
+        self._offset = 0.0  # the offset still to correct after the last decision
+        self.leap_file: int | None = None  # the leapfile's announcement; overrides the vote
+
+    def set_leap_file(self, leap: int | None) -> None:
+        """A leap second announced by the leapfile for the end of this day (1 insert,
+        2 delete), or None: the sources' majority decides."""
+        self.leap_file = leap
+
+    # --- sources --------------------------------------------------------------------
+
+    def add_source(self, key: Hashable, spec: SourceSpec) -> None:
+        precision = 2.0 ** self.config.precision
+        if self.config.initial_frequency is not None:
+            filt = SourceFilter(precision, self.frequency_ppm * 1e-6, (2e-6) ** 2)
+        else:
+            filt = SourceFilter(precision)
+        self.sources[key] = _Source(spec, filt, max(spec.minpoll, 0))
+
+    def remove_source(self, key: Hashable) -> None:
+        self.sources.pop(key, None)
+        if self._system_peer == key:
+            self._system_peer = None
+
+    def on_sample(self, key: Hashable, sample: Sample) -> Verdict | None:
+        """Feed one sample; None if it was not used (unknown source, or taken across a step)."""
+        src = self.sources.get(key)
+        if src is None:
+            return None
+        measured = sample.local_time - sample.delay / 2  # the exchange's midpoint
+        stepped_at = self.model.last_step_at()
+        if stepped_at is not None and sample.local_time - sample.delay <= stepped_at:
+            return None  # the request left before the last step: two timescales mixed
+        raw_t = self.model.to_raw(measured)
+        raw_offset = sample.offset + self.model.correction(measured)
+        verdict = src.filter.add(raw_t, raw_offset, sample.delay)
+        src.sample, src.sample_at = sample, sample.local_time
+        src.at_poll += 1
+        self._dirty = True
+        return verdict
+
+    # --- the update -----------------------------------------------------------------
+
+    def update(self, now: float) -> SyncResult:
+        actions: list[ClockAction] = []
+        if not self._started:
+            self._started = True
+            if self.config.discipline:
+                actions.append(SetFrequency(self._ppm0))
+        raw_now = self.model.to_raw(now)
+        correction = self.model.correction(now)
+        candidates, statuses = self._candidates(now, raw_now, correction)
+        peer, survivors = self._select(candidates)
+        panic: PanicExit | None = None
+        step = 0.0
+        offset = jitter = 0.0
+        if peer is not None:
+            combined, leap = self._combine(candidates, survivors, peer)
+            if self.leap_file is not None:
+                leap = self.leap_file
+            offset, jitter = combined.offset, math.sqrt(combined.variance)
+            self._variance = combined.variance
+            self.frequency_ppm = self.discipline.frequency(combined.frequency)
+            self._lost_at = now
+        else:
+            leap = Leap.NONE
+        if peer is not None and self._dirty and not self._done:
+            plan = self.discipline.decide(now, offset, self.frequency_ppm)
+            if plan.decision is Decision.PANIC and self.config.discipline:
+                panic = PanicExit(offset, self.config.tinker.panic)
+            elif self.config.discipline:
+                step = self._carry_out(now, offset, plan, actions)
+            self._offset = offset - step
+            if plan.decision is not Decision.HOLD:
+                self._last_update = now + step
+            self._dirty = False
+        elif self._slew_due(now) and self.config.discipline:
+            # The slew is done (or there is nobody left to follow: holdover): from now on
+            # the clock runs on the frequency estimate alone.
+            self._end_slew(now, actions)
+        synced = peer is not None and not self.discipline.stepout_pending()
+        system = self._system_vars(now + step, peer, candidates, synced, leap)
+        if self.config.discipline and (peer is not None or actions):
+            actions.append(self._status(system, synced))
+        polls = {key: self._poll(src) for key, src in self.sources.items()}
+        wakeup = self._wakeup(now + step)
+        return SyncResult(
+            actions=tuple(actions), system=system, sources=self._statuses(statuses),
+            polls=polls, wakeup=wakeup, offset=offset, frequency=self.frequency_ppm,
+            jitter=jitter, system_peer=peer, step=step, panic=panic, done=self._done,
+        )
+
+    # --- selection ------------------------------------------------------------------
+
+    def _candidates(
+        self, now: float, raw_now: float, correction: float
+    ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus]]:
+        tos = self.config.tos
+        candidates: dict[Hashable, select.Candidate | None] = {}
+        statuses: dict[Hashable, SourceStatus] = {}
+        for key, src in self.sources.items():
+            filt, sample = src.filter, src.sample
+            if sample is None:
+                candidates[key] = None
+                statuses[key] = SourceStatus(Tally.REJECT, math.nan, math.nan, 0.0, 0.0,
+                                             math.inf, src.poll, 0)
+                continue
+            est = filt.estimate(raw_now)
+            age = max(0.0, now - src.sample_at)
+            delay = filt.min_delay
+            dispersion = sample.dispersion + PHI * age
+            distance = max(
+                tos.mindist,
+                (sample.root_delay + delay) / 2 + sample.root_dispersion + dispersion
+                + filt.jitter)
+            offset = est.offset - correction
+            statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
+                                         distance, src.poll, filt.count)
+            reachable = age <= UNREACH_POLLS * 2.0 ** src.poll + REACH_SLACK
+            sane = (filt.ready and reachable and not src.spec.noselect
+                    and tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
+                    and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
+            candidates[key] = select.Candidate(
+                key, offset, est.frequency * 1e6, est.offset_var, distance, filt.jitter,
+                sample.stratum, sample.leap, src.spec.prefer, src.spec.true,
+            ) if sane else None
+        return candidates, statuses
+
+    def _select(
+        self, candidates: dict[Hashable, select.Candidate | None]
+    ) -> tuple[Hashable | None, list[select.Candidate]]:
+        for src in self.sources.values():
+            src.tally = Tally.REJECT
+        sane = [c for c in candidates.values() if c is not None]
+        if not sane:
+            self._system_peer = None
+            return None, []
+        inter = select.intersect(sane)
+        for c in inter.falsetickers:
+            self.sources[c.key].tally = Tally.FALSETICKER
+        if len(inter.truechimers) < max(self.config.tos.minsane, 1):
+            self._system_peer = None
+            return None, []
+        survivors, outliers = select.cluster(inter.truechimers, self.config.tos.minclock)
+        for c in outliers:
+            self.sources[c.key].tally = Tally.OUTLIER
+        for c in survivors:
+            self.sources[c.key].tally = Tally.CANDIDATE
+        keys = [c.key for c in survivors]
+        preferred = [c.key for c in survivors if c.prefer]
+        if preferred:
+            peer = preferred[0]
+        elif self._system_peer in keys:
+            peer = self._system_peer  # no clock hopping while the old peer survives
+        else:
+            peer = keys[0]  # best merit
+        self._system_peer = peer
+        self.sources[peer].tally = Tally.SYSPEER
+        return peer, survivors
+
+    def _combine(
+        self,
+        candidates: dict[Hashable, select.Candidate | None],
+        survivors: list[select.Candidate],
+        peer: Hashable,
+    ) -> tuple[select.Combined, int]:
+        chosen = candidates[peer]
+        assert chosen is not None
+        if chosen.prefer:
+            combined = select.Combined(chosen.offset, chosen.frequency, chosen.variance,
+                                       chosen.jitter)
+        else:
+            combined = select.combine(survivors)
+        return combined, select.leap_vote(survivors)
+
+    # --- discipline -----------------------------------------------------------------
+
+    def _slew_due(self, now: float) -> bool:
+        return self._slew_until is not None and now >= self._slew_until
+
+    def _carry_out(
+        self, now: float, offset: float, plan: Plan, actions: list[ClockAction]
+    ) -> float:
+        if self.config.once:
+            # -q: one adjustment (a step, or an adjtime() slew of the whole offset), then done.
+            self._done = True
+            if plan.decision is Decision.STEP:
+                actions.append(Step(plan.step))
+                self.model.step(now, plan.step)
+                return plan.step
+            actions.append(Slew(offset))
+            return 0.0
+        if plan.decision is Decision.STEP:
+            actions.append(Step(plan.step))
+            self.model.step(now, plan.step)
+            self._set_frequency(now + plan.step, plan.ppm, actions)
+            self._slew_until = None
+            return plan.step
+        self._set_frequency(now, plan.ppm, actions)
+        self._slew_until = plan.until
+        return 0.0
+
+    def _end_slew(self, now: float, actions: list[ClockAction]) -> None:
+        self._slew_until = None
+        self._set_frequency(now, self.frequency_ppm, actions)
+
+    def _set_frequency(self, now: float, ppm: float, actions: list[ClockAction]) -> None:
+        if ppm != self.model.ppm:
+            self.model.set_frequency(now, ppm)
+            actions.append(SetFrequency(ppm))
+
+    # --- what we tell the world -----------------------------------------------------
+
+    def _system_vars(
+        self,
+        now: float,
+        peer: Hashable | None,
+        candidates: dict[Hashable, select.Candidate | None],
+        synced: bool,
+        leap: int,
+    ) -> SystemVars:
+        precision = self.config.precision
+        if peer is None or not synced:
+            return self._fallback_vars(now, peer is None)
+        src = self.sources[peer]
+        cand = candidates[peer]
+        assert src.sample is not None and cand is not None
+        sample = src.sample
+        stratum = sample.stratum + 1
+        if stratum >= STRATUM_UNSYNC:
+            return SystemVars(precision=precision, updated_at=now)
+        root_dispersion = (sample.root_dispersion + sample.dispersion
+                           + PHI * max(0.0, now - src.sample_at)
+                           + math.sqrt(max(self._variance, 0.0)) + abs(self._offset))
+        return SystemVars(
+            leap=leap,
+            stratum=stratum,
+            precision=precision,
+            root_delay=sample.root_delay + src.filter.min_delay,
+            root_dispersion=root_dispersion,
+            refid=refid_for(src.spec.address),
+            reference_time=unix_to_ntp(self._last_update),
+            updated_at=now,
+        )
+
+    def _fallback_vars(self, now: float, lost: bool) -> SystemVars:
+        """No selected source: the local clock driver, orphan mode, or unsynchronised."""
+        precision = self.config.precision
+        if lost and self.config.local_clock is not None:
+            return self.config.local_clock.system_vars(now)
+        orphan = self.config.tos.orphan
+        if lost and orphan < STRATUM_UNSYNC and now - self._lost_at >= self.config.tos.orphanwait:
+            return SystemVars(leap=Leap.NONE, stratum=orphan, precision=precision,
+                              refid=ORPHAN_REFID, reference_time=unix_to_ntp(now),
+                              updated_at=now)
+        return SystemVars(precision=precision, updated_at=now)
+
+    def _status(self, system: SystemVars, synced: bool) -> SetStatus:
+        if not synced:
+            return SetStatus(False, MAXERROR_CAP, MAXERROR_CAP, Leap.UNSYNCHRONISED)
+        maxerror = min(MAXERROR_CAP, system.root_delay / 2 + system.root_dispersion)
+        esterror = min(MAXERROR_CAP, math.sqrt(max(self._variance, 0.0)))
+        return SetStatus(True, maxerror, esterror, system.leap)
+
+    def _statuses(self, statuses: dict[Hashable, SourceStatus]) -> dict[Hashable, SourceStatus]:
+        out = {}
+        for key, st in statuses.items():
+            src = self.sources[key]
+            out[key] = SourceStatus(src.tally, st.offset, st.delay, st.jitter, st.dispersion,
+                                    st.root_distance, src.poll, st.samples)
+        return out
+
+    # --- polling --------------------------------------------------------------------
+
+    def _poll(self, src: _Source) -> int:
+        """Adaptive poll: as long as the prediction stays good, poll less often."""
+        spec = src.spec
+        filt = src.filter
+        lo, hi = spec.minpoll, max(spec.minpoll, spec.maxpoll)
+        if not filt.ready or src.sample is None:
+            src.poll = lo
+            return src.poll
+        noise = max(filt.jitter, filt.precision)
+        est = filt.estimate(filt.last_time)
+        limit = (POLL_RATIO * noise) ** 2
+        up = est.offset_var_after(2.0 ** (src.poll + 1), filt.wander) - est.offset_var
+        now_growth = est.offset_var_after(2.0 ** src.poll, filt.wander) - est.offset_var
+        if now_growth > 4 * limit and src.poll > lo:
+            src.poll -= 1
+            src.at_poll = 0
+        elif up < limit and src.poll < hi and src.at_poll >= POLL_SAMPLES:
+            src.poll += 1
+            src.at_poll = 0
+        src.poll = max(lo, min(src.poll, hi))
+        return src.poll
+
+    def _wakeup(self, now: float) -> float | None:
+        times = [now + HOLD_WAKEUP]
+        if self._slew_until is not None:
+            times.append(self._slew_until)
+        return min(times)

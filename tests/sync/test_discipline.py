@@ -1,0 +1,96 @@
+"""Step, slew, stepout, panic, -x, -g and the frequency clamp, with explicit offsets."""
+
+import pytest
+
+from pyntpd.proto.discipline import (
+    MAX_FREQUENCY_PPM,
+    CorrectionModel,
+    Decision,
+    Discipline,
+    DisciplineConfig,
+)
+
+
+def disc(**kw):
+    return Discipline(DisciplineConfig(**kw))
+
+
+def test_small_offset_is_slewed_through_the_frequency():
+    d = disc()
+    plan = d.decide(0.0, 0.0005, 10.0)
+    assert plan.decision is Decision.SLEW
+    assert plan.ppm == pytest.approx(10.0 + 0.0005 / 2.0 * 1e6)
+    assert plan.until == pytest.approx(2.0)
+
+
+def test_large_slew_is_limited_to_the_kernel_rate():
+    plan = disc().decide(0.0, 0.1, 100.0)
+    assert plan.ppm == pytest.approx(MAX_FREQUENCY_PPM)
+    assert plan.until == pytest.approx(0.1 / 400e-6)
+
+
+def test_first_adjustment_steps_at_once():
+    plan = disc().decide(0.0, 30.0, 0.0)
+    assert (plan.decision, plan.step) == (Decision.STEP, 30.0)
+
+
+def test_later_step_waits_for_stepout():
+    d = disc()
+    d.decide(0.0, 0.001, 0.0)
+    assert d.decide(100.0, 0.5, 0.0).decision is Decision.HOLD
+    assert d.decide(300.0, 0.5, 0.0).decision is Decision.HOLD
+    assert d.decide(401.0, 0.5, 0.0).decision is Decision.STEP
+
+
+def test_spike_that_goes_away_resets_stepout():
+    d = disc()
+    d.decide(0.0, 0.001, 0.0)
+    d.decide(100.0, 0.5, 0.0)
+    assert d.decide(200.0, 0.001, 0.0).decision is Decision.SLEW
+    assert d.decide(450.0, 0.5, 0.0).decision is Decision.HOLD  # the clock starts again
+
+
+def test_panic_without_g():
+    assert disc().decide(0.0, 2000.0, 0.0).decision is Decision.PANIC
+
+
+def test_g_allows_only_the_first_adjustment():
+    d = disc(panic_gate=True)
+    assert d.decide(0.0, -2000.0, 0.0).decision is Decision.STEP
+    assert d.decide(1000.0, 2000.0, 0.0).decision is Decision.PANIC
+
+
+def test_panic_zero_disables_the_check():
+    assert disc(panic=0.0).decide(0.0, 5000.0, 0.0).decision is Decision.STEP
+
+
+def test_slew_only_x_uses_600_s_threshold():
+    d = disc(slew_only=True)
+    assert d.decide(0.0, 30.0, 0.0).decision is Decision.SLEW
+    assert disc(slew_only=True).decide(0.0, 700.0, 0.0).decision is Decision.STEP
+
+
+def test_step_zero_never_steps():
+    assert disc(step=0.0).decide(0.0, 5.0, 0.0).decision is Decision.SLEW
+
+
+def test_stepfwd_and_stepback_apart():
+    d = disc(stepback=0.0, stepfwd=0.128)
+    assert d.decide(0.0, -5.0, 0.0).decision is Decision.SLEW  # never backwards
+    assert disc(stepback=0.0, stepfwd=0.128).decide(0.0, 5.0, 0.0).decision is Decision.STEP
+
+
+def test_frequency_is_clamped_to_500_ppm():
+    plan = disc().decide(0.0, 0.0, 900.0)
+    assert plan.ppm == MAX_FREQUENCY_PPM
+    assert disc().decide(0.0, 0.0, -900.0).ppm == -MAX_FREQUENCY_PPM
+
+
+def test_correction_model_tracks_frequency_and_steps():
+    m = CorrectionModel(1000.0, ppm=0.0)
+    m.set_frequency(1000.0, 100.0)
+    assert m.correction(1010.0) == pytest.approx(10 * 100e-6 / (1 + 100e-6))
+    m.step(1010.0, 2.0)
+    assert m.correction(1012.0 + 5) == pytest.approx(2.0 + 15 * 100e-6 / (1 + 100e-6))
+    assert m.to_raw(1017.0) == pytest.approx(1017.0 - m.correction(1017.0))
+    assert m.last_step_at() == 1012.0

@@ -1,0 +1,270 @@
+"""The engine's decisions, driven by explicit samples.
+
+`World` plays the network and the clock: each source has a true offset against the raw
+(never corrected) clock, and a sample reports it minus what the engine has done to the
+clock so far — exactly what a real exchange would measure after the engine's corrections.
+"""
+
+import hashlib
+import math
+import random
+
+import pytest
+
+from pyntpd.config.model import TinkerConfig, TosConfig
+from pyntpd.proto.localclock import LocalClockDriver
+from pyntpd.proto.source import Sample, SourceSpec
+from pyntpd.proto.sync import (
+    PanicExit,
+    SetFrequency,
+    SetStatus,
+    Slew,
+    Step,
+    SyncConfig,
+    SyncEngine,
+    Tally,
+    refid_for,
+)
+from pyntpd.proto.timestamp import unix_to_ntp
+
+T0 = 1_800_000_000.0
+DELAY = 0.002
+
+
+class World:
+    def __init__(self, config=None, **sources):
+        self.engine = SyncEngine(config or SyncConfig(), T0)
+        self.t = T0
+        self.result = self.engine.update(T0)
+        self.done = list(self.result.actions)  # every action so far
+        for i, (name, spec) in enumerate(sources.items()):
+            self.engine.add_source(name, spec or SourceSpec(f"192.0.2.{i + 1}"))
+
+    def sample(self, key, raw_offset, *, stratum=1, leap=0, delay=DELAY):
+        e = self.engine
+        offset = raw_offset - e.model.correction(self.t)
+        return e.on_sample(key, Sample(offset, delay, 1e-6, self.t, stratum, leap, -20, 0.0,
+                                       1e-5, b"GPS\0", 0))
+
+    def update(self, t):
+        self.t = t
+        self.result = self.engine.update(t)
+        self.done += self.result.actions
+        if self.result.stepped:
+            self.t += self.result.step
+        return self.result
+
+    def run(self, seconds, offsets, every=16.0, noise=None, **kw):
+        """Samples from every source in `offsets` (raw offset, or a function of time), and
+        updates at the engine's wake-up times, as the daemon's timer does. `noise`: a
+        random.Random for exponential queueing (mean 100 us) each way."""
+        end = self.t + seconds
+        while self.t < end:
+            due = self.t + every
+            while self.result.wakeup is not None and self.result.wakeup < due:
+                self.update(self.result.wakeup)
+            self.t = due
+            for key, off in offsets.items():
+                value = off(self.t) if callable(off) else off
+                if noise is not None:
+                    e1, e2 = noise.expovariate(1e4), noise.expovariate(1e4)
+                    kw["delay"] = DELAY + e1 + e2
+                    value += (e1 - e2) / 2
+                self.sample(key, value, **kw)
+                self.update(self.t)
+        return self.result
+
+    def actions(self, kind):
+        return [a for a in self.done if isinstance(a, kind)]
+
+
+def test_unsynchronised_until_a_source_is_selected():
+    w = World(a=None)
+    assert w.result.system.stratum == 16 and w.result.system.leap == 3
+    assert not w.result.system.synchronised
+    r = w.run(64, {"a": 0.0})
+    assert r.system_peer == "a"
+    assert r.system.stratum == 2 and r.system.leap == 0
+    assert r.system.refid == bytes([192, 0, 2, 1])
+    assert r.system.root_delay == pytest.approx(DELAY)
+    assert r.system.reference_time == unix_to_ntp(w.t)
+    assert r.sources["a"].tally is Tally.SYSPEER
+    status = w.actions(SetStatus)[-1]
+    assert status.synchronised and status.leap == 0 and status.maxerror < 0.01
+
+
+def test_refid_of_an_ipv6_upstream_is_md5_of_the_address():
+    import ipaddress
+
+    packed = ipaddress.ip_address("2001:db8::1").packed
+    assert refid_for("2001:db8::1") == hashlib.md5(packed).digest()[:4]
+    assert refid_for("198.51.100.7") == bytes([198, 51, 100, 7])
+
+
+def test_falseticker_is_marked_and_never_followed():
+    w = World(a=None, b=None, c=None, liar=None)
+    r = w.run(160, {"a": 0.0, "b": 0.0, "c": 0.0, "liar": 0.050})
+    assert r.sources["liar"].tally is Tally.FALSETICKER
+    assert r.system_peer != "liar"
+    assert abs(r.offset) < 1e-4
+
+
+def test_prefer_source_decides_the_offset():
+    w = World(a=None, b=None, p=SourceSpec("192.0.2.9", prefer=True))
+    r = w.run(160, {"a": 0.0, "b": 0.0, "p": 0.0003})
+    assert r.system_peer == "p"
+    assert r.system.refid == bytes([192, 0, 2, 9])
+
+
+def test_noselect_is_measured_but_never_selected():
+    w = World(n=SourceSpec("192.0.2.5", noselect=True))
+    r = w.run(160, {"n": 0.0})
+    assert r.system_peer is None and r.system.stratum == 16
+    assert r.sources["n"].samples > 0 and r.sources["n"].tally is Tally.REJECT
+
+
+def test_minsane_requires_that_many_truechimers():
+    w = World(SyncConfig(tos=TosConfig(minsane=2)), a=None)
+    assert w.run(160, {"a": 0.0}).system_peer is None
+
+
+def test_stratum_ceiling_rejects_a_source():
+    w = World(SyncConfig(tos=TosConfig(ceiling=3)), a=None)
+    assert w.run(160, {"a": 0.0}, stratum=5).system_peer is None
+
+
+def test_panic_without_g_is_reported_not_applied():
+    w = World(a=None)
+    r = w.run(64, {"a": 2000.0})
+    assert isinstance(r.panic, PanicExit)
+    assert "2000" in str(r.panic) and "-g" in str(r.panic)
+    assert not w.actions(Step)
+
+
+def test_g_steps_the_first_time():
+    w = World(SyncConfig(panic_gate=True), a=None)
+    w.run(64, {"a": 2000.0})
+    [step] = w.actions(Step)
+    assert step.offset == pytest.approx(2000.0, abs=1e-3)
+
+
+def test_start_up_step_then_slews():
+    w = World(a=None)
+    w.run(64, {"a": 30.0})
+    assert w.engine.model.last_step_at() is not None
+    r = w.run(160, {"a": 30.0})
+    assert abs(r.offset) < 1e-4 and not r.stepped
+
+
+def test_later_offset_waits_stepout_then_steps():
+    w = World(a=None)
+    w.run(320, {"a": 0.0})
+    stepped_at = []
+    for _ in range(30):
+        r = w.run(16, {"a": 0.5})
+        if r.stepped:
+            stepped_at.append(w.t)
+        elif stepped_at == []:
+            assert r.system.stratum in (2, 16)
+    assert len(stepped_at) == 1
+    assert 300 <= stepped_at[0] - (T0 + 320) <= 300 + 6 * 16
+
+
+def test_holdover_keeps_the_frequency_when_sources_go():
+    w = World(a=None)
+    w.run(3000, {"a": lambda t: 40e-6 * (t - T0)})
+    assert w.engine.frequency_ppm == pytest.approx(40.0, abs=0.05)
+    t = w.t + 16 * 8 * 2 ** w.engine.sources["a"].poll + 60
+    r = w.engine.update(t)
+    assert r.system_peer is None and r.system.stratum == 16
+    assert r.frequency == pytest.approx(40.0, abs=0.05)
+    freq = [a for a in r.actions if isinstance(a, SetFrequency)]
+    assert all(a.ppm == pytest.approx(40.0, abs=0.05) for a in freq)
+
+
+def test_local_clock_only_when_nothing_better():
+    cfg = SyncConfig(local_clock=LocalClockDriver(stratum=7))
+    w = World(cfg, a=None)
+    assert w.engine.update(T0 + 1).system.stratum == 8
+    r = w.run(64, {"a": 0.0})
+    assert r.system.stratum == 2 and r.system_peer == "a"
+
+
+def test_orphan_mode_after_orphanwait():
+    w = World(SyncConfig(tos=TosConfig(orphan=10, orphanwait=300)))
+    assert w.engine.update(T0 + 100).system.stratum == 16
+    r = w.engine.update(T0 + 301)
+    assert r.system.stratum == 10 and r.system.refid == bytes([127, 0, 0, 1])
+
+
+def test_leap_from_the_majority_and_the_leapfile():
+    w = World(a=None, b=None, c=None)
+    for _ in range(10):
+        w.t += 16
+        for key, leap in (("a", 1), ("b", 1), ("c", 0)):
+            w.sample(key, 0.0, leap=leap)
+        r = w.engine.update(w.t)
+    assert r.system.leap == 1
+    w.engine.set_leap_file(0)
+    assert w.engine.update(w.t).system.leap == 0
+
+
+def test_once_sets_the_clock_and_is_done():
+    w = World(SyncConfig(once=True), a=None)
+    r = w.run(64, {"a": 0.05})
+    assert r.done
+    [slew] = w.actions(Slew)
+    assert slew.offset == pytest.approx(0.05, abs=1e-5)
+    assert not w.actions(Step)
+    w2 = World(SyncConfig(once=True), a=None)
+    w2.run(64, {"a": 5.0})
+    assert [a.offset for a in w2.actions(Step)] == [pytest.approx(5.0, abs=1e-5)]
+    assert w2.result.done
+
+
+def test_observe_only_reports_but_never_acts():
+    w = World(SyncConfig(discipline=False), a=None)
+    r = w.run(160, {"a": 0.02})
+    assert w.done == []
+    assert r.offset == pytest.approx(0.02, abs=1e-4)
+    assert w.engine.model.correction(w.t) == 0.0
+
+
+def test_frequency_is_learned_and_corrected():
+    w = World(a=None)
+    r = w.run(2000, {"a": lambda t: -100e-6 * (t - T0)})
+    assert r.frequency == pytest.approx(-100.0, abs=0.05)
+    assert abs(r.offset) < 1e-5
+
+
+def test_poll_rises_while_the_clock_is_predictable():
+    w = World(a=SourceSpec("192.0.2.1", minpoll=4, maxpoll=6))
+    rng = random.Random(5)
+    polls = []
+    for _ in range(100):
+        poll = w.result.polls.get("a", 4)
+        w.run(2.0**poll, {"a": 0.001}, every=2.0**poll, noise=rng)
+        polls.append(w.result.polls["a"])
+    assert polls[0] == 4 and polls[-1] == 6
+
+
+def test_sample_sent_before_a_step_is_ignored():
+    w = World(a=None)
+    w.run(64, {"a": 30.0})
+    stepped = w.engine.model.last_step_at()
+    assert stepped is not None
+    w.t = stepped + 0.001  # arrived just after the step: its request left before it
+    assert w.sample("a", 30.0) is None
+
+
+def test_unknown_source_sample_is_ignored():
+    w = World()
+    sample = Sample(0, DELAY, 0, T0, 1, 0, -20, 0, 0, b"", 0)
+    assert w.engine.on_sample("nobody", sample) is None
+
+
+def test_tinker_step_from_config():
+    w = World(SyncConfig(tinker=TinkerConfig(step=0.0)), a=None)
+    r = w.run(64, {"a": 1.0})
+    assert not w.actions(Step)
+    assert r.system_peer == "a" and math.isclose(r.offset, 1.0, abs_tol=0.01)
