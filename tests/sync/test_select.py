@@ -6,7 +6,7 @@ from pyntpd.proto.select import Candidate, cluster, combine, intersect, leap_vot
 
 
 def cand(key, offset, distance=0.002, jitter=1e-4, **kw):
-    return Candidate(key, offset, 0.0, 1e-10, distance, jitter, **kw)
+    return Candidate(key, offset, 0.0, 1e-10, distance, jitter, distance, **kw)
 
 
 def test_falseticker_marked_among_three_honest():
@@ -55,9 +55,13 @@ def test_cluster_never_drops_the_prefer_source():
     assert "p" in {c.key for c in kept}
 
 
-def test_combine_weights_by_inverse_distance():
-    result = combine([cand("near", 0.0, distance=0.001), cand("far", 0.003, distance=0.003)])
-    assert result.offset == pytest.approx(0.00075)
+def test_combine_weights_by_path_distance_and_variance():
+    near, far = cand("near", 0.0, distance=0.001), cand("far", 0.003, distance=0.003)
+    # weights ~ 1/distance^2: 9 to 1
+    assert combine([near, far]).offset == pytest.approx(0.0003, rel=1e-3)
+    noisy = Candidate("noisy", 0.001, 0.0, 1e-6, 0.001, 1e-4, 0.0)
+    quiet = Candidate("quiet", 0.0, 0.0, 1e-12, 0.001, 1e-4, 0.0)
+    assert combine([noisy, quiet]).offset == pytest.approx(0.0, abs=1e-8)
 
 
 def test_leap_by_majority_only():

@@ -11,8 +11,12 @@ trusted estimate, stratum within floor/ceiling, root distance within maxdist).
 - `cluster`: while more than `minclock` survive, drop the survivor whose offset differs most
   from the others (selection jitter), unless that is already smaller than the best
   survivor's own jitter. A `prefer` source is never dropped.
-- `combine`: the survivors' weighted average, weight 1/root distance (ntpd's), for the
-  offset, the frequency and the variance.
+- `combine`: the survivors' weighted average for the offset, the frequency and the variance.
+  The weight is 1/(estimate variance + path distance^2): the path distance (half the round
+  trip to the primary source plus its dispersion) bounds what asymmetry can hide, so a near
+  server outweighs a far one, as ntpd's 1/root distance does; unlike the root distance it
+  does not swing with the age of the last sample (the estimate variance already grows with
+  it), which would make the combined offset wobble as the sources' polls interleave.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Candidate:
     variance: float  # of `offset` as an estimate
     root_distance: float  # half-width of the correctness interval
     jitter: float  # single-sample noise
+    path_distance: float = 0.0  # (root delay + delay) / 2 + root dispersion
     stratum: int = 1
     leap: int = 0
     prefer: bool = False
@@ -121,7 +126,7 @@ class Combined:
 
 
 def combine(survivors: Sequence[Candidate]) -> Combined:
-    weights = [1.0 / max(c.root_distance, 1e-9) for c in survivors]
+    weights = [1.0 / max(c.variance + c.path_distance**2, 1e-18) for c in survivors]
     total = sum(weights)
     offset = sum(w * c.offset for w, c in zip(weights, survivors, strict=True)) / total
     frequency = sum(w * c.frequency for w, c in zip(weights, survivors, strict=True)) / total

@@ -259,6 +259,9 @@ class SyncEngine:
         verdict = src.filter.add(raw_t, raw_offset, sample.delay)
         src.sample, src.sample_at = sample, sample.local_time
         src.at_poll += 1
+        if verdict is not Verdict.ACCEPTED:
+            # A spike, or a source that moved: look again soon, at the shortest interval.
+            src.poll, src.at_poll = src.spec.minpoll, 0
         self._dirty = True
         return verdict
 
@@ -343,8 +346,9 @@ class SyncEngine:
             sane = (filt.ready and reachable and not src.spec.noselect
                     and tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
                     and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
+            path = (sample.root_delay + delay) / 2 + sample.root_dispersion
             candidates[key] = select.Candidate(
-                key, offset, est.frequency * 1e6, est.offset_var, distance, filt.jitter,
+                key, offset, est.frequency * 1e6, est.offset_var, distance, filt.jitter, path,
                 sample.stratum, sample.leap, src.spec.prefer, src.spec.true,
             ) if sane else None
         return candidates, statuses

@@ -1,0 +1,104 @@
+"""A simulated clock: the `Clock` interface against a true simulated time.
+
+The oscillator has a frequency error (ppm, positive: it runs fast) that wanders as a random
+walk, one normal step of `wander` (fractional frequency) per simulated second. On top of it
+the disciplined corrections act as on Linux: the frequency correction multiplies the rate
+(`adjust_frequency`), a step moves the clock at once, and `slew` is adjtime(): the offset is
+worked off at 500 ppm on top of everything else.
+
+The simulation owns true time and moves it forward with `advance_to`; the phase (local minus
+true) is kept in float seconds, which resolves ~1e-17 s around the offsets of interest, and
+`now()` adds it to the epoch in integer nanoseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+from pyntpd.clock.base import MAX_FREQUENCY_PPM, NS_PER_S, SLEW_RATE
+
+DEFAULT_EPOCH_NS = 1_800_000_000 * NS_PER_S  # 2027-01-15, inside NTP era 0
+
+
+class SimClock:
+    can_adjust = True
+
+    def __init__(
+        self,
+        *,
+        offset: float = 0.0,
+        frequency_ppm: float = 0.0,
+        wander: float = 0.0,
+        rng: random.Random | None = None,
+        epoch_ns: int = DEFAULT_EPOCH_NS,
+        on_second: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.true = 0.0  # simulated true time, s since the epoch
+        self.phase = offset  # local minus true, s
+        self.natural = frequency_ppm * 1e-6  # the oscillator's own frequency error
+        self.wander = wander
+        self.rng = rng or random.Random(0)
+        self.epoch_ns = epoch_ns
+        self.correction_ppm = 0.0
+        self.slew_left = 0.0
+        self.on_second = on_second  # called with (second, phase) at every whole second
+        self.steps: list[float] = []
+        self.synchronised = False
+        self.maxerror = self.esterror = 16.0
+        self.leap = 3
+
+    # --- the simulation's side ------------------------------------------------------
+
+    @property
+    def rate_error(self) -> float:
+        """How fast local time gains on true time now, without slew (s/s)."""
+        f = self.correction_ppm * 1e-6
+        return (1.0 + self.natural) * (1.0 + f) - 1.0
+
+    def advance_to(self, true: float) -> None:
+        while self.true < true:
+            next_second = math.floor(self.true) + 1.0
+            end = min(true, next_second)
+            self._integrate(end - self.true)
+            self.true = end
+            if end == next_second:
+                if self.wander:
+                    self.natural += self.rng.gauss(0.0, self.wander)
+                if self.on_second is not None:
+                    self.on_second(int(end), self.phase)
+
+    def _integrate(self, dt: float) -> None:
+        self.phase += self.rate_error * dt
+        if self.slew_left:
+            amount = min(abs(self.slew_left), SLEW_RATE * dt)
+            amount = math.copysign(amount, self.slew_left)
+            self.phase += amount
+            self.slew_left -= amount
+
+    def true_at_local(self, local_s: float) -> float:
+        """When (true time) the local clock will read `local_s`, at the current rate."""
+        local_now = self.epoch_ns / NS_PER_S + self.true + self.phase
+        return self.true + (local_s - local_now) / (1.0 + self.rate_error)
+
+    # --- the Clock interface --------------------------------------------------------
+
+    def now(self) -> int:
+        return self.epoch_ns + round((self.true + self.phase) * NS_PER_S)
+
+    def adjust_frequency(self, ppm: float) -> None:
+        self.correction_ppm = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, ppm))
+
+    def slew(self, offset_s: float) -> None:
+        self.slew_left = offset_s
+
+    def step(self, offset_s: float) -> None:
+        self.phase += offset_s
+        self.steps.append(offset_s)
+
+    def set_sync_status(
+        self, synchronised: bool, maxerror_s: float, esterror_s: float, leap: int
+    ) -> None:
+        self.synchronised = synchronised
+        self.maxerror, self.esterror, self.leap = maxerror_s, esterror_s, leap

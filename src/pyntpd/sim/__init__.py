@@ -1,0 +1,1 @@
+"""The simulator: simulated clocks, networks and servers driving the real proto code."""

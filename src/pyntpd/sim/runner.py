@@ -1,0 +1,232 @@
+"""The deterministic event loop: real Associations and a real SyncEngine under simulated time.
+
+It does what the daemon does, in the same order, with the same objects: each association's
+request is built by `Association.make_request`, stamped with the local clock (`sent`),
+carried by a `Path`, answered by a `SimServer`'s real `Responder`, carried back, taken
+through `Association.receive`, and the `Sample` goes to `SyncEngine.on_sample`; the engine's
+`update` result is applied to the `SimClock` with `sync.apply`, its polls are given to the
+associations, its wake-up time is honoured, a step moves every timer and makes every
+association forget its outstanding request. Everything random comes from one seeded
+`random.Random`, so a seed always gives the same run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+from pyntpd.clock.simclock import SimClock
+from pyntpd.proto.source import Association, SourceSpec
+from pyntpd.proto.sync import PanicExit, SyncConfig, SyncEngine, SyncResult, apply
+from pyntpd.proto.timestamp import unix_ns_to_ntp
+from pyntpd.sim.network import SimServer
+
+
+@dataclass
+class Trace:
+    """What happened, once a second (true time) and at every update."""
+
+    offsets: list[float] = field(default_factory=list)  # local minus true, per second
+    frequency_errors: list[float] = field(default_factory=list)  # ppm, per second
+    updates: list[tuple[float, SyncResult]] = field(default_factory=list)
+    steps: list[tuple[float, float]] = field(default_factory=list)  # (true time, amount)
+    panic: tuple[float, PanicExit] | None = None
+    exchanges: int = 0
+    samples: int = 0
+
+
+class Simulation:
+    def __init__(
+        self,
+        clock: SimClock,
+        servers: list[tuple[SimServer, SourceSpec]],
+        config: SyncConfig,
+        rng: random.Random,
+        keep_updates: bool = False,
+    ) -> None:
+        self.clock = clock
+        self.rng = rng
+        self.trace = Trace()
+        self.keep_updates = keep_updates
+        clock.on_second = self._second
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._poll_gen: dict[Hashable, int] = {}
+        self._wake_gen = 0
+        self.servers: dict[Hashable, SimServer] = {}
+        self.assocs: dict[Hashable, Association] = {}
+        self.engine = SyncEngine(config, self.local())
+        self._handle(self.engine.update(self.local()))
+        transmit = itertools.count(rng.getrandbits(63) | 1)
+        for i, (server, spec) in enumerate(servers):
+            key = f"{spec.address}#{i}"
+            self.servers[key] = server
+            assoc = Association(spec, random_transmit=lambda t=transmit: next(t))
+            self.assocs[key] = assoc
+            self.engine.add_source(key, spec)
+            assoc.start(self.local())
+            self._schedule_poll(key)
+
+    # --- time -----------------------------------------------------------------------
+
+    def local(self) -> float:
+        return self.clock.now() / 1e9
+
+    def _at(self, true: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (true, next(self._seq), action))
+
+    def _at_local(self, local: float, action: Callable[[], None]) -> None:
+        # A microsecond late, so that float rounding never fires a timer before its time.
+        self._at(max(self.clock.true, self.clock.true_at_local(local)) + 1e-6, action)
+
+    def run(self, duration: float) -> Trace:
+        while self._events and self.trace.panic is None:
+            true, _, action = self._events[0]
+            if true > duration:
+                break
+            heapq.heappop(self._events)
+            self.clock.advance_to(true)
+            action()
+        if self.trace.panic is None:
+            self.clock.advance_to(duration)
+        return self.trace
+
+    def _second(self, second: int, phase: float) -> None:
+        self.trace.offsets.append(phase)
+        self.trace.frequency_errors.append(self.clock.rate_error * 1e6)
+
+    # --- polling and packets --------------------------------------------------------
+
+    def _schedule_poll(self, key: Hashable) -> None:
+        gen = self._poll_gen[key] = self._poll_gen.get(key, 0) + 1
+        self._at_local(self.assocs[key].next_poll, lambda: self._poll(key, gen))
+
+    def _poll(self, key: Hashable, gen: int) -> None:
+        if gen != self._poll_gen[key]:
+            return  # superseded (the clock was stepped, or the poll changed)
+        assoc = self.assocs[key]
+        now = self.local()
+        if assoc.due(now):
+            request = assoc.make_request(now)
+            assoc.sent(unix_ns_to_ntp(self.clock.now()))
+            self.trace.exchanges += 1
+            server = self.servers[key]
+            delay = server.path.delay(self.rng, self.clock.true, forward=True)
+            if delay is not None:
+                self._at(self.clock.true + delay, lambda: self._serve(key, request))
+        self._schedule_poll(key)
+
+    def _serve(self, key: Hashable, request: bytes) -> None:
+        server = self.servers[key]
+        answer = server.answer(request, self.clock.true)
+        if answer is None:
+            return
+        reply, leaves = answer
+        delay = server.path.delay(self.rng, leaves, forward=False)
+        if delay is not None:
+            self._at(leaves + delay, lambda: self._receive(key, reply))
+
+    def _receive(self, key: Hashable, reply: bytes) -> None:
+        t4 = self.clock.now()
+        sample = self.assocs[key].receive(reply, unix_ns_to_ntp(t4), t4 / 1e9)
+        if sample is None:
+            return
+        self.trace.samples += 1
+        self.engine.on_sample(key, sample)
+        self._handle(self.engine.update(self.local()))
+
+    # --- the engine's decisions -----------------------------------------------------
+
+    def _wake(self, gen: int) -> None:
+        if gen == self._wake_gen:
+            self._handle(self.engine.update(self.local()))
+
+    def _handle(self, result: SyncResult) -> None:
+        if self.keep_updates:
+            self.trace.updates.append((self.clock.true, result))
+        if result.panic is not None:
+            self.trace.panic = (self.clock.true, result.panic)
+            return
+        apply(self.clock, result.actions)
+        if result.stepped:
+            self.trace.steps.append((self.clock.true, result.step))
+            for key, assoc in self.assocs.items():
+                assoc.clock_stepped()
+                assoc.next_poll += result.step
+                self._schedule_poll(key)
+        for key, poll in result.polls.items():
+            assoc = self.assocs.get(key)
+            if assoc is not None and poll != assoc.poll:
+                assoc.set_poll(poll)
+        if result.wakeup is not None:
+            self._wake_gen += 1
+            gen = self._wake_gen
+            self._at_local(result.wakeup, lambda: self._wake(gen))
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    scenario: str
+    seed: int
+    duration: float
+    stats_from: float
+    rms: float  # s, |local - true| after stats_from
+    max_abs: float
+    first_sync: float | None  # s of true time until |offset| <= 1 ms
+    frequency_error: float  # ppm: the rate error left with the final frequency estimate
+    final_offset: float
+    steps: tuple[tuple[float, float], ...]
+    panic: str | None
+    exchanges: int
+    samples: int
+    final_polls: dict[str, int]
+    tallies: dict[str, str]
+
+    def lines(self) -> list[str]:
+        def us(x: float) -> str:
+            return f"{x * 1e6:.1f} us"
+
+        first = "never" if self.first_sync is None else f"{self.first_sync:.0f} s"
+        out = [
+            f"scenario {self.scenario}, seed {self.seed}, {self.duration / 86400:.2f} days, "
+            f"statistics from {self.stats_from:.0f} s",
+            f"  RMS offset        {us(self.rms)}",
+            f"  max |offset|      {us(self.max_abs)}",
+            f"  first sync (1 ms) {first}",
+            f"  frequency error   {self.frequency_error:+.4f} ppm at the end",
+            f"  final offset      {us(self.final_offset)}",
+            f"  steps             {len(self.steps)}"
+            + "".join(f" [{t:.0f} s: {a:+.6f} s]" for t, a in self.steps[:4]),
+            f"  exchanges/samples {self.exchanges}/{self.samples}",
+            "  sources           " + ", ".join(
+                f"{k} '{self.tallies.get(k, ' ')}' poll {p}" for k, p in self.final_polls.items()),
+        ]
+        if self.panic:
+            out.append(f"  PANIC EXIT        {self.panic}")
+        return out
+
+
+def summarise(
+    name: str, seed: int, sim: Simulation, trace: Trace, duration: float, stats_from: float
+) -> Report:
+    offsets = trace.offsets
+    window = offsets[int(stats_from):]
+    rms = math.sqrt(sum(x * x for x in window) / len(window)) if window else math.nan
+    max_abs = max((abs(x) for x in window), default=math.nan)
+    first = next((i + 1 for i, x in enumerate(offsets) if abs(x) <= 1e-3), None)
+    result = sim.engine.update(sim.local())
+    return Report(
+        scenario=name, seed=seed, duration=duration, stats_from=stats_from, rms=rms,
+        max_abs=max_abs, first_sync=float(first) if first is not None else None,
+        frequency_error=((1 + sim.clock.natural) * (1 + result.frequency * 1e-6) - 1) * 1e6,
+        final_offset=offsets[-1] if offsets else math.nan,
+        steps=tuple(trace.steps),
+        panic=str(trace.panic[1]) if trace.panic else None,
+        exchanges=trace.exchanges, samples=trace.samples,
+        final_polls={str(k): a.poll for k, a in sim.assocs.items()},
+        tallies={str(k): str(s.tally) for k, s in result.sources.items()},
+    )

@@ -1,0 +1,144 @@
+"""The scenarios of issue 3 §5, and running them.
+
+Every scenario's client is a clock 100 ppm fast whose frequency random-walks (normal steps,
+sigma 1e-9, once per simulated second), configured as `server ADDRESS iburst` lines with the
+chosen minpoll/maxpoll. Statistics are taken from 2000 s on unless a scenario says otherwise.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from pyntpd.clock.simclock import SimClock
+from pyntpd.config.model import TinkerConfig
+from pyntpd.proto.source import SourceSpec
+from pyntpd.proto.sync import SyncConfig
+from pyntpd.sim.network import Path, SimServer, exponential
+from pyntpd.sim.runner import Report, Simulation, summarise
+
+DAY = 86400.0
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything a run needs besides the seed."""
+
+    name: str
+    servers: Callable[[random.Random], list[SimServer]]
+    offset: float = 0.1  # s, initial local minus true
+    frequency_ppm: float = 100.0
+    wander: float = 1e-9
+    duration: float = DAY
+    stats_from: float = 2000.0
+    minpoll: int = 6
+    maxpoll: int = 10
+    iburst: bool = True
+    config: SyncConfig = field(default_factory=SyncConfig)
+
+
+def lan_path() -> Path:
+    return Path(0.001, 0.001, exponential(100e-6), exponential(100e-6))
+
+
+def lan(count: int) -> Callable[[random.Random], list[SimServer]]:
+    return lambda rng: [SimServer(f"192.0.2.{i + 1}", lan_path()) for i in range(count)]
+
+
+def wan(rng: random.Random) -> list[SimServer]:
+    """Four servers 20-80 ms away, with asymmetric paths and jitter, 1 % loss each way."""
+    servers = []
+    for i, rtt in enumerate((0.020, 0.040, 0.060, 0.080)):
+        asym = (rng.random() - 0.5) * 0.1 * rtt  # up to +-5 % of the RTT
+        path = Path(rtt / 2 + asym / 2, rtt / 2 - asym / 2,
+                    exponential(0.0005 + 0.01 * rtt), exponential(0.002 + 0.03 * rtt),
+                    loss=0.01)
+        servers.append(SimServer(f"198.51.100.{i + 1}", path, stratum=2, refid=b"\xc0\x00\x02\x01",
+                                 root_delay=0.002, root_dispersion=0.0005))
+    return servers
+
+
+def falseticker(rng: random.Random) -> list[SimServer]:
+    """Three honest servers and one that lies by 50 ms, then (from 12 h) by an hour."""
+    honest = lan(3)(rng)
+
+    def lie(t: float) -> float:
+        return 0.050 if t < DAY / 2 else 3600.0
+
+    return [*honest, SimServer("192.0.2.66", lan_path(), error=lie)]
+
+
+def outage(rng: random.Random) -> list[SimServer]:
+    """Four servers, all unreachable for 6 hours from 8 h on."""
+    servers = lan(4)(rng)
+    for s in servers:
+        s.path.outages = ((8 * HOUR, 14 * HOUR),)
+    return servers
+
+
+def goes_away(rng: random.Random) -> list[SimServer]:
+    """Four servers; the system peer candidate 192.0.2.1 vanishes at 6 h, another steps
+    its clock by 1 s at 12 h (then the majority marks it a falseticker)."""
+    servers = lan(4)(rng)
+    servers[0].path.outages = ((6 * HOUR, 1e12),)
+    servers[1].error = lambda t: 1.0 if t >= 12 * HOUR else 0.0
+    return servers
+
+
+def stepping_single(rng: random.Random) -> list[SimServer]:
+    """One server that steps its clock by +0.5 s at 6 h: after stepout we follow it."""
+    servers = lan(1)(rng)
+    servers[0].error = lambda t: 0.5 if t >= 6 * HOUR else 0.0
+    return servers
+
+
+SCENARIOS: dict[str, Setup] = {
+    "lan1": Setup("lan1", lan(1)),
+    "lan4": Setup("lan4", lan(4)),
+    "wan": Setup("wan", wan),
+    "falseticker": Setup("falseticker", falseticker),
+    "outage": Setup("outage", outage),
+    "server-goes-away": Setup("server-goes-away", goes_away),
+    "server-steps": Setup("server-steps", stepping_single),
+    "cold-start-far": Setup("cold-start-far", lan(4), offset=-30.0, duration=6 * HOUR),
+    "cold-start-2000": Setup("cold-start-2000", lan(4), offset=-2000.0, duration=HOUR),
+    "cold-start-2000-g": Setup("cold-start-2000-g", lan(4), offset=-2000.0, duration=6 * HOUR,
+                               config=SyncConfig(panic_gate=True)),
+}
+
+
+def run(
+    setup: Setup,
+    seed: int = 1,
+    *,
+    minpoll: int | None = None,
+    maxpoll: int | None = None,
+    duration: float | None = None,
+    stats_from: float | None = None,
+    config: SyncConfig | None = None,
+    keep_updates: bool = False,
+) -> tuple[Report, Simulation]:
+    rng = random.Random(seed)
+    lo = setup.minpoll if minpoll is None else minpoll
+    hi = setup.maxpoll if maxpoll is None else maxpoll
+    hi = max(lo, hi)
+    clock = SimClock(offset=setup.offset, frequency_ppm=setup.frequency_ppm,
+                     wander=setup.wander, rng=random.Random(rng.getrandbits(64)))
+    servers = setup.servers(rng)
+    pairs = [(s, SourceSpec(s.address, minpoll=lo, maxpoll=hi, iburst=setup.iburst))
+             for s in servers]
+    cfg = config or setup.config
+    sim = Simulation(clock, pairs, cfg, random.Random(rng.getrandbits(64)), keep_updates)
+    length = setup.duration if duration is None else duration
+    start = setup.stats_from if stats_from is None else stats_from
+    trace = sim.run(length)
+    return summarise(setup.name, seed, sim, trace, length, start), sim
+
+
+def with_tinker(config: SyncConfig, **tinker: float) -> SyncConfig:
+    return replace(config, tinker=replace(config.tinker, **tinker))
+
+
+__all__ = ["DAY", "HOUR", "SCENARIOS", "Setup", "TinkerConfig", "run", "with_tinker"]

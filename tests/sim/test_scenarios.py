@@ -1,0 +1,102 @@
+"""The simulator end to end: the real Association, Responder and SyncEngine under
+simulated time, against the targets of issue 3 where a short run can show them."""
+
+import math
+
+import pytest
+
+from pyntpd.sim.scenarios import HOUR, SCENARIOS, run
+
+
+def short(name, hours, seed=1, **kw):
+    report, sim = run(SCENARIOS[name], seed, duration=hours * HOUR, **kw)
+    return report, sim
+
+
+def test_lan1_fixed_poll_16s_is_well_under_target():
+    report, _ = short("lan1", 4, minpoll=4, maxpoll=4)
+    assert report.rms < 7e-6  # the target is 8 us over a day
+    assert report.first_sync is not None and report.first_sync < 400
+    assert abs(report.frequency_error) < 0.1
+    assert report.steps == ()
+
+
+def test_lan1_minpoll4_maxpoll6_under_target():
+    report, _sim = short("lan1", 6, minpoll=4, maxpoll=6)
+    assert report.rms < 14e-6  # the target is 16 us
+    assert list(report.final_polls.values()) == [6]
+
+
+def test_same_seed_same_run_other_seed_other_run():
+    a, _ = short("lan1", 1, seed=7)
+    b, _ = short("lan1", 1, seed=7)
+    c, _ = short("lan1", 1, seed=8)
+    assert a == b
+    assert a.rms != c.rms
+
+
+def test_lan4_selects_one_peer_and_three_candidates():
+    report, _ = short("lan4", 2, minpoll=4, maxpoll=4)
+    assert sorted(report.tallies.values()) == ["*", "+", "+", "+"]
+    assert report.rms < 8e-6
+
+
+def test_falseticker_is_marked_and_does_not_move_the_clock():
+    report, _sim = run(SCENARIOS["falseticker"], 1, duration=3 * HOUR, minpoll=4, maxpoll=6)
+    assert report.tallies["192.0.2.66#3"] == "x"
+    assert report.max_abs < 100e-6
+
+
+def test_falseticker_by_an_hour_later_is_still_ignored():
+    report, _ = run(SCENARIOS["falseticker"], 1, duration=14 * HOUR, stats_from=12 * HOUR,
+                    minpoll=6, maxpoll=6)
+    assert report.tallies["192.0.2.66#3"] == "x"
+    assert report.steps == () and report.max_abs < 200e-6
+
+
+def test_outage_holds_over_on_the_last_frequency():
+    # 4 servers vanish from 8 h to 14 h; look at the worst of the holdover.
+    report, sim = run(SCENARIOS["outage"], 1, duration=14 * HOUR, stats_from=8 * HOUR)
+    assert report.steps == ()
+    assert report.max_abs < 5e-3  # 6 h of a 1e-9/s random walk: ~2 ms typical
+    result = sim.engine.update(sim.local())
+    assert result.system_peer is None and result.system.stratum == 16
+
+
+def test_cold_start_30s_off_steps_at_once():
+    report, _ = short("cold-start-far", 1)
+    assert len(report.steps) == 1 and report.steps[0][1] == pytest.approx(30.0, abs=1e-3)
+    assert report.first_sync is not None and report.first_sync < 60
+
+
+def test_cold_start_2000s_off_refuses_without_g():
+    report, _ = short("cold-start-2000", 1)
+    assert report.panic is not None and "-g" in report.panic
+    assert report.steps == ()
+
+
+def test_cold_start_2000s_off_steps_with_g():
+    report, _ = short("cold-start-2000-g", 1)
+    assert len(report.steps) == 1 and report.steps[0][1] == pytest.approx(2000.0, abs=1e-3)
+    assert report.rms < 50e-6
+
+
+def test_wan_stays_within_a_millisecond():
+    report, _ = short("wan", 6)
+    assert report.max_abs < 1e-3
+    assert not math.isnan(report.rms)
+
+
+def test_server_that_goes_away_and_one_that_steps():
+    report, _ = run(SCENARIOS["server-goes-away"], 1, duration=16 * HOUR,
+                    stats_from=5 * HOUR, minpoll=6, maxpoll=6)
+    assert report.tallies["192.0.2.1#0"] == " "  # gone: unreachable
+    assert report.tallies["192.0.2.2#1"] == "x"  # stepped by 1 s: outvoted
+    assert report.steps == () and report.max_abs < 200e-6
+
+
+def test_single_server_step_is_followed_after_stepout():
+    report, _ = run(SCENARIOS["server-steps"], 1, duration=8 * HOUR, stats_from=0)
+    [(when, amount)] = report.steps
+    assert amount == pytest.approx(0.5, abs=1e-3)
+    assert 6 * HOUR + 300 <= when <= 6 * HOUR + 1500
