@@ -1,0 +1,109 @@
+"""`pyntpctl`: service control and tools. Each tool is a subcommand (argparse subparsers);
+add one with a `register_*` function that takes the subparsers and sets `func`.
+
+    pyntpctl simulate SCENARIO [--seed N] [--minpoll P --maxpoll P] [--days D]
+                               [--stats-from S] [--csv FILE] [--plot FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def _write_csv(path: str, offsets: list[float], frequency_errors: list[float]) -> None:
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["time_s", "offset_s", "rate_error_ppm"])
+        for second, (offset, freq) in enumerate(zip(offsets, frequency_errors, strict=True)):
+            out.writerow([second + 1, f"{offset:.9e}", f"{freq:.6f}"])
+
+
+def _write_plot(path: str, title: str, offsets: list[float], stats_from: float) -> str | None:
+    """A PNG of offset vs time, if matplotlib is installed (it is not a dependency)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot written (the CSV has the data)"
+    hours = [(i + 1) / 3600 for i in range(len(offsets))]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(hours, [x * 1e6 for x in offsets], linewidth=0.5)
+    ax.axvline(stats_from / 3600, color="grey", linestyle=":")
+    ax.set_xlabel("simulated time (h)")
+    ax.set_ylabel("offset, local - true (us)")
+    ax.set_title(title)
+    window = [abs(x) for x in offsets[int(stats_from):]]
+    if window:
+        limit = max(window) * 1e6 * 1.2
+        ax.set_ylim(-limit, limit)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from pyntpd.sim.scenarios import DAY, SCENARIOS, run
+
+    setup = SCENARIOS[args.scenario]
+    report, sim = run(
+        setup, args.seed, minpoll=args.minpoll, maxpoll=args.maxpoll,
+        duration=None if args.days is None else args.days * DAY,
+        stats_from=args.stats_from,
+    )
+    print("\n".join(report.lines()))
+    trace = sim.trace
+    if args.csv:
+        _write_csv(args.csv, trace.offsets, trace.frequency_errors)
+        print(f"  offsets written to {args.csv}")
+    if args.plot:
+        title = f"{report.scenario} seed {report.seed}: RMS {report.rms * 1e6:.1f} us"
+        problem = _write_plot(args.plot, title, trace.offsets, report.stats_from)
+        print(f"  {problem}" if problem else f"  plot written to {args.plot}",
+              file=sys.stderr if problem else sys.stdout)
+    return EXIT_FAILURE if report.panic else EXIT_OK
+
+
+def register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from pyntpd.sim.scenarios import SCENARIOS
+
+    p = sub.add_parser(
+        "simulate", help="run the clock discipline against a simulated network",
+        description="Run pyntpd's real association and synchronisation code against a "
+                    "simulated clock, network and servers, and report the accuracy.")
+    p.add_argument("scenario", choices=sorted(SCENARIOS))
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--minpoll", type=int, help="log2 s (default: the scenario's, 6)")
+    p.add_argument("--maxpoll", type=int, help="log2 s (default: the scenario's, 10)")
+    p.add_argument("--days", type=float, help="simulated days (default: the scenario's)")
+    p.add_argument("--stats-from", type=float, help="s of simulated time before statistics "
+                                                    "are taken (default 2000)")
+    p.add_argument("--csv", metavar="FILE",
+                   help="write the offset and the rate error (frequency + slew) per second")
+    p.add_argument("--plot", metavar="FILE", help="write a PNG (needs matplotlib)")
+    p.set_defaults(func=cmd_simulate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyntpctl", description="pyntpd service control and tools")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register_simulate(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
