@@ -42,6 +42,7 @@ from dataclasses import dataclass
 WINDOW = 64  # samples kept for the minimum delay and the jitter
 MIN_SAMPLES = 4  # samples before the estimate is trusted for selection
 FLOOR_FACTOR = 1.5
+MEDIAN_EXCESS = 1.678  # median of Gamma(2, 1)
 SOFT_EDGE = 0.5  # the floor's share given to soft (Gaussian) interval edges
 GATE = 5.0  # innovations beyond this many sigmas are spikes
 SPIKE_RESTART = 4  # this many spikes in a row: the source moved, restart the phase
@@ -202,6 +203,13 @@ class SourceFilter:
         return math.sqrt(sum(r * r for r in pts) / len(pts))
 
     @property
+    def typical_error(self) -> float:
+        """A single sample's typical innovation, robust to delay spikes (1.4826 x the
+        median absolute innovation: the standard deviation, were they normal)."""
+        pts = sorted(abs(p.residual) for p in self.window if not math.isnan(p.residual))
+        return 1.4826 * pts[len(pts) // 2] if pts else 0.0
+
+    @property
     def last_time(self) -> float:
         return self.t
 
@@ -234,11 +242,13 @@ class SourceFilter:
         if n < MIN_SAMPLES:
             # Too few samples to know the path: all we know is |error| <= delay/2.
             return Bounds(offset, delay / 2, self.precision)
-        dmin = min(self.min_delay, delay)
-        mean_excess = sum(p.delay for p in self.window) / n - dmin
-        # Queueing scale theta ~ mean excess / 2; the minimum of n samples sits about
-        # theta*sqrt(pi/2n) above the path's true minimum.
-        floor = FLOOR_FACTOR * mean_excess / 2 * math.sqrt(math.pi / (2 * n))
+        delays = sorted(p.delay for p in self.window)
+        dmin = min(delays[0], delay)
+        # The queueing scale theta, from the median excess (robust to delay spikes: for
+        # exponential queueing each way the excess is Gamma(2, theta), median 1.68 theta);
+        # the minimum of n samples sits about theta*sqrt(pi/2n) above the true minimum.
+        theta = (delays[n // 2] - dmin) / MEDIAN_EXCESS
+        floor = FLOOR_FACTOR * theta * math.sqrt(math.pi / (2 * n))
         soft = math.hypot(SOFT_EDGE * floor, self.precision)
         return Bounds(offset, (delay - dmin + floor) / 2, soft)
 

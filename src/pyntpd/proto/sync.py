@@ -53,8 +53,9 @@ UNREACH_POLLS = 8  # a source with no sample for this many polls is unreachable 
 HOLD_WAKEUP = 64.0  # s: the longest the engine wants to go without an update
 POLL_SAMPLES = 4  # samples at a poll interval before it may be raised
 # Raise the poll while the prediction's error growth over the doubled interval stays below
-# this many single-sample jitters; lower it when that over the current one exceeds twice it.
-# (0.5 lets lan1 reach 1024 s and costs ~56 us RMS; 0.25 settles at 256-512 s, ~31 us.)
+# this fraction of a single sample's typical error; lower it when the growth over the
+# current interval exceeds twice that. (On lan1, 0.7 lets the poll reach 1024 s and costs
+# ~56 us RMS; 0.3 settles at 256 s, ~34 us; 0.25 at 128-256 s, ~26 us.)
 POLL_RATIO = 0.25
 REACH_SLACK = 16.0  # s beyond UNREACH_POLLS polls before a silent source is unreachable
 ORPHAN_REFID = bytes([127, 0, 0, 1])
@@ -507,7 +508,7 @@ class SyncEngine:
         if not filt.ready or src.sample is None:
             src.poll = lo
             return src.poll
-        noise = max(filt.jitter, filt.precision)
+        noise = max(filt.typical_error, filt.precision)
         est = filt.estimate(filt.last_time)
         limit = (POLL_RATIO * noise) ** 2
         up = est.offset_var_after(2.0 ** (src.poll + 1), filt.wander) - est.offset_var
