@@ -100,3 +100,13 @@ def test_single_server_step_is_followed_after_stepout():
     [(when, amount)] = report.steps
     assert amount == pytest.approx(0.5, abs=1e-3)
     assert 6 * HOUR + 300 <= when <= 6 * HOUR + 1500
+
+
+def test_driftfile_frequency_shortens_the_start():
+    from pyntpd.proto.sync import SyncConfig
+
+    cold, _ = short("lan1", 1, minpoll=4, maxpoll=4)
+    warm, _ = short("lan1", 1, minpoll=4, maxpoll=4,
+                    config=SyncConfig(initial_frequency=-100.0))
+    assert warm.first_sync is not None and cold.first_sync is not None
+    assert warm.first_sync <= cold.first_sync

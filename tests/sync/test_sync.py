@@ -268,3 +268,12 @@ def test_tinker_step_from_config():
     r = w.run(64, {"a": 1.0})
     assert not w.actions(Step)
     assert r.system_peer == "a" and math.isclose(r.offset, 1.0, abs_tol=0.01)
+
+
+def test_driftfile_frequency_is_applied_at_start_and_trusted():
+    w = World(SyncConfig(initial_frequency=-37.5), a=None)
+    assert w.done[0] == SetFrequency(-37.5)
+    # The raw clock needs exactly that: nothing to correct, and the estimate stays.
+    r = w.run(128, {"a": lambda t: 0.001 - 37.5e-6 * (t - T0)})
+    assert r.frequency == pytest.approx(-37.5, abs=0.01)
+    assert abs(r.offset) < 1e-4

@@ -9,15 +9,20 @@ free-running oscillator the model is the textbook one, with no control input to 
 
 and a measurement z = x + v.
 
-Delay weighting. What the RFC 5905 clock filter does crudely (keep the one lowest-delay
-sample of the last eight) is done here through the measurement variance: on a path whose
-excess delay (delay minus the path's minimum) is D, the offset error lies within +-D/2, and
-with independent queueing in the two directions it is uniform there (exactly so for
-exponential queueing), so var v = D^2/12. A sample that crossed empty queues is trusted
-hundreds of times more than a typical one, and a delay spike costs nothing. The minimum is
-the smallest delay of the last `WINDOW` samples (a route change is followed within that many
-polls); how far that may still be above the path's true minimum — about theta*sqrt(pi/2n)
-for n samples of queueing scale theta — is added to every excess (`FLOOR_FACTOR` of it).
+Delay bounds. What the RFC 5905 clock filter does crudely (keep the one lowest-delay sample
+of the last eight) is done here exactly: on a path whose excess delay (delay minus the
+path's minimum) is D, the offset error lies within +-D/2 — whatever the queueing, as long as
+the minimum delays are symmetric — and for independent queueing in the two directions it is
+uniform there. So each sample is an *interval*, and the update is the prediction truncated
+to it (moments matched: an assumed-density filter), not a Gaussian measurement: a sample that
+crossed empty queues pins the offset to within microseconds, a congested one barely moves
+it, a delay spike costs nothing. On lan1 this beats a Kalman update with var D^2/12 by 15-20 %
+(5.7 vs 6.7 us at 16 s polling). The minimum is the smallest delay of the last `WINDOW`
+samples (a route change is followed within that many polls); how far it may still be above
+the path's true minimum (about theta*sqrt(pi/2n) for n samples of queueing scale theta) widens
+every interval, half with soft (Gaussian) edges so that a wrong minimum degrades gracefully.
+The first `LIKELIHOOD_AFTER` samples, before the minimum means anything, use plain Kalman
+updates with the interval's variance.
 
 Wander. q varies a hundredfold between oscillators and with temperature, and the filter is
 only good with q right to a factor of a few. A single filter cannot learn q from its own

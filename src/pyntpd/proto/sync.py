@@ -7,7 +7,7 @@ that clock at t4), never a monotonic clock — the engine accounts for its own s
 How the daemon drives it (the simulator, `pyntpd.sim`, does exactly this):
 
     engine = SyncEngine(SyncConfig(...), now)
-    apply(clock, engine.update(now))              # once at start: sets the frequency
+    apply(clock, engine.update(now).actions)      # once at start: sets the frequency
     engine.add_source(key, spec)                  # per association (remove_source too)
     ... a reply arrives, the Association returns a Sample:
     engine.on_sample(key, sample)
@@ -58,6 +58,7 @@ POLL_SAMPLES = 4  # samples at a poll interval before it may be raised
 # ~56 us RMS; 0.3 settles at 256 s, ~34 us; 0.25 at 128-256 s, ~26 us.)
 POLL_RATIO = 0.25
 REACH_SLACK = 16.0  # s beyond UNREACH_POLLS polls before a silent source is unreachable
+KNOWN_FREQUENCY_SD = 5e-6  # prior uncertainty of a frequency from the driftfile
 ORPHAN_REFID = bytes([127, 0, 0, 1])
 MAXERROR_CAP = 16.0
 
@@ -235,8 +236,9 @@ class SyncEngine:
 
     def add_source(self, key: Hashable, spec: SourceSpec) -> None:
         precision = 2.0 ** self.config.precision
-        if self.config.initial_frequency is not None:
-            filt = SourceFilter(precision, self.frequency_ppm * 1e-6, (2e-6) ** 2)
+        if self.config.initial_frequency is not None or math.isfinite(self._variance):
+            # The driftfile's or the current estimate: a new source need not relearn it.
+            filt = SourceFilter(precision, self.frequency_ppm * 1e-6, KNOWN_FREQUENCY_SD**2)
         else:
             filt = SourceFilter(precision)
         self.sources[key] = _Source(spec, filt, max(spec.minpoll, 0))
