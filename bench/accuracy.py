@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{k.split('#')[0]}{v}" for k, v in r.tallies.items())
         print(f"{r.scenario:18} {us(r.rms)} {us(r.max_abs):>10} {first:>9} "
               f"{r.frequency_error:+9.4f} {len(r.steps):5}  {notes}")
+    print()
+    for r in [lan_reports[2 * len(seeds)], *other_reports]:
+        print(f"  {r.scenario:18} {SCENARIOS[r.scenario].description}")
     print(f"\n{len(reports)} simulated runs in {time.monotonic() - started:.0f} s wall")
     return 1 if failed else 0
 

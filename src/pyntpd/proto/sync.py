@@ -201,6 +201,7 @@ class _Source:
     sample: Sample | None = None  # the newest
     sample_at: float = -math.inf  # local time of the newest
     at_poll: int = 0  # samples taken at the current poll
+    fresh: bool = False  # a sample arrived since the poll was last reconsidered
     tally: Tally = Tally.REJECT
 
 
@@ -262,6 +263,7 @@ class SyncEngine:
         verdict = src.filter.add(raw_t, raw_offset, sample.delay)
         src.sample, src.sample_at = sample, sample.local_time
         src.at_poll += 1
+        src.fresh = True
         if verdict is not Verdict.ACCEPTED:
             # A spike, or a source that moved: look again soon, at the shortest interval.
             src.poll, src.at_poll = src.spec.minpoll, 0
@@ -510,6 +512,9 @@ class SyncEngine:
         if not filt.ready or src.sample is None:
             src.poll = lo
             return src.poll
+        if not src.fresh:
+            return src.poll  # only a new sample can change the verdict
+        src.fresh = False
         noise = max(filt.typical_error, filt.precision)
         est = filt.estimate(filt.last_time)
         limit = (POLL_RATIO * noise) ** 2

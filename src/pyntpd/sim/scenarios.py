@@ -28,6 +28,7 @@ class Setup:
 
     name: str
     servers: Callable[[random.Random], list[SimServer]]
+    description: str = ""
     offset: float = 0.1  # s, initial local minus true
     frequency_ppm: float = 100.0
     wander: float = 1e-9
@@ -95,16 +96,23 @@ def stepping_single(rng: random.Random) -> list[SimServer]:
 
 
 SCENARIOS: dict[str, Setup] = {
-    "lan1": Setup("lan1", lan(1)),
-    "lan4": Setup("lan4", lan(4)),
-    "wan": Setup("wan", wan),
-    "falseticker": Setup("falseticker", falseticker),
-    "outage": Setup("outage", outage),
-    "server-goes-away": Setup("server-goes-away", goes_away),
-    "server-steps": Setup("server-steps", stepping_single),
-    "cold-start-far": Setup("cold-start-far", lan(4), offset=-30.0, duration=6 * HOUR),
-    "cold-start-2000": Setup("cold-start-2000", lan(4), offset=-2000.0, duration=HOUR),
-    "cold-start-2000-g": Setup("cold-start-2000-g", lan(4), offset=-2000.0, duration=6 * HOUR,
+    "lan1": Setup("lan1", lan(1), "one server, 1 ms + exp(100 us) each way"),
+    "lan4": Setup("lan4", lan(4), "four such servers"),
+    "wan": Setup("wan", wan, "4 servers at 20-80 ms RTT, asymmetric paths and jitter, 1 % loss"),
+    "falseticker": Setup("falseticker", falseticker,
+                         "3 honest + 1 liar by 50 ms, by 1 h from 12 h"),
+    "outage": Setup("outage", outage, "4 servers, all unreachable from 8 h to 14 h (holdover)"),
+    "server-goes-away": Setup("server-goes-away", goes_away,
+                              "4 servers; one vanishes at 6 h, one steps by 1 s at 12 h"),
+    "server-steps": Setup("server-steps", stepping_single,
+                          "the only server steps +0.5 s at 6 h: followed after stepout, so "
+                          "the offset to true time is 0.5 s from then on"),
+    "cold-start-far": Setup("cold-start-far", lan(4), "clock 30 s behind: steps at once",
+                            offset=-30.0, duration=6 * HOUR),
+    "cold-start-2000": Setup("cold-start-2000", lan(4), "2000 s behind, no -g: panic exit",
+                             offset=-2000.0, duration=HOUR),
+    "cold-start-2000-g": Setup("cold-start-2000-g", lan(4), "2000 s behind with -g: steps",
+                               offset=-2000.0, duration=6 * HOUR,
                                config=SyncConfig(panic_gate=True)),
 }
 
