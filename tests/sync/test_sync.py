@@ -177,6 +177,7 @@ def test_holdover_keeps_the_frequency_when_sources_go():
     t = w.t + 16 * 8 * 2 ** w.engine.sources["a"].poll + 60
     r = w.engine.update(t)
     assert r.system_peer is None and r.system.stratum == 16
+    assert [a.synchronised for a in r.actions if isinstance(a, SetStatus)] == [False]
     assert r.frequency == pytest.approx(40.0, abs=0.05)
     freq = [a for a in r.actions if isinstance(a, SetFrequency)]
     assert all(a.ppm == pytest.approx(40.0, abs=0.05) for a in freq)

@@ -226,6 +226,7 @@ class SyncEngine:
         self._done = False
         self._variance = math.inf
         self._offset = 0.0  # the offset still to correct after the last decision
+        self._synced = False  # what the kernel was last told
         self.leap_file: int | None = None  # the leapfile's announcement; overrides the vote
 
     def set_leap_file(self, leap: int | None) -> None:
@@ -311,8 +312,9 @@ class SyncEngine:
             self._end_slew(now, actions)
         synced = peer is not None and not self.discipline.stepout_pending()
         system = self._system_vars(now + step, peer, candidates, synced, leap)
-        if self.config.discipline and (peer is not None or actions):
+        if self.config.discipline and (peer is not None or actions or synced != self._synced):
             actions.append(self._status(system, synced))
+        self._synced = synced
         polls = {key: self._poll(src) for key, src in self.sources.items()}
         wakeup = self._wakeup(now + step)
         return SyncResult(
