@@ -1,7 +1,11 @@
 """Accuracy of the clock discipline on the simulator (issue 3): lan1 at the three polling
 settings against the targets and the reference daemons' figures, then every scenario.
 
-    .venv/bin/python bench/accuracy.py [--seeds N] [--days D] [--jobs J]
+    .venv/bin/python bench/accuracy.py [--seeds N] [--days D] [--jobs J] [--ablation]
+
+--ablation also runs lan1 with parts of the design replaced by the usual alternatives, to
+show what each part is worth: the interval (truncated) update vs a Gaussian Kalman update
+with the same variance, and the bank of wander models vs one filter with a fixed wander.
 
 lan1 runs once per seed (default 3) and reports the mean and the worst RMS; the other
 scenarios run with seed 1. Each run is a simulated day unless the scenario is shorter.
@@ -26,6 +30,46 @@ LAN1 = (
 )
 
 
+ABLATIONS: dict[str, dict[str, object]] = {
+    "as designed": {},
+    "Gaussian update": {"INTERVAL_UPDATE": False},
+    "fixed wander 1e-18 (true)": {"WANDERS": (1e-18,)},
+    "fixed wander 1e-16": {"WANDERS": (1e-16,)},
+    "fixed wander 1e-20": {"WANDERS": (1e-20,)},
+}
+
+
+def _ablate(job: tuple[str, int, int, int]) -> tuple[float, int]:
+    import pyntpd.proto.filter as filt
+
+    variant, seed, lo, hi = job
+    for name, value in ABLATIONS[variant].items():
+        setattr(filt, name, value)
+    report, _ = run(SCENARIOS["lan1"], seed, minpoll=lo, maxpoll=hi)
+    return report.rms, report.exchanges
+
+
+def ablation(seeds: range, jobs: int) -> None:
+    settings = [(lo, hi) for _, lo, hi, _, _ in LAN1]
+    work = [(v, s, lo, hi) for v in ABLATIONS for lo, hi in settings for s in seeds]
+    # One process per run: the variants patch module constants.
+    with ProcessPoolExecutor(jobs, max_tasks_per_child=1) as pool:
+        results = list(pool.map(_ablate, work))
+    print(f"\nablation: lan1 RMS in us (exchanges per day), mean of seeds 1..{len(seeds)};"
+          " with adaptive polling a variant also changes the poll it settles at")
+    print(f"{'variant':28}" + "".join(f"{label:>22}" for label, *_ in LAN1))
+    n = len(seeds)
+    for i, variant in enumerate(ABLATIONS):
+        chunk = results[i * len(settings) * n:(i + 1) * len(settings) * n]
+        cells = []
+        for j in range(len(settings)):
+            part = chunk[j * n:(j + 1) * n]
+            rms = sum(r for r, _ in part) / n
+            exchanges = sum(e for _, e in part) / n
+            cells.append(f"{rms * 1e6:.1f} ({exchanges:.0f})")
+        print(f"{variant:28}" + "".join(f"{c:>22}" for c in cells))
+
+
 def _run(job: tuple[str, int, int | None, int | None, float | None]) -> Report:
     name, seed, lo, hi, days = job
     setup = SCENARIOS[name]
@@ -44,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=None,
                         help="simulated days per run (default: each scenario's own)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--ablation", action="store_true",
+                        help="also run lan1 with parts of the design swapped out")
     args = parser.parse_args(argv)
 
     seeds = range(1, args.seeds + 1)
@@ -82,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in [lan_reports[2 * len(seeds)], *other_reports]:
         print(f"  {r.scenario:18} {SCENARIOS[r.scenario].description}")
     print(f"\n{len(reports)} simulated runs in {time.monotonic() - started:.0f} s wall")
+    if args.ablation:
+        ablation(seeds, args.jobs)
     return 1 if failed else 0
 
 

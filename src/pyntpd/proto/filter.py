@@ -57,6 +57,7 @@ LIKELIHOOD_AFTER = 8  # samples before the likelihoods start to count (start-up 
 MIN_LIKELIHOOD = 1e-12  # a sample's likelihood under a model is floored here
 _SQRT2 = math.sqrt(2.0)
 _SQRT2PI = math.sqrt(2.0 * math.pi)
+INTERVAL_UPDATE = True  # False: Kalman updates with the interval's variance (for comparison)
 MAX_FREQUENCY = 500e-6  # the prior: any oscillator the kernel can correct
 TWELVE = 12.0
 
@@ -276,7 +277,7 @@ class SourceFilter:
             return self._spike(point)
         self.spikes = 0
         self._pending.clear()
-        bounded = self.count >= LIKELIHOOD_AFTER
+        bounded = INTERVAL_UPDATE and self.count >= LIKELIHOOD_AFTER
         forget = 1.0 - 1.0 / MEMORY
         for m in self.models:
             m.update(dt, b, bounded, forget)
