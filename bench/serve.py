@@ -182,7 +182,8 @@ def pyntpd_argv(port: int, workdir: Path) -> list[str]:
     conf.write_text(
         "server 127.127.1.0\nfudge 127.127.1.0 stratum 10\nrestrict default\nrestrict 127.0.0.1\n"
     )
-    return [str(exe), "-n", "--port", str(port), "-c", str(conf)]
+    # --observe: the server runs without CAP_SYS_TIME here and must not try to discipline.
+    return [str(exe), "-n", "--observe", "--port", str(port), "-c", str(conf)]
 
 
 def toy_argv(port: int, workdir: Path) -> list[str]:

@@ -59,7 +59,10 @@ class Pyntpd:
         port: int | None = None,
         env: dict[str, str] | None = None,
         wrap: Callable[[list[str]], list[str]] | None = None,
+        observe: bool = True,
     ):
+        # Tests never let a daemon near this machine's clock: --observe unless a test asks.
+        self.observe = observe
         self.port = port or free_udp_port()
         self.wrap = wrap or (lambda argv: argv)
         self.args = list(args)
@@ -76,7 +79,7 @@ class Pyntpd:
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             self.wrap([sys.executable, "-m", "pyntpd.cli.pyntpd", "-n", "--port", str(self.port),
-                       *self.args]),
+                       *(["--observe"] if self.observe else []), *self.args]),
             stdout=self._log, stderr=subprocess.STDOUT, env=env, text=True,
         )
         deadline = time.monotonic() + READY_TIMEOUT

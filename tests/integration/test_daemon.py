@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -25,7 +26,8 @@ from tests.support import (
 
 
 def run_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pyntpd.cli.pyntpd", *args],
+    # --observe: no test lets a daemon adjust this machine's clock.
+    return subprocess.run([sys.executable, "-m", "pyntpd.cli.pyntpd", "--observe", *args],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -298,12 +300,27 @@ def _status(pid: int) -> dict[str, str]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="-u and -i need root")
-def test_user_flag_drops_to_the_user_keeping_only_cap_sys_time(tmp_path):
+def test_user_flag_in_observe_mode_keeps_no_capability(tmp_path):
+    # (Keeping CAP_SYS_TIME when the clock is disciplined is tested on drop_privileges in a
+    # forked child, tests/daemon/test_privileges.py: no test runs a disciplining daemon.)
     with config_file(LOCAL_CONF) as conf, Pyntpd("-c", conf, "-u", "nobody") as d:
         status = _status(d.proc.pid)
         assert query(d.port).header.stratum == 11
     assert status["Uid"].split()[0] == "65534"
-    assert int(status["CapEff"], 16) == 1 << 25 and int(status["CapPrm"], 16) == 1 << 25
+    assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
+
+
+def test_disciplining_without_cap_sys_time_is_a_clear_error():
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    with config_file(LOCAL_CONF) as conf:
+        result = subprocess.run(
+            [setpriv, "--inh-caps=-sys_time", "--bounding-set=-sys_time", sys.executable, "-m",
+             "pyntpd.cli.pyntpd", "-n", "--port", str(free_udp_port()), "-c", conf],
+            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "CAP_SYS_TIME" in result.stderr
+    assert "--observe" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="-u and -i need root")

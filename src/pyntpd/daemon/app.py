@@ -20,24 +20,57 @@ import time
 from dataclasses import dataclass
 
 from pyntpd.cli.options import DEFAULT_CONFIG, DaemonOptions
+from pyntpd.clock.base import Clock
+from pyntpd.clock.observe import ObserveClock
+from pyntpd.clock.system import SystemClock
 from pyntpd.config import parse_file, parse_text
 from pyntpd.config.defaults import DEFAULT_CONFIG_TEXT
+from pyntpd.config.leapfile import LeapTable, load_leapfile
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
 from pyntpd.daemon.interfaces import local_addresses, plan_listen
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
 from pyntpd.daemon.pidfile import PidFile
-from pyntpd.daemon.privileges import Identity, chroot_to, drop_privileges, resolve_identity
+from pyntpd.daemon.privileges import (
+    CAP_SYS_TIME,
+    Identity,
+    chroot_to,
+    current_capabilities,
+    drop_privileges,
+    resolve_identity,
+)
 from pyntpd.daemon.serve import ListenAddress, UdpServer, default_listen, open_sockets
+from pyntpd.daemon.syncloop import Synchroniser, SyncOptions
 from pyntpd.daemon.workers import POLL_INTERVAL, SharedSystemVars, WorkerSet
 from pyntpd.proto.access import Access, MruLimits, RateLimits, RestrictTable
-from pyntpd.proto.localclock import LOCAL_POLL_SECONDS, LocalClockDriver
+from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.server import Responder, SystemVars
 
 log = logging.getLogger("pyntpd")
 
 BUILTIN = "<built-in default>"
+
+
+def _sync_relevant(config: NtpConfig) -> tuple[object, ...]:
+    return (config.servers, config.local_clocks, config.tos, config.tinker, config.driftfile,
+            config.leapfile, config.flags.ntp)
+
+
+def make_clock(options: DaemonOptions, config: NtpConfig) -> Clock:
+    """SystemClock, or ObserveClock with --observe / `disable ntp` (no clock control)."""
+    if options.observe or not config.flags.ntp:
+        return ObserveClock()
+    return SystemClock()
+
+
+def load_leap_table(config: NtpConfig) -> LeapTable | None:
+    if not config.leapfile:
+        return None
+    result = load_leapfile(config.leapfile, checkhash=config.leapfile_checkhash)
+    for diagnostic in result.diagnostics:
+        log.log(logging.ERROR if diagnostic.is_error else logging.WARNING, "%s", diagnostic)
+    return result.table
 
 
 class StartupError(Exception):
@@ -142,7 +175,10 @@ class Daemon:
         self.responder = Responder(build_access(loaded.config))
         self.server: UdpServer | MmsgServer = (
             MmsgServer(self.responder) if mmsg_available() else UdpServer(self.responder))
-        self.driver = local_driver(loaded.config, self.precision)
+        self.clock = make_clock(options, loaded.config)
+        self.sync: Synchroniser | None = None
+        self.leap_table = load_leap_table(loaded.config)
+        self.exit_code = 0
         self.sockets: list[socket.socket] = []
         self.socket_sets: list[list[socket.socket]] = []
         self.pidfile: PidFile | None = None
@@ -151,7 +187,7 @@ class Daemon:
         self.is_worker = False
         self._shared_seq = 0
         self._stop: asyncio.Event | None = None
-        self._local_timer: asyncio.TimerHandle | None = None
+        self._shared_timer: asyncio.TimerHandle | None = None
 
     # --- start-up, as root -------------------------------------------------------------
 
@@ -186,6 +222,13 @@ class Daemon:
             log.warning("cannot raise the process priority (-N/-P): %s", exc.strerror)
 
     def confine(self) -> None:
+        # Checked while /proc is still visible (before -i); -u keeps the capability.
+        if self.clock.can_adjust:
+            effective = current_capabilities().get("CapEff", 0)
+            if not effective >> CAP_SYS_TIME & 1:
+                raise StartupError(
+                    "no permission to adjust the clock (CAP_SYS_TIME): run as root, grant the"
+                    " capability, or only measure and serve with --observe (or 'disable ntp')")
         self.set_priority()
         # Connect to the notify socket while its path is still visible (before -i).
         sdnotify.status("starting")
@@ -196,9 +239,10 @@ class Daemon:
         if self.options.jaildir:
             chroot_to(self.options.jaildir)
         if identity is not None:
-            drop_privileges(identity)
-            log.info("running as %s (uid %d, gid %d), keeping CAP_SYS_TIME only",
-                     identity.name, identity.uid, identity.gid)
+            drop_privileges(identity, keep_sys_time=self.clock.can_adjust)
+            log.info("running as %s (uid %d, gid %d), keeping %s", identity.name, identity.uid,
+                     identity.gid, "CAP_SYS_TIME only" if self.clock.can_adjust
+                     else "no capability (the clock is only observed)")
 
     # --- running ----------------------------------------------------------------------
 
@@ -207,7 +251,6 @@ class Daemon:
         if len(self.socket_sets) < 2:
             return
         self.shared = SharedSystemVars()
-        self.shared.publish(self._current_system())  # workers answer correctly from the start
         for index in range(1, len(self.socket_sets)):
             pid = os.fork()
             if pid == 0:
@@ -245,6 +288,8 @@ class Daemon:
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if self.is_worker:
+            await self._first_publication()
         for sock in self.sockets:
             loop.add_reader(sock.fileno(), self.server.drain, sock)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -253,27 +298,32 @@ class Daemon:
         if self.is_worker:
             self._poll_shared()
         else:
-            self._update_local_clock()
+            self.sync = self._new_synchroniser(self.loaded.config)
+            self.sync.start()
             state = self.describe_state()
-            log.info("serving time: %s", state)
+            log.info("serving time: %s; clock %s", state,
+                     "disciplined" if self.clock.can_adjust else "observed, never adjusted")
             sdnotify.ready(state)
         try:
             await self._stop.wait()
         finally:
+            if self.sync is not None:
+                self.sync.close()
             if not self.is_worker:
                 sdnotify.stopping()
                 self.workers.stop()
-            if self._local_timer is not None:
-                self._local_timer.cancel()
+            if self._shared_timer is not None:
+                self._shared_timer.cancel()
             for sock in self.sockets:
                 loop.remove_reader(sock.fileno())
         c = self.responder.counters
-        log.info("%s exiting on signal: %d packets received, %d served, %d dropped",
+        log.info("%s exiting: %d packets received, %d served, %d dropped",
                  "worker" if self.is_worker else "daemon", c.received, c.served,
                  c.dropped_total)
-        return 0
+        return self.exit_code
 
-    def stop(self) -> None:
+    def stop(self, code: int = 0) -> None:
+        self.exit_code = code
         if self._stop is not None:
             self._stop.set()
 
@@ -284,20 +334,42 @@ class Daemon:
         refid = s.refid.rstrip(b"\0").decode("ascii", "replace")
         return f"stratum {s.stratum}, refid {refid}"
 
-    def _update_local_clock(self) -> None:
-        # Until upstream synchronisation exists, the local clock driver (if configured) is
-        # the only source; without one the server honestly says it is unsynchronised.
-        system = self._current_system()
+    def _new_synchroniser(self, config: NtpConfig) -> Synchroniser:
+        options = SyncOptions(
+            panic_gate=self.options.panic_gate or self.options.force_step_once,
+            slew_only=self.options.slew_only, once=self.options.quit_after_set,
+            family=(socket.AF_INET if self.options.ipv4_only
+                    else socket.AF_INET6 if self.options.ipv6_only else 0),
+            driftfile=self.options.driftfile or config.driftfile,
+        )
+        return Synchroniser(config, options, self.clock, self.precision,
+                            local_driver(config, self.precision), self._publish, self.stop,
+                            self.leap_table, self._peers_changed)
+
+    def _publish(self, system: SystemVars) -> None:
         self.responder.set_system(system)
         if self.shared is not None:
             self.shared.publish(system)
-        loop = asyncio.get_running_loop()
-        self._local_timer = loop.call_later(LOCAL_POLL_SECONDS, self._update_local_clock)
 
-    def _current_system(self) -> SystemVars:
-        if self.driver is None:
-            return SystemVars(precision=self.precision)
-        return self.driver.system_vars(time.time())
+    def _peers_changed(self, hosts: list[tuple[int, bool]]) -> None:
+        """`restrict source`: the template applies to the servers' addresses as resolved."""
+        config = self.loaded.config
+        table = RestrictTable(config.restrictions)
+        template = table.source_template
+        if template is not None and hosts:
+            table = table.with_hosts(hosts, template)
+        self.responder.access.replace_table(table)
+
+    async def _first_publication(self, timeout: float = 10.0) -> None:
+        """Workers serve nothing until the main process has said what to serve: requests
+        wait in the socket queue meanwhile instead of getting an unsynchronised answer."""
+        deadline = time.monotonic() + timeout
+        while self.shared is not None and time.monotonic() < deadline:
+            self._shared_seq, system = self.shared.read(self._shared_seq)
+            if system is not None:
+                self.responder.set_system(system)
+                return
+            await asyncio.sleep(0.005)
 
     def _poll_shared(self) -> None:
         """Workers: adopt what the main process last published."""
@@ -306,7 +378,7 @@ class Daemon:
             if system is not None:
                 self.responder.set_system(system)
         loop = asyncio.get_running_loop()
-        self._local_timer = loop.call_later(POLL_INTERVAL, self._poll_shared)
+        self._shared_timer = loop.call_later(POLL_INTERVAL, self._poll_shared)
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; keep the running one if the new one is bad."""
@@ -329,14 +401,17 @@ class Daemon:
         old = self.loaded.config
         new = loaded.config
         self.loaded = loaded
-        self.responder.access.replace_table(RestrictTable(new.restrictions))
         if (new.discard, new.mru) != (old.discard, old.mru):
             self.responder.access = build_access(new)
-        if not self.is_worker:
-            self.driver = local_driver(new, self.precision)
-            if self._local_timer is not None:
-                self._local_timer.cancel()
-            self._update_local_clock()
+        hosts = self.sync.peer_hosts() if self.sync is not None else []
+        self._peers_changed(hosts)
+        if self.sync is not None and _sync_relevant(new) != _sync_relevant(old):
+            # New sources or discipline settings: start over with them, keeping what the
+            # old engine learnt about the oscillator (written to the driftfile on close).
+            self.sync.close()
+            self.leap_table = load_leap_table(new)
+            self.sync = self._new_synchroniser(new)
+            self.sync.start()
         log.info("configuration reloaded from %s: %s", loaded.source, self.describe_state())
         sdnotify.ready(self.describe_state())
 

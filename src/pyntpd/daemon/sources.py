@@ -167,14 +167,16 @@ class SourceManager:
     def _add(self, server: ServerConfig, addresses: list[str]) -> bool:
         now = self._now()
         self._dead = {a: t for a, t in self._dead.items() if now - t < DEAD_MEMORY}
-        used = {p.address for p in self.peers} | set(self._dead)
+        # The same address on another port is another server (tests, chrony's `port`).
+        used = {(p.address, p.config.port) for p in self.peers}
+        used |= {(a, server.port) for a in self._dead}
         wanted = DEFAULT_POOL_SIZE if server.kind == "pool" else 1
         have = sum(1 for p in self.peers if p.config is server)
         added = False
         for address in addresses:
             if have >= wanted or len(self.peers) >= self.max_sources:
                 break
-            if address in used:
+            if (address, server.port) in used:
                 continue
             if self._open_peer(server, address):
                 have += 1
@@ -198,7 +200,8 @@ class SourceManager:
         loop.add_reader(peer.sock.fileno(), self._readable, peer)
         assoc.start(self._now())
         self.peers.append(peer)
-        log.info("association with %s%s", address,
+        where = address if server.port == 123 else f"{address} port {server.port}"
+        log.info("association with %s%s", where,
                  "" if address == server.address else f" ({server.address})")
         self._reschedule()
         return True

@@ -1,0 +1,213 @@
+"""The daemon side of synchronisation: sources on the wire, the engine's decisions, the clock.
+
+`SourceManager` (daemon/sources) owns sockets and associations; `SyncEngine` (proto/sync)
+decides; this module applies the decisions exactly as the simulator does (sim/runner), so
+what the simulator proves is what runs: actions are applied to the clock at once, polls are
+handed to the associations, a step moves every pending poll, and `update` runs again at the
+engine's wake-up time (it slews by holding a frequency until then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyntpd.clock.base import Clock
+from pyntpd.clock.system import ClockError
+from pyntpd.config.leapfile import LeapTable
+from pyntpd.config.model import NtpConfig
+from pyntpd.daemon.driftfile import DriftFile
+from pyntpd.daemon.logsetup import LogOnce
+from pyntpd.daemon.sources import Peer, SourceManager
+from pyntpd.proto.localclock import LocalClockDriver
+from pyntpd.proto.server import SystemVars
+from pyntpd.proto.source import Sample
+from pyntpd.proto.sync import SyncConfig, SyncEngine, SyncResult, Tally, apply
+from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
+
+log = logging.getLogger("pyntpd")
+
+DRIFT_CHECK_INTERVAL = 3600.0
+MAX_WAKEUP = 64.0  # update at least this often, so holdover and status stay current
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    panic_gate: bool = False
+    slew_only: bool = False
+    once: bool = False
+    family: int = 0
+    driftfile: str | None = None
+
+
+def describe(peer: Peer) -> str:
+    where = peer.address if peer.config.port == 123 else f"{peer.address} port {peer.config.port}"
+    return where if peer.address == peer.config.address else f"{where} ({peer.config.address})"
+
+
+class Synchroniser:
+    def __init__(
+        self,
+        config: NtpConfig,
+        options: SyncOptions,
+        clock: Clock,
+        precision: int,
+        local_clock: LocalClockDriver | None,
+        publish: Callable[[SystemVars], None],
+        finish: Callable[[int], None],
+        leap_table: LeapTable | None = None,
+        peers_changed: Callable[[list[tuple[int, bool]]], None] = lambda hosts: None,
+    ) -> None:
+        self.peers_changed = peers_changed
+        self.config = config
+        self.options = options
+        self.clock = clock
+        self.publish = publish
+        self.finish = finish
+        self.leap_table = leap_table
+        self.log_once = LogOnce(log)
+        self.drift = DriftFile(options.driftfile) if options.driftfile else None
+        initial = config.tinker.freq
+        if initial is None and self.drift is not None and clock.can_adjust:
+            initial = self.drift.read()
+            if initial is not None:
+                log.info("frequency %.3f ppm from %s", initial, options.driftfile)
+        self.engine = SyncEngine(
+            SyncConfig(
+                tos=config.tos, tinker=config.tinker, panic_gate=options.panic_gate,
+                slew_only=options.slew_only, once=options.once,
+                discipline=clock.can_adjust, local_clock=local_clock, precision=precision,
+                initial_frequency=initial,
+            ),
+            self.now(),
+        )
+        self.sources = SourceManager(
+            config.servers, self._on_sample, clock.now, local_precision=precision,
+            max_distance=config.tos.maxdist, max_sources=config.tos.maxclock,
+            family=options.family, on_change=self._sources_changed,
+        )
+        self.last: SyncResult | None = None
+        self.last_logged: dict[object, object] = {}
+        self._known: set[Peer] = set()
+        self._wakeup: asyncio.TimerHandle | None = None
+        self._drift_timer: asyncio.TimerHandle | None = None
+
+    def now(self) -> float:
+        return self.clock.now() / 1e9
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        for server in self.config.servers:
+            if server.kind == "peer":
+                log.warning("%s: symmetric 'peer' associations need keys (issue 5); polling "
+                            "%s as a server meanwhile", server.location, server.address)
+        self._update()
+        self.sources.start()
+        if self.drift is not None and self.clock.can_adjust:
+            self._schedule_drift()
+
+    def close(self) -> None:
+        for timer in (self._wakeup, self._drift_timer):
+            if timer is not None:
+                timer.cancel()
+        self.sources.close()
+        self.write_drift()
+
+    def write_drift(self) -> None:
+        """At exit (and hourly): keep what the discipline learnt about the oscillator."""
+        if self.drift is not None and self.clock.can_adjust and self.engine.frequency_ppm:
+            self.drift.write(self.engine.frequency_ppm)
+
+    def _schedule_drift(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._drift_timer = loop.call_later(DRIFT_CHECK_INTERVAL, self._drift_due)
+
+    def _drift_due(self) -> None:
+        assert self.drift is not None
+        ppm = self.engine.frequency_ppm
+        if self.drift.should_write(time.monotonic(), ppm):
+            self.drift.write(ppm)
+        self._schedule_drift()
+
+    # --- the engine -------------------------------------------------------------------
+
+    def _log_changes(self, result: SyncResult) -> None:
+        """What an administrator wants in the log: who we follow, and who is lying."""
+        previous = self.last_logged
+        if result.system_peer is not previous.get("peer"):
+            peer = result.system_peer
+            if isinstance(peer, Peer):
+                log.info("synchronised to %s (stratum %d), offset %+.6f s", describe(peer),
+                         result.system.stratum, result.offset)
+            elif result.system.synchronised:
+                log.info("synchronised to the local clock (stratum %d)", result.system.stratum)
+            else:
+                log.warning("no selectable source: serving as unsynchronised")
+            previous["peer"] = peer
+        for peer, status in result.sources.items():
+            tally = status.tally
+            if isinstance(peer, Peer) and previous.get(peer) != tally:
+                if tally == Tally.FALSETICKER:
+                    log.warning("%s is a falseticker (offset %+.6f s): not followed",
+                                describe(peer), status.offset)
+                elif previous.get(peer) == Tally.FALSETICKER:
+                    log.info("%s is no longer a falseticker", describe(peer))
+                previous[peer] = tally
+
+    def _sources_changed(self) -> None:
+        current = set(self.sources.peers)
+        for peer in current - self._known:
+            self.engine.add_source(peer, peer.assoc.spec)
+        for peer in self._known - current:
+            self.engine.remove_source(peer)
+        self._known = current
+        self.peers_changed(self.peer_hosts())
+
+    def peer_hosts(self) -> list[tuple[int, bool]]:
+        return [(p.address_int, p.family == socket.AF_INET6) for p in self.sources.peers]
+
+    def _on_sample(self, peer: Peer, sample: Sample) -> None:
+        self.engine.on_sample(peer, sample)
+        self._update()
+
+    def _update(self) -> None:
+        now = self.now()
+        if self.leap_table is not None:
+            self.engine.set_leap_file(self.leap_table.leap_pending(int(now) + NTP_UNIX_OFFSET))
+        self._handle(self.engine.update(now), now)
+
+    def _handle(self, result: SyncResult, now: float) -> None:
+        self.last = result
+        if result.panic is not None:
+            log.error("%s", result.panic)
+            self.finish(1)
+            return
+        try:
+            apply(self.clock, result.actions)
+        except ClockError as exc:
+            self.log_once.error(("clock", type(exc)), "cannot adjust the clock: %s", exc)
+        if result.stepped:
+            log.warning("clock stepped by %+.6f s", result.step)
+            for peer in self.sources.peers:
+                peer.assoc.clock_stepped()
+            self.sources.shift_schedule(result.step)
+        for peer in self.sources.peers:
+            poll = result.polls.get(peer)
+            if poll is not None and poll != peer.assoc.poll:
+                peer.assoc.set_poll(poll)
+        self.publish(result.system)
+        self._log_changes(result)
+        if result.done:
+            log.info("clock set (offset %+.6f s); exiting as -q asks", result.offset)
+            self.finish(0)
+            return
+        wakeup = result.wakeup if result.wakeup is not None else now + MAX_WAKEUP
+        delay = min(max(wakeup - now, 0.0), MAX_WAKEUP)
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        self._wakeup = asyncio.get_running_loop().call_later(delay, self._update)

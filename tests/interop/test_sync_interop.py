@@ -1,0 +1,85 @@
+"""pyntpd (observing the clock, never adjusting it) synchronises from chronyd and ntpsec."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import refdaemons
+from refdaemons import ChronyServer, ManagedProcess, NetNamespace
+from tests.support import REPO, Pyntpd, config_file, free_udp_port, query
+
+pytestmark = pytest.mark.interop
+
+Require = Callable[..., dict[str, str]]
+SYNCED = re.compile(r"synchronised to (\S+)(?: port (\d+))? \(stratum (\d+)\), offset ([-+.\d]+) s")
+
+
+def wait_synced(d: Pyntpd, timeout: float = 40.0) -> tuple[str, int, float]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = SYNCED.search(d.output())
+        if match:
+            return match.group(1), int(match.group(3)), float(match.group(4))
+        time.sleep(0.1)
+    raise AssertionError(f"pyntpd did not synchronise in {timeout}s:\n{d.output()}")
+
+
+def client_conf(*servers: str) -> str:
+    return "".join(f"server {s} iburst minpoll 4 maxpoll 4\n" for s in servers) + \
+        "restrict default\n"
+
+
+def test_synchronises_from_chronyd(require: Require) -> None:
+    require("chronyd", "chronyc")
+    with ChronyServer(stratum=8) as server, \
+            config_file(client_conf(f"127.0.0.1 port {server.port}")) as conf, \
+            Pyntpd("-c", conf) as d:
+        address, stratum, offset = wait_synced(d)
+        h = query(d.port).header
+    assert (address, stratum) == ("127.0.0.1", 9)
+    assert abs(offset) < 100e-6  # same host, same clock
+    assert (h.stratum, h.refid, h.leap) == (9, bytes([127, 0, 0, 1]), 0)
+
+
+def test_synchronises_from_ntpsec(require: Require, netns: NetNamespace) -> None:
+    """ntpsec serves only on port 123, so it runs in a namespace of the test's own. With no
+    upstream it serves as an orphan (its local refclock never becomes selectable)."""
+    require("ntpsec-ntpd", "setpriv")
+    with tempfile.TemporaryDirectory(prefix="ntpsec-") as tmp:
+        work = Path(tmp)
+        conf = work / "ntp.conf"
+        conf.write_text("tos orphan 6 orphanwait 1\nrestrict default\ndisable kernel\n"
+                        f"driftfile {work / 'drift'}\nstatsdir {work}\n")
+        ntpsec = ManagedProcess(netns.wrap(refdaemons.ntpsec_ntpd_argv(conf, work / "pid")),
+                                work / "ntpd.log")
+        with ntpsec, config_file(client_conf("127.0.0.1")) as client, \
+                Pyntpd("-c", client, wrap=netns.wrap) as d:
+            address, stratum, offset = wait_synced(d, timeout=60.0)
+    assert (address, stratum) == ("127.0.0.1", 7)
+    assert abs(offset) < 100e-6
+
+
+def test_a_liar_among_three_honest_servers_is_a_falseticker(require: Require) -> None:
+    require("chronyd", "chronyc")
+    liar_port = free_udp_port()
+    liar = subprocess.Popen([sys.executable, "-m", "tests.liar", str(liar_port), "0.050"],
+                            cwd=REPO)
+    try:
+        with ChronyServer(stratum=3, name="a") as a, ChronyServer(stratum=3, name="b") as b, \
+                ChronyServer(stratum=3, name="c") as c:
+            servers = [f"127.0.0.1 port {s.port}" for s in (a, b, c)]
+            with config_file(client_conf(*servers, f"127.0.0.1 port {liar_port}")) as conf, \
+                    Pyntpd("-c", conf) as d:
+                d.wait_for_log(f"127.0.0.1 port {liar_port} is a falseticker", timeout=60.0)
+                _, stratum, offset = wait_synced(d)
+    finally:
+        liar.terminate()
+        liar.wait(10)
+    assert stratum == 4 and abs(offset) < 1e-3
