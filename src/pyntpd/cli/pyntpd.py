@@ -105,8 +105,8 @@ def run(options: DaemonOptions) -> int:
         log.error("%d configuration error(s): the lines in error are ignored, as ntpd "
                   "does; 'pyntpd --check%s' lists them", len(loaded.result.errors),
                   "" if source == BUILTIN else f" -c {source}")
-    if options.quit_after_set:
-        log.error("-q needs clock synchronisation, which this build does not have yet")
+    if options.quit_after_set and (options.observe or not loaded.config.flags.ntp):
+        log.error("-q sets the clock and exits, but --observe / 'disable ntp' forbid setting it")
         return EXIT_FAILURE
     ready_fd = None if options.foreground else _detach()
     daemon = Daemon(options, loaded)
