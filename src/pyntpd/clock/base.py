@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from pyntpd.proto.sync import ClockAction, SetFrequency, SetStatus, Slew, Step
+
 NS_PER_S = 1_000_000_000
 MAX_FREQUENCY_PPM = 500.0  # the kernel's frequency range, and ntpd's frequency tolerance
 SLEW_RATE = 500e-6  # seconds of slew per second, as Linux adjtime()
@@ -63,3 +65,19 @@ class Clock(Protocol):
     ) -> None:
         """Report synchronisation state (kernel STA_UNSYNC, maxerror, esterror, leap)."""
         ...
+
+
+def apply_actions(clock: Clock, actions: tuple[ClockAction, ...]) -> None:
+    """Apply the SyncEngine's actions, in order (nothing at all if the clock is observed)."""
+    if not clock.can_adjust:
+        return
+    for action in actions:
+        match action:
+            case SetFrequency(ppm):
+                clock.adjust_frequency(ppm)
+            case Step(offset):
+                clock.step(offset)
+            case Slew(offset):
+                clock.slew(offset)
+            case SetStatus(synced, maxerror, esterror, leap):
+                clock.set_sync_status(synced, maxerror, esterror, leap)

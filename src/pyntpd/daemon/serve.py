@@ -95,6 +95,15 @@ def open_sockets(
     return opened
 
 
+def receive_timestamp_ns(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The kernel's SCM_TIMESTAMPNS receive time from recvmsg's ancillary data, or 0."""
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+            sec, nsec = _TIMESPEC.unpack_from(payload)
+            return sec * 1_000_000_000 + nsec
+    return 0
+
+
 def _address_int(family: int, host: str) -> int:
     return int.from_bytes(socket.inet_pton(family, host), "big")
 
@@ -140,13 +149,7 @@ class UdpServer:
                 counters.received += 1
                 counters.drop(DropReason.TOO_LONG)
                 continue
-            rx_ns = 0
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
-                    sec, nsec = _TIMESPEC.unpack_from(payload)
-                    rx_ns = sec * 1_000_000_000 + nsec
-            if not rx_ns:
-                rx_ns = time_ns()
+            rx_ns = receive_timestamp_ns(ancillary) or time_ns()
             host = peer[0]
             if host != last_host:
                 # A scoped IPv6 peer (fe80::1%eth0) carries its zone in the string.

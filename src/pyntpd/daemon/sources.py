@@ -17,20 +17,18 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyntpd.config.model import ServerConfig
-from pyntpd.daemon.serve import SCM_TIMESTAMPNS, SO_TIMESTAMPNS
+from pyntpd.daemon.serve import SO_TIMESTAMPNS, receive_timestamp_ns
 from pyntpd.proto.packet import MAX_PACKET_LEN
 from pyntpd.proto.source import Association, Sample, SourceSpec
 from pyntpd.proto.timestamp import unix_ns_to_ntp
 
 log = logging.getLogger("pyntpd")
 
-_TIMESPEC = struct.Struct("@qq")
-_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+_ANCILLARY = socket.CMSG_SPACE(16)  # one struct timespec
 RESOLVE_RETRY_MIN = 16.0
 RESOLVE_RETRY_MAX = 3600.0
 POOL_REPLACE_AFTER = 8  # polls without a reply before a pool member is replaced
@@ -253,13 +251,7 @@ class SourceManager:
                 return
             except OSError:
                 continue  # an ICMP error from an earlier send
-            rx_ns = 0
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
-                    sec, nsec = _TIMESPEC.unpack_from(payload)
-                    rx_ns = sec * 1_000_000_000 + nsec
-            if not rx_ns:
-                rx_ns = self.time_ns()
+            rx_ns = receive_timestamp_ns(ancillary) or self.time_ns()
             sample = peer.assoc.receive(data, unix_ns_to_ntp(rx_ns), rx_ns / 1e9)
             if sample is not None:
                 self.on_sample(peer, sample)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyntpd.clock.base import Clock
+from pyntpd.clock.base import Clock, apply_actions
 from pyntpd.clock.system import ClockError
 from pyntpd.config.leapfile import LeapTable
 from pyntpd.config.model import NtpConfig
@@ -26,7 +26,7 @@ from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.server import SystemVars
 from pyntpd.proto.source import Sample
-from pyntpd.proto.sync import SyncConfig, SyncEngine, SyncResult, Tally, apply
+from pyntpd.proto.sync import SyncConfig, SyncEngine, SyncResult, Tally
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
 
 log = logging.getLogger("pyntpd")
@@ -188,7 +188,7 @@ class Synchroniser:
             self.finish(1)
             return
         try:
-            apply(self.clock, result.actions)
+            apply_actions(self.clock, result.actions)
         except ClockError as exc:
             self.log_once.error(("clock", type(exc)), "cannot adjust the clock: %s", exc)
         if result.stepped:

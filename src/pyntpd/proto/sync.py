@@ -7,12 +7,12 @@ that clock at t4), never a monotonic clock — the engine accounts for its own s
 How the daemon drives it (the simulator, `pyntpd.sim`, does exactly this):
 
     engine = SyncEngine(SyncConfig(...), now)
-    apply(clock, engine.update(now).actions)      # once at start: sets the frequency
+    apply_actions(clock, engine.update(now).actions)  # clock.base; at start: frequency
     engine.add_source(key, spec)                  # per association (remove_source too)
     ... a reply arrives, the Association returns a Sample:
     engine.on_sample(key, sample)
     result = engine.update(now)
-    apply(clock, result.actions)                  # immediately: the engine assumes `now`
+    apply_actions(clock, result.actions)          # immediately: the engine assumes `now`
     if result.stepped: every Association.clock_stepped(); move timers by result.step
     if result.panic: log str(result.panic) and exit(1)
     responder.set_system(result.system); assoc.set_poll(result.polls[key]) for each
@@ -111,22 +111,6 @@ class SetStatus:
 
 
 ClockAction = SetFrequency | Step | Slew | SetStatus
-
-
-def apply(clock: object, actions: tuple[ClockAction, ...]) -> None:
-    """Apply actions to a `pyntpd.clock.base.Clock` (nothing if it cannot adjust)."""
-    if not getattr(clock, "can_adjust", False):
-        return
-    for action in actions:
-        match action:
-            case SetFrequency(ppm):
-                clock.adjust_frequency(ppm)  # type: ignore[attr-defined]
-            case Step(offset):
-                clock.step(offset)  # type: ignore[attr-defined]
-            case Slew(offset):
-                clock.slew(offset)  # type: ignore[attr-defined]
-            case SetStatus(synced, maxerror, esterror, leap):
-                clock.set_sync_status(synced, maxerror, esterror, leap)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)

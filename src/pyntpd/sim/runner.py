@@ -4,7 +4,7 @@ It does what the daemon does, in the same order, with the same objects: each ass
 request is built by `Association.make_request`, stamped with the local clock (`sent`),
 carried by a `Path`, answered by a `SimServer`'s real `Responder`, carried back, taken
 through `Association.receive`, and the `Sample` goes to `SyncEngine.on_sample`; the engine's
-`update` result is applied to the `SimClock` with `sync.apply`, its polls are given to the
+`update` result is applied to the `SimClock` with `apply_actions`, its polls go to the
 associations, its wake-up time is honoured, a step moves every timer and makes every
 association forget its outstanding request. Everything random comes from one seeded
 `random.Random`, so a seed always gives the same run.
@@ -19,9 +19,10 @@ import random
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+from pyntpd.clock.base import apply_actions
 from pyntpd.clock.simclock import SimClock
 from pyntpd.proto.source import Association, SourceSpec
-from pyntpd.proto.sync import PanicExit, SyncConfig, SyncEngine, SyncResult, apply
+from pyntpd.proto.sync import PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.proto.timestamp import unix_ns_to_ntp
 from pyntpd.sim.network import SimServer
 
@@ -151,7 +152,7 @@ class Simulation:
         if result.panic is not None:
             self.trace.panic = (self.clock.true, result.panic)
             return
-        apply(self.clock, result.actions)
+        apply_actions(self.clock, result.actions)
         if result.stepped:
             self.trace.steps.append((self.clock.true, result.step))
             for key, assoc in self.assocs.items():
