@@ -220,8 +220,6 @@ class _Batch:
         slow_headers, slow_at = _buffer(size * _MMSG_SIZE, pins)
         per_slot = 1 + len(_FAST_PIECES) + len(_SLOW_PIECES)
         iovec_bytes, iovecs_at = _buffer(size * per_slot * _IOVEC_SIZE, pins)
-        self.records_view = memoryview(self.records)
-        self.headers_view = memoryview(self.headers)
         self.rx_pointer = ctypes.c_void_p(rx_at)
         # sendmmsg may stop part-way, and runs of replies start anywhere.
         self.fast_pointers = tuple(
@@ -230,7 +228,7 @@ class _Batch:
             ctypes.c_void_p(slow_at + k * _MMSG_SIZE) for k in range(size))
 
         iovecs = (_Iovec * (size * per_slot)).from_buffer(iovec_bytes)
-        name_len = _SOCKADDR_LEN.get(family, _NAME_SLOT)
+        name_len = _SOCKADDR_LEN.get(family, _SOCKADDR_LEN[socket.AF_INET6])
         headers = [(_Mmsghdr * size).from_buffer(raw)
                    for raw in (self.headers, fast_headers, slow_headers)]
         for i in range(size):
@@ -268,17 +266,14 @@ class _Batch:
         end = count * _MMSG_SIZE
         self.headers[:end] = self._pristine[:end]
 
-    def use_template(self, template: tuple[int, list[bytes], bytes]) -> list[int]:
-        """Copy the responder's template into the static buffers if it changed."""
+    def use_template(self, template: tuple[int, list[bytes], bytes]) -> None:
+        """Copy a new template of the responder's into the static buffers."""
         generation, leads, middle = template
-        if generation != self.generation:
-            if len(middle) != _MIDDLE_LEN or any(len(lead) != 2 for lead in leads):
-                raise ValueError("the responder's template does not fit the reply layout")
-            self.middle[:] = middle
-            self.heads = [int.from_bytes(leads[(first >> 3) & 7], "big")
-                          for first in range(256)]
-            self.generation = generation
-        return self.heads
+        if len(middle) != _MIDDLE_LEN or any(len(lead) != 2 for lead in leads):
+            raise ValueError("the responder's template does not fit the reply layout")
+        self.middle[:] = middle
+        self.heads = [int.from_bytes(leads[(first >> 3) & 7], "big") for first in range(256)]
+        self.generation = generation
 
 
 Run = tuple[tuple[ctypes.c_void_p, ...], int, int]  # transmit headers, first slot, end
@@ -375,19 +370,22 @@ class MmsgServer:
         responder = self.responder
         classify = responder.classify
         time_ns = self.time_ns
-        heads = batch.use_template(responder.template(time_ns() / 1e9))
+        template = responder.template(time_ns() / 1e9)
+        if template[0] != batch.generation:
+            batch.use_template(template)
+        heads = batch.heads
         pack_reply = _REPLY.pack_into
         records = batch.records
         is_v6 = batch.is_v6
-        end = count * _RECORD
-        in_records = batch.records_view[:end]
         slow: list[tuple[int, bool]] = []
-        for (controllen, flags, length), (port, address, first), (kind, sec, nsec), at in zip(
-            _META.iter_unpack(batch.headers_view[:count * _MMSG_SIZE]),
-            batch.peers(in_records),
-            _CMSG.iter_unpack(in_records),
-            range(0, end, _RECORD),
-            strict=True,
+        # The range comes first and is the shortest: zip stops at it without reading the
+        # record after the last one filled.
+        for at, (controllen, flags, length), (port, address, first), (kind, sec, nsec) in zip(
+            range(0, count * _RECORD, _RECORD),
+            _META.iter_unpack(batch.headers),
+            batch.peers(batch.records),
+            _CMSG.iter_unpack(records),
+            strict=False,
         ):
             # controllen is the kernel's: a slot it did not fill holds a stale timestamp.
             if controllen < _CMSG_TS_LEN or kind != _TS_KIND:
