@@ -231,11 +231,11 @@ class _Batch:
         name_len = _SOCKADDR_LEN.get(family, _SOCKADDR_LEN[socket.AF_INET6])
         headers = [(_Mmsghdr * size).from_buffer(raw)
                    for raw in (self.headers, fast_headers, slow_headers)]
+        pieces = ((("record", _DATA_AT, _RECV_BUFFER),), _FAST_PIECES, _SLOW_PIECES)
         for i in range(size):
             record = at["record"] + i * _RECORD
             slot_at = {"record": record, "prefix": at["prefix"] + i * REPLY_PREFIX_LEN,
                        "middle": at["middle"], "transmit": at["transmit"]}
-            pieces = ((("record", _DATA_AT, _RECV_BUFFER),), _FAST_PIECES, _SLOW_PIECES)
             k = i * per_slot
             for hdrs, kind in zip(headers, pieces, strict=True):
                 hdr = hdrs[i].msg_hdr
