@@ -368,13 +368,10 @@ EXTENSION = struct.pack("!HH", 0x7777, 32) + bytes(28)  # unknown: answered, by 
 FIXED_NS = 1_800_000_000_500_000_000  # /1e9 and sec + nsec * 1e-9 give the same float
 
 
-def test_runs_split_at_drops_and_at_changes_of_kind():
-    batch = types.SimpleNamespace(fast_pointers="F", slow_pointers="S")
-    slow = [(1, True), (2, True), (3, False), (6, True)]
-    assert mmsg._runs(batch, 8, slow) == [
-        ("F", 0, 1), ("S", 1, 3), ("F", 4, 6), ("S", 6, 7), ("F", 7, 8)]
-    assert mmsg._runs(batch, 3, [(0, False), (1, False), (2, False)]) == []
-    assert mmsg._runs(batch, 2, [(0, True), (1, True)]) == [("S", 0, 2)]
+def test_runs_split_only_at_drops():
+    assert mmsg._runs(8, [3, 4, 7]) == [(0, 3), (5, 7)]
+    assert mmsg._runs(3, [0]) == [(1, 3)]
+    assert mmsg._runs(3, [0, 1, 2]) == []
 
 
 def sources(host: str) -> list[str]:
@@ -460,10 +457,17 @@ def test_a_new_system_state_shows_in_the_next_batch(server_sock, clients):
 
 def test_runs_share_partial_sends_and_a_full_buffer_drops_every_later_run(
         monkeypatch, server_sock, clients):
+    # FAST, slow (answered by the full path), dropped, FAST, FAST: runs [0, 2) and [3, 5).
     datagrams = [request(1), request(2, trailer=EXTENSION), b"x", request(3), request(4)]
     fake = FakeLibc(send_plan=("one",))
     _, origins = run_with(monkeypatch, fake, server_sock, clients, datagrams=datagrams)
-    assert origins == [1, 2, 3, 4] and fake.send_calls == [1, 1, 2]
+    assert origins == [1, 2, 3, 4] and fake.send_calls == [2, 1, 2]
     fake = FakeLibc(send_plan=("one", errno.EAGAIN))
     server, origins = run_with(monkeypatch, fake, server_sock, clients, datagrams=datagrams)
-    assert origins == [1] and fake.send_calls == [1, 1] and server.send_errors == 3
+    assert origins == [1] and fake.send_calls == [2, 1] and server.send_errors == 3
+
+
+def test_a_batch_of_fast_replies_goes_out_in_one_sendmmsg(monkeypatch, server_sock, clients):
+    fake = FakeLibc()
+    server, origins = run_with(monkeypatch, fake, server_sock, clients, count=40)
+    assert origins == [0x900 + k for k in range(40)] and fake.send_calls == [40]

@@ -6,12 +6,17 @@ Here one recvmmsg fetches up to BATCH datagrams into buffers allocated once per 
 one sendmmsg sends all the answers. Decisions are still the one `Responder`'s
 (`classify`, then `respond_full` for anything not FAST); this module only moves bytes.
 
-A FAST reply is gathered, not built: its transmit header points at six pieces --
-2 bytes LI/VN/mode + stratum and 8 bytes receive timestamp written per datagram into the
-slot's reply area, the request's own poll byte and transmit timestamp where recvmmsg put
-them, the template's middle (copied only when the responder rebuilds it) and the transmit
-timestamp shared by every reply of one sendmmsg. So a FAST datagram costs one pack_into and
-no Python bytes objects; a batch of FAST replies goes out in one sendmmsg.
+Every reply is two iovecs: the slot's 40-byte prefix and the transmit timestamp shared by
+all replies of one sendmmsg, written right before it. A FAST reply's prefix is one
+pack_into of the template's lead and middle (rebuilt here only when the responder's
+template generation changes), the request's poll and transmit timestamp and the receive
+timestamp: no Python bytes objects per datagram. A slow reply's prefix is the one
+`respond_full` returned. Only drops split a batch's replies into more than one sendmmsg.
+
+(Gathering the FAST prefix from six pieces instead -- lead, the request's poll, middle, the
+request's transmit timestamp, receive timestamp, transmit -- saves that pack_into but costs
+more in the kernel, which imports and copies every iovec of every datagram: on loopback
+ip_generic_getfrag went from 2.7% to 4.8% of the server's CPU, and max rate was lower.)
 
 Everything a datagram needs is read by iterating precompiled Structs over the receive
 headers and the slot records (`Struct.iter_unpack`), at offsets taken from ctypes' own
@@ -33,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from pyntpd.daemon.serve import BATCH_LIMIT, SCM_TIMESTAMPNS
-from pyntpd.proto.packet import HEADER_LEN, MAX_PACKET_LEN, DropReason
+from pyntpd.proto.packet import MAX_PACKET_LEN, DropReason
 from pyntpd.proto.server import FAST, REPLY_PREFIX_LEN, Responder
 from pyntpd.proto.timestamp import unix_ns_to_ntp
 
@@ -101,12 +106,15 @@ _META = _record_struct(
     (_Mmsghdr.msg_len.offset, "I"),
 )
 
-# One record per datagram: the reply area, the peer's sockaddr, the control buffer, the
+# One record per datagram: the reply prefix, the peer's sockaddr, the control buffer, the
 # data. The data iovec says MAX_PACKET_LEN + 1 exactly, as UdpServer's recvmsg buffer does,
 # so a longer datagram is truncated (MSG_TRUNC) at the same length and dropped the same
 # way; the record stride is rounded up to a cache line.
-_REPLY = struct.Struct("!H6xII")  # LI/VN/mode + stratum; receive timestamp seconds, fraction
-_NAME_AT = _REPLY.size
+# A FAST prefix: LI/VN/mode + stratum, poll, the template's middle (precision .. reference
+# timestamp), origin (the request's transmit timestamp), receive seconds and fraction.
+_PREFIX = struct.Struct("!HB21sQII")
+assert _PREFIX.size == REPLY_PREFIX_LEN
+_NAME_AT = REPLY_PREFIX_LEN
 _NAME_SLOT = 32  # sizeof(struct sockaddr_in6) is 28, the larger of the two families
 _SOCKADDR_LEN = {socket.AF_INET: 16, socket.AF_INET6: 28}
 # The kernel's timestamp is a (legacy, native long) struct timespec: SO_TIMESTAMPNS is
@@ -128,26 +136,16 @@ _CMSG = _record_struct(
     (_CONTROL_AT + socket.CMSG_LEN(0) + _LONG, "l"),
 )
 _TS_KIND = struct.unpack("@Q", struct.pack("@ii", socket.SOL_SOCKET, SCM_TIMESTAMPNS))[0]
-# The peer's port and address (IPv6: high and low 64 bits), and the datagram's first byte.
+# The peer's port and address (IPv6: high and low 64 bits), then the request's first byte,
+# poll and transmit timestamp.
+_REQUEST = ((_DATA_AT, "B"), (_DATA_AT + 2, "B"), (_DATA_AT + 40, "Q"))
 _PEER_V4 = _record_struct(
-    "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 4, "I"), (_DATA_AT, "B"))
+    "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 4, "I"), *_REQUEST)
 _PEER_V6 = _record_struct(
-    "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 8, "Q"), (_NAME_AT + 16, "Q"),
-    (_DATA_AT, "B"))
+    "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 8, "Q"), (_NAME_AT + 16, "Q"), *_REQUEST)
 
-# A reply's pieces, in order: (buffer, offset in it, length). "record" is the slot's record.
 _TRANSMIT = struct.Struct("!Q")
-_MIDDLE_LEN = REPLY_PREFIX_LEN - 2 - 1 - 8 - 8  # precision .. reference timestamp
-_FAST_PIECES = (
-    ("record", 0, 2),  # LI/VN/mode, stratum (_REPLY)
-    ("record", _DATA_AT + 2, 1),  # the request's poll
-    ("middle", 0, _MIDDLE_LEN),
-    ("record", _DATA_AT + 40, 8),  # origin: the request's transmit timestamp
-    ("record", 8, 8),  # receive timestamp (_REPLY)
-    ("transmit", 0, _TRANSMIT.size),
-)
-_SLOW_PIECES = (("prefix", 0, REPLY_PREFIX_LEN), ("transmit", 0, _TRANSMIT.size))
-assert sum(length for _, _, length in _FAST_PIECES) == HEADER_LEN
+_MIDDLE_LEN = 21  # the template's precision .. reference timestamp
 
 _STOP_ERRNOS = frozenset((errno.EBADF, errno.ENOTSOCK))
 _AGAIN_ERRNOS = frozenset((errno.EAGAIN, errno.EWOULDBLOCK))
@@ -190,18 +188,16 @@ def _buffer(size: int, pins: list[object]) -> tuple[bytearray, int]:
     return raw, ctypes.addressof(view)
 
 
-def _v6_peers(records: memoryview) -> Iterator[tuple[int, int, int]]:
-    for port, high, low, first in _PEER_V6.iter_unpack(records):
-        yield port, high << 64 | low, first
+def _v6_peers(records: bytearray) -> Iterator[tuple[int, int, int, int, int]]:
+    for port, high, low, first, poll, origin in _PEER_V6.iter_unpack(records):
+        yield port, high << 64 | low, first, poll, origin
 
 
 class _Batch:
     """Every buffer one socket's recvmmsg/sendmmsg needs, built once.
 
-    Receive message i fills record i (name, control, data). Two transmit headers per slot
-    send reply i to the name in record i: the FAST one gathers the pieces of _FAST_PIECES,
-    the slow one the 40-byte prefix that `respond_full` returned, copied to prefix slot i.
-    Both end with the one shared transmit timestamp, written right before each sendmmsg.
+    Receive message i fills record i (name, control, data); transmit message i sends the
+    prefix in record i and the shared transmit timestamp to the name in record i.
     """
 
     def __init__(self, family: int, size: int) -> None:
@@ -210,52 +206,47 @@ class _Batch:
         self.peers = _v6_peers if self.is_v6 else _PEER_V4.iter_unpack
         self.size = size
         pins: list[object] = []
-        at: dict[str, int] = {}
-        self.records, at["record"] = _buffer(size * _RECORD, pins)
-        self.prefixes, at["prefix"] = _buffer(size * REPLY_PREFIX_LEN, pins)
-        self.middle, at["middle"] = _buffer(_MIDDLE_LEN, pins)
-        self.transmit, at["transmit"] = _buffer(_TRANSMIT.size, pins)
+        self.records, records_at = _buffer(size * _RECORD, pins)
+        self.transmit, transmit_at = _buffer(_TRANSMIT.size, pins)
         self.headers, rx_at = _buffer(size * _MMSG_SIZE, pins)
-        fast_headers, fast_at = _buffer(size * _MMSG_SIZE, pins)
-        slow_headers, slow_at = _buffer(size * _MMSG_SIZE, pins)
-        per_slot = 1 + len(_FAST_PIECES) + len(_SLOW_PIECES)
-        iovec_bytes, iovecs_at = _buffer(size * per_slot * _IOVEC_SIZE, pins)
+        tx_headers, tx_at = _buffer(size * _MMSG_SIZE, pins)
+        iovec_bytes, iovecs_at = _buffer(3 * size * _IOVEC_SIZE, pins)
         self.rx_pointer = ctypes.c_void_p(rx_at)
-        # sendmmsg may stop part-way, and runs of replies start anywhere.
-        self.fast_pointers = tuple(
-            ctypes.c_void_p(fast_at + k * _MMSG_SIZE) for k in range(size))
-        self.slow_pointers = tuple(
-            ctypes.c_void_p(slow_at + k * _MMSG_SIZE) for k in range(size))
+        # sendmmsg may stop part-way, and a run of replies may start at any slot.
+        self.tx_pointers = tuple(ctypes.c_void_p(tx_at + k * _MMSG_SIZE) for k in range(size))
 
-        iovecs = (_Iovec * (size * per_slot)).from_buffer(iovec_bytes)
+        iovecs = (_Iovec * (3 * size)).from_buffer(iovec_bytes)
+        rx_hdrs = (_Mmsghdr * size).from_buffer(self.headers)
+        tx_hdrs = (_Mmsghdr * size).from_buffer(tx_headers)
         name_len = _SOCKADDR_LEN.get(family, _SOCKADDR_LEN[socket.AF_INET6])
-        headers = [(_Mmsghdr * size).from_buffer(raw)
-                   for raw in (self.headers, fast_headers, slow_headers)]
-        pieces = ((("record", _DATA_AT, _RECV_BUFFER),), _FAST_PIECES, _SLOW_PIECES)
         for i in range(size):
-            record = at["record"] + i * _RECORD
-            slot_at = {"record": record, "prefix": at["prefix"] + i * REPLY_PREFIX_LEN,
-                       "middle": at["middle"], "transmit": at["transmit"]}
-            k = i * per_slot
-            for hdrs, kind in zip(headers, pieces, strict=True):
-                hdr = hdrs[i].msg_hdr
-                hdr.msg_name = record + _NAME_AT
-                hdr.msg_namelen = name_len
-                hdr.msg_iov = iovecs_at + k * _IOVEC_SIZE
-                hdr.msg_iovlen = len(kind)
-                for where, offset, length in kind:
-                    iovecs[k].iov_base = slot_at[where] + offset
-                    iovecs[k].iov_len = length
-                    k += 1
-            rx = headers[0][i].msg_hdr
-            rx.msg_namelen = _NAME_SLOT
-            rx.msg_control = record + _CONTROL_AT
-            rx.msg_controllen = _CONTROL_SLOT
+            record = records_at + i * _RECORD
+            k = 3 * i  # iovec k: the data; k + 1, k + 2: the reply
+            for index, (base, length) in enumerate((
+                (record + _DATA_AT, _RECV_BUFFER),
+                (record, REPLY_PREFIX_LEN),
+                (transmit_at, _TRANSMIT.size),
+            )):
+                iovecs[k + index].iov_base = base
+                iovecs[k + index].iov_len = length
+            hdr = rx_hdrs[i].msg_hdr
+            hdr.msg_name = record + _NAME_AT
+            hdr.msg_namelen = _NAME_SLOT
+            hdr.msg_iov = iovecs_at + k * _IOVEC_SIZE
+            hdr.msg_iovlen = 1
+            hdr.msg_control = record + _CONTROL_AT
+            hdr.msg_controllen = _CONTROL_SLOT
+            hdr = tx_hdrs[i].msg_hdr
+            hdr.msg_name = record + _NAME_AT
+            hdr.msg_namelen = name_len
+            hdr.msg_iov = iovecs_at + (k + 1) * _IOVEC_SIZE
+            hdr.msg_iovlen = 2
         # The kernel rewrites namelen/controllen/flags/len of each header it fills.
         self._pristine = memoryview(bytes(self.headers))
         self._pins = pins
         self.generation: int | None = None
-        self.heads = [0] * 256  # reply's first two bytes by the request's first byte
+        self.heads = [0] * 256  # the reply's first two bytes, by the request's first byte
+        self.middle = bytes(_MIDDLE_LEN)
 
     def reset(self, count: int) -> None:
         """Restore the first `count` receive headers for the next recvmmsg.
@@ -267,37 +258,25 @@ class _Batch:
         self.headers[:end] = self._pristine[:end]
 
     def use_template(self, template: tuple[int, list[bytes], bytes]) -> None:
-        """Copy a new template of the responder's into the static buffers."""
+        """Take a new template of the responder's."""
         generation, leads, middle = template
         if len(middle) != _MIDDLE_LEN or any(len(lead) != 2 for lead in leads):
             raise ValueError("the responder's template does not fit the reply layout")
-        self.middle[:] = middle
         self.heads = [int.from_bytes(leads[(first >> 3) & 7], "big") for first in range(256)]
+        self.middle = middle
         self.generation = generation
 
 
-Run = tuple[tuple[ctypes.c_void_p, ...], int, int]  # transmit headers, first slot, end
-
-
-def _runs(batch: _Batch, count: int, slow: list[tuple[int, bool]]) -> list[Run]:
-    """The slots to send as runs of consecutive FAST or slow replies.
-
-    `slow` lists (slot, answered) for every datagram not answered FAST, in slot order.
-    """
-    fast_pointers, slow_pointers = batch.fast_pointers, batch.slow_pointers
-    runs: list[Run] = []
+def _runs(count: int, dropped: list[int]) -> list[tuple[int, int]]:
+    """The slots to send, as (first, end) runs between the slots with no reply."""
+    runs = []
     start = 0
-    for slot, answered in slow:
+    for slot in dropped:
         if start < slot:
-            runs.append((fast_pointers, start, slot))
-        if answered:
-            if runs and runs[-1][0] is slow_pointers and runs[-1][2] == slot:
-                runs[-1] = (slow_pointers, runs[-1][1], slot + 1)
-            else:
-                runs.append((slow_pointers, slot, slot + 1))
+            runs.append((start, slot))
         start = slot + 1
     if start < count:
-        runs.append((fast_pointers, start, count))
+        runs.append((start, count))
     return runs
 
 
@@ -365,22 +344,27 @@ class MmsgServer:
                 break  # the queue was empty: save the syscall that would say EAGAIN
         return handled
 
-    def _answer(self, batch: _Batch, count: int) -> list[Run]:
-        """Decide on `count` received datagrams and lay out their replies; returns the runs."""
+    def _answer(self, batch: _Batch, count: int) -> list[tuple[int, int]]:
+        """Decide on `count` received datagrams and write their replies' prefixes.
+
+        Returns the runs of slots to send.
+        """
         responder = self.responder
         classify = responder.classify
         time_ns = self.time_ns
         template = responder.template(time_ns() / 1e9)
         if template[0] != batch.generation:
             batch.use_template(template)
-        heads = batch.heads
-        pack_reply = _REPLY.pack_into
+        heads, middle = batch.heads, batch.middle
+        pack_prefix = _PREFIX.pack_into
         records = batch.records
         is_v6 = batch.is_v6
-        slow: list[tuple[int, bool]] = []
+        dropped: list[int] = []
         # The range comes first and is the shortest: zip stops at it without reading the
         # record after the last one filled.
-        for at, (controllen, flags, length), (port, address, first), (kind, sec, nsec) in zip(
+        for at, (controllen, flags, length), (port, address, first, poll, origin), (
+            kind, sec, nsec,
+        ) in zip(
             range(0, count * _RECORD, _RECORD),
             _META.iter_unpack(batch.headers),
             batch.peers(batch.records),
@@ -394,14 +378,12 @@ class MmsgServer:
             verdict = classify(first, length, address, is_v6, port, now)
             if verdict == FAST:
                 # NTP seconds and fraction: the same as unix_ns_to_ntp(sec * 10**9 + nsec).
-                pack_reply(records, at, heads[first], (sec + _UNIX_TO_NTP) & _ERA,
-                           (nsec << 32) // _NS)
-            else:
-                slow.append((at // _RECORD, self._answer_slow(
-                    batch, at, flags, length, address, port, sec, nsec, now, verdict)))
-        if not slow:
-            return [(batch.fast_pointers, 0, count)]
-        return _runs(batch, count, slow)
+                pack_prefix(records, at, heads[first], poll, middle, origin,
+                            (sec + _UNIX_TO_NTP) & _ERA, (nsec << 32) // _NS)
+            elif not self._answer_slow(
+                    batch, at, flags, length, address, port, sec, nsec, now, verdict):
+                dropped.append(at // _RECORD)
+        return _runs(count, dropped) if dropped else [(0, count)]
 
     def _answer_slow(
         self, batch: _Batch, at: int, flags: int, length: int, address: int, port: int,
@@ -423,17 +405,16 @@ class MmsgServer:
             return False
         if len(prefix) != REPLY_PREFIX_LEN:
             raise ValueError(f"responder returned a {len(prefix)}-byte reply prefix")
-        slot = at // _RECORD * REPLY_PREFIX_LEN
-        batch.prefixes[slot:slot + REPLY_PREFIX_LEN] = prefix
+        batch.records[at:at + REPLY_PREFIX_LEN] = prefix
         return True
 
-    def _send(self, fd: int, batch: _Batch, runs: list[Run]) -> None:
+    def _send(self, fd: int, batch: _Batch, runs: list[tuple[int, int]]) -> None:
         """sendmmsg the runs of replies; never blocks, counts what is not sent."""
         assert _LIBC is not None
         sendmmsg = _LIBC.sendmmsg
         pack_transmit = _TRANSMIT.pack_into
-        transmit, time_ns = batch.transmit, self.time_ns
-        for index, (pointers, start, stop) in enumerate(runs):
+        transmit, time_ns, pointers = batch.transmit, self.time_ns, batch.tx_pointers
+        for index, (start, stop) in enumerate(runs):
             interrupted = 0
             while start < stop:
                 # Stamped as late as possible: all replies of this call share the stamp.
@@ -448,7 +429,7 @@ class MmsgServer:
                     continue
                 if err in _AGAIN_ERRNOS:
                     # The send buffer is full; waiting would stall the loop. Drop the rest.
-                    self.send_errors += stop - start + sum(b - a for _, a, b in runs[index + 1:])
+                    self.send_errors += stop - start + sum(b - a for a, b in runs[index + 1:])
                     return
                 # This datagram failed (e.g. EPERM from a firewall): skip it, as sendto would.
                 self.send_errors += 1
