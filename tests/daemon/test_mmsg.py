@@ -469,5 +469,5 @@ def test_runs_share_partial_sends_and_a_full_buffer_drops_every_later_run(
 
 def test_a_batch_of_fast_replies_goes_out_in_one_sendmmsg(monkeypatch, server_sock, clients):
     fake = FakeLibc()
-    server, origins = run_with(monkeypatch, fake, server_sock, clients, count=40)
+    _, origins = run_with(monkeypatch, fake, server_sock, clients, count=40)
     assert origins == [0x900 + k for k in range(40)] and fake.send_calls == [40]

@@ -331,3 +331,16 @@ def test_jaildir_flag_chroots_after_binding(tmp_path):
         root = os.readlink(f"/proc/{d.proc.pid}/root")
         assert query(d.port).header.stratum == 11
     assert root == str(jail)
+
+
+def test_workers_end_when_the_main_process_is_killed():
+    with config_file(LOCAL_CONF) as conf:
+        d = Pyntpd("-c", conf, "--workers", "2").start()
+        try:
+            workers = _children(d.proc.pid)
+            d.proc.kill()
+            d.proc.wait(10)
+            for pid in workers:
+                _wait_gone(pid)
+        finally:
+            d.cleanup()

@@ -39,6 +39,7 @@ from pyntpd.daemon.privileges import (
     current_capabilities,
     drop_privileges,
     resolve_identity,
+    set_parent_death_signal,
 )
 from pyntpd.daemon.serve import ListenAddress, UdpServer, default_listen, open_sockets
 from pyntpd.daemon.syncloop import Synchroniser, SyncOptions
@@ -251,9 +252,14 @@ class Daemon:
         if len(self.socket_sets) < 2:
             return
         self.shared = SharedSystemVars()
+        main_pid = os.getpid()
         for index in range(1, len(self.socket_sets)):
             pid = os.fork()
             if pid == 0:
+                # However the main process ends (even SIGKILL), its workers end with it.
+                set_parent_death_signal(signal.SIGTERM)
+                if os.getppid() != main_pid:
+                    os._exit(1)
                 os._exit(self._become_worker(index))
             self.workers.pids.append(pid)
         for extra in self.socket_sets[1:]:

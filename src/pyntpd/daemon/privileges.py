@@ -22,6 +22,7 @@ from dataclasses import dataclass
 CAP_SYS_TIME = 25
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_PR_SET_PDEATHSIG = 1
 _PR_SET_KEEPCAPS = 8
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
@@ -207,6 +208,12 @@ def drop_privileges(
     if os.getresuid() != (ident.uid,) * 3 or os.getresgid() != (ident.gid,) * 3:
         raise PrivilegeError(f"privileges were not fully dropped to {ident.name}")
     return ident
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """Have the kernel send `signum` to this process when its parent dies (worker processes
+    must not outlive the main one, however it ends)."""
+    _prctl(_PR_SET_PDEATHSIG, signum)
 
 
 def chroot_to(path: str | os.PathLike[str]) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pyntpd.proto.server import SystemVars
 
 POLL_INTERVAL = 0.25
+
 _SEQ = struct.Struct("=Q")
 _VARS = struct.Struct("=BBbdd4sQd")
 
