@@ -482,3 +482,22 @@ def test_write_opcodes_refused(opcode: int) -> None:
 def test_unknown_opcode_refused() -> None:
     [fragment] = ask(request(20)).fragments
     assert error_code(fragment) == CERR_BADOP
+
+
+def test_mrulist_stale_continuation_asks_for_restart() -> None:
+    resp = responder()
+    body = f"nonce={_nonce(resp)}, frags=4, addr.0=192.0.2.99:123, last.0=0x00000001.00000000"
+    [fragment] = resp.respond(request(Opcode.READ_MRU, body.encode()), CLIENT, 0, NOW, snapshot())
+    assert error_code(fragment) == CERR_UNKNOWNVAR  # ntpq restarts from the beginning
+
+
+def test_mrulist_restrict_flags_in_ntpd_bits() -> None:
+    from pyntpd.proto.access import KOD, LIMITED
+
+    mru = (MruItem("192.0.2.50", 123, NOW - 5, NOW - 1, 9, 0x23, KOD | LIMITED | NOQUERY),)
+    resp = responder()
+    body = f"nonce={_nonce(resp)}, frags=4, resany=0x400".encode()
+    values = text_of(
+        resp.respond(request(Opcode.READ_MRU, body), CLIENT, 0, NOW, snapshot(mru=mru))
+    )
+    assert values["rs.0"] == "0x460"  # RES_KOD | RES_NOQUERY | RES_LIMITED

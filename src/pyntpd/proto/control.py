@@ -27,6 +27,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pyntpd.proto.access import NOMRULIST, NOQUERY
+from pyntpd.proto.access_types import RestrictFlag
 from pyntpd.proto.sync import Tally
 from pyntpd.proto.timestamp import ntp_add
 
@@ -102,6 +103,28 @@ PST_AUTHENABLE = 0x08
 PST_AUTHENTIC = 0x04
 PST_REACH = 0x02
 PST_BCAST = 0x01
+
+# Restrict flags as mode 6 shows them (ntpd's RES_* bits, `rs.N` and resall/resany).
+RES_WIRE: dict[RestrictFlag, int] = {
+    RestrictFlag.IGNORE: 0x0001,
+    RestrictFlag.NOSERVE: 0x0002,
+    RestrictFlag.NOTRUST: 0x0004,
+    RestrictFlag.VERSION: 0x0008,
+    RestrictFlag.NOPEER: 0x0010,
+    RestrictFlag.LIMITED: 0x0020,
+    RestrictFlag.NOQUERY: 0x0040,
+    RestrictFlag.NOMODIFY: 0x0080,
+    RestrictFlag.NOTRAP: 0x0100,
+    RestrictFlag.LOWPRIOTRAP: 0x0200,
+    RestrictFlag.KOD: 0x0400,
+    RestrictFlag.NOMRULIST: 0x2000,
+}
+
+
+def restrict_wire(flags: int) -> int:
+    """Our restrict flag int -> ntpd's RES_* bits."""
+    return sum(bit for flag, bit in RES_WIRE.items() if flags & flag.value)
+
 
 SELECT_CODES: dict[str, int] = {
     " ": 0,  # reject
@@ -754,19 +777,20 @@ class ControlResponder:
         items = sorted(snap.mru, key=lambda m: m.last)  # oldest first, as ntpd sends them
         if recent > 0:
             items = items[-recent:]
-        # Continuation: addr.N/last.N name entries the client already has.
-        priors = [
-            (params.get(f"addr.{i}"), params.get(f"last.{i}"))
-            for i in range(16)
-            if f"addr.{i}" in params
-        ]
+        # Continuation: addr.N/last.N name entries the client already has, newest first.
+        priors = sorted(
+            (_int(key[5:], -1, 10), value)
+            for key, value in params.items()
+            if key.startswith("addr.") and value is not None
+        )
         if priors:
+            position = {item.address_text: index for index, item in enumerate(items)}
             start = None
-            for addr, last in priors:
-                for index, item in enumerate(items):
-                    if item.address_text == addr and _ts(stamp(item.last)) == (last or ""):
-                        start = index + 1
-                if start is not None:
+            for index, addr in priors:
+                at = position.get(addr)
+                last = params.get(f"last.{index}")
+                if at is not None and _ts(stamp(items[at].last)) == last:
+                    start = at + 1
                     break
             if start is None:
                 return ControlReply([error_response(header, CERR_UNKNOWNVAR, leap)])
@@ -779,9 +803,10 @@ class ControlResponder:
         for item in items:
             if item.count < mincount:
                 continue
-            if resall and item.flags & resall != resall:
+            wire = restrict_wire(item.flags)
+            if resall and wire & resall != resall:
                 continue
-            if resany and not item.flags & resany:
+            if resany and not wire & resany:
                 continue
             if maxlstint and now - item.last > maxlstint:
                 continue
@@ -794,7 +819,7 @@ class ControlResponder:
                 f"first.{sent}={_ts(stamp(item.first))}",
                 f"ct.{sent}={item.count}",
                 f"mv.{sent}={item.mode_version & 0xFF}",
-                f"rs.{sent}=0x{item.flags & 0xFFFF:x}",
+                f"rs.{sent}=0x{wire:x}",
             ]
             extra = sum(len(r) + 4 for r in row)
             if size + extra + 64 > budget:
