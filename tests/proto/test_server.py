@@ -275,3 +275,29 @@ def test_respond_and_template_share_the_rebuild():
     assert r.template(NOW + 0.2)[0] == generation
     r.respond(request(), 1, False, 2, RX, NOW + 1.2)
     assert r.template(NOW + 1.2)[0] != generation
+
+
+def test_mode_6_is_queued_for_the_control_responder_when_enabled():
+    r = responder()
+    r.control_enabled = True
+    request_6 = bytes([0x16, 0x02, 0, 1]) + bytes(8)
+    assert ask(r, request_6) is None
+    assert [q[0] for q in r.take_control()] == [request_6] and r.take_control() == []
+
+
+def test_mode_6_from_a_noquery_source_is_dropped_not_queued():
+    r = responder(F.NOQUERY)
+    r.control_enabled = True
+    ask(r, bytes([0x16, 0x02, 0, 1]) + bytes(8))
+    assert r.take_control() == [] and r.counters.dropped[DropReason.CONTROL_DENIED] == 1
+
+
+def test_mode_6_queue_is_bounded():
+    from pyntpd.proto.server import CONTROL_QUEUE_LIMIT
+
+    r = responder()
+    r.control_enabled = True
+    for _ in range(CONTROL_QUEUE_LIMIT + 5):
+        ask(r, bytes([0x16, 0x01, 0, 1]) + bytes(8))
+    assert len(r.take_control()) == CONTROL_QUEUE_LIMIT
+    assert r.counters.dropped[DropReason.RATE_LIMITED] == 5

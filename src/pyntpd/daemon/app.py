@@ -28,6 +28,7 @@ from pyntpd.config.defaults import DEFAULT_CONFIG_TEXT
 from pyntpd.config.leapfile import LeapTable, load_leapfile
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
+from pyntpd.daemon.control import ControlService
 from pyntpd.daemon.interfaces import local_addresses, plan_listen
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
@@ -306,6 +307,9 @@ class Daemon:
         else:
             self.sync = self._new_synchroniser(self.loaded.config)
             self.sync.start()
+            # Mode 6 is answered by the main process only: workers do not hold the
+            # associations (with --workers, ntpq should use the main process's socket).
+            self.server.on_control = ControlService(self.responder, lambda: self.sync).answer
             state = self.describe_state()
             log.info("serving time: %s; clock %s", state,
                      "disciplined" if self.clock.can_adjust else "observed, never adjusted")

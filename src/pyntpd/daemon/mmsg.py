@@ -298,6 +298,8 @@ class MmsgServer:
         self.time_ns = time_ns
         self.send_errors = 0
         self.receive_errors = 0
+        # Runs the mode 6 requests the responder queued, after each batch (daemon/control).
+        self.on_control: Callable[[socket.socket], None] | None = None
         self._batch_size = batch
         self._batches: dict[socket.socket, _Batch] = {}
 
@@ -342,6 +344,8 @@ class MmsgServer:
                 self._send(fd, batch, runs)
             if got < want:
                 break  # the queue was empty: save the syscall that would say EAGAIN
+        if self.responder.control_queue and self.on_control is not None:
+            self.on_control(sock)
         return handled
 
     def _answer(self, batch: _Batch, count: int) -> list[tuple[int, int]]:

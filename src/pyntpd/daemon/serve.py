@@ -120,6 +120,8 @@ class UdpServer:
         self.time_ns = time_ns
         self.send_errors = 0
         self.receive_errors = 0
+        # Runs the mode 6 requests the responder queued, after each batch (daemon/control).
+        self.on_control: Callable[[socket.socket], None] | None = None
 
     def drain(self, sock: socket.socket) -> int:
         """Answer datagrams until the socket is empty or BATCH_LIMIT; returns how many."""
@@ -164,5 +166,7 @@ class UdpServer:
                 sendto(reply + unix_ns_to_ntp(time_ns()).to_bytes(8, "big"), peer)
             except OSError:
                 self.send_errors += 1
+        if self.responder.control_queue and self.on_control is not None:
+            self.on_control(sock)
         return handled
 

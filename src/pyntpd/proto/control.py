@@ -392,9 +392,10 @@ def _quote(text: str) -> str:
     return '"' + text.replace('"', "'").replace("\r", " ").replace("\n", " ") + '"'
 
 
-def _refid_text(refid: bytes, stratum: int) -> str:
-    """An address for stratum 2..15 (IPv4 refid), else the ASCII code (ntpd's ctl_putrefid)."""
-    if 1 < stratum < 16 and len(refid) == 4:
+def _refid_text(refid: bytes, stratum: int, refclock: bool = False) -> str:
+    """An address for stratum 2..15 (IPv4 refid), else the ASCII code (ntpd's ctl_putrefid);
+    a reference clock's refid (LOCL, GPS) is always its code."""
+    if 1 < stratum < 16 and len(refid) == 4 and not refclock:
         return str(ipaddress.IPv4Address(refid))
     chars = "".join(chr(b) if 0x20 < b < 0x7F else "." for b in refid.rstrip(b"\0"))
     return chars
@@ -422,6 +423,7 @@ class PeerInfo:
     rootdelay: float = 0.0  # s
     rootdisp: float = 0.0  # s
     refid: bytes = b"INIT"
+    refclock: bool = False  # a reference clock (127.127.t.u): its refid is a code
     reftime: int = 0  # NTP timestamp
     rec: int = 0  # NTP timestamp of the last reply received
     reach: int = 0
@@ -499,7 +501,7 @@ def _clock_vars(obj: PeerInfo | ControlSnapshot) -> dict[str, str]:
         "precision": str(obj.precision),
         "rootdelay": _ms(obj.rootdelay),
         "rootdisp": _ms(obj.rootdisp),
-        "refid": _refid_text(obj.refid, obj.stratum),
+        "refid": _refid_text(obj.refid, obj.stratum, obj.refclock),
         "reftime": _ts(obj.reftime),
     }
 
@@ -560,6 +562,7 @@ class ControlSnapshot:
     rootdelay: float = 0.0  # s (sent in ms)
     rootdisp: float = 0.0  # s
     refid: bytes = b"INIT"
+    refclock: bool = False  # synchronised to a reference clock: the refid is its code
     reftime: int = 0  # NTP timestamp
     clock: int = 0  # NTP timestamp of `now` (also the base for MRU times)
     peer: int = 0  # association id of the system peer, 0: none

@@ -67,6 +67,8 @@ _CLIENT = int(Mode.CLIENT)
 FAST = -1  # served (and counted): answer from `template()`
 UNCHECKED = -2  # not a fast-path candidate; nothing is accounted yet
 
+CONTROL_QUEUE_LIMIT = 64  # mode 6 requests held per batch; more are dropped and counted
+
 KISS_RATE = b"RATE"
 KISS_DENY = b"DENY"
 KISS_RSTR = b"RSTR"
@@ -113,10 +115,38 @@ class Responder:
         self.access = access
         self.counters = ServerCounters()
         self.system = system or SystemVars()
+        self.control_enabled = False  # set by whoever runs the control responder
+        self.control_queue: list[tuple[bytes, int, bool, int, int]] = []
         self._template_at = -1e300
         self._leads: list[bytes] = []
         self._middle = b""
         self._generation = 0  # bumped by every template rebuild
+
+    def _queue_control(
+        self,
+        data: bytes | bytearray | memoryview,
+        address: int,
+        is_v6: bool,
+        port: int,
+        now: float,
+        verdict: int,
+    ) -> None:
+        """Mode 6 goes to the control responder (proto.control), which the caller runs after
+        the batch: its answers are fragments of another shape than a time reply."""
+        flags = verdict if verdict != UNCHECKED else self.access.check(
+            address, is_v6, port, now, data[0] & 0x3F)
+        if not self.control_enabled or flags & acc.IGNORE or flags & acc.NOQUERY:
+            self.counters.drop(DropReason.CONTROL_DENIED)
+        elif len(self.control_queue) >= CONTROL_QUEUE_LIMIT:
+            self.counters.drop(DropReason.RATE_LIMITED)
+        else:
+            self.control_queue.append((bytes(data), address, is_v6, port, flags))
+        return None
+
+    def take_control(self) -> list[tuple[bytes, int, bool, int, int]]:
+        """The mode 6 requests queued since the last call: (data, address, is_v6, port, flags)."""
+        queued, self.control_queue = self.control_queue, []
+        return queued
 
     def set_system(self, system: SystemVars) -> None:
         self.system = system
@@ -194,8 +224,7 @@ class Responder:
             counters.drop(DropReason.MODE7)
             return None
         if mode == Mode.CONTROL:
-            counters.drop(DropReason.CONTROL_DENIED)
-            return None
+            return self._queue_control(data, address, is_v6, port, now, verdict)
         try:
             # The header is all a plain request has; longer ones go through the full codec
             # so that malformed extension fields and trailers are refused, not skipped.

@@ -1,0 +1,138 @@
+"""Mode 6 (ntpq) in the daemon: what the daemon knows, put in a snapshot for proto.control.
+
+The serving path queues mode 6 requests (Responder.take_control) and calls `answer` after each
+batch with the socket they came in on; restrict has been applied already (ignore and noquery
+never get here). The snapshot is built per batch from the live state: the system variables
+the responder serves, the engine's last result, every association, the MRU list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable
+
+from pyntpd import __version__
+from pyntpd.daemon.sources import Peer
+from pyntpd.daemon.syncloop import Synchroniser
+from pyntpd.proto.control import ControlResponder, ControlSnapshot, PeerInfo, mru_items
+from pyntpd.proto.server import Responder
+from pyntpd.proto.source import State
+from pyntpd.proto.timestamp import unix_ns_to_ntp, unix_to_ntp
+
+_V6_TAG = 1 << 128
+LOCAL_ASSOCID = 1
+
+
+def _address_text(address: int, is_v6: bool) -> str:
+    return str(ipaddress.IPv6Address(address) if is_v6 else ipaddress.IPv4Address(address))
+
+
+class ControlService:
+    def __init__(
+        self,
+        responder: Responder,
+        synchroniser: Callable[[], Synchroniser | None],
+        time_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.responder = responder
+        self.synchroniser = synchroniser
+        self.time_ns = time_ns
+        self.control = ControlResponder(os.urandom(32))
+        self._ids: dict[Peer, int] = {}
+        self._next_id = LOCAL_ASSOCID + 1
+        self.sent = 0
+        self.send_errors = 0
+        responder.control_enabled = True
+
+    def _associd(self, peer: Peer) -> int:
+        associd = self._ids.get(peer)
+        if associd is None:
+            associd = self._ids[peer] = self._next_id
+            self._next_id += 1
+        return associd
+
+    def snapshot(self, now_ns: int) -> ControlSnapshot:
+        s = self.responder.system
+        sync = self.synchroniser()
+        last = sync.last if sync is not None else None
+        peers: list[PeerInfo] = []
+        system_peer = 0
+        if sync is not None:
+            live = set(sync.sources.peers)
+            self._ids = {p: i for p, i in self._ids.items() if p in live}
+            for peer in sync.sources.peers:
+                associd = self._associd(peer)
+                status = last.sources.get(peer) if last is not None else None
+                if last is not None and last.system_peer is peer:
+                    system_peer = associd
+                peers.append(self._peer_info(peer, associd, status))
+            local = self._local_clock(sync, system_peer == 0 and s.synchronised)
+            if local is not None:
+                peers.insert(0, local)
+                if local.tally == "*":
+                    system_peer = LOCAL_ASSOCID
+        uname = platform.uname()
+        return ControlSnapshot(
+            version=f"pyntpd {__version__}", processor=uname.machine,
+            system=f"{uname.system}/{uname.release}", leap=s.leap, stratum=s.stratum,
+            precision=s.precision, rootdelay=s.root_delay, rootdisp=s.root_dispersion,
+            refid=s.refid, reftime=s.reference_time, clock=unix_ns_to_ntp(now_ns),
+            peer=system_peer, refclock=system_peer == LOCAL_ASSOCID,
+            offset=last.offset if last is not None else 0.0,
+            frequency=last.frequency if last is not None else 0.0,
+            sys_jitter=last.jitter if last is not None else 0.0,
+            peers=tuple(peers), mru=tuple(mru_items(self.responder.access.entries())),
+        )
+
+    def _local_clock(self, sync: Synchroniser, serving_it: bool) -> PeerInfo | None:
+        """127.127.1.0 as ntpq shows it: LOCAL(0), '*' while it is what we serve."""
+        clocks = [c for c in sync.config.local_clocks if not c.noselect]
+        if not clocks:
+            return None
+        clock = min(clocks, key=lambda c: c.stratum)
+        refid = clock.refid.encode("ascii", "replace")[:4].ljust(4, b"\0")
+        selected = serving_it and self.responder.system.refid == refid
+        return PeerInfo(associd=LOCAL_ASSOCID, srcadr=clock.address, srcport=0,
+                        srchost=f"LOCAL({clock.unit})", leap=0, stratum=clock.stratum,
+                        refid=refid, refclock=True, reach=0o377, hmode=3, pmode=4,
+                        tally="*" if selected else " ")
+
+    @staticmethod
+    def _peer_info(peer: Peer, associd: int, status: object) -> PeerInfo:
+        a = peer.assoc
+        sample = a.last_sample
+        fields: dict[str, object] = {}
+        if status is not None:
+            fields = {"tally": status.tally, "offset": status.offset,  # type: ignore[attr-defined]
+                      "delay": status.delay, "jitter": status.jitter,  # type: ignore[attr-defined]
+                      "dispersion": status.dispersion}  # type: ignore[attr-defined]
+        if sample is not None:
+            fields.update(rootdelay=sample.root_delay, rootdisp=sample.root_dispersion,
+                          reftime=sample.reference_time, precision=sample.precision,
+                          rec=unix_to_ntp(sample.local_time))
+        return PeerInfo(
+            associd=associd, srcadr=peer.address, srcport=peer.config.port,
+            leap=a.leap, stratum=a.stratum, refid=a.refid, reach=a.reach, unreach=a.unreach,
+            hpoll=a.poll, ppoll=a.poll, flash=0 if a.state == State.ACTIVE else 0x400,
+            srchost=None if peer.address == peer.config.address else peer.config.address,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def answer(self, sock: socket.socket) -> None:
+        queued = self.responder.take_control()
+        if not queued:
+            return
+        now_ns = self.time_ns()
+        snapshot = self.snapshot(now_ns)
+        for data, address, is_v6, port, flags in queued:
+            key = address | _V6_TAG if is_v6 else address
+            for fragment in self.control.respond(data, key, flags, now_ns / 1e9, snapshot):
+                try:
+                    sock.sendto(fragment, (_address_text(address, is_v6), port))
+                    self.sent += 1
+                except OSError:
+                    self.send_errors += 1

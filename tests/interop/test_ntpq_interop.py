@@ -1,0 +1,63 @@
+"""ntpsec's ntpq against pyntpd (mode 6), in a network namespace: ntpq only speaks to port 123."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from refdaemons import ChronyServer, NetNamespace, find_ntpq
+from tests.interop.test_sync_interop import wait_synced
+from tests.support import SEED, Pyntpd, config_file
+
+pytestmark = pytest.mark.interop
+
+Require = Callable[..., dict[str, str]]
+
+
+def ntpq(netns: NetNamespace, *args: str) -> str:
+    ntpq_path = find_ntpq()
+    assert ntpq_path is not None
+    result = netns.run([ntpq_path, *args, "127.0.0.1"], timeout=20)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_ntpq_shows_peers_system_variables_and_mrulist(require: Require,
+                                                       netns: NetNamespace) -> None:
+    require("ntpq", "chronyd", "chronyc")
+    conf_text = ("server 127.0.0.1 port 10123 iburst minpoll 4 maxpoll 4\n"
+                 "server 127.127.1.0\nfudge 127.127.1.0 stratum 10\nrestrict default\n")
+    with ChronyServer(stratum=8, port=10123, bind="127.0.0.1", netns=netns), \
+            config_file(conf_text) as conf, Pyntpd("-c", conf, port=123, wrap=netns.wrap) as d:
+        wait_synced(d)
+        peers = ntpq(netns, "-pn")
+        variables = ntpq(netns, "-c", "rv")
+        associations = ntpq(netns, "-c", "as")
+        mru = ntpq(netns, "-n", "-c", "mrulist")
+    chrony_line = next(line for line in peers.splitlines() if "127.0.0.1" in line)
+    assert chrony_line.startswith("*") and chrony_line.split()[2] == "8"
+    assert any("LOCAL(0)" in line or "127.127.1.0" in line for line in peers.splitlines())
+    assert "stratum=9" in variables and "version=\"pyntpd" in variables
+    assert "sys.peer" in associations
+    assert "127.0.0.1" in mru
+
+
+def test_ntpq_on_the_seed_config_shows_the_local_clock_selected(require: Require,
+                                                                netns: NetNamespace) -> None:
+    require("ntpq")
+    with Pyntpd("-c", str(SEED / "ntp.conf"), port=123, wrap=netns.wrap):
+        peers = ntpq(netns, "-pn")
+        variables = ntpq(netns, "-c", "rv")
+    local = next(line for line in peers.splitlines() if "LOCAL(0)" in line)
+    assert local.startswith("*") and ".LOCL." in local and local.split()[2] == "10"
+    assert "stratum=11" in variables and "refid=LOCL" in variables
+
+
+def test_restrict_noquery_silences_ntpq(require: Require, netns: NetNamespace) -> None:
+    require("ntpq")
+    ntpq_path = find_ntpq()
+    assert ntpq_path is not None
+    with config_file("server 127.127.1.0\nrestrict default noquery\n") as conf, \
+            Pyntpd("-c", conf, port=123, wrap=netns.wrap):
+        result = netns.run([ntpq_path, "-c", "rv", "127.0.0.1"], timeout=30)
+    assert "stratum=" not in result.stdout
