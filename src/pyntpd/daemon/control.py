@@ -18,12 +18,12 @@ from collections.abc import Callable
 from pyntpd import __version__
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser
+from pyntpd.proto.access import address_key
 from pyntpd.proto.control import ControlResponder, ControlSnapshot, PeerInfo, mru_items
 from pyntpd.proto.server import Responder
 from pyntpd.proto.source import State
 from pyntpd.proto.timestamp import unix_ns_to_ntp, unix_to_ntp
 
-_V6_TAG = 1 << 128
 LOCAL_ASSOCID = 1
 
 
@@ -129,7 +129,7 @@ class ControlService:
         now_ns = self.time_ns()
         snapshot = self.snapshot(now_ns)
         for data, address, is_v6, port, flags in queued:
-            key = address | _V6_TAG if is_v6 else address
+            key = address_key(address, is_v6)
             for fragment in self.control.respond(data, key, flags, now_ns / 1e9, snapshot):
                 try:
                     sock.sendto(fragment, (_address_text(address, is_v6), port))

@@ -33,9 +33,9 @@ from pyntpd.proto.packet import (
     decode,
     li_vn_mode,
 )
+from pyntpd.proto.server import PHI
 from pyntpd.proto.timestamp import ntp_diff, short_to_seconds
 
-PHI = 15e-6
 MAX_DISPERSION = 16.0
 MAX_DISTANCE = 1.5  # `tos maxdist`
 MIN_POLL = 3
