@@ -46,6 +46,7 @@ from pyntpd.daemon.serve import ListenAddress, UdpServer, default_listen, open_s
 from pyntpd.daemon.syncloop import Synchroniser, SyncOptions
 from pyntpd.daemon.workers import POLL_INTERVAL, SharedSystemVars, WorkerSet
 from pyntpd.proto.access import Access, MruLimits, RateLimits, RestrictTable
+from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.server import Responder, SystemVars
 
@@ -133,6 +134,10 @@ def build_access(config: NtpConfig) -> Access:
     return Access(RestrictTable(config.restrictions), rate, limits)
 
 
+def build_keyring(config: NtpConfig) -> KeyRing:
+    return KeyRing.build(config.keys, config.trusted_keys)
+
+
 def local_driver(config: NtpConfig, precision: int) -> LocalClockDriver | None:
     usable = [c for c in config.local_clocks if not c.noselect]
     if not usable:
@@ -174,7 +179,7 @@ class Daemon:
         self.options = options
         self.loaded = loaded
         self.precision = measure_precision()
-        self.responder = Responder(build_access(loaded.config))
+        self.responder = Responder(build_access(loaded.config), keys=build_keyring(loaded.config))
         self.server: UdpServer | MmsgServer = (
             MmsgServer(self.responder) if mmsg_available() else UdpServer(self.responder))
         self.clock = make_clock(options, loaded.config)
@@ -413,6 +418,7 @@ class Daemon:
         self.loaded = loaded
         if (new.discard, new.mru) != (old.discard, old.mru):
             self.responder.access = build_access(new)
+        self.responder.keys = build_keyring(new)
         hosts = self.sync.peer_hosts() if self.sync is not None else []
         self._peers_changed(hosts)
         if self.sync is not None and _sync_relevant(new) != _sync_relevant(old):

@@ -8,7 +8,6 @@ the responder serves, the engine's last result, every association, the MRU list.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import platform
 import socket
@@ -16,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from pyntpd import __version__
+from pyntpd.daemon.serve import address_text
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser
 from pyntpd.proto.access import address_key
@@ -25,10 +25,6 @@ from pyntpd.proto.source import State
 from pyntpd.proto.timestamp import unix_ns_to_ntp, unix_to_ntp
 
 LOCAL_ASSOCID = 1
-
-
-def _address_text(address: int, is_v6: bool) -> str:
-    return str(ipaddress.IPv6Address(address) if is_v6 else ipaddress.IPv4Address(address))
 
 
 class ControlService:
@@ -119,6 +115,7 @@ class ControlService:
             leap=a.leap, stratum=a.stratum, refid=a.refid, reach=a.reach, unreach=a.unreach,
             hpoll=a.poll, ppoll=a.poll, flash=0 if a.state == State.ACTIVE else 0x400,
             srchost=None if peer.address == peer.config.address else peer.config.address,
+            keyid=a.spec.key.key_id if a.spec.key is not None else 0, authentic=a.authentic,
             **fields,  # type: ignore[arg-type]
         )
 
@@ -132,7 +129,7 @@ class ControlService:
             key = address_key(address, is_v6)
             for fragment in self.control.respond(data, key, flags, now_ns / 1e9, snapshot):
                 try:
-                    sock.sendto(fragment, (_address_text(address, is_v6), port))
+                    sock.sendto(fragment, (address_text(address, is_v6), port))
                     self.sent += 1
                 except OSError:
                     self.send_errors += 1

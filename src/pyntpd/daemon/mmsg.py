@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from pyntpd.daemon.serve import BATCH_LIMIT, SCM_TIMESTAMPNS
+from pyntpd.daemon.serve import BATCH_LIMIT, SCM_TIMESTAMPNS, after_batch
 from pyntpd.proto.packet import MAX_PACKET_LEN, DropReason
 from pyntpd.proto.server import FAST, REPLY_PREFIX_LEN, Responder
 from pyntpd.proto.timestamp import unix_ns_to_ntp
@@ -344,8 +344,7 @@ class MmsgServer:
                 self._send(fd, batch, runs)
             if got < want:
                 break  # the queue was empty: save the syscall that would say EAGAIN
-        if self.responder.control_queue and self.on_control is not None:
-            self.on_control(sock)
+        self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns)
         return handled
 
     def _answer(self, batch: _Batch, count: int) -> list[tuple[int, int]]:

@@ -10,6 +10,7 @@ transmit timestamp is read immediately before each send.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
 import struct
@@ -31,6 +32,34 @@ _ANCILLARY_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 _RECV_BUFFER = MAX_PACKET_LEN + 1
 BATCH_LIMIT = 512
 RECEIVE_BUFFER_BYTES = 1 << 20
+
+
+def address_text(address: int, is_v6: bool) -> str:
+    """The sendto() host for an address the responder keyed as an integer."""
+    return str(ipaddress.IPv6Address(address) if is_v6 else ipaddress.IPv4Address(address))
+
+
+def after_batch(
+    sock: socket.socket,
+    responder: Responder,
+    on_control: Callable[[socket.socket], None] | None,
+    time_ns: Callable[[], int],
+) -> int:
+    """Send what the responder queued during a batch; returns the number of send errors.
+
+    Signed replies are finished here, one by one: each MAC covers its own transmit
+    timestamp, read just before the MAC is computed and the reply sent.
+    """
+    errors = 0
+    for signed in responder.take_signed() if responder.signed_queue else ():
+        try:
+            sock.sendto(signed.finish(unix_ns_to_ntp(time_ns())),
+                        (address_text(signed.address, signed.is_v6), signed.port))
+        except OSError:
+            errors += 1
+    if responder.control_queue and on_control is not None:
+        on_control(sock)
+    return errors
 
 
 class BindError(OSError):
@@ -166,7 +195,6 @@ class UdpServer:
                 sendto(reply + unix_ns_to_ntp(time_ns()).to_bytes(8, "big"), peer)
             except OSError:
                 self.send_errors += 1
-        if self.responder.control_queue and self.on_control is not None:
-            self.on_control(sock)
+        self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns)
         return handled
 

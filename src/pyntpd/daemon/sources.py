@@ -20,8 +20,10 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pyntpd.config.keys import SymmetricKey
 from pyntpd.config.model import ServerConfig
 from pyntpd.daemon.serve import SO_TIMESTAMPNS, receive_timestamp_ns
+from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.packet import MAX_PACKET_LEN
 from pyntpd.proto.source import Association, Sample, SourceSpec
 from pyntpd.proto.timestamp import unix_ns_to_ntp
@@ -39,12 +41,14 @@ DEAD_MEMORY = 3600.0  # seconds a replaced pool address is not taken again
 SampleHandler = Callable[["Peer", Sample], None]
 
 
-def spec_for(server: ServerConfig, address: str, max_distance: float) -> SourceSpec:
+def spec_for(
+    server: ServerConfig, address: str, max_distance: float, key: SymmetricKey | None = None
+) -> SourceSpec:
     return SourceSpec(
         address=address, port=server.port, minpoll=server.minpoll, maxpoll=server.maxpoll,
         iburst=server.iburst, burst=server.burst, prefer=server.prefer,
         noselect=server.noselect, true=server.true, version=server.version,
-        max_distance=max_distance,
+        max_distance=max_distance, key=key,
     )
 
 
@@ -105,6 +109,7 @@ class SourceManager:
     family: int = socket.AF_UNSPEC  # -4 / -6
     peers: list[Peer] = field(default_factory=list)
     on_change: Callable[[], None] = lambda: None
+    keys: KeyRing = field(default_factory=KeyRing)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _dead: dict[str, float] = field(default_factory=dict)  # replaced address -> when
     _timer: asyncio.TimerHandle | None = None
@@ -114,6 +119,11 @@ class SourceManager:
 
     def start(self) -> None:
         for server in self.servers:
+            if server.key is not None and self.keys.trusted_key(server.key) is None:
+                # Polling without the key would quietly trade authentication away.
+                log.error("%s: key %d is not a trusted key in the keys file: %s is not "
+                          "polled", server.location, server.key, server.address)
+                continue
             self._spawn(self._resolve_loop(server))
 
     def close(self) -> None:
@@ -184,7 +194,8 @@ class SourceManager:
         return have >= wanted or (added and len(self.peers) >= self.max_sources)
 
     def _open_peer(self, server: ServerConfig, address: str) -> bool:
-        assoc = Association(spec_for(server, address, self.max_distance),
+        key = None if server.key is None else self.keys.trusted_key(server.key)
+        assoc = Association(spec_for(server, address, self.max_distance, key),
                             local_precision=self.local_precision)
         peer = Peer(server, address, assoc)
         try:

@@ -23,6 +23,7 @@ from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.logsetup import LogOnce
 from pyntpd.daemon.sources import Peer, SourceManager
+from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.server import SystemVars
 from pyntpd.proto.source import Sample
@@ -89,6 +90,7 @@ class Synchroniser:
             config.servers, self._on_sample, clock.now, local_precision=precision,
             max_distance=config.tos.maxdist, max_sources=config.tos.maxclock,
             family=options.family, on_change=self._sources_changed,
+            keys=KeyRing.build(config.keys, config.trusted_keys),
         )
         self.last: SyncResult | None = None
         self.last_logged: dict[object, object] = {}

@@ -69,6 +69,7 @@ class DropReason(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     NOT_A_REQUEST = "not_a_request"
     AUTH_REQUIRED = "auth_required"
+    BAD_AUTH = "bad_auth"  # a MAC that does not verify under a trusted key (see auth_failed)
     BAD_PORT = "bad_port"
 
 

@@ -16,14 +16,18 @@ Decisions, in ntpd's order (ntp_proto.c receive()):
 1. mode 7 is never answered; mode 6 goes to the control responder (issue 4) — refused for
    now and counted; malformed datagrams are dropped by the codec's strict rules;
 2. `restrict ignore` drops everything; `noserve` drops time requests (KoD RSTR with `kod`);
-   `version` drops anything but NTPv4; `notrust` requires authentication (KoD DENY with
-   `kod`);
+   `version` drops anything but NTPv4;
+   a request with a MAC is answered only if the MAC verifies under a trusted key (no reply,
+   not even a crypto-NAK, otherwise: the failure is counted by kind); `notrust` requires
+   such a MAC (KoD DENY with `kod`);
 3. the source's rate (MRU list): with `limited`, over-rate requests are dropped, and with
    `kod` the first of a burst gets a RATE kiss;
 4. only client requests (mode 3, or mode 0 from NTPv1) are served: symmetric modes never
    create an association here (CVE-2016-1549 class), replies are not requests;
 5. the reply is 48 bytes, never longer than the request, and carries no extension fields:
-   unknown ones are ignored, as chrony does.
+   unknown ones are ignored, as chrony does. A signed request gets a reply signed with the
+   same key (as long as the request); it is queued as a `SignedReply` for the serving path,
+   which appends the transmit timestamp and then the MAC over it.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from pyntpd.config.keys import SymmetricKey
 from pyntpd.proto import access as acc
 from pyntpd.proto.access import Access
+from pyntpd.proto.auth import AuthResult, KeyRing, mac_trailer, signed_part
 from pyntpd.proto.packet import (
     HEADER_LEN,
     DropReason,
@@ -45,6 +51,9 @@ from pyntpd.proto.packet import (
 from pyntpd.proto.timestamp import seconds_to_short
 
 STRATUM_UNSYNC = 16
+# Signed replies wait for their transmit timestamp outside the batch; a batch is bounded,
+# and so is this queue.
+SIGNED_QUEUE_LIMIT = 256
 MAX_STRATUM = 15
 PHI = 15e-6  # RFC 5905 frequency tolerance: dispersion grows this much per second
 
@@ -99,6 +108,12 @@ class ServerCounters:
     kod_sent: dict[bytes, int] = field(default_factory=dict)
     dropped: dict[DropReason, int] = field(default_factory=dict)
 
+    auth_failed: dict[AuthResult, int] = field(default_factory=dict)
+
+    def refuse_auth(self, result: AuthResult) -> None:
+        self.auth_failed[result] = self.auth_failed.get(result, 0) + 1
+        self.drop(DropReason.BAD_AUTH)
+
     def drop(self, reason: DropReason) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
@@ -110,9 +125,29 @@ class ServerCounters:
         return sum(self.dropped.values())
 
 
+@dataclass(frozen=True, slots=True)
+class SignedReply:
+    """A reply to an authenticated request: its MAC covers the transmit timestamp, so the
+    serving path appends both once it has read the clock (`finish`), after the batch."""
+
+    prefix: bytes  # the reply's first 40 bytes, as for an unsigned reply
+    key: SymmetricKey
+    address: int
+    is_v6: bool
+    port: int
+
+    def finish(self, transmit: int) -> bytes:
+        message = self.prefix + transmit.to_bytes(8, "big")
+        return message + mac_trailer(self.key, message)
+
+
 class Responder:
-    def __init__(self, access: Access, system: SystemVars | None = None) -> None:
+    def __init__(
+        self, access: Access, system: SystemVars | None = None, keys: KeyRing | None = None
+    ) -> None:
         self.access = access
+        self.keys = keys or KeyRing()
+        self.signed_queue: list[SignedReply] = []
         self.counters = ServerCounters()
         self.system = system or SystemVars()
         self.control_enabled = False  # set by whoever runs the control responder
@@ -257,12 +292,16 @@ class Responder:
         if flags & acc.VERSION and version != 4:
             counters.drop(DropReason.RESTRICTED)
             return None
+        key = None
         if mac is not None and not mac.is_crypto_nak:
-            # No symmetric keys are loaded into the responder yet (issue 5): a signed
-            # request cannot be verified, and an unverifiable request gets no reply.
-            counters.drop(DropReason.AUTH_REQUIRED)
-            return None
-        if flags & acc.NOTRUST:
+            # A request that claims a key must prove it: one that fails is not answered at
+            # all (no crypto-NAK either), so a forger learns nothing and reflects nothing.
+            result = self.keys.check(mac, signed_part(data, mac))
+            if result is not AuthResult.OK:
+                counters.refuse_auth(result)
+                return None
+            key = self.keys.keys[mac.key_id]
+        elif flags & acc.NOTRUST:
             return self._refuse(flags, data, version, KISS_DENY, DropReason.AUTH_REQUIRED)
         if flags & acc.OVER_RATE and flags & acc.LIMITED:
             counters.drop(DropReason.RATE_LIMITED)
@@ -270,8 +309,21 @@ class Responder:
                 counters.kiss(KISS_RATE)
                 return self._kiss(data, version, KISS_RATE)
             return None
+        if key is not None:
+            if len(self.signed_queue) >= SIGNED_QUEUE_LIMIT:
+                counters.drop(DropReason.RATE_LIMITED)
+                return None
+            counters.served += 1
+            self.signed_queue.append(SignedReply(
+                self._reply(data, version, receive_ts, now), key, address, is_v6, port))
+            return None
         counters.served += 1
         return self._reply(data, version, receive_ts, now)
+
+    def take_signed(self) -> list[SignedReply]:
+        """The signed replies queued since the last call, to finish and send."""
+        queued, self.signed_queue = self.signed_queue, []
+        return queued
 
     def _refuse(
         self,

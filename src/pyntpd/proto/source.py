@@ -13,6 +13,11 @@ What a reply must pass before it is believed (each an attack that worked against
 - it is a server reply (mode 4) with a sane version, stratum and timestamps;
 - Kiss-o'-Death is only honoured on a reply that passed the origin test (CVE-2015-7704/7705,
   CVE-2020-11868): RATE raises the poll interval, DENY/RSTR stop polling this server;
+- with a key (`server ... key N`), the reply carries a MAC under that very key that
+  verifies; a crypto-NAK, another key id or a bad digest is refused *before* the reply
+  consumes the outstanding request, so a forgery can neither demobilise the association
+  (CVE-2015-7871, CVE-2016-1547) nor spend the real reply's origin; unauthenticated KoDs
+  are refused the same way;
 - leap 3 / stratum 16 (the server is unsynchronised) and an excessive root distance give no
   sample, though the server still counts as reachable.
 """
@@ -24,6 +29,8 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pyntpd.config.keys import SymmetricKey
+from pyntpd.proto.auth import AuthResult, mac_trailer, signed_part, verify_with
 from pyntpd.proto.packet import (
     HEADER,
     DropReason,
@@ -83,6 +90,7 @@ class SourceSpec:
     true: bool = False
     version: int = 4
     max_distance: float = MAX_DISTANCE
+    key: SymmetricKey | None = None  # sign requests and require signed replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +146,7 @@ class Association:
     stratum: int = 16
     leap: int = Leap.UNSYNCHRONISED
     refid: bytes = b"INIT"
+    authentic: bool = False  # the last reply accepted was authenticated
     _sent_transmit: int = 0  # the random value in our outstanding request; 0: none
     _t1: int = 0  # our clock when that request left
     _last_server_transmit: int = 0
@@ -164,10 +173,12 @@ class Association:
             self.unreach += 1  # the previous request was never answered
         self._sent_transmit = self.random_transmit()
         self._schedule(now)
-        return HEADER.pack(
+        request = HEADER.pack(
             li_vn_mode(Leap.NONE, self.spec.version, Mode.CLIENT), 0, self.poll,
             self.local_precision, 0, 0, b"\0\0\0\0", 0, 0, 0, self._sent_transmit,
         )
+        key = self.spec.key
+        return request if key is None else request + mac_trailer(key, request)
 
     def sent(self, t1: int) -> None:
         """The local NTP timestamp read immediately before the request was sent."""
@@ -228,11 +239,18 @@ class Association:
         if h.origin != self._sent_transmit:
             self._drop(SourceDrop.BOGUS_ORIGIN)
             return None
-        if packet.mac is not None:
-            # Symmetric keys arrive with issue 5; until then an association has no key and
-            # a signed reply (or a crypto-NAK) is not what it asked for.
+        key = self.spec.key
+        if key is None:
+            if packet.mac is not None:
+                # We did not sign the request: a signed reply (or a crypto-NAK) is not an
+                # answer to it.
+                self._drop(SourceDrop.AUTH)
+                return None
+        elif (packet.mac is None
+              or verify_with(key, packet.mac, signed_part(data, packet.mac)) is not AuthResult.OK):
             self._drop(SourceDrop.AUTH)
             return None
+        self.authentic = key is not None
         # From here the reply answers our request: it is ours to consume, once.
         self._sent_transmit = 0
         self._last_server_transmit = h.transmit
