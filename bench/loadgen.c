@@ -10,6 +10,9 @@
  *     --batch N     packets per sendmmsg (default 32); 1 = one send() per packet, with the send
  *                   time read just before it (use 1 for latency measurements)
  *     --drain S     seconds to keep receiving after the last send (default 0.2)
+ *     --payload HEX send this datagram (e.g. a signed or NTS request, built by bench/serve.py)
+ *                   instead of a plain 48-byte request; every copy is the same, so replies are
+ *                   matched in order (first unanswered request) rather than by sequence number
  *     --spin-us U   waits shorter than U microseconds spin, longer ones sleep in ppoll()
  *                   (default: always spin; on the 2-vCPU Firecracker VM a ppoll() wake-up is so
  *                   slow that a sleeping generator cannot offer even 150k req/s)
@@ -42,6 +45,7 @@
 #include <unistd.h>
 
 #define MAXSOCK 64
+#define MAXPAYLOAD 1024
 #define MAXBATCH 256
 #define RXBATCH 64
 #define RXBUF 512
@@ -104,6 +108,7 @@ static double pct_us(int64_t *v, size_t n, double q)
 static void usage(void)
 {
     fprintf(stderr, "usage: loadgen [--sockets N] [--batch N] [--drain S] [--spin-us U] "
+                    "[--payload HEX] "
                     "HOST PORT RATE DURATION\n");
     exit(2);
 }
@@ -121,6 +126,9 @@ static int is_loopback(const struct sockaddr_storage *ss)
     return 0;
 }
 
+static unsigned char payload[MAXPAYLOAD];
+static size_t payload_len; /* 0: plain requests numbered by their transmit timestamp */
+
 int main(int argc, char **argv)
 {
     int nsock = 4, batch = 32;
@@ -135,6 +143,19 @@ int main(int argc, char **argv)
             batch = atoi(argv[argi + 1]);
         else if (!strcmp(argv[argi], "--drain"))
             drain = atof(argv[argi + 1]);
+        else if (!strcmp(argv[argi], "--payload")) {
+            const char *hex = argv[argi + 1];
+            size_t n = strlen(hex);
+            if (n % 2 || n / 2 < 48 || n / 2 > MAXPAYLOAD)
+                usage();
+            for (size_t i = 0; i < n / 2; i++) {
+                unsigned v;
+                if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+                    usage();
+                payload[i] = (unsigned char)v;
+            }
+            payload_len = n / 2;
+        }
         else if (!strcmp(argv[argi], "--spin-us"))
             spin_s = atof(argv[argi + 1]) * 1e-6;
         else
@@ -200,15 +221,19 @@ int main(int argc, char **argv)
     }
 
     uint64_t base = ((uint64_t)time(NULL) + NTP_UNIX_OFFSET) << 32;
-    unsigned char txbuf[MAXBATCH][48];
+    static unsigned char txbuf[MAXBATCH][MAXPAYLOAD];
+    size_t txlen = payload_len ? payload_len : 48;
+    uint64_t fixed_xmt = payload_len ? get_be64(payload + 40) : 0;
     struct mmsghdr txmsg[MAXBATCH];
     struct iovec txiov[MAXBATCH];
     memset(txbuf, 0, sizeof txbuf);
     memset(txmsg, 0, sizeof txmsg);
     for (int i = 0; i < MAXBATCH; i++) {
         txbuf[i][0] = (0 << 6) | (4 << 3) | 3;
+        if (payload_len)
+            memcpy(txbuf[i], payload, payload_len);
         txiov[i].iov_base = txbuf[i];
-        txiov[i].iov_len = 48;
+        txiov[i].iov_len = txlen;
         txmsg[i].msg_hdr.msg_iov = &txiov[i];
         txmsg[i].msg_hdr.msg_iovlen = 1;
     }
@@ -219,7 +244,7 @@ int main(int argc, char **argv)
     struct iovec rxiov[RXBATCH];
 
     size_t sent = 0, received = 0, dup = 0, unmatched = 0, invalid = 0, nostamp = 0;
-    size_t send_errors = 0, nlat = 0, skipped = 0, invalid_short = 0;
+    size_t send_errors = 0, nlat = 0, skipped = 0, invalid_short = 0, with_trailer = 0;
     struct pollfd pfds[MAXSOCK];
     for (int i = 0; i < nsock; i++) {
         pfds[i].fd = fds[i];
@@ -261,10 +286,11 @@ int main(int argc, char **argv)
                 int fd = fds[cur];
                 cur = (cur + 1) % nsock;
                 if (batch == 1) {
-                    put_be64(txbuf[0] + 40, base | (uint64_t)(sent + 1));
+                    if (!payload_len)
+                        put_be64(txbuf[0] + 40, base | (uint64_t)(sent + 1));
                     int64_t ts = now_real_ns();
-                    ssize_t r = send(fd, txbuf[0], 48, 0);
-                    if (r == 48) {
+                    ssize_t r = send(fd, txbuf[0], txlen, 0);
+                    if (r == (ssize_t)txlen) {
                         t1[sent] = ts;
                         sent++;
                     } else {
@@ -272,7 +298,7 @@ int main(int argc, char **argv)
                         break;
                     }
                 } else {
-                    for (int i = 0; i < n; i++)
+                    for (int i = 0; !payload_len && i < n; i++)
                         put_be64(txbuf[i] + 40, base | (uint64_t)(sent + 1 + i));
                     int64_t ts = now_real_ns();
                     int r = sendmmsg(fd, txmsg, n, 0);
@@ -316,11 +342,20 @@ int main(int argc, char **argv)
                         continue;
                     }
                     uint64_t org = get_be64(p + 24);
-                    if ((org & 0xffffffff00000000ULL) != base) {
+                    uint64_t seq;
+                    if (payload_len) {
+                        /* identical requests: the reply answers the first unanswered one */
+                        if (org != fixed_xmt) {
+                            unmatched++;
+                            continue;
+                        }
+                        seq = received + 1;
+                    } else if ((org & 0xffffffff00000000ULL) != base) {
                         unmatched++;
                         continue;
+                    } else {
+                        seq = (org & 0xffffffffULL);
                     }
-                    uint64_t seq = (org & 0xffffffffULL);
                     if (seq == 0 || seq > sent) {
                         unmatched++;
                         continue;
@@ -332,6 +367,8 @@ int main(int argc, char **argv)
                     }
                     got[k] = 1;
                     received++;
+                    if (rxmsg[i].msg_len > 48)
+                        with_trailer++; /* a MAC or NTS extension fields */
                     int leap = p[0] >> 6, vn = (p[0] >> 3) & 7, mode = p[0] & 7;
                     int stratum = p[1];
                     if (first_stratum < 0) {
@@ -398,12 +435,12 @@ int main(int argc, char **argv)
     printf("{\"target_rate\": %.0f, \"duration_s\": %.3f, \"sockets\": %d, \"batch\": %d, "
            "\"sent\": %zu, \"received\": %zu, \"loss\": %.6f, \"send_rate\": %.1f, "
            "\"send_errors\": %zu, \"skipped\": %zu, \"duplicates\": %zu, \"unmatched\": %zu, \"invalid\": %zu, "
-           "\"no_rx_timestamp\": %zu, \"stratum\": %d, \"leap\": %d, \"version\": %d, "
+           "\"no_rx_timestamp\": %zu, \"with_trailer\": %zu, \"stratum\": %d, \"leap\": %d, \"version\": %d, "
            "\"latency\": {\"n\": %zu, \"delay_p50_us\": %.3f, \"delay_p99_us\": %.3f, "
            "\"delay_min_us\": %.3f, \"rtt_p50_us\": %.3f, \"rtt_p99_us\": %.3f, "
            "\"server_t3_t2_p50_us\": %.3f, \"server_t3_t2_p99_us\": %.3f}}\n",
            rate, duration, nsock, batch, sent, received, loss, sent / elapsed_send, send_errors,
-           skipped, dup, unmatched, invalid + invalid_short, nostamp, first_stratum, first_leap, first_version, nlat,
+           skipped, dup, unmatched, invalid + invalid_short, nostamp, with_trailer, first_stratum, first_leap, first_version, nlat,
            pct_us(delay, nlat, 0.5), pct_us(delay, nlat, 0.99), pct_us(delay, nlat, 0.0),
            pct_us(rtt, nlat, 0.5), pct_us(rtt, nlat, 0.99), pct_us(proc, nlat, 0.5),
            pct_us(proc, nlat, 0.99));

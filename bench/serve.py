@@ -23,6 +23,11 @@ and any ``--extra-server NAME=CMD`` where CMD may use {port}, {host} and {workdi
 
     .venv/bin/python bench/serve.py                      # chronyd,pyntpd; 3 rounds
     .venv/bin/python bench/serve.py --servers chronyd,cpython-minimal --rounds 1 --json out.json
+    .venv/bin/python bench/serve.py --auth aes128   # signed requests (key 1) to every server
+
+With ``--auth ALG`` every request carries a MAC under key 1 (MD5, SHA1 or AES-128-CMAC) and
+the servers are given that key; the load generator sends one pre-signed request over and over
+(servers do not keep per-request state), so replies are matched in order.
 """
 
 from __future__ import annotations
@@ -98,6 +103,34 @@ class Pinning:
 
 LOADGEN_OPTS: list[str] = []  # extra loadgen options from the command line (--spin-us)
 
+# --auth: (ntpd key type, chrony key type, secret) of key 1, given to every server.
+AUTH_TYPES = {"md5": ("MD5", "MD5", 16), "sha1": ("SHA1", "SHA1", 20),
+              "aes128": ("AES128CMAC", "AES128", 16)}
+AUTH: tuple[str, str, bytes] | None = None
+
+
+def write_keys(workdir: Path, chrony: bool) -> Path:
+    assert AUTH is not None
+    ntp_type, chrony_type, secret = AUTH
+    path = workdir / ("chrony.keys" if chrony else "ntp.keys")
+    if chrony:
+        path.write_text(f"1 {chrony_type} HEX:{secret.hex()}\n")
+    else:
+        # ntpsec names AES-128-CMAC "AES"; pyntpd takes that too.
+        path.write_text(f"1 {'AES' if ntp_type == 'AES128CMAC' else ntp_type} {secret.hex()}\n")
+    path.chmod(0o600)
+    return path
+
+
+def signed_request_hex() -> str:
+    from pyntpd.config.keys import SymmetricKey
+    from pyntpd.proto.auth import mac_trailer
+
+    assert AUTH is not None
+    ntp_type, _, secret = AUTH
+    request = bytes([0x23]) + bytes(39) + (0x0123456789ABCDEF).to_bytes(8, "big")
+    return (request + mac_trailer(SymmetricKey(1, ntp_type, secret), request)).hex()  # type: ignore[arg-type]
+
 
 def run_loadgen(
     pin: Pinning, port: int, rate: float, duration: float, batch: int, sockets: int = 4
@@ -121,6 +154,9 @@ def run_loadgen(
     if r.returncode != 0:
         raise RuntimeError(f"loadgen failed ({r.returncode}): {r.stderr.strip()}")
     result: Result = json.loads(r.stdout)
+    if AUTH is not None:
+        # A reply without a MAC to a signed request is not an answer to it.
+        result["loss"] = 1.0 - result["with_trailer"] / max(result["sent"], 1)
     return result
 
 
@@ -164,6 +200,7 @@ def chronyd_argv(port: int, workdir: Path) -> list[str]:
                 f"allow {HOST}",
                 # no client log => no rate limiting, no per-client bookkeeping
                 "noclientlog",
+                *([f"keyfile {write_keys(workdir, chrony=True)}"] if AUTH else []),
             ]
         )
         + "\n"
@@ -181,6 +218,7 @@ def pyntpd_argv(port: int, workdir: Path) -> list[str]:
     conf = workdir / "ntp.conf"
     conf.write_text(
         "server 127.127.1.0\nfudge 127.127.1.0 stratum 10\nrestrict default\nrestrict 127.0.0.1\n"
+        + (f"keys {write_keys(workdir, chrony=False)}\ntrustedkey 1\n" if AUTH else "")
     )
     # --observe: the server runs without CAP_SYS_TIME here and must not try to discipline.
     return [str(exe), "-n", "--observe", "--port", str(port), "-c", str(conf)]
@@ -203,6 +241,7 @@ def ntpsec_argv(port: int, workdir: Path) -> list[str]:
         "interface ignore all\n"
         f"interface listen {HOST}\n"
         f"driftfile {workdir / 'ntpsec.drift'}\n"
+        + (f"keys {write_keys(workdir, chrony=False)}\ntrustedkey 1\n" if AUTH else "")
     )
     return [ntpd, "-n", "-c", str(conf), "-p", str(workdir / "ntpsec.pid")]
 
@@ -617,6 +656,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="loadgen: waits shorter than this spin, longer ones sleep (default: always spin)",
     )
     ap.add_argument("--reference", default="chronyd", help="denominator of the ratios")
+    ap.add_argument("--auth", choices=sorted(AUTH_TYPES),
+                    help="sign every request with key 1 of this type (servers get the key)")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON ('-' = stdout)")
     args = ap.parse_args(argv)
     if args.rounds < 1 or not 0.2 <= args.step <= 30:
@@ -639,6 +680,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     build_loadgen()
     LOADGEN_OPTS[:] = ["--spin-us", str(args.spin_us)]
+    if args.auth:
+        global AUTH
+        ntp_type, chrony_type, size = AUTH_TYPES[args.auth]
+        AUTH = (ntp_type, chrony_type, os.urandom(size))
+        if "cpython-minimal" in names:
+            ap.error("--auth: cpython-minimal has no keys")
+        LOADGEN_OPTS.extend(["--payload", signed_request_hex()])
     pin = Pinning.make(args.server_cpu, args.client_cpu)
     cfg = SearchConfig(args.step, args.loss, args.min_rate, args.max_rate, args.batch)
     t0 = time.monotonic()
