@@ -30,6 +30,7 @@ from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
 from pyntpd.daemon.control import ControlService
 from pyntpd.daemon.interfaces import local_addresses, plan_listen
+from pyntpd.daemon.metrics import MetricsBindError, MetricsServer, collector, listen
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
 from pyntpd.daemon.pidfile import PidFile
@@ -190,6 +191,8 @@ class Daemon:
         self._shared_seq = 0
         self._stop: asyncio.Event | None = None
         self._shared_timer: asyncio.TimerHandle | None = None
+        self.started_at = time.time()
+        self.metrics_socket: socket.socket | None = None  # --metrics, main process only
 
     # --- start-up, as root -------------------------------------------------------------
 
@@ -203,6 +206,12 @@ class Daemon:
             self.close()
             raise
         self.sockets = self.socket_sets[0]
+        if self.options.metrics is not None:
+            try:
+                self.metrics_socket = listen(*self.options.metrics)
+            except MetricsBindError as exc:
+                self.close()
+                raise StartupError(str(exc)) from None
         for sock in self.sockets:
             where = sock.getsockname()
             log.info("listening on %s port %d", where[0], where[1])
@@ -273,6 +282,7 @@ class Daemon:
         try:
             self.is_worker = True
             self.pidfile = None  # the main process owns it
+            self._close_metrics_socket()  # counters are per process: the main one reports
             self.workers = WorkerSet()
             sdnotify.close()
             os.environ.pop("NOTIFY_SOCKET", None)  # only the main process speaks to systemd
@@ -295,6 +305,7 @@ class Daemon:
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        metrics: MetricsServer | None = None
         if self.is_worker:
             await self._first_publication()
         for sock in self.sockets:
@@ -309,7 +320,13 @@ class Daemon:
             self.sync.start()
             # Mode 6 is answered by the main process only: workers do not hold the
             # associations (with --workers, ntpq should use the main process's socket).
-            self.server.on_control = ControlService(self.responder, lambda: self.sync).answer
+            control = ControlService(self.responder, lambda: self.sync)
+            self.server.on_control = control.answer
+            if self.metrics_socket is not None:
+                metrics = MetricsServer(self.metrics_socket,
+                                        collector(self.responder, control, self.started_at))
+                self.metrics_socket = None  # the server owns it now
+                await metrics.start()
             state = self.describe_state()
             log.info("serving time: %s; clock %s", state,
                      "disciplined" if self.clock.can_adjust else "observed, never adjusted")
@@ -317,6 +334,8 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
+            if metrics is not None:
+                await metrics.close()
             if self.sync is not None:
                 self.sync.close()
             if not self.is_worker:
@@ -433,6 +452,12 @@ class Daemon:
                     sock.close()
         self.sockets = []
         self.socket_sets = []
+        self._close_metrics_socket()
         if self.pidfile is not None:
             self.pidfile.release()
             self.pidfile = None
+
+    def _close_metrics_socket(self) -> None:
+        if self.metrics_socket is not None:
+            self.metrics_socket.close()
+            self.metrics_socket = None
