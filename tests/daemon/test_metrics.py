@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
+import stat
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from pyntpd.daemon.metrics import (
     MAX_HEAD,
     BadRequest,
+    Endpoints,
     MetricsBindError,
     MetricsServer,
     listen,
@@ -222,3 +225,82 @@ def test_parse_head_strips_the_query_string():
 def test_parse_head_refuses_a_bare_line_feed_request():
     with pytest.raises(BadRequest):
         parse_head(b"GET /metrics HTTP/1.1\nHost: x\r\n\r\n")
+
+
+# --- the Unix status socket ------------------------------------------------------------
+
+def test_status_socket_is_created_0600(tmp_path):
+    path = str(tmp_path / "status.sock")
+    endpoints = Endpoints(None, path)
+    try:
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+    finally:
+        endpoints.release()
+    assert not os.path.exists(path)
+
+
+def test_status_socket_serves_the_json_status(tmp_path):
+    path = str(tmp_path / "status.sock")
+
+    async def main() -> bytes:
+        endpoints = Endpoints(None, path)
+        await endpoints.start(_state)
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+            data = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return data
+        finally:
+            await endpoints.stop()
+
+    assert json.loads(asyncio.run(main()))["system"]["stratum"] == 2
+    assert not os.path.exists(path)
+
+
+def test_status_socket_never_replaces_a_symlink_or_a_file(tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    link = tmp_path / "status.sock"
+    link.symlink_to(target)
+    with pytest.raises(MetricsBindError, match="not a socket"):
+        Endpoints(None, str(link))
+    with pytest.raises(MetricsBindError, match="not a socket"):
+        Endpoints(None, str(target))
+    assert link.is_symlink() and target.read_text() == "keep me"
+
+
+def test_stale_status_socket_is_replaced(tmp_path):
+    path = str(tmp_path / "status.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()  # left behind, nobody listening
+    Endpoints(None, path).release()
+    assert not os.path.exists(path)
+
+
+def test_status_socket_in_use_is_refused(tmp_path):
+    path = str(tmp_path / "status.sock")
+    with socket.socket(socket.AF_UNIX) as live:
+        live.bind(path)
+        live.listen()
+        with pytest.raises(MetricsBindError, match="another process is listening"):
+            Endpoints(None, path)
+        assert os.path.exists(path)
+
+
+def test_worker_release_keeps_the_path(tmp_path):
+    path = str(tmp_path / "status.sock")
+    endpoints = Endpoints(None, path)
+    endpoints.release(keep_path=True)
+    assert os.path.exists(path)
+
+
+def test_failed_status_socket_closes_the_tcp_listener(tmp_path):
+    (tmp_path / "file").write_text("")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(MetricsBindError):
+        Endpoints(("127.0.0.1", port), str(tmp_path / "file"))
+    listen("127.0.0.1", port).close()  # free again

@@ -151,3 +151,17 @@ def test_metrics_port_in_use_is_a_clear_start_error():
     assert result.returncode == 1
     assert (f"cannot serve metrics on 127.0.0.1:{port} (--metrics): Address already in use"
             in result.stderr)
+
+
+def test_status_socket_serves_json_and_is_removed_at_exit(tmp_path):
+    path = tmp_path / "pyntpd.status"
+    with config_file(RATE_LIMITED_CONF) as conf, \
+            Pyntpd("-c", conf, "--status-socket", str(path)) as d:
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(path))
+            data = b"".join(iter(lambda: s.recv(65536), b""))
+        assert json.loads(data)["system"]["stratum"] == 11
+        assert d.stop() == 0
+    assert not path.exists()

@@ -46,6 +46,7 @@ class DaemonOptions:
     workers: int = 1
     observe: bool = False  # measure and serve, never adjust the clock
     metrics: tuple[str, int] | None = None  # --metrics: (address, TCP port)
+    status_socket: str | None = None  # --status-socket: Unix socket serving JSON status
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics (/metrics) and JSON status (/status) over "
                         f"HTTP on this TCP port (address {METRICS_DEFAULT_ADDRESS} unless "
                         "given; [::1]:PORT for IPv6)")
+    p.add_argument("--status-socket", metavar="PATH",
+                   help="serve the JSON status on this Unix socket (mode 0600; removed at exit)")
     return p
 
 
@@ -262,5 +265,6 @@ def parse_args(argv: list[str]) -> DaemonOptions:
         workers=args.workers,
         observe=args.observe,
         metrics=args.metrics,
+        status_socket=args.status_socket,
         warnings=tuple(warnings),
     )

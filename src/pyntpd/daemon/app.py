@@ -30,7 +30,7 @@ from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
 from pyntpd.daemon.control import ControlService
 from pyntpd.daemon.interfaces import local_addresses, plan_listen
-from pyntpd.daemon.metrics import MetricsBindError, MetricsServer, collector, listen
+from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
 from pyntpd.daemon.pidfile import PidFile
@@ -192,7 +192,7 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         self._shared_timer: asyncio.TimerHandle | None = None
         self.started_at = time.time()
-        self.metrics_socket: socket.socket | None = None  # --metrics, main process only
+        self.endpoints: Endpoints | None = None  # --metrics, --status-socket
 
     # --- start-up, as root -------------------------------------------------------------
 
@@ -206,9 +206,9 @@ class Daemon:
             self.close()
             raise
         self.sockets = self.socket_sets[0]
-        if self.options.metrics is not None:
+        if self.options.metrics or self.options.status_socket:
             try:
-                self.metrics_socket = listen(*self.options.metrics)
+                self.endpoints = Endpoints(self.options.metrics, self.options.status_socket)
             except MetricsBindError as exc:
                 self.close()
                 raise StartupError(str(exc)) from None
@@ -282,7 +282,7 @@ class Daemon:
         try:
             self.is_worker = True
             self.pidfile = None  # the main process owns it
-            self._close_metrics_socket()  # counters are per process: the main one reports
+            self._release_endpoints(keep_path=True)  # the main process reports (and owns it)
             self.workers = WorkerSet()
             sdnotify.close()
             os.environ.pop("NOTIFY_SOCKET", None)  # only the main process speaks to systemd
@@ -305,7 +305,7 @@ class Daemon:
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        metrics: MetricsServer | None = None
+        endpoints: Endpoints | None = None
         if self.is_worker:
             await self._first_publication()
         for sock in self.sockets:
@@ -322,11 +322,9 @@ class Daemon:
             # associations (with --workers, ntpq should use the main process's socket).
             control = ControlService(self.responder, lambda: self.sync)
             self.server.on_control = control.answer
-            if self.metrics_socket is not None:
-                metrics = MetricsServer(self.metrics_socket,
-                                        collector(self.responder, control, self.started_at))
-                self.metrics_socket = None  # the server owns it now
-                await metrics.start()
+            if self.endpoints is not None:
+                endpoints, self.endpoints = self.endpoints, None  # stopped below
+                await endpoints.start(collector(self.responder, control, self.started_at))
             state = self.describe_state()
             log.info("serving time: %s; clock %s", state,
                      "disciplined" if self.clock.can_adjust else "observed, never adjusted")
@@ -334,8 +332,8 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
-            if metrics is not None:
-                await metrics.close()
+            if endpoints is not None:
+                await endpoints.stop()
             if self.sync is not None:
                 self.sync.close()
             if not self.is_worker:
@@ -452,12 +450,12 @@ class Daemon:
                     sock.close()
         self.sockets = []
         self.socket_sets = []
-        self._close_metrics_socket()
+        self._release_endpoints()
         if self.pidfile is not None:
             self.pidfile.release()
             self.pidfile = None
 
-    def _close_metrics_socket(self) -> None:
-        if self.metrics_socket is not None:
-            self.metrics_socket.close()
-            self.metrics_socket = None
+    def _release_endpoints(self, keep_path: bool = False) -> None:
+        if self.endpoints is not None:
+            self.endpoints.release(keep_path)
+            self.endpoints = None

@@ -1,4 +1,5 @@
-"""`--metrics [ADDR:]PORT`: a small HTTP/1.1 endpoint for Prometheus and for JSON status.
+"""`--metrics [ADDR:]PORT`: a small HTTP/1.1 endpoint for Prometheus and for JSON status;
+`--status-socket PATH`: the same JSON on a Unix socket (connect, read until EOF).
 
     GET /metrics                 Prometheus text format 0.0.4 (proto.metrics_text)
     GET /status, /status.json    the same state as JSON
@@ -14,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import os
 import re
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -66,6 +70,111 @@ def listen(host: str, port: int) -> socket.socket:
         raise MetricsBindError(
             f"cannot serve metrics on {where} (--metrics): {exc.strerror or exc}") from None
     return sock
+
+
+def listen_unix(path: str) -> tuple[socket.socket, int]:
+    """A listening Unix socket at `path`, mode 0600, and its inode. An existing socket is
+    replaced only when nothing answers on it (left by a crash); anything else at the path,
+    a symlink included, is never touched: bind() does not follow the last component."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise MetricsBindError(f"cannot create status socket {path}: {exc.strerror}") from None
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise MetricsBindError(
+                f"cannot create status socket {path}: something else is there (not a socket); "
+                "remove it or choose another path")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                os.unlink(path)  # stale
+            except OSError:
+                pass
+            else:
+                raise MetricsBindError(f"cannot create status socket {path}: another process "
+                                       "is listening on it")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # created 0600: the state is for this host's administrator
+    try:
+        sock.bind(path)
+        sock.listen(16)
+        sock.setblocking(False)
+        inode = os.lstat(path).st_ino
+    except OSError as exc:
+        sock.close()
+        raise MetricsBindError(f"cannot create status socket {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    return sock, inode
+
+
+class Endpoints:
+    """The opt-in status endpoints: opened at start-up (before privileges are dropped),
+    served by the main process only."""
+
+    def __init__(self, metrics: tuple[str, int] | None, status_socket: str | None) -> None:
+        self.tcp = listen(*metrics) if metrics else None
+        self.unix_path = status_socket
+        self.unix: socket.socket | None = None
+        self._inode = 0
+        if status_socket:
+            try:
+                self.unix, self._inode = listen_unix(status_socket)
+            except MetricsBindError:
+                self.release()
+                raise
+        self.http: MetricsServer | None = None
+        self._unix_server: asyncio.Server | None = None
+
+    def release(self, keep_path: bool = False) -> None:
+        """Close the listening sockets and remove the status socket's path, unless
+        `keep_path` (a worker process closing the copies it inherited)."""
+        for sock in (self.tcp, self.unix):
+            if sock is not None:
+                sock.close()
+        self.tcp = self.unix = None
+        if self.unix_path and self._inode and not keep_path:
+            self._inode, inode = 0, self._inode
+            # Only our own socket: the path may have been replaced meanwhile. After -u or -i
+            # this can fail; the next start replaces the stale socket.
+            try:
+                if os.lstat(self.unix_path).st_ino == inode:
+                    os.unlink(self.unix_path)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    log.warning("cannot remove status socket %s: %s", self.unix_path,
+                                exc.strerror)
+
+    async def start(self, collect: Callable[[], Status]) -> None:
+        if self.tcp is not None:
+            self.http = MetricsServer(self.tcp, collect)
+            await self.http.start()
+        if self.unix is not None:
+            self._unix_server = await asyncio.start_unix_server(
+                lambda r, w: self._send_status(collect, w), sock=self.unix)
+            log.info("JSON status on Unix socket %s", self.unix_path)
+
+    async def _send_status(self, collect: Callable[[], Status],
+                           writer: asyncio.StreamWriter) -> None:
+        try:
+            document = json.dumps(status_document(collect()), indent=2, allow_nan=False)
+            writer.write((document + "\n").encode("utf-8"))
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        except Exception:  # a stuck or vanished reader must not matter to the daemon
+            log.debug("status socket client failed", exc_info=True)
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        if self._unix_server is not None:
+            self._unix_server.close()
+        self.release()
 
 
 class BadRequest(Exception):
