@@ -8,6 +8,7 @@ accepted with a warning, so an existing init script keeps working.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from dataclasses import dataclass, field
 
 from pyntpd import __version__
@@ -44,6 +45,8 @@ class DaemonOptions:
     check_only: bool = False
     workers: int = 1
     observe: bool = False  # measure and serve, never adjust the clock
+    metrics: tuple[str, int] | None = None  # --metrics: (address, TCP port)
+    status_socket: str | None = None  # --status-socket: Unix socket serving JSON status
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -87,6 +90,34 @@ def _workers(value: str) -> int:
     if not 1 <= n <= 64:
         raise argparse.ArgumentTypeError(f"--workers {n}: choose 1 to 64")
     return n
+
+
+METRICS_DEFAULT_ADDRESS = "127.0.0.1"
+
+
+def metrics_endpoint(value: str) -> tuple[str, int]:
+    """--metrics PORT | ADDR:PORT | [IPV6]:PORT -> (address, port); loopback by default.
+
+    A flag rather than an ntp.conf directive: ntp.conf stays a file ntpd can read."""
+    host, port_text = METRICS_DEFAULT_ADDRESS, value
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"'{value}': expected [IPV6]:PORT, e.g. [::1]:9975")
+    elif ":" in value:
+        host, _, port_text = value.rpartition(":")
+        if ":" in host:
+            raise argparse.ArgumentTypeError(
+                f"'{value}': put an IPv6 address in brackets, e.g. [::1]:9975")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{host}' is not an IP address (--metrics takes PORT, ADDR:PORT or [IPV6]:PORT)"
+        ) from None
+    if address.version == 6 and address.scope_id:
+        raise argparse.ArgumentTypeError(f"'{host}': scoped IPv6 addresses are not supported")
+    return str(address), _port(port_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "CAP_SYS_TIME); same as 'disable ntp'")
     p.add_argument("--workers", type=_workers, default=1, metavar="N",
                    help="serve from N processes sharing the port (SO_REUSEPORT)")
+    p.add_argument("--metrics", type=metrics_endpoint, metavar="[ADDR:]PORT",
+                   help="serve Prometheus metrics (/metrics) and JSON status (/status) over "
+                        f"HTTP on this TCP port (address {METRICS_DEFAULT_ADDRESS} unless "
+                        "given; [::1]:PORT for IPv6)")
+    p.add_argument("--status-socket", metavar="PATH",
+                   help="serve the JSON status on this Unix socket (mode 0600; removed at exit)")
     return p
 
 
@@ -191,6 +228,10 @@ def parse_args(argv: list[str]) -> DaemonOptions:
         warnings.append("--var/--dvar ignored: pyntpd serves no user-defined variables")
     if args.updateinterval is not None:
         warnings.append("-U ignored: pyntpd listens on wildcard or configured addresses")
+    if args.metrics and not ipaddress.ip_address(args.metrics[0]).is_loopback:
+        warnings.append(
+            f"--metrics listens on {args.metrics[0]}, not loopback: anyone who can reach "
+            f"TCP port {args.metrics[1]} there can read this server's state; firewall it")
     if args.configfile and args.builtin_config:
         raise OptionError("-c and --builtin-config contradict each other; choose one")
     debug = args.set_debug_level if args.set_debug_level is not None else args.debug_level
@@ -223,5 +264,7 @@ def parse_args(argv: list[str]) -> DaemonOptions:
         check_only=args.check,
         workers=args.workers,
         observe=args.observe,
+        metrics=args.metrics,
+        status_socket=args.status_socket,
         warnings=tuple(warnings),
     )

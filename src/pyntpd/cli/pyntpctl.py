@@ -12,6 +12,8 @@ import csv
 import sys
 from collections.abc import Sequence
 
+from pyntpd.cli.check import register_check
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pyntpctl", description="pyntpd service control and tools")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     register_simulate(sub)
+    register_check(sub)
     return parser
 
 

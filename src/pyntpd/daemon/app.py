@@ -30,6 +30,7 @@ from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
 from pyntpd.daemon.control import ControlService
 from pyntpd.daemon.interfaces import local_addresses, plan_listen
+from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
 from pyntpd.daemon.pidfile import PidFile
@@ -195,6 +196,8 @@ class Daemon:
         self._shared_seq = 0
         self._stop: asyncio.Event | None = None
         self._shared_timer: asyncio.TimerHandle | None = None
+        self.started_at = time.time()
+        self.endpoints: Endpoints | None = None  # --metrics, --status-socket
 
     # --- start-up, as root -------------------------------------------------------------
 
@@ -208,6 +211,12 @@ class Daemon:
             self.close()
             raise
         self.sockets = self.socket_sets[0]
+        if self.options.metrics or self.options.status_socket:
+            try:
+                self.endpoints = Endpoints(self.options.metrics, self.options.status_socket)
+            except MetricsBindError as exc:
+                self.close()
+                raise StartupError(str(exc)) from None
         for sock in self.sockets:
             where = sock.getsockname()
             log.info("listening on %s port %d", where[0], where[1])
@@ -278,6 +287,7 @@ class Daemon:
         try:
             self.is_worker = True
             self.pidfile = None  # the main process owns it
+            self._release_endpoints(keep_path=True)  # the main process reports (and owns it)
             self.workers = WorkerSet()
             sdnotify.close()
             os.environ.pop("NOTIFY_SOCKET", None)  # only the main process speaks to systemd
@@ -300,6 +310,7 @@ class Daemon:
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        endpoints: Endpoints | None = None
         if self.is_worker:
             await self._first_publication()
         for sock in self.sockets:
@@ -314,7 +325,11 @@ class Daemon:
             self.sync.start()
             # Mode 6 is answered by the main process only: workers do not hold the
             # associations (with --workers, ntpq should use the main process's socket).
-            self.server.on_control = ControlService(self.responder, lambda: self.sync).answer
+            control = ControlService(self.responder, lambda: self.sync)
+            self.server.on_control = control.answer
+            if self.endpoints is not None:
+                endpoints, self.endpoints = self.endpoints, None  # stopped below
+                await endpoints.start(collector(self.responder, control, self.started_at))
             state = self.describe_state()
             log.info("serving time: %s; clock %s", state,
                      "disciplined" if self.clock.can_adjust else "observed, never adjusted")
@@ -322,6 +337,8 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
+            if endpoints is not None:
+                await endpoints.stop()
             if self.sync is not None:
                 self.sync.close()
             if not self.is_worker:
@@ -439,6 +456,12 @@ class Daemon:
                     sock.close()
         self.sockets = []
         self.socket_sets = []
+        self._release_endpoints()
         if self.pidfile is not None:
             self.pidfile.release()
             self.pidfile = None
+
+    def _release_endpoints(self, keep_path: bool = False) -> None:
+        if self.endpoints is not None:
+            self.endpoints.release(keep_path)
+            self.endpoints = None

@@ -42,6 +42,7 @@ class ControlService:
         self._next_id = LOCAL_ASSOCID + 1
         self.sent = 0
         self.send_errors = 0
+        self.requests = 0  # mode 6 requests handled (the metrics endpoint reports it)
         responder.control_enabled = True
 
     def _associd(self, peer: Peer) -> int:
@@ -51,7 +52,8 @@ class ControlService:
             self._next_id += 1
         return associd
 
-    def snapshot(self, now_ns: int) -> ControlSnapshot:
+    def snapshot(self, now_ns: int, mru: bool = True) -> ControlSnapshot:
+        """`mru=False` leaves the MRU list out (the metrics endpoint needs only its size)."""
         s = self.responder.system
         sync = self.synchroniser()
         last = sync.last if sync is not None else None
@@ -81,7 +83,8 @@ class ControlService:
             offset=last.offset if last is not None else 0.0,
             frequency=last.frequency if last is not None else 0.0,
             sys_jitter=last.jitter if last is not None else 0.0,
-            peers=tuple(peers), mru=tuple(mru_items(self.responder.access.entries())),
+            peers=tuple(peers),
+            mru=tuple(mru_items(self.responder.access.entries())) if mru else (),
         )
 
     def _local_clock(self, sync: Synchroniser, serving_it: bool) -> PeerInfo | None:
@@ -123,6 +126,7 @@ class ControlService:
         queued = self.responder.take_control()
         if not queued:
             return
+        self.requests += len(queued)
         now_ns = self.time_ns()
         snapshot = self.snapshot(now_ns)
         for data, address, is_v6, port, flags in queued:

@@ -1,0 +1,341 @@
+"""`--metrics [ADDR:]PORT`: a small HTTP/1.1 endpoint for Prometheus and for JSON status;
+`--status-socket PATH`: the same JSON on a Unix socket (connect, read until EOF).
+
+    GET /metrics                 Prometheus text format 0.0.4 (proto.metrics_text)
+    GET /status, /status.json    the same state as JSON
+
+Bounded in every direction, because it shares the event loop with the serving path: the
+request head is at most 8 KiB and must arrive within READ_TIMEOUT, at most MAX_CONNECTIONS
+are open at once, every reply closes its connection (no keep-alive), and any failure is
+counted (ntp_metrics_http_requests_total{outcome=...}) instead of propagating. The listening
+socket is opened at start-up, before privileges are dropped, so a bind error stops the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import re
+import socket
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from pyntpd import __version__
+from pyntpd.daemon.control import ControlService
+from pyntpd.proto.metrics_text import CONTENT_TYPE, Status, exposition, status_document
+from pyntpd.proto.server import Responder
+
+log = logging.getLogger("pyntpd.metrics")
+
+MAX_HEAD = 8192
+READ_TIMEOUT = 5.0
+WRITE_TIMEOUT = 5.0
+MAX_CONNECTIONS = 16
+LINGER_TIME = 1.0  # s a closing connection may still send before it is closed
+LINGER_BYTES = 65536
+JSON_TYPE = "application/json"
+
+_REQUEST_LINE = re.compile(r"([A-Z]{1,16}) (/[!-~]*) HTTP/1\.[01]")
+_HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~\x80-\xff]*")
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            408: "Request Timeout", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+ROUTES = {"/metrics": "metrics", "/status": "status", "/status.json": "status"}
+
+
+class MetricsBindError(Exception):
+    """The endpoint cannot listen; the message is for the administrator."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening, non-blocking TCP socket on host:port (IPv6 only for an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(64)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        raise MetricsBindError(
+            f"cannot serve metrics on {where} (--metrics): {exc.strerror or exc}") from None
+    return sock
+
+
+def listen_unix(path: str) -> tuple[socket.socket, int]:
+    """A listening Unix socket at `path`, mode 0600, and its inode. An existing socket is
+    replaced only when nothing answers on it (left by a crash); anything else at the path,
+    a symlink included, is never touched: bind() does not follow the last component."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise MetricsBindError(f"cannot create status socket {path}: {exc.strerror}") from None
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise MetricsBindError(
+                f"cannot create status socket {path}: something else is there (not a socket); "
+                "remove it or choose another path")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                os.unlink(path)  # stale
+            except OSError:
+                pass
+            else:
+                raise MetricsBindError(f"cannot create status socket {path}: another process "
+                                       "is listening on it")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # created 0600: the state is for this host's administrator
+    try:
+        sock.bind(path)
+        sock.listen(16)
+        sock.setblocking(False)
+        inode = os.lstat(path).st_ino
+    except OSError as exc:
+        sock.close()
+        raise MetricsBindError(f"cannot create status socket {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    return sock, inode
+
+
+class Endpoints:
+    """The opt-in status endpoints: opened at start-up (before privileges are dropped),
+    served by the main process only."""
+
+    def __init__(self, metrics: tuple[str, int] | None, status_socket: str | None) -> None:
+        self.tcp = listen(*metrics) if metrics else None
+        self.unix_path = status_socket
+        self.unix: socket.socket | None = None
+        self._inode = 0
+        if status_socket:
+            try:
+                self.unix, self._inode = listen_unix(status_socket)
+            except MetricsBindError:
+                self.release()
+                raise
+        self.http: MetricsServer | None = None
+        self._unix_server: asyncio.Server | None = None
+
+    def release(self, keep_path: bool = False) -> None:
+        """Close the listening sockets and remove the status socket's path, unless
+        `keep_path` (a worker process closing the copies it inherited)."""
+        for sock in (self.tcp, self.unix):
+            if sock is not None:
+                sock.close()
+        self.tcp = self.unix = None
+        if self.unix_path and self._inode and not keep_path:
+            self._inode, inode = 0, self._inode
+            # Only our own socket: the path may have been replaced meanwhile. After -u or -i
+            # this can fail; the next start replaces the stale socket.
+            try:
+                if os.lstat(self.unix_path).st_ino == inode:
+                    os.unlink(self.unix_path)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    log.warning("cannot remove status socket %s: %s", self.unix_path,
+                                exc.strerror)
+
+    async def start(self, collect: Callable[[], Status]) -> None:
+        if self.tcp is not None:
+            self.http = MetricsServer(self.tcp, collect)
+            await self.http.start()
+        if self.unix is not None:
+            self._unix_server = await asyncio.start_unix_server(
+                lambda r, w: self._send_status(collect, w), sock=self.unix)
+            log.info("JSON status on Unix socket %s", self.unix_path)
+
+    async def _send_status(self, collect: Callable[[], Status],
+                           writer: asyncio.StreamWriter) -> None:
+        try:
+            document = json.dumps(status_document(collect()), indent=2, allow_nan=False)
+            writer.write((document + "\n").encode("utf-8"))
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        except Exception:  # a stuck or vanished reader must not matter to the daemon
+            log.debug("status socket client failed", exc_info=True)
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        if self._unix_server is not None:
+            self._unix_server.close()
+        self.release()
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, outcome: str) -> None:
+        super().__init__(outcome)
+        self.status = status
+        self.outcome = outcome
+
+
+def parse_head(head: bytes) -> tuple[str, str]:
+    """(method, path) of a request head ending in CRLF CRLF; BadRequest otherwise."""
+    lines = head.decode("latin-1").split("\r\n")
+    match = _REQUEST_LINE.fullmatch(lines[0])
+    if match is None:
+        raise BadRequest(400, "bad_request")
+    for line in lines[1:]:
+        if line and _HEADER.fullmatch(line) is None:
+            raise BadRequest(400, "bad_request")
+    method, target = match.groups()
+    return method, target.split("?", 1)[0]
+
+
+def response(status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8",
+             head_only: bool = False, extra: str = "") -> bytes:
+    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n{extra}"
+            "Connection: close\r\n\r\n")
+    return head.encode("ascii") + (b"" if head_only else body)
+
+
+def collector(responder: Responder, control: ControlService, start_time: float,
+              time_ns: Callable[[], int] = time.time_ns) -> Callable[[], Status]:
+    """Status from the live daemon: the mode 6 snapshot without its MRU list, the counters."""
+
+    def collect() -> Status:
+        now_ns = time_ns()
+        return Status.build(
+            control.snapshot(now_ns, mru=False), responder.counters,
+            version=f"pyntpd {__version__}", start_time=start_time, now=now_ns / 1e9,
+            control_requests=control.requests, mru_entries=len(responder.access.mru))
+
+    return collect
+
+
+class MetricsServer:
+    def __init__(self, sock: socket.socket, collect: Callable[[], Status], *,
+                 read_timeout: float = READ_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        self.sock = sock
+        self.collect = collect
+        self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self.outcomes: dict[str, int] = {}
+        self.active = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, sock=self.sock, limit=MAX_HEAD)
+        where = self.sock.getsockname()
+        log.info("metrics on http://%s:%d/metrics (JSON at /status)",
+                 f"[{where[0]}]" if ":" in where[0] else where[0], where[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
+        self.sock.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            if self.active >= self.max_connections:
+                # Shed at once: no reply (writing one would need reading the request).
+                self.count("too_many_connections")
+                writer.transport.abort()
+                return
+            self.active += 1
+            try:
+                await self._serve(reader, writer)
+            finally:
+                self.active -= 1
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # the endpoint must never take the daemon down
+            self.count("error")
+            log.debug("metrics request failed", exc_info=True)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(writer.wait_closed(), WRITE_TIMEOUT)
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.read_timeout)
+        except TimeoutError:
+            self.count("timeout")
+            await self._finish(reader, writer, response(408, b"request timeout\n"))
+            return
+        except (asyncio.LimitOverrunError, ValueError):
+            self.count("too_large")
+            await self._finish(reader, writer,
+                               response(431, b"request head larger than 8 KiB\n"))
+            return
+        except asyncio.IncompleteReadError:
+            self.count("incomplete")
+            return
+        try:
+            method, path = parse_head(head)
+            if method not in ("GET", "HEAD"):
+                raise BadRequest(405, "method_not_allowed")
+            route = ROUTES.get(path)
+            if route is None:
+                raise BadRequest(404, "not_found")
+        except BadRequest as bad:
+            self.count(bad.outcome)
+            extra = "Allow: GET, HEAD\r\n" if bad.status == 405 else ""
+            reply = response(bad.status, f"{_REASONS[bad.status]}\n".encode(), extra=extra)
+        else:
+            reply = self._render(route, method == "HEAD")
+        await self._finish(reader, writer, reply)
+
+    @staticmethod
+    async def _finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      reply: bytes) -> None:
+        """Send the reply, then read (and discard) what the client still sends, briefly:
+        closing with unread input would reset the connection and lose the reply."""
+        writer.write(reply)
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        if writer.can_write_eof():
+            writer.write_eof()
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(LINGER_TIME):
+                received = 0
+                while received < LINGER_BYTES:
+                    chunk = await reader.read(LINGER_BYTES)
+                    if not chunk:
+                        break
+                    received += len(chunk)
+
+    def _render(self, route: str, head_only: bool) -> bytes:
+        try:
+            status = replace(self.collect(), http=dict(self.outcomes))
+            if route == "metrics":
+                body, kind = exposition(status).encode("utf-8"), CONTENT_TYPE
+            else:
+                document = json.dumps(status_document(status), indent=2, allow_nan=False)
+                body, kind = (document + "\n").encode("utf-8"), JSON_TYPE
+        except Exception:
+            self.count("error")
+            log.exception("cannot render %s", route)
+            return response(500, b"internal error\n")
+        self.count("ok")
+        return response(200, body, kind, head_only)
