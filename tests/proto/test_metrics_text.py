@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from pyntpd.proto.auth import AuthResult
 from pyntpd.proto.control import ControlSnapshot, PeerInfo
 from pyntpd.proto.metrics_text import (
     Status,
@@ -119,6 +120,16 @@ def test_serving_counters():
     ]:
         assert expected in lines
     assert "# TYPE ntp_server_packets_dropped_total counter" in lines
+
+
+def test_authentication_failures_are_exported_by_kind_even_at_zero():
+    counters = ServerCounters()
+    counters.refuse_auth(AuthResult.BAD_MAC)
+    status = Status.build(ControlSnapshot(), counters, version="v", start_time=0.0, now=NOW)
+    lines = exposition(status).splitlines()
+    assert 'ntp_server_auth_failed_total{kind="bad_mac"} 1' in lines
+    assert 'ntp_server_auth_failed_total{kind="unknown_key"} 0' in lines
+    assert 'ntp_server_packets_dropped_total{reason="bad_auth"} 1' in lines
 
 
 def test_http_outcomes_only_when_counted():

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from pyntpd.proto.auth import AuthResult
 from pyntpd.proto.control import ControlSnapshot, PeerInfo
 from pyntpd.proto.packet import DropReason
 from pyntpd.proto.server import KISS_DENY, KISS_RATE, KISS_RSTR, ServerCounters
@@ -86,6 +87,7 @@ class Status:
     dropped: Mapping[str, int]  # every DropReason, zeros included
     kod_sent: Mapping[str, int]  # RATE, DENY, RSTR
     control_requests: int
+    auth_failed: Mapping[str, int]  # every refusal kind of proto.auth, zeros included
     mru_entries: int
     http: Mapping[str, int] = field(default_factory=dict)  # metrics endpoint outcomes
 
@@ -100,6 +102,8 @@ class Status:
         reftime = ntp_to_unix(snapshot.reftime, now) if snapshot.reftime else None
         dropped = {reason.value: counters.dropped.get(reason, 0) for reason in DropReason}
         kod = {_text(code): counters.kod_sent.get(code, 0) for code in KISS_CODES}
+        auth = {r.value: counters.auth_failed.get(r, 0) for r in AuthResult
+                if r not in (AuthResult.OK, AuthResult.NO_MAC)}
         return Status(
             version=version, start_time=start_time, now=now, leap=snapshot.leap,
             stratum=snapshot.stratum,
@@ -111,7 +115,7 @@ class Status:
             sources=tuple(SourceState.from_peer(p) for p in snapshot.peers),
             received=counters.received, served=counters.served, dropped=dropped,
             kod_sent=kod, control_requests=control_requests, mru_entries=mru_entries,
-            http=dict(http or {}))
+            auth_failed=auth, http=dict(http or {}))
 
 
 # --- Prometheus text ---------------------------------------------------------------------
@@ -226,6 +230,9 @@ def exposition(status: Status) -> str:
               status.dropped.get(DropReason.RATE_LIMITED.value, 0))
     w.family("ntp_server_kod_sent_total", "counter", "Kiss-o'-death replies sent, by code",
              [({"code": c}, n) for c, n in status.kod_sent.items()])
+    w.family("ntp_server_auth_failed_total", "counter",
+             "Signed requests left unanswered because the MAC did not verify, by why",
+             [({"kind": k}, n) for k, n in status.auth_failed.items()])
     w.counter("ntp_server_control_requests_total", "Mode 6 (ntpq) requests answered",
               status.control_requests)
     w.gauge("ntp_server_mru_entries", "Sources in the MRU list (rate limiting, mrulist)",
@@ -268,6 +275,7 @@ def status_document(status: Status) -> dict[str, object]:
         "server": {
             "received": status.received, "served": status.served,
             "dropped": dict(status.dropped), "kod_sent": dict(status.kod_sent),
+            "auth_failed": dict(status.auth_failed),
             "control_requests": status.control_requests, "mru_entries": status.mru_entries,
         },
         "metrics_http": dict(sorted(status.http.items())),
