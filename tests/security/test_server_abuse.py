@@ -1,0 +1,150 @@
+"""Advisories against ntpd's server side, sent at a real pyntpd process.
+
+Each test sends the attack's shape, asserts the safe outcome, and then checks that the daemon
+still serves time: a refused attack that took the daemon down would still be a denial of service.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from pyntpd.proto.control import ControlHeader, Opcode, decode, encode
+from pyntpd.proto.packet import HEADER, li_vn_mode
+from tests.support import LOCAL_CONF, Pyntpd, client_request, config_file, exchange, query
+
+
+def control(opcode: int, data: bytes = b"", associd: int = 0, sequence: int = 1) -> bytes:
+    return encode(ControlHeader(version=2, opcode=opcode, sequence=sequence, associd=associd),
+                  data)
+
+
+def replies(port: int, datagram: bytes, wait: float = 0.5) -> list[bytes]:
+    """Every datagram that comes back within `wait` seconds (bounded)."""
+    got: list[bytes] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(wait)
+        s.sendto(datagram, ("127.0.0.1", port))
+        while len(got) < 1000:
+            try:
+                got.append(s.recv(4096))
+            except TimeoutError:
+                break
+    return got
+
+
+def associations(port: int) -> list[int]:
+    (reply,) = replies(port, control(Opcode.READSTAT), wait=1.0)
+    _, data = decode(reply)
+    return [struct.unpack_from("!H", data, i)[0] for i in range(0, len(data), 4)]
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    with config_file(LOCAL_CONF) as conf, Pyntpd("-c", conf) as d:
+        yield d
+
+
+def still_serving(d: Pyntpd) -> None:
+    assert d.proc is not None and d.proc.poll() is None, d.output()
+    assert query(d.port).header.stratum == 11
+
+
+def test_cve_2013_5211_monlist_is_never_answered(daemon: Pyntpd) -> None:
+    """ntpd's mode 7 MON_GETLIST answered a 234-byte request with up to 100 packets of
+    clients: the amplifier of the 2014 DDoS wave. pyntpd does not speak mode 7 at all."""
+    monlist = bytes([0x17, 0x00, 0x03, 0x2A]) + bytes(188)
+    assert replies(daemon.port, monlist) == []
+    still_serving(daemon)
+
+
+def test_cve_2016_1549_symmetric_active_packets_create_no_association(daemon: Pyntpd) -> None:
+    """Unauthenticated mode 1 packets made ntpd mobilise ephemeral peers (Sybil attack)."""
+    before = associations(daemon.port)
+    for i in range(20):
+        packet = HEADER.pack(li_vn_mode(0, 4, 1), 2, 6, -20, 0, 0, b"GPS\0", 0, 0, 0, i + 1)
+        assert exchange(daemon.port, packet, timeout=0.1) is None
+    assert associations(daemon.port) == before
+    still_serving(daemon)
+
+
+@pytest.mark.parametrize("data", [
+    b"nonce=",  # CVE-2016-7434: ntpd dereferenced a missing nonce value
+    b"nonce",
+    b"frags=99999999, nonce=00000000",
+    b"limit=-1, mincount=-5, laddr=300.1.1.1, nonce=zz",
+    b"addr.0=garbage, last.0=0x, nonce=" + b"f" * 400,
+    bytes(range(256))[:400],
+], ids=["empty-nonce", "bare-nonce", "huge-frags", "bad-values", "bad-continuation", "binary"])
+def test_cve_2016_7434_malformed_mrulist_requests_are_refused(daemon: Pyntpd, data: bytes) -> None:
+    got = replies(daemon.port, control(Opcode.READ_MRU, data))
+    for reply in got:
+        header, _ = decode(reply)
+        assert header.error, "a malformed mrulist must not return entries"
+    still_serving(daemon)
+
+
+@pytest.mark.parametrize("opcode", [Opcode.SETTRAP, Opcode.UNSETTRAP, Opcode.ASYNCMSG])
+def test_cve_2016_9310_traps_cannot_be_set(daemon: Pyntpd, opcode: int) -> None:
+    """ntpd let anyone register a trap (CVE-2016-9310) and crashed on trap handling
+    (CVE-2016-9311): pyntpd refuses every trap opcode and never sends an asynchronous message."""
+    got = replies(daemon.port, control(opcode, b"127.0.0.1"), wait=1.0)
+    assert len(got) <= 1
+    for reply in got:
+        header, _ = decode(reply)
+        assert header.error and header.opcode == opcode
+    still_serving(daemon)
+
+
+@pytest.mark.parametrize("datagram", [
+    control(Opcode.READVAR)[:11],  # truncated header
+    ControlHeader(version=2, opcode=Opcode.READVAR, sequence=1, count=468).pack(),  # count > data
+    ControlHeader(version=2, opcode=Opcode.READVAR, sequence=1, offset=65000).pack(),
+    ControlHeader(version=2, opcode=Opcode.READVAR, sequence=1, count=0xFFFF).pack() + bytes(8),
+    ControlHeader(version=0, opcode=Opcode.READVAR, sequence=1).pack(),
+    control(Opcode.READVAR) + bytes(600),  # a trailer longer than any MAC
+    control(Opcode.READVAR, associd=0xFFFF),  # no such association
+], ids=["truncated", "count-beyond-data", "offset", "count-65535", "version-0", "long-trailer",
+        "bad-associd"])
+def test_cve_2015_7855_mode_6_lengths_and_offsets_are_checked(
+    daemon: Pyntpd, datagram: bytes
+) -> None:
+    """ntpd asserted (and died) on a mode 6 request with an unusual data length (CVE-2015-7855);
+    pyntpd drops malformed requests (counted) or answers with an error, nothing more."""
+    got = replies(daemon.port, datagram)
+    for reply in got:
+        header, _ = decode(reply)
+        assert header.error
+    still_serving(daemon)
+
+
+@pytest.mark.parametrize("opcode, data", [
+    (Opcode.CONFIGURE, b"server 127.0.0.2 iburst"),
+    (Opcode.CONFIGURE, b"driftfile /etc/passwd"),  # CVE-2015-7703
+    (Opcode.SAVECONFIG, b"../../../../tmp/pyntpd-saveconfig-traversal"),  # CVE-2015-7851
+    (Opcode.WRITEVAR, b"leap=3"),
+], ids=["config-server", "config-driftfile", "saveconfig-traversal", "writevar"])
+def test_cve_2015_7851_remote_configuration_is_refused(
+    daemon: Pyntpd, opcode: int, data: bytes, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """ntpd's `:config` and `saveconfig` over mode 6 led to a directory traversal
+    (CVE-2015-7851), a crash on a bad config line (CVE-2015-7850) and a driftfile overwrite
+    (CVE-2015-7703). pyntpd has no remote configuration: every write is refused."""
+    before = associations(daemon.port)
+    got = replies(daemon.port, control(opcode, data), wait=1.0)
+    assert len(got) <= 1
+    for reply in got:
+        header, _ = decode(reply)
+        assert header.error
+    assert associations(daemon.port) == before
+    assert not any(p.name.startswith("pyntpd-saveconfig") for p in
+                   tmp_path_factory.getbasetemp().parent.parent.iterdir())
+    still_serving(daemon)
+
+
+def test_unanswered_garbage_is_counted_not_fatal(daemon: Pyntpd) -> None:
+    for datagram in (b"", b"\x00", bytes(47), b"\xff" * 49, client_request()[:40] + b"\x00" * 30):
+        exchange(daemon.port, datagram, timeout=0.05)
+    still_serving(daemon)
