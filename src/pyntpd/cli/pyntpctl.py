@@ -12,6 +12,8 @@ import csv
 import sys
 from collections.abc import Sequence
 
+from pyntpd.cli.service import register_service
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyntpctl", description="pyntpd service control and tools")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register_service(sub)
     register_simulate(sub)
     return parser
 
