@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -303,3 +304,39 @@ def test_init_script_has_an_lsb_header() -> None:
     assert fields["Provides"].strip() == "pyntpd"
     assert fields["Default-Start"].split() == ["2", "3", "4", "5"]
     assert "$network" in fields["Required-Start"]
+
+
+# --- stop where the kernel has no pidfd_open ----------------------------------------------------
+
+
+@pytest.fixture
+def daemon_stand_in() -> Iterator[subprocess.Popen[bytes]]:
+    """A child that looks like pyntpd and exits on SIGTERM; as our child, it stays a zombie
+    until reaped, which stop must count as stopped."""
+    proc = subprocess.Popen(["bash", "-c", "exec -a pyntpd-stand-in sleep 60"])
+    try:
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{proc.pid}/cmdline").read_bytes()[:15] != b"pyntpd-stand-in":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stop_without_pidfd_signals_by_pid_and_polls_until_exit(
+    tmp_path: Path, daemon_stand_in: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(service.os, "pidfd_open", no_pidfd)
+    pidfile = tmp_path / "pyntpd.pid"
+    pidfile.write_text(f"{daemon_stand_in.pid}\n")
+    s = service.Service(str(pidfile), ("pyntpd",), (), "127.0.0.1", 123)
+    assert service.stop(s, timeout=10) == 0
+    assert capsys.readouterr().out == f"pyntpd stopped (pid {daemon_stand_in.pid})\n"
+    assert daemon_stand_in.wait(1) == -15  # SIGTERM, and still unreaped until now
+    assert not pidfile.exists()

@@ -172,19 +172,20 @@ def _wait_exit(status: PidfileStatus, pidfd: int | None, timeout: float) -> bool
 
 
 def _signal_daemon(status: PidfileStatus, signum: int,
-                   then: Callable[[int | None], int]) -> int:
-    """Send `signum` to the live daemon of `status`, then run `then(pidfd)`."""
+                   then: Callable[[int | None], int], gone: int) -> int:
+    """Send `signum` to the live daemon of `status`, then run `then(pidfd)`; `gone` is the
+    exit code if it exits before the signal reaches it."""
     try:
         pidfd = _open_pidfd(status)
     except ProcessLookupError:
         _say(f"pyntpd (pid {status.pid}) exited meanwhile")
-        return EXIT_OK
+        return gone
     try:
         _send(status, signum, pidfd)
         return then(pidfd)
     except ProcessLookupError:
         _say(f"pyntpd (pid {status.pid}) exited meanwhile")
-        return EXIT_OK
+        return gone
     except PermissionError:
         _complain(f"not permitted to signal pyntpd (pid {status.pid}): run as root or as the "
                   "daemon's user")
@@ -278,7 +279,7 @@ def stop(service: Service, timeout: float) -> int:
         _say(f"pyntpd stopped (pid {status.pid})")
         return EXIT_OK
 
-    return _signal_daemon(status, signal.SIGTERM, wait)
+    return _signal_daemon(status, signal.SIGTERM, wait, gone=EXIT_OK)
 
 
 def restart(service: Service, stop_timeout: float, start_timeout: float) -> int:
@@ -302,7 +303,7 @@ def reload(service: Service) -> int:
         _say(f"pyntpd (pid {status.pid}) is re-reading its configuration (see its log)")
         return EXIT_OK
 
-    return _signal_daemon(status, signal.SIGHUP, told)
+    return _signal_daemon(status, signal.SIGHUP, told, gone=EXIT_NOT_RUNNING)
 
 
 def status(service: Service) -> int:
