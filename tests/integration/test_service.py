@@ -479,16 +479,91 @@ sys.exit(main())
 """
 
 
-def test_graceful_stop_writes_the_drift_file(svc: Service) -> None:
-    program = svc.dir / "pyntpd-simclock"
-    program.write_text(f"#!{sys.executable}\n{SIMCLOCK_PYNTPD}")
+def _simclock_program(directory: Path, preamble: str = "") -> Path:
+    program = directory / "pyntpd-simclock"
+    program.write_text(f"#!{sys.executable}\n{preamble}{SIMCLOCK_PYNTPD}")
     program.chmod(0o755)
+    return program
+
+
+def test_graceful_stop_writes_the_drift_file(svc: Service) -> None:
+    program = _simclock_program(svc.dir)
     drift = svc.dir / "ntp.drift"
     env = svc.env(PYNTPD_OPTS=svc.options(LOCAL_CONF + "tinker freq 12.5\n") + f" -f {drift}")
     _started_pid(svc.ctl("start", "--pyntpd", str(program), env=env))
     assert not drift.exists()
     assert svc.ctl("stop", env=env).returncode == 0
     assert float(drift.read_text()) == 12.5
+
+
+# --- what the systemd unit grants is enough ---------------------------------------------------
+
+# The kernel's own MemoryDenyWriteExecute (PR_SET_MDWE, Linux 6.3): no memory may become
+# writable and executable from here on, inherited by everything the daemon runs.
+MDWE_PREAMBLE = """\
+import ctypes, os
+if ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) != 0:
+    print("PR_SET_MDWE:", os.strerror(ctypes.get_errno()), flush=True)
+    raise SystemExit(97)
+"""
+UNIT_CAPS = "+sys_time,+net_bind_service"
+
+
+def _free_privileged_port() -> int:
+    for port in range(1023, 900, -1):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free UDP port below 1024 on 127.0.0.1")
+
+
+def test_the_units_user_and_capabilities_suffice(svc: Service) -> None:
+    """As pyntpd.service runs it: an unprivileged user whose only capabilities are the
+    unit's two (ambient), no new privileges, no writable executable memory. The daemon must
+    bind a port below 1024 and pass its CAP_SYS_TIME check (a simulated clock stands in)."""
+    program = _simclock_program(svc.dir, MDWE_PREAMBLE)
+    (svc.dir / "ntp.conf").write_text(LOCAL_CONF)
+    (svc.dir / "ntp.conf").chmod(0o644)
+    notify_path = svc.dir / "notify"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify_path.chmod(0o777)
+    port = _free_privileged_port()
+    proc = subprocess.Popen(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         f"--inh-caps=-all,{UNIT_CAPS}", f"--ambient-caps={UNIT_CAPS}",
+         f"--bounding-set=-all,{UNIT_CAPS}", "--no-new-privs",
+         str(program), "-n", "--observe", "--port", str(port), "-I", "127.0.0.1",
+         "-c", str(svc.dir / "ntp.conf")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=svc.dir,
+        env=dict(os.environ, NOTIFY_SOCKET=str(notify_path)))
+    try:
+        try:
+            _notifications(notify, "READY=1", timeout=20)
+        except AssertionError:
+            proc.kill()
+            output = proc.communicate(5)[0]
+            if proc.returncode == 97:
+                pytest.skip(output.strip())
+            raise AssertionError(output) from None
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        caps = dict(line.split(":\t") for line in status.splitlines() if line.startswith("Cap"))
+        wanted = (1 << 25) | (1 << 10)  # CAP_SYS_TIME, CAP_NET_BIND_SERVICE
+        assert int(caps["CapEff"], 16) == int(caps["CapBnd"], 16) == wanted
+        assert "Uid:\t65534" in status
+        assert query(port).header.stratum == 11
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=10)[0]
+        assert proc.returncode == 0, output
+        assert "clock disciplined" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(5)
+        notify.close()
 
 
 # --- systemd notifications --------------------------------------------------------------------
