@@ -21,6 +21,11 @@ def path(tmp_path: Path) -> Path:
 def _spawn(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(argv)
     try:
+        # vfork lets Popen return before execve has set up the new command line.
+        deadline = time.monotonic() + 5
+        while not Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
         yield proc
     finally:
         proc.kill()
