@@ -435,9 +435,11 @@ def register_service(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                            default=STOP_TIMEOUT, metavar="S",
                            help=f"how long to wait for it to exit (default {STOP_TIMEOUT:g})")
         if name == "restart":
-            p.add_argument("--stop-timeout", type=_seconds, default=STOP_TIMEOUT, metavar="S")
+            p.add_argument("--stop-timeout", type=_seconds, default=STOP_TIMEOUT, metavar="S",
+                           help=f"how long to wait for it to exit (default {STOP_TIMEOUT:g})")
             p.add_argument("--start-timeout", type=_seconds, default=START_TIMEOUT,
-                           metavar="S")
+                           metavar="S",
+                           help=f"how long to wait for it to serve (default {START_TIMEOUT:g})")
         if name == "status":
             p.add_argument("--port", type=port_number, metavar="N",
                            help="where to ask the daemon (default: --port in the daemon "
