@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pyntpd.daemon import pidfile as pidfile_mod
-from pyntpd.daemon.pidfile import PidFile, PidFileError, pid_alive, read_pidfile
+from pyntpd.daemon.pidfile import PidFile, PidFileError, PidState, pid_alive, read_pidfile
 
 
 @pytest.fixture
@@ -21,6 +21,11 @@ def path(tmp_path: Path) -> Path:
 def _spawn(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(argv)
     try:
+        # vfork lets Popen return before execve has set up the new command line.
+        deadline = time.monotonic() + 5
+        while not Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
         yield proc
     finally:
         proc.kill()
@@ -240,3 +245,112 @@ def test_pid_alive_counts_permission_denied_as_alive(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(pidfile_mod.os, "kill", kill)
     assert pid_alive(1)
+
+
+# --- inspect_pidfile: the one judgement pyntpctl and PidFile share ----------------------------
+
+
+@pytest.fixture
+def zombie() -> Iterator[int]:
+    # An exited child not yet reaped: it still has a pid, but holds nothing.
+    proc = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{proc.pid}/stat").read_bytes().rpartition(b") ")[2][:1] != b"Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield proc.pid
+    finally:
+        proc.wait()
+
+
+def test_inspect_without_a_file_is_none(path: Path) -> None:
+    assert pidfile_mod.inspect_pidfile(path).state is PidState.NONE
+
+
+def test_inspect_live_ntp_daemon(path: Path, ntpd_like: subprocess.Popen[bytes]) -> None:
+    path.write_text(f"{ntpd_like.pid}\n")
+    status = pidfile_mod.inspect_pidfile(path)
+    assert (status.state, status.pid, status.stale) == (PidState.LIVE, ntpd_like.pid, False)
+
+
+def test_inspect_dead_pid_is_stale(path: Path, dead_pid: int) -> None:
+    path.write_text(f"{dead_pid}\n")
+    status = pidfile_mod.inspect_pidfile(path)
+    assert (status.state, status.pid) == (PidState.STALE, dead_pid)
+    assert status.reason == f"pid {dead_pid} is not running"
+
+
+def test_inspect_zombie_is_stale(path: Path, zombie: int) -> None:
+    path.write_text(f"{zombie}\n")
+    assert pidfile_mod.inspect_pidfile(path).state is PidState.STALE
+
+
+def test_inspect_unrelated_live_process_is_not_ours(
+    path: Path, unrelated: subprocess.Popen[bytes]
+) -> None:
+    path.write_text(f"{unrelated.pid}\n")
+    status = pidfile_mod.inspect_pidfile(path)
+    assert (status.state, status.stale) == (PidState.NOT_OURS, True)
+    assert status.reason == f"pid {unrelated.pid} (sleep) is not an NTP daemon (pid reused)"
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"abc\n", b"-5\n", b"0\n", b"99999999\n",
+                                     b"1" * 100])
+def test_inspect_garbage_is_garbage(path: Path, content: bytes) -> None:
+    path.write_bytes(content)
+    status = pidfile_mod.inspect_pidfile(path)
+    assert (status.state, status.pid, status.stale) == (PidState.GARBAGE, None, True)
+
+
+def test_inspect_own_pid_counts_as_stale_only_for_the_starter(path: Path) -> None:
+    path.write_text(f"{os.getpid()}\n")
+    assert pidfile_mod.inspect_pidfile(path, own_pid=os.getpid()).state is PidState.STALE
+
+
+def test_inspect_symlink_is_never_followed(path: Path, tmp_path: Path,
+                                           ntpd_like: subprocess.Popen[bytes]) -> None:
+    target = tmp_path / "target"
+    target.write_text(f"{ntpd_like.pid}\n")
+    path.symlink_to(target)
+    status = pidfile_mod.inspect_pidfile(path)
+    assert (status.state, status.pid, status.stale) == (PidState.SYMLINK, None, False)
+    assert "symlink" in status.reason
+
+
+def test_inspect_directory_is_unreadable(path: Path) -> None:
+    path.mkdir()
+    status = pidfile_mod.inspect_pidfile(path)
+    assert (status.state, status.reason) == (PidState.UNREADABLE, f"pidfile {path} is a directory")
+
+
+def test_remove_stale_removes_the_file_it_judged(path: Path, dead_pid: int) -> None:
+    path.write_text(f"{dead_pid}\n")
+    assert pidfile_mod.remove_stale(pidfile_mod.inspect_pidfile(path))
+    assert not path.exists()
+
+
+def test_remove_stale_keeps_a_file_replaced_since(path: Path, dead_pid: int) -> None:
+    path.write_text(f"{dead_pid}\n")
+    status = pidfile_mod.inspect_pidfile(path)
+    replacement = path.with_name("new")
+    replacement.write_text("12345\n")
+    replacement.rename(path)  # a racing starter's file: another inode
+    assert not pidfile_mod.remove_stale(status)
+    assert path.read_text() == "12345\n"
+
+
+def test_remove_stale_never_removes_a_live_daemons_file(
+    path: Path, ntpd_like: subprocess.Popen[bytes]
+) -> None:
+    path.write_text(f"{ntpd_like.pid}\n")
+    assert not pidfile_mod.remove_stale(pidfile_mod.inspect_pidfile(path))
+    assert path.exists()
+
+
+def test_pid_running_is_false_for_a_zombie(zombie: int) -> None:
+    assert pid_alive(zombie) and not pidfile_mod.pid_running(zombie)
+
+
+def test_process_name_is_argv0(unrelated: subprocess.Popen[bytes]) -> None:
+    assert pidfile_mod.process_name(unrelated.pid) == "sleep"

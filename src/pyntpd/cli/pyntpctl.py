@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pyntpd.cli.check import register_check
+from pyntpd.cli.service import register_service
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyntpctl", description="pyntpd service control and tools")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register_service(sub)
     register_simulate(sub)
     register_check(sub)
     return parser

@@ -44,7 +44,8 @@ from pyntpd.daemon.privileges import (
     set_parent_death_signal,
 )
 from pyntpd.daemon.serve import ListenAddress, UdpServer, default_listen, open_sockets
-from pyntpd.daemon.syncloop import Synchroniser, SyncOptions
+from pyntpd.daemon.sources import Peer
+from pyntpd.daemon.syncloop import Synchroniser, SyncOptions, describe
 from pyntpd.daemon.workers import POLL_INTERVAL, SharedSystemVars, WorkerSet
 from pyntpd.proto.access import Access, MruLimits, RateLimits, RestrictTable
 from pyntpd.proto.auth import KeyRing
@@ -198,6 +199,7 @@ class Daemon:
         self._shared_timer: asyncio.TimerHandle | None = None
         self.started_at = time.time()
         self.endpoints: Endpoints | None = None  # --metrics, --status-socket
+        self._last_status = ""
 
     # --- start-up, as root -------------------------------------------------------------
 
@@ -363,6 +365,9 @@ class Daemon:
         s = self.responder.system
         if not s.synchronised:
             return "unsynchronised (stratum 16)"
+        peer = self.sync.last.system_peer if self.sync and self.sync.last else None
+        if isinstance(peer, Peer):
+            return f"synchronised to {describe(peer)}, stratum {s.stratum}"
         refid = s.refid.rstrip(b"\0").decode("ascii", "replace")
         return f"stratum {s.stratum}, refid {refid}"
 
@@ -382,6 +387,11 @@ class Daemon:
         self.responder.set_system(system)
         if self.shared is not None:
             self.shared.publish(system)
+        # Every engine update lands here; systemd hears only when the state reads differently.
+        state = self.describe_state()
+        if state != self._last_status:
+            self._last_status = state
+            sdnotify.status(state)
 
     def _peers_changed(self, hosts: list[tuple[int, bool]]) -> None:
         """`restrict source`: the template applies to the servers' addresses as resolved."""

@@ -11,10 +11,12 @@ still looks like an NTP daemon, and on exit remove only a file that still names 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import logging
 import os
 import stat
+from dataclasses import dataclass
 from types import TracebackType
 
 log = logging.getLogger("pyntpd.pidfile")
@@ -34,6 +36,10 @@ class PidFileError(Exception):
     """The pidfile cannot be taken; the message is meant for the administrator as is."""
 
 
+class PidFileSymlinkError(PidFileError):
+    """A symlink sits at the pidfile path: it is never followed and never removed blindly."""
+
+
 def pid_alive(pid: int) -> bool:
     """True if a process with this pid exists (zombies included), even one we may not signal."""
     if not 0 < pid <= _PID_MAX:
@@ -46,6 +52,11 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def pid_running(pid: int) -> bool:
+    """pid_alive, except that a zombie (exited, not yet reaped) does not count."""
+    return pid_alive(pid) and not _is_zombie(pid)
 
 
 def _parse_pid(data: bytes) -> int | None:
@@ -64,7 +75,7 @@ def _read_fd(path: str) -> tuple[int | None, os.stat_result] | None:
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise PidFileError(
+            raise PidFileSymlinkError(
                 f"pidfile {path} is a symlink; refusing to follow it (remove it by hand)"
             ) from None
         raise PidFileError(f"cannot read pidfile {path}: {exc.strerror}") from None
@@ -87,6 +98,28 @@ def read_pidfile(path: str | os.PathLike[str]) -> int | None:
     """
     result = _read_fd(os.fspath(path))
     return None if result is None else result[0]
+
+
+def _is_zombie(pid: int) -> bool:
+    """True if `pid` has exited but is not reaped yet: it holds nothing, it only has a pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read(512)
+    except OSError:
+        return False
+    # The state follows the command name in parentheses, which may itself hold ") ".
+    _, _, rest = data.rpartition(b") ")
+    return rest[:1] in (b"Z", b"X")
+
+
+def process_name(pid: int) -> str:
+    """The program a live pid runs (its argv[0]), for messages; "?" if /proc will not say."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv0 = f.read(4096).split(b"\0", 1)[0]
+    except OSError:
+        return "?"
+    return os.fsdecode(argv0) if argv0 else "?"
 
 
 def _looks_like_ntpd(pid: int) -> bool:
@@ -162,35 +195,17 @@ class PidFile:
         os.close(fd)
 
     def _clear_stale(self) -> None:
-        result = _read_fd(self.path)
-        if result is None:
-            return  # vanished between our create and our read: just retry
-        old_pid, st = result
-        if old_pid is None:
-            reason = "it holds no valid pid"
-        elif old_pid == self.pid:
-            # Typical in containers, where the daemon is pid 1 on every start.
-            reason = f"pid {old_pid} is this process"
-        elif not pid_alive(old_pid):
-            reason = f"pid {old_pid} is not running"
-        elif not _looks_like_ntpd(old_pid):
-            reason = f"pid {old_pid} is not an NTP daemon (pid reused)"
-        else:
-            raise PidFileError(f"pyntpd already running as pid {old_pid} (pidfile {self.path})")
-        # Only unlink the very file we judged; a racing starter may have replaced it.
-        try:
-            now = os.lstat(self.path)
-        except FileNotFoundError:
-            return
-        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            return
-        log.warning("removing stale pidfile %s: %s", self.path, reason)
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise PidFileError(f"cannot remove stale pidfile {self.path}: {exc.strerror}") from None
+        status = inspect_pidfile(self.path, own_pid=self.pid)
+        if status.state is PidState.SYMLINK:
+            raise PidFileSymlinkError(status.reason)
+        if status.state is PidState.UNREADABLE:
+            raise PidFileError(status.reason)
+        if status.state is PidState.LIVE:
+            raise PidFileError(f"pyntpd already running as pid {status.pid} (pidfile {self.path})")
+        if status.stale:
+            log.warning("removing stale pidfile %s: %s", self.path, status.reason)
+            remove_stale(status)
+        # NONE: vanished between our create and our read; just retry.
 
     def release(self) -> None:
         """Remove the file if it still names our pid; never someone else's."""
@@ -229,3 +244,77 @@ class PidFile:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+class PidState(enum.StrEnum):
+    """What a pidfile says about the daemon, as init scripts and pyntpctl need to know."""
+
+    NONE = "none"  # no file
+    LIVE = "live"  # names a running NTP daemon
+    STALE = "stale"  # names a pid that is not running (or has exited, a zombie)
+    NOT_OURS = "not-ours"  # names a live process that is not an NTP daemon (pid reused)
+    GARBAGE = "garbage"  # holds no valid pid
+    SYMLINK = "symlink"  # never followed, never removed blindly
+    UNREADABLE = "unreadable"  # a directory, a FIFO, permission denied: cannot tell
+
+
+@dataclass(frozen=True, slots=True)
+class PidfileStatus:
+    path: str
+    state: PidState
+    pid: int | None = None
+    reason: str = ""  # for the administrator: why stale, not ours or unreadable
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file judged
+
+    @property
+    def stale(self) -> bool:
+        """The file holds no running daemon and may be replaced."""
+        return self.state in (PidState.STALE, PidState.NOT_OURS, PidState.GARBAGE)
+
+
+def inspect_pidfile(path: str | os.PathLike[str], own_pid: int | None = None) -> PidfileStatus:
+    """Judge the pidfile at `path` without changing anything; `own_pid` (a starting daemon's
+    own pid, typical in containers where it is pid 1 every time) counts as stale."""
+    path = os.fspath(path)
+    try:
+        result = _read_fd(path)
+    except PidFileSymlinkError as exc:
+        return PidfileStatus(path, PidState.SYMLINK, reason=str(exc))
+    except PidFileError as exc:
+        return PidfileStatus(path, PidState.UNREADABLE, reason=str(exc))
+    if result is None:
+        return PidfileStatus(path, PidState.NONE)
+    pid, st = result
+    identity = (st.st_dev, st.st_ino)
+    if pid is None:
+        return PidfileStatus(path, PidState.GARBAGE, None, "it holds no valid pid", identity)
+    if pid == own_pid:
+        state, reason = PidState.STALE, f"pid {pid} is this process"
+    elif not pid_running(pid):
+        state, reason = PidState.STALE, f"pid {pid} is not running"
+    elif not _looks_like_ntpd(pid):
+        state = PidState.NOT_OURS
+        reason = f"pid {pid} ({process_name(pid)}) is not an NTP daemon (pid reused)"
+    else:
+        state, reason = PidState.LIVE, f"pid {pid} is running"
+    return PidfileStatus(path, state, pid, reason, identity)
+
+
+def remove_stale(status: PidfileStatus) -> bool:
+    """Unlink the very file `status` judged stale, not one a racing starter put there since.
+    True if removed; PidFileError if it cannot be."""
+    if not status.stale or status.identity is None:
+        return False
+    try:
+        now = os.lstat(status.path)
+    except FileNotFoundError:
+        return False
+    if (now.st_dev, now.st_ino) != status.identity:
+        return False
+    try:
+        os.unlink(status.path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise PidFileError(f"cannot remove stale pidfile {status.path}: {exc.strerror}") from None
+    return True
