@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import os
 import shutil
 import socket
 import subprocess
@@ -260,10 +261,20 @@ def test_unit_conflicts_with_the_other_time_daemons() -> None:
     assert "time-sync.target" in u["Before"]
 
 
+def require_tool(name: str) -> str:
+    """The tool's path; scripts/install-test-deps installs it, so under CI a missing one
+    is a failure, never a silent skip."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (scripts/install-test-deps installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+    analyze = require_tool("systemd-analyze")
     # verify insists that ExecStart's program exists: point it at any executable.
     text = (PACKAGING / "pyntpd.service").read_text()
     copy = tmp_path / "pyntpd.service"
@@ -281,16 +292,14 @@ def test_defaults_file_is_valid_shell_with_the_seeds_options() -> None:
 
 @pytest.mark.parametrize("shell", ["sh", "dash", "bash"])
 def test_init_script_syntax(shell: str) -> None:
-    if shutil.which(shell) is None:
-        pytest.skip(f"{shell} is not installed")
+    require_tool(shell)
     result = subprocess.run([shell, "-n", str(PACKAGING / "pyntpd.init")], capture_output=True,
                             text=True, timeout=10)
     assert result.returncode == 0, result.stderr
 
 
 def test_init_script_passes_shellcheck() -> None:
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed")
+    require_tool("shellcheck")
     result = subprocess.run(["shellcheck", "-s", "sh", str(PACKAGING / "pyntpd.init")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
