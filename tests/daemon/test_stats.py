@@ -321,3 +321,12 @@ def test_a_reload_that_changes_nothing_keeps_the_open_file(tmp_path):
     s.reconfigure(StatsSettings(str(tmp_path), Location("y"), (FileSet("loopstats", "loopstats"),)))
     assert s.sets["loopstats"] is fg
     s.close()
+
+
+def test_sets_pyntpd_does_not_write_are_named_in_the_log(tmp_path, caplog):
+    config = parse_text(f"statsdir {tmp_path}\nstatistics loopstats clockstats rawstats\n").config
+    settings = StatsSettings.from_config(config)
+    assert settings.unwritten == ("clockstats", "rawstats")
+    with caplog.at_level(logging.INFO):
+        Statistics(settings).close()
+    assert "statistics clockstats rawstats: accepted, but pyntpd writes only" in caplog.text

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from pyntpd.config.diagnostics import Location
-from pyntpd.config.model import FilegenType, NtpConfig
+from pyntpd.config.model import STATISTICS_NAMES, FilegenType, NtpConfig
 from pyntpd.daemon.logsetup import LogOnce
 from pyntpd.proto.statsformat import (
     LoopRecorder,
@@ -67,6 +67,7 @@ class StatsSettings:
     statsdir: str = DEFAULT_STATSDIR
     location: Location = field(default=Location("<default>"), compare=False)
     sets: tuple[FileSet, ...] = ()  # only the enabled ones
+    unwritten: tuple[str, ...] = ()  # enabled, but sets pyntpd has nothing to write into
 
     @classmethod
     def from_config(cls, config: NtpConfig, statsdir: str | None = None) -> StatsSettings:
@@ -80,11 +81,14 @@ class StatsSettings:
                 if fg.name == name:  # the parser merged repeated lines: the last one is all
                     fileset = FileSet(name, fg.file or name, fg.type, fg.link)
             sets.append(fileset)
+        unwritten = tuple(n for n in STATISTICS_NAMES
+                          if n not in WRITTEN_SETS and config.stats_enabled(n))
         if statsdir is not None:
-            return cls(statsdir, Location("-s"), tuple(sets))
+            return cls(statsdir, Location("-s"), tuple(sets), unwritten)
         if config.statsdir is not None:
-            return cls(config.statsdir, config.statsdir_location, tuple(sets))
-        return cls(DEFAULT_STATSDIR, Location("<ntpd's default statsdir>"), tuple(sets))
+            return cls(config.statsdir, config.statsdir_location, tuple(sets), unwritten)
+        return cls(DEFAULT_STATSDIR, Location("<ntpd's default statsdir>"), tuple(sets),
+                   unwritten)
 
     def enabled(self, name: str) -> FileSet | None:
         return next((s for s in self.sets if s.name == name), None)
@@ -296,6 +300,9 @@ class Statistics:
         old = self.sets
         self.settings = settings
         self.sets = {}
+        if settings.unwritten:
+            log.info("statistics %s: accepted, but pyntpd writes only %s",
+                     " ".join(settings.unwritten), " ".join(WRITTEN_SETS))
         if settings.sets:
             try:
                 check_statsdir(settings.statsdir, settings.location)
