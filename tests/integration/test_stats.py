@@ -73,8 +73,14 @@ def test_a_missing_statsdir_is_reported_with_its_place_and_the_daemon_still_serv
                                                                                   tmp_path):
     missing = tmp_path / "missing"
     with config_file(stats_conf(server.port, missing)) as conf, Pyntpd("-c", conf) as d:
-        d.wait_for_log(f"{conf}:3:1: statsdir {missing}/ does not exist")
+        error = f"{conf}:3:1: statsdir {missing}/ does not exist"
+        d.wait_for_log(error)
         d.wait_for_log("synchronised to 127.0.0.1")
+        d.signal(signal.SIGHUP)  # and again at a reload
+        deadline = time.monotonic() + WAIT
+        while d.output().count(error) < 2:
+            assert time.monotonic() < deadline, d.output()
+            time.sleep(0.05)
     assert not missing.exists()
 
 

@@ -270,21 +270,27 @@ def _dates(records: list[Any]) -> list[datetime.datetime]:
     return [datetime.datetime.fromtimestamp(r.time, datetime.UTC) for r in records]
 
 
-def _save(plt: Any, fig: Any, outdir: str, name: str) -> str:
-    """Write the figure as OUTDIR/NAME atomically: a temporary file, then rename over."""
+def _replace(outdir: str, name: str, write: Callable[[Any], None]) -> str:
+    """Write OUTDIR/NAME atomically (a temporary file, then rename over; a symlink at NAME is
+    replaced, never followed). `write` gets the file, opened in binary mode."""
     fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=outdir)
     try:
         with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
+            write(f)
         os.chmod(temporary, 0o644)
         os.replace(temporary, os.path.join(outdir, name))
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    return name
+
+
+def _save(plt: Any, fig: Any, outdir: str, name: str) -> str:
+    try:
+        return _replace(outdir, name, lambda f: fig.savefig(f, format="png", dpi=100))
     finally:
         plt.close(fig)
-    return name
 
 
 def _figure(plt: Any, title: str, rows: int = 1) -> tuple[Any, Any]:
@@ -360,17 +366,7 @@ img {{ max-width: 100%; }}
 </body>
 </html>
 """
-    fd, temporary = tempfile.mkstemp(prefix=".index.html.", suffix=".tmp", dir=outdir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, os.path.join(outdir, "index.html"))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    return "index.html"
+    return _replace(outdir, "index.html", lambda f: f.write(text.encode("utf-8")))
 
 
 # --- the command -----------------------------------------------------------------------------

@@ -132,10 +132,9 @@ class Synchroniser:
         self.stats.close()
 
     def reconfigure_stats(self, config: NtpConfig) -> None:
-        """A reload that changed nothing else: new statistics settings, same engine."""
-        settings = StatsSettings.from_config(config, self.options.statsdir)
-        if settings != self.stats.settings:
-            self.stats.reconfigure(settings)
+        """A reload that changed nothing else: the statistics settings (and statsdir) are
+        checked again; files whose settings did not change stay open."""
+        self.stats.reconfigure(StatsSettings.from_config(config, self.options.statsdir))
         self.config = config
 
     def write_drift(self) -> None:
