@@ -314,13 +314,17 @@ def test_a_reload_with_a_new_file_name_writes_the_new_file(tmp_path):
     assert (tmp_path / "loopstats.20261126").read_text().count("\n") == 1
 
 
-def test_a_reload_that_changes_nothing_keeps_the_open_file(tmp_path):
-    s = _stats(tmp_path)
+def test_a_reload_reopens_the_file_so_a_rotated_file_is_left_behind(tmp_path):
+    s = _stats(tmp_path, FileSet("loopstats", "loopstats", "none"))
     s.write("loopstats", _loop(DAY1))
-    fg = s.sets["loopstats"]
-    s.reconfigure(StatsSettings(str(tmp_path), Location("y"), (FileSet("loopstats", "loopstats"),)))
-    assert s.sets["loopstats"] is fg
+    (tmp_path / "loopstats").rename(tmp_path / "loopstats.1")  # what logrotate does
+    s.reconfigure(StatsSettings(str(tmp_path), Location("y"),
+                                (FileSet("loopstats", "loopstats", "none"),)))
+    s.write("loopstats", _loop(DAY1 + 1))
     s.close()
+    assert len((tmp_path / "loopstats").read_text().splitlines()) == 1
+    assert len((tmp_path / "loopstats.1").read_text().splitlines()) == 1
+    assert s.counters()["loopstats"].lines == 2  # the same set: its counters go on
 
 
 def test_sets_pyntpd_does_not_write_are_named_in_the_log(tmp_path, caplog):

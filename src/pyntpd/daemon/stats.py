@@ -296,7 +296,7 @@ class Statistics:
         self.reconfigure(settings)
 
     def reconfigure(self, settings: StatsSettings) -> None:
-        """Take new settings (a reload): a changed set starts a new file at its next line."""
+        """Take new settings (a reload): every set opens its file again at its next line."""
         old = self.sets
         self.settings = settings
         self.sets = {}
@@ -311,12 +311,14 @@ class Statistics:
                           " ".join(s.name for s in settings.sets))
         for fileset in settings.sets:
             previous = old.pop(fileset.name, None)
+            if previous is not None:
+                # Reopened at the next line, so that SIGHUP after logrotate moved a file
+                # away starts a fresh one, as for the log file.
+                previous.close()
             if previous is not None and (previous.fileset, previous.directory) == (
                     fileset, settings.statsdir):
-                self.sets[fileset.name] = previous
+                self.sets[fileset.name] = previous  # its counters go on
             else:
-                if previous is not None:
-                    previous.close()
                 self.sets[fileset.name] = FileGen(settings.statsdir, fileset, self.log_once,
                                                   self.pid, self.started)
         for gone in old.values():
