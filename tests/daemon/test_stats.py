@@ -23,7 +23,15 @@ from pyntpd.daemon.stats import (
     check_statsdir,
     generation,
 )
-from pyntpd.proto.statsformat import LoopStats, SysCounts, parse_loopstats, parse_sysstats
+from pyntpd.proto.server import SystemVars
+from pyntpd.proto.statsformat import (
+    LoopStats,
+    SysCounts,
+    parse_loopstats,
+    parse_peerstats,
+    parse_sysstats,
+)
+from pyntpd.proto.sync import PanicExit, SourceStatus, SyncResult, Tally
 
 DAY1 = 1795696496.0  # 2026-11-26 12:34:56 UTC
 MIDNIGHT = 1795737600.0  # 2026-11-27 00:00:00 UTC
@@ -334,3 +342,23 @@ def test_sets_pyntpd_does_not_write_are_named_in_the_log(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         Statistics(settings).close()
     assert "statistics clockstats rawstats: accepted, but pyntpd writes only" in caplog.text
+
+
+def _update(system_peer: object, panic: bool = False) -> SyncResult:
+    status = SourceStatus(Tally.SYSPEER if system_peer else Tally.REJECT, 0.001, 0.02,
+                          0.0001, 0.0003, 0.1, 6, 8)
+    return SyncResult(actions=(), system=SystemVars(), sources={"a": status}, polls={"a": 6},
+                      wakeup=None, offset=0.001, frequency=3.0, jitter=0.0001,
+                      system_peer=system_peer,
+                      panic=PanicExit(2000.0, 1000.0) if panic else None)
+
+
+def test_a_sample_gives_a_peerstats_line_and_a_clock_update_a_loopstats_line(tmp_path):
+    s = _stats(tmp_path, FileSet("loopstats", "loopstats"), FileSet("peerstats", "peerstats"))
+    s.record_sample(DAY1, "a", "192.0.2.1", 0o377, _update(system_peer="a"))
+    s.record_sample(DAY1 + 1, "a", "192.0.2.1", 0o377, _update(system_peer=None))
+    s.record_sample(DAY1 + 2, "a", "192.0.2.1", 0o377, _update(system_peer="a", panic=True))
+    s.close()
+    assert [c.lines for c in s.counters().values()] == [1, 2]
+    peer = parse_peerstats((tmp_path / "peerstats").read_text().splitlines()[0])
+    assert (peer.address, peer.status, peer.offset) == ("192.0.2.1", 0x9600, 0.001)

@@ -26,6 +26,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from pyntpd.config.diagnostics import Location
@@ -340,6 +341,17 @@ class Statistics:
         return fg.write(line, record.time)
 
     # --- what is recorded ------------------------------------------------------------------
+
+    def record_sample(self, now: float, key: Hashable, address: str, reach: int,
+                      result: SyncResult) -> None:
+        """After the engine update that took in a sample from source `key`: as ntpd, a
+        peerstats line for the source, and a loopstats line when a source is followed
+        (each such update is a clock update)."""
+        if result.panic is not None:
+            return
+        self.record_peer(now, address, result.sources.get(key), reach)
+        if result.system_peer is not None:
+            self.record_loop(now, result)
 
     def record_peer(self, now: float, address: str, status: SourceStatus | None,
                     reach: int) -> None:

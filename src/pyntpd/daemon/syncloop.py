@@ -132,8 +132,8 @@ class Synchroniser:
         self.stats.close()
 
     def reconfigure_stats(self, config: NtpConfig) -> None:
-        """A reload that changed nothing else: the statistics settings (and statsdir) are
-        checked again; files whose settings did not change stay open."""
+        """A reload that changed nothing else: new statistics settings, statsdir checked
+        again, every file reopened at its next line."""
         self.stats.reconfigure(StatsSettings.from_config(config, self.options.statsdir))
         self.config = config
 
@@ -208,12 +208,8 @@ class Synchroniser:
     def _on_sample(self, peer: Peer, sample: Sample) -> None:
         used = self.engine.on_sample(peer, sample) is not None
         now, result = self._update()
-        if used and result.panic is None:
-            # As ntpd: a peerstats line per sample, a loopstats line per clock update.
-            self.stats.record_peer(now, peer.address, result.sources.get(peer),
-                                   peer.assoc.reach)
-            if result.system_peer is not None:
-                self.stats.record_loop(now, result)
+        if used:
+            self.stats.record_sample(now, peer, peer.address, peer.assoc.reach, result)
 
     def _update(self) -> tuple[float, SyncResult]:
         now = self.now()

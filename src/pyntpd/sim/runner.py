@@ -144,11 +144,9 @@ class Simulation:
         now = self.local()
         result = self.engine.update(now)
         self._handle(result)
-        if self.stats is not None and used and result.panic is None:
-            self.stats.record_peer(now, self.servers[key].address, result.sources.get(key),
-                                   self.assocs[key].reach)
-            if result.system_peer is not None:
-                self.stats.record_loop(now, result)
+        if self.stats is not None and used:
+            self.stats.record_sample(now, key, self.servers[key].address,
+                                     self.assocs[key].reach, result)
 
     # --- the engine's decisions -----------------------------------------------------
 
