@@ -9,6 +9,7 @@ import pytest
 from pyntpd.proto.packet import DropReason
 from pyntpd.proto.server import ServerCounters, SystemVars
 from pyntpd.proto.statsformat import (
+    PARSERS,
     LoopRecorder,
     LoopStats,
     PeerStats,
@@ -82,44 +83,40 @@ def test_lines_written_by_ntpd_parse():
     assert (peer.address, peer.status, peer.jitter) == ("127.127.4.1", 0x9714, 0.000958674)
 
 
-@pytest.mark.parametrize("line", [
-    "",
-    "61370 45296.789 0.1 1.0 0.1 0.1",  # a field short
-    "61370 45296.789 0.1 1.0 0.1 0.1 6 7",  # a field too many
-    "61370 45296.789 nan 1.0 0.1 0.1 6",
-    "61370 45296.789 inf 1.0 0.1 0.1 6",
-    "61370 45296.789 0x10 1.0 0.1 0.1 6",
-    "61370 86401.000 0.1 1.0 0.1 0.1 6",  # past the end of the day
-    "61370 -1.000 0.1 1.0 0.1 0.1 6",
-    "-5 1.000 0.1 1.0 0.1 0.1 6",
-    "61370.5 1.000 0.1 1.0 0.1 0.1 6",
-    "61370 1.000 0.1 1.0 0.1 0.1 6.5",
-    "61_370 1.000 0.1 1.0 0.1 0.1 6",
-])
-def test_malformed_loopstats_lines_are_refused(line):
+MALFORMED = {
+    "loopstats": [
+        "",
+        "61370 45296.789 0.1 1.0 0.1 0.1",  # a field short
+        "61370 45296.789 0.1 1.0 0.1 0.1 6 7",  # a field too many
+        "61370 45296.789 nan 1.0 0.1 0.1 6",
+        "61370 45296.789 inf 1.0 0.1 0.1 6",
+        "61370 45296.789 0x10 1.0 0.1 0.1 6",
+        "61370 86401.000 0.1 1.0 0.1 0.1 6",  # past the end of the day
+        "61370 -1.000 0.1 1.0 0.1 0.1 6",
+        "-5 1.000 0.1 1.0 0.1 0.1 6",
+        "61370.5 1.000 0.1 1.0 0.1 0.1 6",
+        "61370 1.000 0.1 1.0 0.1 0.1 6.5",
+        "61_370 1.000 0.1 1.0 0.1 0.1 6",
+    ],
+    "peerstats": [
+        "61370 45296.789 192.0.2.1 zz14 0.1 0.1 0.1 0.1",
+        "61370 45296.789 192.0.2.1 10000 0.1 0.1 0.1 0.1",  # more than 16 bits
+        "61370 45296.789 192.0.2.1 9614 0.1 0.1 0.1",
+        "61370 45296.789 192.0.2.1 9614 0.1 0.1 0.1 x",
+    ],
+    "sysstats": [
+        "61370 45296.789 3600 1 2 3 4 5 6 7 8 9",  # 9 counters
+        "61370 45296.789 3600 1 2 3 4 5 6 7 8 9 -10",
+        "61370 45296.789 3600 1 2 3 4 5 6 7 8 9 1.5",
+    ],
+}
+
+
+@pytest.mark.parametrize(("name", "line"),
+                         [(name, line) for name, lines in MALFORMED.items() for line in lines])
+def test_malformed_lines_are_refused(name, line):
     with pytest.raises(StatsParseError):
-        parse_loopstats(line)
-
-
-@pytest.mark.parametrize("line", [
-    "61370 45296.789 192.0.2.1 zz14 0.1 0.1 0.1 0.1",
-    "61370 45296.789 192.0.2.1 10000 0.1 0.1 0.1 0.1",  # more than 16 bits
-    "61370 45296.789 192.0.2.1 9614 0.1 0.1 0.1",
-    "61370 45296.789 192.0.2.1 9614 0.1 0.1 0.1 x",
-])
-def test_malformed_peerstats_lines_are_refused(line):
-    with pytest.raises(StatsParseError):
-        parse_peerstats(line)
-
-
-@pytest.mark.parametrize("line", [
-    "61370 45296.789 3600 1 2 3 4 5 6 7 8 9",  # 9 counters
-    "61370 45296.789 3600 1 2 3 4 5 6 7 8 9 -10",
-    "61370 45296.789 3600 1 2 3 4 5 6 7 8 9 1.5",
-])
-def test_malformed_sysstats_lines_are_refused(line):
-    with pytest.raises(StatsParseError):
-        parse_sysstats(line)
+        PARSERS[name](line)
 
 
 def test_a_value_that_is_not_finite_is_never_written():
