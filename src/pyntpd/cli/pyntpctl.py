@@ -2,7 +2,8 @@
 add one with a `register_*` function that takes the subparsers and sets `func`.
 
     pyntpctl simulate SCENARIO [--seed N] [--minpoll P --maxpoll P] [--days D]
-                               [--stats-from S] [--csv FILE] [--plot FILE]
+                               [--stats-from S] [--csv FILE] [--plot FILE] [--stats DIR]
+    pyntpctl plot STATSDIR [-o OUTDIR] [--since T] [--until T] [--prefix P]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from pyntpd.cli.check import register_check
+from pyntpd.cli.plot import register_plot
 from pyntpd.cli.service import register_service
 
 EXIT_OK = 0
@@ -54,15 +56,23 @@ def _write_plot(path: str, title: str, offsets: list[float], stats_from: float) 
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from pyntpd.daemon.stats import StatsDirError
     from pyntpd.sim.scenarios import DAY, SCENARIOS, run
 
     setup = SCENARIOS[args.scenario]
-    report, sim = run(
-        setup, args.seed, minpoll=args.minpoll, maxpoll=args.maxpoll,
-        duration=None if args.days is None else args.days * DAY,
-        stats_from=args.stats_from,
-    )
+    try:
+        report, sim = run(
+            setup, args.seed, minpoll=args.minpoll, maxpoll=args.maxpoll,
+            duration=None if args.days is None else args.days * DAY,
+            stats_from=args.stats_from, stats_dir=args.stats,
+        )
+    except StatsDirError as exc:
+        print(f"pyntpctl simulate: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     print("\n".join(report.lines()))
+    if sim.stats is not None:
+        counts = ", ".join(f"{c.lines} {name} lines" for name, c in sim.stats.counters().items())
+        print(f"  statistics written to {args.stats}: {counts}")
     trace = sim.trace
     if args.csv:
         _write_csv(args.csv, trace.offsets, trace.frequency_errors)
@@ -92,6 +102,9 @@ def register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--csv", metavar="FILE",
                    help="write the offset and the rate error (frequency + slew) per second")
     p.add_argument("--plot", metavar="FILE", help="write a PNG (needs matplotlib)")
+    p.add_argument("--stats", metavar="DIR",
+                   help="write loopstats and peerstats files into DIR (an existing directory), "
+                        "in ntpd's format, for 'pyntpctl plot'")
     p.set_defaults(func=cmd_simulate)
 
 
@@ -102,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_service(sub)
     register_simulate(sub)
     register_check(sub)
+    register_plot(sub)
     return parser
 
 

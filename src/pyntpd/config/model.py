@@ -193,6 +193,7 @@ class NtpConfig:
     control_key: int | None = None
     statistics: tuple[str, ...] = ()
     statsdir: str | None = None
+    statsdir_location: Location = field(default=NO_LOCATION, compare=False)
     filegens: tuple[FilegenConfig, ...] = ()
     logfile: str | None = None
     leapfile: str | None = None

@@ -17,6 +17,7 @@ from .diagnostics import DiagnosticSink, Location
 from .keys import SymmetricKey, parse_keys
 from .lexer import Token, lex
 from .model import (
+    NO_LOCATION,
     DiscardConfig,
     MruConfig,
     NtpConfig,
@@ -232,6 +233,7 @@ class _Parser:
             control_key=number("control_key"),
             statistics=tuple(b.statistics),
             statsdir=text("statsdir"),
+            statsdir_location=s.get("statsdir_location", NO_LOCATION),
             filegens=tuple(b.filegens),
             logfile=text("logfile"),
             leapfile=text("leapfile"),

@@ -79,6 +79,8 @@ def handle_path(ctx: Context, head: Token, args: list[Token]) -> None:
     ctx.no_more(args, 1, name)
     if path is not None and ctx.line_ok:
         ctx.b.scalars[name] = path
+        if name == "statsdir":
+            ctx.b.scalars["statsdir_location"] = head.loc
 
 
 def handle_driftfile(ctx: Context, head: Token, args: list[Token]) -> None:
@@ -218,10 +220,13 @@ def handle_filegen(ctx: Context, head: Token, args: list[Token]) -> None:
     name_tok = ctx.need(args, 0, head, "statistics name")
     if name_tok is None or not _stats_name(ctx, name_tok):
         return
-    file: str | None = None
-    ftype: FilegenType = "day"
-    link = True
-    enabled: bool | None = None
+    # As in ntpd, a later line for the same set starts from what the earlier ones said.
+    previous = next((fg for fg in reversed(ctx.b.filegens) if fg.name == name_tok.text),
+                    FilegenConfig(name_tok.text))
+    file = previous.file
+    ftype = previous.type
+    link = previous.link
+    enabled = previous.enabled
     i = 1
     while i < len(args):
         tok = args[i]

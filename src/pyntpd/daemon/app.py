@@ -378,10 +378,12 @@ class Daemon:
             family=(socket.AF_INET if self.options.ipv4_only
                     else socket.AF_INET6 if self.options.ipv6_only else 0),
             driftfile=self.options.driftfile or config.driftfile,
+            statsdir=self.options.statsdir,
         )
         return Synchroniser(config, options, self.clock, self.precision,
                             local_driver(config, self.precision), self._publish, self.stop,
-                            self.leap_table, self._peers_changed)
+                            self.leap_table, self._peers_changed,
+                            counters=lambda: self.responder.counters)
 
     def _publish(self, system: SystemVars) -> None:
         self.responder.set_system(system)
@@ -455,6 +457,8 @@ class Daemon:
             self.leap_table = load_leap_table(new)
             self.sync = self._new_synchroniser(new)
             self.sync.start()
+        elif self.sync is not None:
+            self.sync.reconfigure_stats(new)
         log.info("configuration reloaded from %s: %s", loaded.source, self.describe_state())
         sdnotify.ready(self.describe_state())
 

@@ -23,10 +23,12 @@ from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.logsetup import LogOnce
 from pyntpd.daemon.sources import Peer, SourceManager
+from pyntpd.daemon.stats import Statistics, StatsSettings
 from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.localclock import LocalClockDriver
-from pyntpd.proto.server import SystemVars
+from pyntpd.proto.server import ServerCounters, SystemVars
 from pyntpd.proto.source import Sample
+from pyntpd.proto.statsformat import SysCounts, sys_counts
 from pyntpd.proto.sync import SyncConfig, SyncEngine, SyncResult, Tally
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
 
@@ -34,6 +36,7 @@ log = logging.getLogger("pyntpd")
 
 DRIFT_CHECK_INTERVAL = 3600.0
 MAX_WAKEUP = 64.0  # update at least this often, so holdover and status stay current
+SYSSTATS_INTERVAL = 3600.0  # ntpd writes sysstats (and resets its counters) hourly
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,7 @@ class SyncOptions:
     once: bool = False
     family: int = 0
     driftfile: str | None = None
+    statsdir: str | None = None  # -s: wins over the statsdir directive
 
 
 def describe(peer: Peer) -> str:
@@ -62,8 +66,10 @@ class Synchroniser:
         finish: Callable[[int], None],
         leap_table: LeapTable | None = None,
         peers_changed: Callable[[list[tuple[int, bool]]], None] = lambda hosts: None,
+        counters: Callable[[], ServerCounters] | None = None,
     ) -> None:
         self.peers_changed = peers_changed
+        self.counters = counters
         self.config = config
         self.options = options
         self.clock = clock
@@ -97,6 +103,9 @@ class Synchroniser:
         self._known: set[Peer] = set()
         self._wakeup: asyncio.TimerHandle | None = None
         self._drift_timer: asyncio.TimerHandle | None = None
+        self._sysstats_timer: asyncio.TimerHandle | None = None
+        self.stats = Statistics(StatsSettings.from_config(config, options.statsdir),
+                                started=self.now(), counts=self._sys_counts())
 
     def now(self) -> float:
         return self.clock.now() / 1e9
@@ -112,13 +121,23 @@ class Synchroniser:
         self.sources.start()
         if self.drift is not None and self.clock.can_adjust:
             self._schedule_drift()
+        self._schedule_sysstats()
 
     def close(self) -> None:
-        for timer in (self._wakeup, self._drift_timer):
+        for timer in (self._wakeup, self._drift_timer, self._sysstats_timer):
             if timer is not None:
                 timer.cancel()
         self.sources.close()
         self.write_drift()
+        # The counts since the last hourly record would be lost otherwise.
+        self._write_sysstats()
+        self.stats.close()
+
+    def reconfigure_stats(self, config: NtpConfig) -> None:
+        """A reload that changed nothing else: new statistics settings, statsdir checked
+        again, every file reopened at its next line."""
+        self.stats.reconfigure(StatsSettings.from_config(config, self.options.statsdir))
+        self.config = config
 
     def write_drift(self) -> None:
         """At exit (and hourly): keep what the discipline learnt about the oscillator."""
@@ -128,6 +147,21 @@ class Synchroniser:
     def _schedule_drift(self) -> None:
         loop = asyncio.get_running_loop()
         self._drift_timer = loop.call_later(DRIFT_CHECK_INTERVAL, self._drift_due)
+
+    def _sys_counts(self) -> SysCounts:
+        return sys_counts(self.counters()) if self.counters is not None else SysCounts()
+
+    def _schedule_sysstats(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sysstats_timer = loop.call_later(SYSSTATS_INTERVAL, self._sysstats_due)
+
+    def _sysstats_due(self) -> None:
+        self._write_sysstats()
+        self._schedule_sysstats()
+
+    def _write_sysstats(self) -> None:
+        if self.counters is not None:
+            self.stats.record_sys(self.now(), self._sys_counts())
 
     def _drift_due(self) -> None:
         assert self.drift is not None
@@ -174,14 +208,18 @@ class Synchroniser:
         return [(p.address_int, p.family == socket.AF_INET6) for p in self.sources.peers]
 
     def _on_sample(self, peer: Peer, sample: Sample) -> None:
-        self.engine.on_sample(peer, sample)
-        self._update()
+        used = self.engine.on_sample(peer, sample) is not None
+        now, result = self._update()
+        if used:
+            self.stats.record_sample(now, peer, peer.address, peer.assoc.reach, result)
 
-    def _update(self) -> None:
+    def _update(self) -> tuple[float, SyncResult]:
         now = self.now()
         if self.leap_table is not None:
             self.engine.set_leap_file(self.leap_table.leap_pending(int(now) + NTP_UNIX_OFFSET))
-        self._handle(self.engine.update(now), now)
+        result = self.engine.update(now)
+        self._handle(result, now)
+        return now, result
 
     def _handle(self, result: SyncResult, now: float) -> None:
         self.last = result

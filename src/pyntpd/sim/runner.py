@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from pyntpd.clock.base import apply_actions
 from pyntpd.clock.simclock import SimClock
+from pyntpd.daemon.stats import Statistics
 from pyntpd.proto.source import Association, SourceSpec
 from pyntpd.proto.sync import PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.proto.timestamp import unix_ns_to_ntp
@@ -48,8 +49,10 @@ class Simulation:
         config: SyncConfig,
         rng: random.Random,
         keep_updates: bool = False,
+        stats: Statistics | None = None,
     ) -> None:
         self.clock = clock
+        self.stats = stats  # written as the daemon writes them, stamped with the local clock
         self.rng = rng
         self.trace = Trace()
         self.keep_updates = keep_updates
@@ -137,8 +140,13 @@ class Simulation:
         if sample is None:
             return
         self.trace.samples += 1
-        self.engine.on_sample(key, sample)
-        self._handle(self.engine.update(self.local()))
+        used = self.engine.on_sample(key, sample) is not None
+        now = self.local()
+        result = self.engine.update(now)
+        self._handle(result)
+        if self.stats is not None and used:
+            self.stats.record_sample(now, key, self.servers[key].address,
+                                     self.assocs[key].reach, result)
 
     # --- the engine's decisions -----------------------------------------------------
 

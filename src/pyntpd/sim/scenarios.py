@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from pyntpd.clock.simclock import SimClock
+from pyntpd.config.diagnostics import Location
 from pyntpd.config.model import TinkerConfig
+from pyntpd.daemon.stats import FileSet, Statistics, StatsSettings, check_statsdir
 from pyntpd.proto.source import SourceSpec
 from pyntpd.proto.sync import SyncConfig
 from pyntpd.sim.network import Path, SimServer, exponential
@@ -127,7 +129,10 @@ def run(
     stats_from: float | None = None,
     config: SyncConfig | None = None,
     keep_updates: bool = False,
+    stats_dir: str | None = None,
 ) -> tuple[Report, Simulation]:
+    """`stats_dir`: also write loopstats and peerstats there (daily files, as ntpd's
+    `filegen ... type day link`), stamped with the simulated local clock."""
     rng = random.Random(seed)
     lo = setup.minpoll if minpoll is None else minpoll
     hi = setup.maxpoll if maxpoll is None else maxpoll
@@ -138,11 +143,25 @@ def run(
     pairs = [(s, SourceSpec(s.address, minpoll=lo, maxpoll=hi, iburst=setup.iburst))
              for s in servers]
     cfg = config or setup.config
-    sim = Simulation(clock, pairs, cfg, random.Random(rng.getrandbits(64)), keep_updates)
+    stats = None if stats_dir is None else simulation_stats(stats_dir, clock.now() / 1e9)
+    sim = Simulation(clock, pairs, cfg, random.Random(rng.getrandbits(64)), keep_updates,
+                     stats)
     length = setup.duration if duration is None else duration
     start = setup.stats_from if stats_from is None else stats_from
-    trace = sim.run(length)
+    try:
+        trace = sim.run(length)
+    finally:
+        if stats is not None:
+            stats.close()
     return summarise(setup.name, seed, sim, trace, length, start), sim
+
+
+def simulation_stats(directory: str, started: float) -> Statistics:
+    """The statistics a simulation records; StatsDirError if `directory` is unusable."""
+    where = Location("--stats")
+    check_statsdir(directory, where)
+    sets = (FileSet("loopstats", "loopstats"), FileSet("peerstats", "peerstats"))
+    return Statistics(StatsSettings(directory, where, sets), started=started)
 
 
 def with_tinker(config: SyncConfig, **tinker: float) -> SyncConfig:
