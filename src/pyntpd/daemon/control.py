@@ -19,7 +19,13 @@ from pyntpd.daemon.serve import address_text
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser
 from pyntpd.proto.access import address_key
-from pyntpd.proto.control import ControlResponder, ControlSnapshot, PeerInfo, mru_items
+from pyntpd.proto.control import (
+    SST_LOCAL,
+    ControlResponder,
+    ControlSnapshot,
+    PeerInfo,
+    mru_items,
+)
 from pyntpd.proto.server import Responder
 from pyntpd.proto.source import State
 from pyntpd.proto.timestamp import unix_ns_to_ntp, unix_to_ntp
@@ -80,6 +86,7 @@ class ControlService:
             precision=s.precision, rootdelay=s.root_delay, rootdisp=s.root_dispersion,
             refid=s.refid, reftime=s.reference_time, clock=unix_ns_to_ntp(now_ns),
             peer=system_peer, refclock=system_peer == LOCAL_ASSOCID,
+            clock_source=SST_LOCAL if system_peer == LOCAL_ASSOCID else None,
             offset=last.offset if last is not None else 0.0,
             frequency=last.frequency if last is not None else 0.0,
             sys_jitter=last.jitter if last is not None else 0.0,
