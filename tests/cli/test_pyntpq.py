@@ -221,8 +221,8 @@ def test_json_documents_have_typed_fields(serve: Callable[[Handler], int],
     assert [a["condition"] for a in assoc["associations"]] == ["sys.peer", "falsetick"]
     assert peers["peers"][1] == {
         "associd": 6, "tally": "x", "condition": "falsetick", "remote": "192.0.2.66",
-        "srcadr": "192.0.2.66", "refid": "GPS", "stratum": 1, "type": "u", "when": None,
-        "poll": 64, "reach": 7, "delay_ms": 0.0, "offset_ms": 50.0, "jitter_ms": 0.0}
+        "srcadr": "192.0.2.66", "srcport": 123, "refid": "GPS", "stratum": 1, "type": "u",
+        "when": None, "poll": 64, "reach": 7, "delay_ms": 0.0, "offset_ms": 50.0, "jitter_ms": 0.0}
     assert {"addr": "127.0.0.1", "port": 40000, "count": 5}.items() <= mru["entries"][-1].items()
 
 

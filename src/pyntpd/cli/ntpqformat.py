@@ -130,7 +130,8 @@ def peers_text(rows: Iterable[PeerRow], namer: Namer) -> str:
 def peers_json(rows: Iterable[PeerRow], namer: Namer) -> dict[str, object]:
     return {"command": "peers", "peers": [
         {"associd": r.associd, "tally": r.tally, "condition": r.condition,
-         "remote": remote_name(r, namer), "srcadr": r.srcadr, "refid": r.refid,
+         "remote": remote_name(r, namer), "srcadr": r.srcadr, "srcport": r.srcport,
+         "refid": r.refid,
          "stratum": r.stratum, "type": r.type, "when": r.when, "poll": r.poll,
          "reach": r.reach, "delay_ms": r.delay, "offset_ms": r.offset, "jitter_ms": r.jitter}
         for r in rows]}

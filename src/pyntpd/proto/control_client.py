@@ -260,6 +260,7 @@ class PeerRow:
     associd: int
     tally: str
     srcadr: str
+    srcport: int
     srchost: str | None
     refid: str  # as sent: a code (LOCL, INIT) or an address
     stratum: int
@@ -348,6 +349,7 @@ def peer_row(assoc: Association, variables: dict[str, str], now_ntp: int) -> Pee
         associd=assoc.associd,
         tally=assoc.tally,
         srcadr=unquote(srcadr),
+        srcport=_int_var(variables, "srcport", 123),
         srchost=unquote(srchost) if srchost and len(srchost) > 2 else None,
         refid=unquote(variables.get("refid", "0.0.0.0")),
         stratum=_int_var(variables, "stratum"),
