@@ -101,6 +101,8 @@ def test_pyntpq_reads_ntpsecs_associations_and_variables(require: Require,
             ours_rv = json.loads(pyntpq_ok(netns, "--json", "-c", "rv"))["variables"]
             peers = pyntpq_ok(netns, "-pn")
             theirs_peers = ntpq(netns, "-pn")
+            mru = json.loads(pyntpq_ok(netns, "--json", "-n", "-c", "mrulist"))["entries"]
+            status = pyntpq(netns, "--status")
     their_ids = sorted(int(line.split()[1]) for line in theirs_as.splitlines()[3:] if line)
     assert sorted(a["associd"] for a in ours_as) == their_ids and len(their_ids) == 2
     assert "ntpsec" in ours_rv["version"] and f"stratum={ours_rv['stratum']}" in theirs_rv
@@ -108,6 +110,9 @@ def test_pyntpq_reads_ntpsecs_associations_and_variables(require: Require,
     remotes = sorted(row["remote"] for row in billboard(peers))
     assert remotes == ["192.0.2.1", "192.0.2.2"]
     assert stable(billboard(peers)) == stable(billboard(theirs_peers))
+    # ntpsec's nonce handshake works with ours, and it counted our queries.
+    assert any(e["addr"] == "127.0.0.1" and e["mode"] == 6 and e["count"] > 1 for e in mru)
+    assert status.returncode in (0, 1) and status.stdout.startswith(("synchronised", "unsync"))
 
 
 def test_ntpq_and_pyntpq_agree_on_pyntpds_peers(require: Require, netns: NetNamespace) -> None:
