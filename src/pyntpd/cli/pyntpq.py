@@ -41,7 +41,7 @@ NTP_PORT = 123
 RECV_SIZE = 65536
 MAX_DATAGRAMS = 1024  # read per request before giving up on a babbling server
 RESOLVE_BUDGET = 2.0  # s for all reverse look-ups of one listing
-MRU_FILTERS = ("mincount", "laddr", "resall", "resany", "maxlstint", "recent", "limit", "sort")
+MRU_FILTERS = ("mincount", "laddr", "resall", "resany", "maxlstint", "recent", "limit")
 
 
 class QueryError(Exception):
@@ -198,7 +198,7 @@ def cmd_mrulist(ctx: Context, args: Sequence[str]) -> None:
             raise QueryError(f"mrulist: unsupported option {arg!r} "
                              f"(known: {', '.join(k + '=' for k in MRU_FILTERS)})")
         params[key] = value
-    session = MruSession(params={k: v for k, v in params.items() if k != "sort"})
+    session = MruSession(params=params)
     session.take_nonce(ctx.server.query(Opcode.REQ_NONCE).data)
     restarted = False
     while True:
