@@ -274,3 +274,35 @@ def test_a_closed_port_or_bad_host_fails_cleanly(capsys: pytest.CaptureFixture[s
     assert code == 1 and "pyntpq:" in err
     assert main(["--status", "--port", "0", "127.0.0.1"]) == 2
     assert main(["-c", "rv", "no-such-host.invalid"]) == 1
+
+
+def test_server_text_cannot_inject_terminal_escapes(serve: Callable[[Handler], int],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    snapshot = ControlSnapshot(version="evil\x1b[2J\x07", leap=0, stratum=2)
+    code, out, _ = run(capsys, serve(responder(snapshot)), "-c", "rv")
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+    assert 'version="evil^[[2J^G"' in out
+
+
+def test_a_nonsense_timeout_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--timeout", "nan", "-c", "rv", "127.0.0.1"]) == 1
+    assert main(["--timeout=-1", "--status", "127.0.0.1"]) == 2
+    assert "bad timeout" in capsys.readouterr().err
+
+
+def test_name_lookups_share_one_bounded_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from pyntpd.cli import pyntpq
+
+    def slow(address: tuple[str, int], flags: int) -> tuple[str, str]:
+        time.sleep(5 if address[0].endswith(".9") else 0)
+        return f"host-{address[0]}", "0"
+
+    monkeypatch.setattr(pyntpq, "RESOLVE_BUDGET", 0.3)
+    monkeypatch.setattr(pyntpq.socket, "getnameinfo", slow)
+    start = time.monotonic()
+    namer = pyntpq.resolver(["192.0.2.1", "192.0.2.9", "127.127.1.0"])
+    assert time.monotonic() - start < 1.0
+    assert [namer(a) for a in ("192.0.2.1", "192.0.2.9", "127.127.1.0")] == [
+        "host-192.0.2.1", "192.0.2.9", "127.127.1.0"]

@@ -105,6 +105,22 @@ def _ascii(text: str) -> str:
     return "".join(c if " " <= c < "\x7f" else "." for c in text)
 
 
+def printable(text: str) -> str:
+    """What a server sent, made safe for a terminal: control characters (escape sequences)
+    shown as ntpq's makeascii does, `^[`; line ends kept."""
+    out = []
+    for c in text:
+        if c == "\n" or " " <= c < "\x7f" or c > "\x9f":
+            out.append(c)
+        elif c == "\x7f":
+            out.append("^?")
+        elif c < " ":
+            out.append("^" + chr(ord(c) + 64))
+        else:
+            out.append("?")
+    return "".join(out)
+
+
 def refid_column(refid: str) -> str:
     """ntpq 4.2.8: a refid of up to four characters is a code, shown as .CODE."""
     return f".{refid}." if 0 < len(refid) <= 4 else refid

@@ -10,11 +10,13 @@ Commands (-c, in order, -p being `peers`): `rv`/`readvar [ASSOC] [VAR,...]`,
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
+import contextlib
 import json
+import math
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ NTP_PORT = 123
 RECV_SIZE = 65536
 MAX_DATAGRAMS = 1024  # read per request before giving up on a babbling server
 RESOLVE_BUDGET = 2.0  # s for all reverse look-ups of one listing
+MAX_LOOKUPS = 256  # addresses resolved per listing; the rest stay numeric
 MRU_FILTERS = ("mincount", "laddr", "resall", "resany", "maxlstint", "recent", "limit")
 
 
@@ -74,14 +77,15 @@ class Server:
 
     def query(self, opcode: int, associd: int = 0, data: bytes = b"") -> Response:
         """One request and its whole response; one retry as ntpq does."""
-        for attempt in range(2):
+        for _attempt in range(2):
             self.sequence = (self.sequence + 1) & 0xFFFF or 1
-            self.sock.send(request(opcode, self.sequence, associd, data))
+            try:
+                self.sock.send(request(opcode, self.sequence, associd, data))
+            except OSError as exc:
+                raise QueryError(f"{self.label}: {exc.strerror or exc}") from None
             response = self._collect(Collector(opcode, self.sequence))
             if response is not None:
                 return response
-            if attempt == 0:
-                continue
         raise QueryError(f"{self.label}: timed out, nothing received")
 
     def _collect(self, collector: Collector) -> Response | None:
@@ -111,23 +115,24 @@ def numeric(address: str) -> str:
 
 
 def resolver(addresses: Sequence[str]) -> Callable[[str], str]:
-    """Reverse look-ups of `addresses`, all within RESOLVE_BUDGET seconds; numeric otherwise."""
+    """Reverse look-ups of `addresses`, all within RESOLVE_BUDGET seconds; numeric otherwise.
+    Daemon threads: a resolver that hangs never holds up pyntpq's exit."""
     names: dict[str, str] = {}
     unique = [a for a in dict.fromkeys(addresses) if not a.startswith("127.127.")]
 
-    def lookup(address: str) -> str:
-        return socket.getnameinfo((address, 0), socket.NI_NAMEREQD)[0]
+    def lookup(address: str) -> None:
+        with contextlib.suppress(OSError, UnicodeError, ValueError):
+            names[address] = socket.getnameinfo((address, 0), socket.NI_NAMEREQD)[0]
 
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
-    try:
-        futures = {pool.submit(lookup, a): a for a in unique}
-        done, _ = concurrent.futures.wait(futures, timeout=RESOLVE_BUDGET)
-        for future in done:
-            if future.exception() is None:
-                names[futures[future]] = future.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    return lambda address: names.get(address, address)
+    threads = [threading.Thread(target=lookup, args=(a,), daemon=True)
+               for a in unique[:MAX_LOOKUPS]]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + RESOLVE_BUDGET
+    for thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0))
+    found = dict(names)  # late answers are not used: the listing has one consistent view
+    return lambda address: found.get(address, address)
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -144,7 +149,7 @@ class Context:
         return resolver(addresses) if self.names else numeric
 
     def emit(self, text: str, document: dict[str, object]) -> None:
-        self.out(json.dumps(document) + "\n" if self.as_json else text)
+        self.out(json.dumps(document) + "\n" if self.as_json else fmt.printable(text))
 
 
 def _associations(ctx: Context) -> list[Association]:
@@ -280,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.port < 65536:
         print(f"pyntpq: bad port {args.port}", file=sys.stderr)
         return fmt.EXIT_UNKNOWN if args.status else EXIT_FAILURE
+    if not math.isfinite(args.timeout) or args.timeout <= 0:
+        print(f"pyntpq: bad timeout {args.timeout}", file=sys.stderr)
+        return fmt.EXIT_UNKNOWN if args.status else EXIT_FAILURE
     timeout = min(max(args.timeout, 0.05), 60.0)
     try:
         server = Server(args.host, args.port, args.family or socket.AF_UNSPEC, timeout)
@@ -290,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.status:
             return _status(server)
         return _commands(server, args)
+    except KeyboardInterrupt:
+        return 130
     finally:
         server.close()
 
@@ -300,7 +310,7 @@ def _status(server: Server) -> int:
     except (QueryError, ControlResponseError, ControlProtocolError) as exc:
         print(f"unknown: {exc}")
         return fmt.EXIT_UNKNOWN
-    print(line)
+    print(fmt.printable(line))
     return code
 
 
