@@ -6,6 +6,8 @@ import random
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyntpd.proto.control import (
     CERR_BADASSOC,
@@ -222,3 +224,32 @@ def test_an_incomplete_mrulist_answer_without_entries_is_refused() -> None:
     session = MruSession()
     with pytest.raises(ControlProtocolError):
         session.feed(b"nonce=abc")
+
+
+# Junk never carries our sequence number (7): that would be a forged fragment, not junk.
+JUNK = st.binary(max_size=80).filter(lambda b: b[2:4] != b"\0\7")
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.binary(min_size=1, max_size=3000), size=st.integers(4, 468),
+       seed=st.integers(0, 2**32), junk=st.lists(JUNK, max_size=5))
+def test_any_split_shuffle_and_junk_reassembles_the_payload(
+        payload: bytes, size: int, seed: int, junk: list[bytes]) -> None:
+    rng = random.Random(seed)
+    frags = split(payload, size)
+    frags += [rng.choice(frags) for _ in range(len(frags) // 2)] + junk
+    rng.shuffle(frags)
+    collector = Collector(Opcode.READVAR, 7)
+    done = [r for r in (collector.add(f) for f in frags) if r is not None]
+    assert done and all(r.data == payload for r in done)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=600), max_size=20))
+def test_arbitrary_datagrams_never_raise_anything_unexpected(datagrams: list[bytes]) -> None:
+    collector = Collector(Opcode.READVAR, 7, max_fragments=8)
+    for datagram in datagrams:
+        try:
+            collector.add(datagram)
+        except (ControlResponseError, ControlProtocolError):
+            return

@@ -58,6 +58,8 @@ class Server:
     def __init__(self, host: str, port: int, family: int, timeout: float) -> None:
         self.label = f"{host} port {port}"
         self.timeout = timeout
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # [2001:db8::1], as written in URLs
         try:
             infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
         except (OSError, UnicodeError) as exc:
