@@ -348,8 +348,9 @@ def join_text(items: Sequence[str]) -> bytes:
     return "".join(out).encode("ascii", "replace")
 
 
-def parse_text(data: bytes) -> list[tuple[str, str | None]]:
-    """`name=value, name="v,x", name` -> [(name, value)]; quotes removed. Never raises."""
+def parse_text(data: bytes, keep_quotes: bool = False) -> list[tuple[str, str | None]]:
+    """`name=value, name="v,x", name` -> [(name, value)]; quotes removed unless
+    `keep_quotes` (a client shows strings as the server sent them). Never raises."""
     text = data.decode("ascii", "replace")
     items: list[tuple[str, str | None]] = []
     i, n = 0, len(text)
@@ -370,7 +371,7 @@ def parse_text(data: bytes) -> list[tuple[str, str | None]]:
             if i < n and text[i] == '"':
                 end = text.find('"', i + 1)
                 end = n if end < 0 else end
-                value = text[i + 1 : end]
+                value = text[i : end + 1] if keep_quotes else text[i + 1 : end]
                 i = end + 1
                 while i < n and text[i] not in ",\r\n":
                     i += 1
