@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -100,11 +101,20 @@ def config_source(options: DaemonOptions) -> str:
     return BUILTIN
 
 
-def load_config(source: str, keys_file: str | None = None) -> LoadedConfig:
-    """Parse the configuration; `keys_file` is -k, which overrides the `keys` directive."""
+def load_config(
+    source: str, keys_file: str | None = None, trusted_keys: tuple[int, ...] = ()
+) -> LoadedConfig:
+    """Parse the configuration; `keys_file` is -k, which overrides the `keys` directive, and
+    `trusted_keys` are -t's, added to `trustedkey`."""
     if source == BUILTIN:
-        return LoadedConfig(source, parse_text(DEFAULT_CONFIG_TEXT, BUILTIN, keys_file=keys_file))
-    return LoadedConfig(source, parse_file(source, keys_file=keys_file))
+        result = parse_text(DEFAULT_CONFIG_TEXT, BUILTIN, keys_file=keys_file)
+    else:
+        result = parse_file(source, keys_file=keys_file)
+    if trusted_keys:
+        config = result.config
+        result = dataclasses.replace(result, config=dataclasses.replace(
+            config, trusted_keys=config.trusted_keys | frozenset(trusted_keys)))
+    return LoadedConfig(source, result)
 
 
 def report_diagnostics(result: ParseResult) -> None:
@@ -430,7 +440,8 @@ class Daemon:
         sdnotify.reloading()
         self.workers.signal_all(signal.SIGHUP)
         try:
-            loaded = load_config(self.loaded.source, self.options.keyfile)
+            loaded = load_config(self.loaded.source, self.options.keyfile,
+                                 self.options.trusted_keys)
         except Exception as exc:  # the running daemon must survive any reload failure
             log.error("reload failed: %s; keeping the running configuration", exc)
             sdnotify.ready(self.describe_state())
