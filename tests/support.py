@@ -49,6 +49,10 @@ def query(port: int, host: str = "127.0.0.1", version: int = 4) -> NtpPacket:
     return decode(reply)
 
 
+class PortTaken(AssertionError):
+    """The daemon could not bind the port chosen for it."""
+
+
 class Pyntpd:
     """pyntpd in the foreground (-n) as a child process; ready when it says READY=1 over
     the systemd notify socket, so tests never guess with sleeps."""
@@ -63,6 +67,7 @@ class Pyntpd:
     ):
         # Tests never let a daemon near this machine's clock: --observe unless a test asks.
         self.observe = observe
+        self._port_given = port is not None
         self.port = port or free_udp_port()
         self.wrap = wrap or (lambda argv: argv)
         self.args = list(args)
@@ -73,6 +78,20 @@ class Pyntpd:
         self.log_path = os.path.join(self._dir.name, "stderr.log")
 
     def start(self) -> Pyntpd:
+        # A port picked by free_udp_port() can be taken by another process before the daemon
+        # binds it (other tests, other daemons on the machine): then try another one.
+        for _ in range(3):
+            try:
+                return self._start()
+            except PortTaken:
+                if self._port_given:
+                    raise
+                with contextlib.suppress(OSError):
+                    os.unlink(self.notify_path)
+                self.port = free_udp_port()
+        return self._start()
+
+    def _start(self) -> Pyntpd:
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(self.notify_path)
         env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, **self.env)
@@ -89,7 +108,11 @@ class Pyntpd:
                 if left <= 0:
                     raise AssertionError(f"pyntpd not ready in {READY_TIMEOUT}s:\n{self.output()}")
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"pyntpd exited {self.proc.returncode}:\n{self.output()}")
+                    output = self.output()
+                    if f"port {self.port}: Address already in use" in output:
+                        self._log.close()
+                        raise PortTaken(output)
+                    raise AssertionError(f"pyntpd exited {self.proc.returncode}:\n{output}")
                 notify.settimeout(min(left, 0.2))
                 try:
                     message = notify.recv(4096).decode()
