@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 
 @dataclass(frozen=True)
-class TestPki:
+class Pki:
     ca: Path  # the CA certificate: what clients trust
     cert: Path  # the server's leaf certificate
     key: Path  # its private key
@@ -32,7 +32,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def make_pki(directory: Path, names: tuple[str, ...] = ("localhost",),
-             addresses: tuple[str, ...] = ("127.0.0.1", "::1"), tag: str = "") -> TestPki:
+             addresses: tuple[str, ...] = ("127.0.0.1", "::1"), tag: str = "") -> Pki:
     """A CA and a leaf for `names` and `addresses`, valid from yesterday for 30 days."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
@@ -62,7 +62,7 @@ def make_pki(directory: Path, names: tuple[str, ...] = ("localhost",),
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    pki = TestPki(directory / f"ca{tag}.pem", directory / f"server{tag}.pem",
+    pki = Pki(directory / f"ca{tag}.pem", directory / f"server{tag}.pem",
                   directory / f"server{tag}.key", directory)
     pki.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     pki.cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
