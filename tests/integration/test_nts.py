@@ -156,22 +156,27 @@ def test_a_client_without_the_ntske_alpn_is_refused(tmp_path: Path) -> None:
             raise OSError("closed without an answer")
 
 
+def stalled_connection(stack: ExitStack, port: int, source: str) -> socket.socket:
+    sock = socket.socket()
+    stack.callback(sock.close)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
 def test_stalled_tls_clients_do_not_stop_others_or_the_time_service(tmp_path: Path) -> None:
     with nts_server(tmp_path) as (d, ke_port, pki), ExitStack() as stack:
-        stalled = []
-        for _ in range(10):  # connect and say nothing
-            stalled.append(stack.enter_context(socket.create_connection(("127.0.0.1",
-                                                                         ke_port))))
-        for _ in range(5):  # half a ClientHello, then nothing
-            sock = stack.enter_context(socket.create_connection(("127.0.0.1", ke_port)))
+        # One hostile host holds as many sessions as it may and asks for more: some say
+        # nothing, some send half a ClientHello and stop.
+        stalled = [stalled_connection(stack, ke_port, "127.0.0.2") for _ in range(12)]
+        for sock in stalled[::2]:
             sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(20))
-            stalled.append(sock)
         started = time.monotonic()
-        session = ke(ke_port, pki)
+        session = ke(ke_port, pki)  # another host is served at once
         assert time.monotonic() - started < 2.0
         assert nts_query(d, session)[1] is ReplyCheck.OK
         assert query(d.port).header.stratum == 11
-        # ... and the stalled sessions are cut off at their deadline.
+        # ... and every stalled session is cut off by its deadline (or refused outright).
         for sock in stalled:
             sock.settimeout(SESSION_TIMEOUT + 5.0)
             try:
@@ -179,6 +184,7 @@ def test_stalled_tls_clients_do_not_stop_others_or_the_time_service(tmp_path: Pa
                     pass
             except ConnectionResetError:
                 pass
+        assert ke(ke_port, pki).cookies
 
 
 def test_a_bad_cookie_over_the_wire_gets_an_nts_nak(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 The standard library's ssl module has no TLS exporter (DESIGN.md §3), so TLS is pyOpenSSL
 in memory-BIO mode: asyncio owns the TCP socket, the bytes go through `bio_write`/`bio_read`,
 and nothing ever blocks the loop that also serves time. A hostile client costs a bounded
-amount: at most `MAX_SESSIONS` sessions at once (more are closed on accept), each with a
+amount: at most `MAX_SESSIONS` sessions at once, `MAX_SESSIONS_PER_ADDRESS` from one address
+(more are closed on accept), each with a
 deadline (`SESSION_TIMEOUT`, however slowly it trickles bytes) and a byte budget for the
 handshake and the request; the request itself is bounded by proto.ntske's limits.
 
@@ -34,6 +35,7 @@ from pyntpd.proto.nts import KEY_LENGTH, CookieKeys, NtsSession
 log = logging.getLogger("pyntpd")
 
 MAX_SESSIONS = 64
+MAX_SESSIONS_PER_ADDRESS = 8  # one host cannot take every slot
 SESSION_TIMEOUT = 5.0  # seconds from accept to the response, whatever the client does
 MAX_SESSION_BYTES = 32768  # TLS bytes a client may send (handshake + request)
 CLIENT_TIMEOUT = 10.0
@@ -235,17 +237,22 @@ class _ServerSession(_TlsProtocol):
         conn.set_accept_state()
         super().__init__(conn, ntske.REQUEST_LIMITS)
         self.server = server
+        self.address = ""
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         server = self.server
         server.counters.accepted += 1
-        if len(server.sessions) >= MAX_SESSIONS:
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if peer else ""
+        if (len(server.sessions) >= MAX_SESSIONS
+                or server.per_address.get(self.address, 0) >= MAX_SESSIONS_PER_ADDRESS):
             server.counters.refused_busy += 1
             self.closed = True
             transport.abort()
             return
         server.sessions.add(self)
+        server.per_address[self.address] = server.per_address.get(self.address, 0) + 1
         self._timer = asyncio.get_running_loop().call_later(SESSION_TIMEOUT, self._timeout)
         super().connection_made(transport)
 
@@ -301,7 +308,14 @@ class _ServerSession(_TlsProtocol):
     def finished(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self.server.sessions.discard(self)
+        server = self.server
+        if self in server.sessions:
+            server.sessions.discard(self)
+            left = server.per_address.get(self.address, 1) - 1
+            if left > 0:
+                server.per_address[self.address] = left
+            else:
+                server.per_address.pop(self.address, None)
 
 
 class NtsKeServer:
@@ -313,6 +327,7 @@ class NtsKeServer:
         self.keys = keys
         self.ntp_port: int | None = None if ntp_port == 123 else ntp_port
         self.sessions: set[_ServerSession] = set()
+        self.per_address: dict[str, int] = {}
         self.counters = KeCounters()
         self._servers: list[asyncio.AbstractServer] = []
 
