@@ -126,3 +126,28 @@ def test_a_bad_certificate_is_a_setup_error(tmp_path: Path) -> None:
     with pytest.raises(dke.NtsSetupError, match="nts cert"):
         dke.NtsService(NtsConfig(True, str(bad), str(bad), cookie=str(tmp_path / "k")), 123)
     assert not os.path.exists(tmp_path / "k")
+
+
+def test_one_address_cannot_open_sessions_faster_than_the_accept_limit(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+
+    async def run() -> dke.KeCounters:
+        keys = CookieKeys()
+        keys.rotate(NOW)
+        server = dke.NtsKeServer(str(pki.cert), str(pki.key), keys)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        await server.start("127.0.0.1", port)
+        try:
+            for _ in range(2 * dke.MAX_ACCEPTS_PER_ADDRESS + 8):  # spans at most 2 seconds
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.1)
+        finally:
+            server.close()
+        return server.counters
+
+    counters = asyncio.run(run())
+    assert counters.refused_busy >= 8

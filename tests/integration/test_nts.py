@@ -192,6 +192,7 @@ def test_a_bad_cookie_over_the_wire_gets_an_nts_nak(tmp_path: Path) -> None:
         session = ke(ke_port, pki)
         session.cookies = [bytes(100)] * 8
         reply, check = nts_query(d, session)
+        assert query(d.port).header.stratum == 11
     assert check is ReplyCheck.NAK and reply is not None
     assert decode(reply).header.refid == b"NTSN"
 

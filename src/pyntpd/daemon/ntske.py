@@ -36,6 +36,7 @@ log = logging.getLogger("pyntpd")
 
 MAX_SESSIONS = 64
 MAX_SESSIONS_PER_ADDRESS = 8  # one host cannot take every slot
+MAX_ACCEPTS_PER_ADDRESS = 16  # new sessions per address per second: handshakes cost CPU
 SESSION_TIMEOUT = 5.0  # seconds from accept to the response, whatever the client does
 MAX_SESSION_BYTES = 32768  # TLS bytes a client may send (handshake + request)
 CLIENT_TIMEOUT = 10.0
@@ -150,7 +151,7 @@ class _TlsProtocol(asyncio.Protocol):
                 chunk = self.conn.bio_read(_READ)
             except SSL.WantReadError:
                 return
-            if not chunk or self.transport is None:
+            if not chunk or self.transport is None or self.transport.is_closing():
                 return
             self.transport.write(chunk)
 
@@ -246,7 +247,8 @@ class _ServerSession(_TlsProtocol):
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if peer else ""
         if (len(server.sessions) >= MAX_SESSIONS
-                or server.per_address.get(self.address, 0) >= MAX_SESSIONS_PER_ADDRESS):
+                or server.per_address.get(self.address, 0) >= MAX_SESSIONS_PER_ADDRESS
+                or not server.accept_allowed(self.address)):
             server.counters.refused_busy += 1
             self.closed = True
             transport.abort()
@@ -328,8 +330,19 @@ class NtsKeServer:
         self.ntp_port: int | None = None if ntp_port == 123 else ntp_port
         self.sessions: set[_ServerSession] = set()
         self.per_address: dict[str, int] = {}
+        self._accepts: dict[str, int] = {}  # this second's new sessions, by address
+        self._accepts_second = 0
         self.counters = KeCounters()
         self._servers: list[asyncio.AbstractServer] = []
+
+    def accept_allowed(self, address: str) -> bool:
+        second = int(time.monotonic())
+        if second != self._accepts_second:
+            self._accepts_second = second
+            self._accepts.clear()  # bounded: at most one second's worth of addresses
+        count = self._accepts.get(address, 0)
+        self._accepts[address] = count + 1
+        return count < MAX_ACCEPTS_PER_ADDRESS
 
     async def start(self, host: str | None, port: int) -> None:
         loop = asyncio.get_running_loop()
