@@ -265,3 +265,35 @@ def test_an_unreadable_certificate_stops_the_start_with_a_reason(tmp_path: Path)
             f"key {tmp_path / 'missing.key'} cookie {tmp_path / 'k'}\n")
     with config_file(conf) as path, pytest.raises(AssertionError, match="nts cert"):
         Pyntpd("-c", path).start()
+
+
+def test_worker_processes_answer_nts_requests_too(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    ke_port = free_tcp_port()
+    conf = (f"{LOCAL_CONF}nts enable cert {pki.cert} key {pki.key} "
+            f"cookie {tmp_path / 'nts-keys'} listen 127.0.0.1 port {ke_port}\n")
+    with config_file(conf) as path, Pyntpd("-c", path, "--workers", "2") as d:
+        session = ke(ke_port, pki)
+        # Each query comes from a new ephemeral port: the kernel spreads them over both
+        # processes, which must all hold the cookie keys.
+        results = [nts_query(d, session)[1] for _ in range(12)]
+    assert results == [ReplyCheck.OK] * 12
+
+
+def test_sighup_follows_a_certificate_moved_to_new_files(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    renewed = make_pki(tmp_path / "renewed", tag="-renewed")
+    ke_port = free_tcp_port()
+
+    def conf(p: Pki) -> str:
+        return (f"{LOCAL_CONF}nts enable cert {p.cert} key {p.key} "
+                f"cookie {tmp_path / 'nts-keys'} listen 127.0.0.1 port {ke_port}\n")
+
+    path = tmp_path / "ntp.conf"
+    path.write_text(conf(pki))
+    with Pyntpd("-c", str(path)) as d:
+        assert ke(ke_port, pki).cookies
+        path.write_text(conf(renewed))
+        d.signal(signal.SIGHUP)
+        d.wait_for_log(f"NTS: certificate reloaded from {renewed.cert}")
+        assert ke(ke_port, renewed).cookies

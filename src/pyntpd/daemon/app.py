@@ -430,7 +430,7 @@ class Daemon:
             self.responder.access = build_access(new)
         self.responder.keys = build_keyring(new)
         if self.nts is not None:
-            self.nts.reload()  # new certificate for new NTS-KE sessions
+            self.nts.reload(new.nts)  # new certificate for new NTS-KE sessions
         hosts = self.sync.peer_hosts() if self.sync is not None else []
         self._peers_changed(hosts)
         if self.sync is not None and _sync_relevant(new) != _sync_relevant(old):

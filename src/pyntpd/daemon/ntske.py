@@ -561,7 +561,15 @@ class NtsService:
                                     f"{exc.strerror}; see 'nts port'") from None
         self.keeper.start()
 
-    def reload(self) -> None:
+    def reload(self, config: NtsConfig) -> None:
+        """SIGHUP: the certificate and key named now (the files may have been renewed in
+        place, or the names changed); the listener itself stays as started."""
+        if (config.enabled, config.port, config.listen, config.cookie) != (
+                self.config.enabled, self.config.port, self.config.listen, self.config.cookie):
+            log.warning("NTS: changes to 'nts enable/port/listen/cookie' take effect at the "
+                        "next restart")
+        if config.enabled and config.cert is not None and config.key is not None:
+            self.server.cert, self.server.key = config.cert, config.key
         self.server.reload()
 
     def close(self) -> None:
