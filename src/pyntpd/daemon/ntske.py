@@ -203,11 +203,13 @@ class _TlsProtocol(asyncio.Protocol):
             self.transport.close()
 
     def fail(self, why: str) -> None:
+        """Give up on the session: send what OpenSSL has to say (an alert) and close."""
         if not self.closed:
+            self._flush()
             self.closed = True
             self.on_failure(why)
             if self.transport is not None:
-                self.transport.abort()
+                self.transport.close()
 
     # hooks
     def on_handshake(self) -> None: ...
@@ -266,8 +268,13 @@ class _ServerSession(_TlsProtocol):
         super().data_received(data)
 
     def _timeout(self) -> None:
+        """The deadline: whatever state the session is in (even closing, with a peer that
+        never reads), it ends now."""
         self.server.counters.timed_out += 1
-        self.fail("timed out")
+        self.closed = True
+        log.debug("NTS-KE session from %s timed out", self.address)
+        if self.transport is not None:
+            self.transport.abort()
 
     def on_handshake(self) -> None:
         if self.conn.get_alpn_proto_negotiated() != ntske.ALPN:
@@ -367,7 +374,8 @@ class NtsKeServer:
         for server in self._servers:
             server.close()
         for session in list(self.sessions):
-            session.fail("shutting down")
+            if session.transport is not None:
+                session.transport.abort()
         self._servers = []
 
 
