@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pyntpd.proto import ntske
 from pyntpd.proto.ntske import (
@@ -180,3 +182,23 @@ def test_the_client_refuses_an_error_response() -> None:
 def test_the_client_refuses_a_response_it_cannot_use(response: bytes) -> None:
     with pytest.raises(ntske.NtsKeError):
         ntske.parse_response(ntske.parse_message(response, ntske.RESPONSE_LIMITS))
+
+_records = st.lists(st.builds(Record, st.integers(1, 0x7FFF), st.binary(max_size=64),
+                              st.booleans()), max_size=20)
+
+
+@given(_records)
+def test_any_record_list_round_trips_through_the_codec(records: list[Record]) -> None:
+    data = message(*records, END)
+    assert ntske.parse_message(data) == [*records, END]
+
+
+@given(st.binary(max_size=300), st.integers(1, 299))
+def test_arbitrary_bytes_in_any_split_either_parse_or_raise_the_codec_error(
+        data: bytes, split: int) -> None:
+    reader = MessageReader(ntske.REQUEST_LIMITS)
+    try:
+        if reader.feed(data[:split]) is None and reader.feed(data[split:]) is None:
+            reader.eof()
+    except ntske.NtsKeError:
+        pass
