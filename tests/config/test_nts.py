@@ -70,3 +70,10 @@ def test_tls13_and_the_only_aead_are_accepted_silently() -> None:
 def test_a_line_with_an_error_changes_nothing() -> None:
     result = parse("nts cert /c key /k\nnts enable port 99999\n")
     assert result.config.nts == NtsConfig(False, "/c", "/k")
+
+
+@pytest.mark.parametrize("line", ["server 192.0.2.1 nts key 1", "peer 192.0.2.1 nts key 1"])
+def test_nts_with_a_key_or_on_a_peer_is_an_error(line: str) -> None:
+    result = parse(line + "\n")
+    assert any("'nts' cannot be combined" in str(d) for d in result.errors), messages(result)
+    assert not result.config.servers

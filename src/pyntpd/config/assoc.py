@@ -162,6 +162,10 @@ def handle_association(ctx: Context, head: Token, args: list[Token]) -> None:
         ctx.error(head, f"minpoll {minpoll} is greater than maxpoll {maxpoll}")
     if kind == "peer" and "key" not in values:
         ctx.error(head, "'peer' without 'key' is refused", PEER_KEY_HINT)
+    if "nts" in flags and (kind == "peer" or "key" in values):
+        ctx.error(head, f"'nts' cannot be combined with {'peer' if kind == 'peer' else 'key'}",
+                  "NTS authenticates client/server associations on its own: use "
+                  "'server HOST nts' without 'key'")
     if not ctx.line_ok:
         return
     server = ServerConfig(
