@@ -99,6 +99,7 @@ def test_server_and_client_halves_agree_on_keys_over_loopback(tmp_path: Path) ->
         opened = keys.open_cookie(session.cookies[0])
         assert opened is not None
         assert opened == (session.c2s, session.s2c)
+        assert session.server == "127.0.0.1"  # NTP goes where NTS-KE went, not to a lookup
         return session.c2s, session.s2c, session.port or 0, keys
 
     c2s, s2c, port, _ = asyncio.run(run())

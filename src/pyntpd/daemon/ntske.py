@@ -422,7 +422,11 @@ class _ClientSession(_TlsProtocol):
             ntske.EXPORTER_LABEL, KEY_LENGTH, ntske.exporter_context(result.aead, False))
         s2c = self.conn.export_keying_material(
             ntske.EXPORTER_LABEL, KEY_LENGTH, ntske.exporter_context(result.aead, True))
-        self._settle(NtsSession(c2s, s2c, list(result.cookies), result.server, result.port,
+        # Without a Server record NTP goes to the address NTS-KE reached (RFC 8915 §4.1.7),
+        # not to whatever a second lookup of the name would give.
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        server = result.server or (str(peer[0]) if peer else None)
+        self._settle(NtsSession(c2s, s2c, list(result.cookies), server, result.port,
                                 result.aead))
         self.close()
 
