@@ -587,6 +587,11 @@ class NtsService:
     def close(self) -> None:
         self.server.close()
         self.keeper.close()
+        c = self.server.counters
+        if c.accepted:
+            errors = ", ".join(f"{k} {v}" for k, v in sorted(c.errors.items())) or "none"
+            log.info("NTS-KE: %d connections, %d served, %d refused (busy), %d timed out; "
+                     "errors: %s", c.accepted, c.served, c.refused_busy, c.timed_out, errors)
 
 
 def nts_service(config: NtsConfig, ntp_port: int) -> NtsService | None:
