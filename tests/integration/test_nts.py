@@ -297,3 +297,31 @@ def test_sighup_follows_a_certificate_moved_to_new_files(tmp_path: Path) -> None
         d.signal(signal.SIGHUP)
         d.wait_for_log(f"NTS: certificate reloaded from {renewed.cert}")
         assert ke(ke_port, renewed).cookies
+
+
+def test_a_client_runs_nts_ke_again_when_its_cookies_are_refused(tmp_path: Path) -> None:
+    """The server loses its cookie keys (a new key file): the client's next request gets an
+    NTS NAK, it fetches new keys at once and goes on with authenticated time."""
+    pki = make_pki(tmp_path / "pki")
+    ke_port = free_tcp_port()
+    udp_port = Pyntpd().port
+
+    def server_conf(keys: str) -> str:
+        return (f"{LOCAL_CONF}nts enable cert {pki.cert} key {pki.key} "
+                f"cookie {tmp_path / keys} listen 127.0.0.1 port {ke_port}\n")
+
+    client_conf = (f"nts ca {pki.ca}\nrestrict default\nserver 127.0.0.1 port {udp_port} "
+                   f"ntsport {ke_port} nts iburst minpoll 3 maxpoll 3\n")
+    with config_file(server_conf("keys-1")) as first_path, \
+            config_file(server_conf("keys-2")) as second_path, \
+            config_file(client_conf) as client_path, \
+            Pyntpd("-c", first_path, port=udp_port) as first, \
+            Pyntpd("-c", client_path) as client:
+        client.wait_for_log(f"association with 127.0.0.1 port {udp_port}, NTS")
+        first.stop()  # the client holds cookies only the first server can open
+        with Pyntpd("-c", second_path, port=udp_port) as second:
+            client.wait_for_log("NTS: new keys and 8 cookies", timeout=20.0)
+            client.wait_for_log("synchronised to 127.0.0.1", timeout=30.0)
+            second.stop()
+            served = second.output()
+    assert "NTS-KE: 1 connections, 1 served" in served, served
