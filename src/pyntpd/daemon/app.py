@@ -58,7 +58,7 @@ BUILTIN = "<built-in default>"
 
 def _sync_relevant(config: NtpConfig) -> tuple[object, ...]:
     return (config.servers, config.local_clocks, config.tos, config.tinker, config.driftfile,
-            config.leapfile, config.flags.ntp)
+            config.leapfile, config.flags.ntp, config.nts.ca)
 
 
 def make_clock(options: DaemonOptions, config: NtpConfig) -> Clock:
