@@ -14,6 +14,7 @@ from pyntpd.proto.metrics_text import (
     format_value,
     status_document,
 )
+from pyntpd.proto.nts import NtsFailure
 from pyntpd.proto.packet import DropReason
 from pyntpd.proto.server import ServerCounters
 from pyntpd.proto.timestamp import unix_to_ntp
@@ -130,6 +131,17 @@ def test_authentication_failures_are_exported_by_kind_even_at_zero():
     assert 'ntp_server_auth_failed_total{kind="bad_mac"} 1' in lines
     assert 'ntp_server_auth_failed_total{kind="unknown_key"} 0' in lines
     assert 'ntp_server_packets_dropped_total{reason="bad_auth"} 1' in lines
+
+
+def test_nts_counters_are_exported_by_kind_even_at_zero():
+    counters = ServerCounters(nts_served=5)
+    counters.nts_failed[NtsFailure.BAD_COOKIE] = 2
+    status = Status.build(ControlSnapshot(), counters, version="v", start_time=0.0, now=NOW)
+    lines = exposition(status).splitlines()
+    assert "ntp_server_nts_served_total 5" in lines
+    assert 'ntp_server_nts_failed_total{kind="nts_bad_cookie"} 2' in lines
+    assert 'ntp_server_nts_failed_total{kind="nts_malformed"} 0' in lines
+    assert status_document(status)["server"]["nts_failed"]["nts_bad_cookie"] == 2  # type: ignore[index]
 
 
 def test_http_outcomes_only_when_counted():

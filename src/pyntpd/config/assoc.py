@@ -20,7 +20,7 @@ POLL_MIN, POLL_MAX = 3, 17
 POLL_HINT = "ntpd would silently clamp it to 3..17"
 
 FLAG_OPTIONS = ("prefer", "iburst", "burst", "noselect", "true", "nts")
-VALUE_OPTIONS = ("minpoll", "maxpoll", "key", "version", "port")
+VALUE_OPTIONS = ("minpoll", "maxpoll", "key", "version", "port", "ntsport")
 # ntpd options pyntpd does not implement; accepted so old files still load.
 IGNORED_FLAGS = {
     "xleave": "interleaved mode is not supported",
@@ -36,6 +36,7 @@ _VALUE_RANGES: dict[str, tuple[int, int, str | None]] = {
     "key": (1, 65535, None),
     "version": (1, 4, None),
     "port": (1, 65535, None),
+    "ntsport": (1, 65535, None),
 }
 SERVER_OPTIONS = [*FLAG_OPTIONS, *VALUE_OPTIONS, *IGNORED_FLAGS, *IGNORED_VALUES, "autokey"]
 REFCLOCK_OPTIONS = ["prefer", "noselect", "minpoll", "maxpoll", "mode"]
@@ -161,6 +162,10 @@ def handle_association(ctx: Context, head: Token, args: list[Token]) -> None:
         ctx.error(head, f"minpoll {minpoll} is greater than maxpoll {maxpoll}")
     if kind == "peer" and "key" not in values:
         ctx.error(head, "'peer' without 'key' is refused", PEER_KEY_HINT)
+    if "nts" in flags and (kind == "peer" or "key" in values):
+        ctx.error(head, f"'nts' cannot be combined with {'peer' if kind == 'peer' else 'key'}",
+                  "NTS authenticates client/server associations on its own: use "
+                  "'server HOST nts' without 'key'")
     if not ctx.line_ok:
         return
     server = ServerConfig(
@@ -178,6 +183,7 @@ def handle_association(ctx: Context, head: Token, args: list[Token]) -> None:
         noselect="noselect" in flags,
         true="true" in flags,
         nts="nts" in flags,
+        nts_port=values.get("ntsport") or 4460,
         location=addr_tok.loc,
     )
     key = (server.address.lower(), server.port)

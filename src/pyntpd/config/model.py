@@ -65,6 +65,7 @@ class ServerConfig:
     noselect: bool = False
     true: bool = False
     nts: bool = False
+    nts_port: int = 4460  # NTS-KE port (chrony's `ntsport`)
     location: Location = field(default=NO_LOCATION, compare=False)
 
 
@@ -181,6 +182,19 @@ class InterfaceRule:
 
 
 @dataclass(frozen=True, slots=True)
+class NtsConfig:
+    """The `nts` directive (config/nts.py)."""
+
+    enabled: bool = False  # the NTS-KE server (clients need only `server ... nts`)
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None  # None: the system's CA store
+    cookie: str = "/var/lib/pyntpd/nts-keys"
+    port: int = 4460
+    listen: str | None = None  # None: every address
+
+
+@dataclass(frozen=True, slots=True)
 class NtpConfig:
     servers: tuple[ServerConfig, ...] = ()
     local_clocks: tuple[LocalClock, ...] = ()
@@ -205,6 +219,7 @@ class NtpConfig:
     discard: DiscardConfig = DiscardConfig()
     mru: MruConfig = MruConfig()
     interfaces: tuple[InterfaceRule, ...] = ()
+    nts: NtsConfig = NtsConfig()
     # Every file read to build this config, in order; a reload watches these.
     files: tuple[str, ...] = field(default=(), compare=False)
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 
-from . import access, assoc, files, refused, system
+from . import access, assoc, files, nts, refused, system
 from .context import Context
 from .diagnostics import DiagnosticSink, Location
 from .keys import SymmetricKey, parse_keys
@@ -58,6 +58,7 @@ HANDLERS: dict[str, Handler] = {
     "mru": system.handle_mru,
     "enable": system.handle_enable,
     "disable": system.handle_enable,
+    "nts": nts.handle_nts,
 }
 for _name in (*refused.AUTOKEY_DIRECTIVES, *refused.ONE_TO_MANY_DIRECTIVES):
     HANDLERS[_name] = refused.handle_refused
@@ -245,6 +246,7 @@ class _Parser:
             discard=replace(DiscardConfig(), **b.discard),
             mru=replace(MruConfig(), **b.mru),
             interfaces=tuple(b.interfaces),
+            nts=nts.check_nts(ctx),
             files=tuple(self.files),
         )
         return ParseResult(config, list(self.sink.items))

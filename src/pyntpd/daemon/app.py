@@ -34,6 +34,7 @@ from pyntpd.daemon.interfaces import local_addresses, plan_listen
 from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
+from pyntpd.daemon.ntske import NtsSetupError, nts_service
 from pyntpd.daemon.pidfile import PidFile
 from pyntpd.daemon.privileges import (
     CAP_SYS_TIME,
@@ -60,7 +61,7 @@ BUILTIN = "<built-in default>"
 
 def _sync_relevant(config: NtpConfig) -> tuple[object, ...]:
     return (config.servers, config.local_clocks, config.tos, config.tinker, config.driftfile,
-            config.leapfile, config.flags.ntp)
+            config.leapfile, config.flags.ntp, config.nts.ca)
 
 
 def make_clock(options: DaemonOptions, config: NtpConfig) -> Clock:
@@ -192,6 +193,11 @@ class Daemon:
         self.loaded = loaded
         self.precision = measure_precision()
         self.responder = Responder(build_access(loaded.config), keys=build_keyring(loaded.config))
+        try:
+            self.nts = nts_service(loaded.config.nts, options.port)
+        except NtsSetupError as exc:
+            raise StartupError(str(exc)) from None
+        self.responder.nts_keys = self.nts.keys if self.nts is not None else None
         self.server: UdpServer | MmsgServer = (
             MmsgServer(self.responder) if mmsg_available() else UdpServer(self.responder))
         self.clock = make_clock(options, loaded.config)
@@ -330,6 +336,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if self.nts is not None:
+            await self.nts.start(worker=self.is_worker)
         if self.is_worker:
             self._poll_shared()
         else:
@@ -351,6 +359,8 @@ class Daemon:
         finally:
             if endpoints is not None:
                 await endpoints.stop()
+            if self.nts is not None:
+                self.nts.close()
             if self.sync is not None:
                 self.sync.close()
             if not self.is_worker:
@@ -459,6 +469,8 @@ class Daemon:
         if (new.discard, new.mru) != (old.discard, old.mru):
             self.responder.access = build_access(new)
         self.responder.keys = build_keyring(new)
+        if self.nts is not None:
+            self.nts.reload(new.nts)  # new certificate for new NTS-KE sessions
         hosts = self.sync.peer_hosts() if self.sync is not None else []
         self._peers_changed(hosts)
         if self.sync is not None and _sync_relevant(new) != _sync_relevant(old):

@@ -8,6 +8,12 @@ any other address or port before we see them. Replies carry kernel receive times
 Names are resolved asynchronously (the event loop's resolver) and retried with back-off when
 they fail; `pool` lines expand to several associations, and a pool member that stops
 answering is replaced by a fresh address from the next resolution.
+
+`server HOST nts`: NTS-KE with HOST comes first (daemon/ntske, TCP `ntsport`, default 4460;
+the certificate must name HOST); NTP then goes to the server and port the NTS-KE response
+names (default: HOST's address, port 123). When the association runs out of cookies or gets
+an NTS NAK, NTS-KE runs again in the background, with back-off on failure; polls meanwhile
+are skipped (and count as unanswered).
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from dataclasses import dataclass, field
 
 from pyntpd.config.keys import SymmetricKey
 from pyntpd.config.model import ServerConfig
+from pyntpd.daemon.ntske import KeFailure, key_exchange
 from pyntpd.daemon.serve import SO_TIMESTAMPNS, receive_timestamp_ns
 from pyntpd.proto.auth import KeyRing
+from pyntpd.proto.nts import NtsSession
 from pyntpd.proto.packet import MAX_PACKET_LEN
 from pyntpd.proto.source import Association, Sample, SourceSpec
 from pyntpd.proto.timestamp import unix_ns_to_ntp
@@ -37,6 +45,8 @@ POOL_REPLACE_AFTER = 8  # polls without a reply before a pool member is replaced
 DEFAULT_POOL_SIZE = 4
 
 DEAD_MEMORY = 3600.0  # seconds a replaced pool address is not taken again
+KE_RETRY_MIN = 16.0
+KE_RETRY_MAX = 3600.0
 
 SampleHandler = Callable[["Peer", Sample], None]
 
@@ -48,7 +58,7 @@ def spec_for(
         address=address, port=server.port, minpoll=server.minpoll, maxpoll=server.maxpoll,
         iburst=server.iburst, burst=server.burst, prefer=server.prefer,
         noselect=server.noselect, true=server.true, version=server.version,
-        max_distance=max_distance, key=key,
+        max_distance=max_distance, key=key, nts=server.nts,
     )
 
 
@@ -68,6 +78,14 @@ class Peer:
     address: str
     assoc: Association
     sock: socket.socket | None = None
+    port: int = 0  # where NTP goes; 0: the configured port (NTS-KE may name another)
+    rekeying: bool = False
+    ke_retry_at: float = 0.0
+    ke_delay: float = KE_RETRY_MIN
+
+    @property
+    def ntp_port(self) -> int:
+        return self.port or self.config.port
 
     @property
     def family(self) -> int:
@@ -83,7 +101,7 @@ class Peer:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sock.setblocking(False)
             # connect() binds a random ephemeral port and makes the kernel filter replies.
-            sock.connect((self.address, self.config.port))
+            sock.connect((self.address, self.ntp_port))
         except OSError:
             sock.close()
             raise
@@ -110,6 +128,7 @@ class SourceManager:
     peers: list[Peer] = field(default_factory=list)
     on_change: Callable[[], None] = lambda: None
     keys: KeyRing = field(default_factory=KeyRing)
+    nts_ca: str | None = None  # `nts ca`: trust anchors for NTS-KE servers (None: system)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _dead: dict[str, float] = field(default_factory=dict)  # replaced address -> when
     _timer: asyncio.TimerHandle | None = None
@@ -124,7 +143,7 @@ class SourceManager:
                 log.error("%s: key %d is not a trusted key in the keys file: %s is not "
                           "polled", server.location, server.key, server.address)
                 continue
-            self._spawn(self._resolve_loop(server))
+            self._spawn(self._nts_start(server) if server.nts else self._resolve_loop(server))
 
     def close(self) -> None:
         self._closed = True
@@ -193,11 +212,65 @@ class SourceManager:
             self.on_change()
         return have >= wanted or (added and len(self.peers) >= self.max_sources)
 
-    def _open_peer(self, server: ServerConfig, address: str) -> bool:
+    # --- NTS --------------------------------------------------------------------------------
+
+    async def _key_exchange(self, server: ServerConfig) -> NtsSession | None:
+        try:
+            return await key_exchange(server.address, server.nts_port, self.nts_ca)
+        except (KeFailure, OSError) as exc:
+            log.warning("NTS-KE with %s port %d failed: %s", server.address, server.nts_port,
+                        getattr(exc, "strerror", None) or exc)
+            return None
+
+    async def _nts_start(self, server: ServerConfig) -> None:
+        """NTS-KE until it works (backing off), then the association it names."""
+        delay = KE_RETRY_MIN
+        while not self._closed:
+            session = await self._key_exchange(server)
+            if session is not None:
+                host = session.server or server.address
+                port = session.port or server.port
+                try:
+                    addresses = await self._lookup(host, port)
+                except (OSError, UnicodeError) as exc:
+                    log.warning("cannot resolve %s (from NTS-KE with %s): %s", host,
+                                server.address, exc)
+                    addresses = []
+                for address in addresses:
+                    if self._open_peer(server, address, port, session):
+                        self.on_change()
+                        return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, KE_RETRY_MAX)
+
+    async def _rekey(self, peer: Peer) -> None:
+        """Fresh keys and cookies for a running NTS association (same server and port)."""
+        peer.rekeying = True
+        try:
+            session = await self._key_exchange(peer.config)
+        finally:
+            peer.rekeying = False
+        if session is None:
+            peer.ke_retry_at = self._now() + peer.ke_delay
+            peer.ke_delay = min(peer.ke_delay * 2, KE_RETRY_MAX)
+            return
+        peer.ke_delay = KE_RETRY_MIN
+        peer.assoc.nts = session
+        log.info("NTS: new keys and %d cookies from %s", len(session.cookies),
+                 peer.config.address)
+
+    def _rekey_if_needed(self, peer: Peer, now: float) -> None:
+        nts = peer.assoc.nts
+        if (peer.assoc.spec.nts and nts is not None and nts.needs_ke and not peer.rekeying
+                and now >= peer.ke_retry_at):
+            self._spawn(self._rekey(peer))
+
+    def _open_peer(self, server: ServerConfig, address: str, port: int = 0,
+                   session: NtsSession | None = None) -> bool:
         key = None if server.key is None else self.keys.trusted_key(server.key)
         assoc = Association(spec_for(server, address, self.max_distance, key),
-                            local_precision=self.local_precision)
-        peer = Peer(server, address, assoc)
+                            local_precision=self.local_precision, nts=session)
+        peer = Peer(server, address, assoc, port=port)
         try:
             peer.open()
         except OSError as exc:
@@ -209,9 +282,10 @@ class SourceManager:
         loop.add_reader(peer.sock.fileno(), self._readable, peer)
         assoc.start(self._now())
         self.peers.append(peer)
-        where = address if server.port == 123 else f"{address} port {server.port}"
-        log.info("association with %s%s", where,
-                 "" if address == server.address else f" ({server.address})")
+        where = address if peer.ntp_port == 123 else f"{address} port {peer.ntp_port}"
+        log.info("association with %s%s%s", where,
+                 "" if address == server.address else f" ({server.address})",
+                 ", NTS" if session is not None else "")
         self._reschedule()
         return True
 
@@ -237,12 +311,13 @@ class SourceManager:
         for peer in list(self.peers):
             if peer.assoc.due(now):
                 self._send(peer, now)
+            self._rekey_if_needed(peer, now)
         self._replace_dead_pool_members()
         self._reschedule()
 
     def _send(self, peer: Peer, now: float) -> None:
         request = peer.assoc.make_request(now)
-        if peer.sock is None:
+        if peer.sock is None or request is None:
             return
         try:
             peer.assoc.sent(unix_ns_to_ntp(self.time_ns()))
@@ -266,6 +341,7 @@ class SourceManager:
             sample = peer.assoc.receive(data, unix_ns_to_ntp(rx_ns), rx_ns / 1e9)
             if sample is not None:
                 self.on_sample(peer, sample)
+            self._rekey_if_needed(peer, rx_ns / 1e9)
 
     def _replace_dead_pool_members(self) -> None:
         for peer in list(self.peers):

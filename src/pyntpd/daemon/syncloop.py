@@ -96,7 +96,7 @@ class Synchroniser:
             config.servers, self._on_sample, clock.now, local_precision=precision,
             max_distance=config.tos.maxdist, max_sources=config.tos.maxclock,
             family=options.family, on_change=self._sources_changed,
-            keys=KeyRing.build(config.keys, config.trusted_keys),
+            keys=KeyRing.build(config.keys, config.trusted_keys), nts_ca=config.nts.ca,
         )
         self.last: SyncResult | None = None
         self.last_logged: dict[object, object] = {}

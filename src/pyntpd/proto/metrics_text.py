@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from pyntpd.proto.auth import AuthResult
 from pyntpd.proto.control import ControlSnapshot, PeerInfo
+from pyntpd.proto.nts import NtsFailure
 from pyntpd.proto.packet import DropReason
 from pyntpd.proto.server import KISS_DENY, KISS_RATE, KISS_RSTR, ServerCounters
 from pyntpd.proto.timestamp import ntp_to_unix
@@ -89,6 +90,8 @@ class Status:
     control_requests: int
     auth_failed: Mapping[str, int]  # every refusal kind of proto.auth, zeros included
     mru_entries: int
+    nts_served: int = 0
+    nts_failed: Mapping[str, int] = field(default_factory=dict)  # every NtsFailure
     http: Mapping[str, int] = field(default_factory=dict)  # metrics endpoint outcomes
 
     @property
@@ -115,7 +118,9 @@ class Status:
             sources=tuple(SourceState.from_peer(p) for p in snapshot.peers),
             received=counters.received, served=counters.served, dropped=dropped,
             kod_sent=kod, control_requests=control_requests, mru_entries=mru_entries,
-            auth_failed=auth, http=dict(http or {}))
+            auth_failed=auth, nts_served=counters.nts_served,
+            nts_failed={f.value: counters.nts_failed.get(f, 0) for f in NtsFailure},
+            http=dict(http or {}))
 
 
 # --- Prometheus text ---------------------------------------------------------------------
@@ -230,6 +235,11 @@ def exposition(status: Status) -> str:
               status.dropped.get(DropReason.RATE_LIMITED.value, 0))
     w.family("ntp_server_kod_sent_total", "counter", "Kiss-o'-death replies sent, by code",
              [({"code": c}, n) for c, n in status.kod_sent.items()])
+    w.family("ntp_server_nts_served_total", "counter", "NTS requests answered",
+             [({}, status.nts_served)])
+    w.family("ntp_server_nts_failed_total", "counter",
+             "NTS requests not answered (or answered with an NTS NAK), by why",
+             [({"kind": k}, n) for k, n in status.nts_failed.items()])
     w.family("ntp_server_auth_failed_total", "counter",
              "Signed requests left unanswered because the MAC did not verify, by why",
              [({"kind": k}, n) for k, n in status.auth_failed.items()])
@@ -276,6 +286,7 @@ def status_document(status: Status) -> dict[str, object]:
             "received": status.received, "served": status.served,
             "dropped": dict(status.dropped), "kod_sent": dict(status.kod_sent),
             "auth_failed": dict(status.auth_failed),
+            "nts_served": status.nts_served, "nts_failed": dict(status.nts_failed),
             "control_requests": status.control_requests, "mru_entries": status.mru_entries,
         },
         "metrics_http": dict(sorted(status.http.items())),

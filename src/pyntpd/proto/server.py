@@ -27,16 +27,24 @@ Decisions, in ntpd's order (ntp_proto.c receive()):
 5. the reply is 48 bytes, never longer than the request, and carries no extension fields:
    unknown ones are ignored, as chrony does. A signed request gets a reply signed with the
    same key (as long as the request); it is queued as a `SignedReply` for the serving path,
-   which appends the transmit timestamp and then the MAC over it.
+   which appends the transmit timestamp and then the MAC over it;
+6. an NTS request (RFC 8915: unique identifier, cookie, authenticator) is answered only if
+   the cookie opens under one of our cookie keys and the authenticator verifies under the
+   key inside it; the reply (unique identifier, fresh cookies encrypted under S2C, never
+   longer than the request) is queued like a signed reply, because its authenticator
+   covers the transmit timestamp. A cookie we cannot open gets an NTS NAK (kiss NTSN); any
+   other failure gets nothing, counted by kind.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pyntpd.config.keys import SymmetricKey
 from pyntpd.proto import access as acc
+from pyntpd.proto import nts
 from pyntpd.proto.access import Access
 from pyntpd.proto.auth import AuthResult, KeyRing, mac_trailer, signed_part
 from pyntpd.proto.packet import (
@@ -44,6 +52,7 @@ from pyntpd.proto.packet import (
     DropReason,
     Leap,
     Mode,
+    NtpPacket,
     PacketError,
     decode,
     li_vn_mode,
@@ -110,6 +119,13 @@ class ServerCounters:
 
     auth_failed: dict[AuthResult, int] = field(default_factory=dict)
 
+    nts_served: int = 0
+    nts_failed: dict[nts.NtsFailure, int] = field(default_factory=dict)
+
+    def refuse_nts(self, failure: nts.NtsFailure) -> None:
+        self.nts_failed[failure] = self.nts_failed.get(failure, 0) + 1
+        self.drop(DropReason.BAD_AUTH)
+
     def refuse_auth(self, result: AuthResult) -> None:
         self.auth_failed[result] = self.auth_failed.get(result, 0) + 1
         self.drop(DropReason.BAD_AUTH)
@@ -123,6 +139,31 @@ class ServerCounters:
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
+
+
+class QueuedReply(Protocol):
+    """A reply whose last bytes depend on its transmit timestamp (a MAC, an NTS
+    authenticator): the serving path reads the clock and calls `finish` after the batch."""
+
+    address: int
+    is_v6: bool
+    port: int
+
+    def finish(self, transmit: int) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NakReply:
+    """An NTS NAK: fixed bytes (a kiss carries no transmit timestamp), sent in order with
+    the other queued replies because it does not fit the 40-byte-prefix shape."""
+
+    message: bytes
+    address: int
+    is_v6: bool
+    port: int
+
+    def finish(self, transmit: int) -> bytes:
+        return self.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +188,8 @@ class Responder:
     ) -> None:
         self.access = access
         self.keys = keys or KeyRing()
-        self.signed_queue: list[SignedReply] = []
+        self.signed_queue: list[QueuedReply] = []
+        self.nts_keys: nts.CookieKeys | None = None  # set when the NTS-KE server runs
         self.counters = ServerCounters()
         self.system = system or SystemVars()
         self.control_enabled = False  # set by whoever runs the control responder
@@ -272,6 +314,10 @@ class Responder:
                 packet = decode(data)
                 version = packet.header.version
                 mac = packet.mac
+                if self.nts_keys is not None and any(
+                        ef.field_type in nts.NTS_FIELDS for ef in packet.extensions):
+                    return self._respond_nts(bytes(data), packet, address, is_v6, port,
+                                             receive_ts, now, verdict)
         except PacketError as err:
             counters.drop(err.reason)
             return None
@@ -320,8 +366,57 @@ class Responder:
         counters.served += 1
         return self._reply(data, version, receive_ts, now)
 
-    def take_signed(self) -> list[SignedReply]:
-        """The signed replies queued since the last call, to finish and send."""
+    def _respond_nts(
+        self,
+        data: bytes,
+        packet: NtpPacket,
+        address: int,
+        is_v6: bool,
+        port: int,
+        receive_ts: int,
+        now: float,
+        verdict: int,
+    ) -> None:
+        """An NTS request: the restrict and rate decisions first (cheap), then the crypto."""
+        counters = self.counters
+        flags = verdict
+        if flags == UNCHECKED:
+            flags = self.access.check(address, is_v6, port, now, data[0] & 0x3F)
+        h = packet.header
+        if flags & acc.IGNORE or flags & acc.NOSERVE or (flags & acc.VERSION and h.version != 4):
+            counters.drop(DropReason.RESTRICTED)
+            return None
+        if h.mode != Mode.CLIENT:
+            counters.drop(DropReason.NOT_A_REQUEST)
+            return None
+        if flags & acc.OVER_RATE and flags & acc.LIMITED:
+            counters.drop(DropReason.RATE_LIMITED)  # no kiss: unauthenticated to an NTS client
+            return None
+        if len(self.signed_queue) >= SIGNED_QUEUE_LIMIT:
+            counters.drop(DropReason.RATE_LIMITED)
+            return None
+        assert self.nts_keys is not None
+        checked = nts.check_request(data, packet, self.nts_keys)
+        if isinstance(checked, tuple):
+            failure, uid_field = checked
+            counters.refuse_nts(failure)
+            if failure is nts.NtsFailure.BAD_COOKIE and uid_field is not None:
+                counters.kiss(nts.KISS_NTSN)
+                self.signed_queue.append(NakReply(
+                    nts.nak(h.version, h.poll, self.system.precision, h.transmit, uid_field),
+                    address, is_v6, port))
+            return None
+        budget = len(data) - nts.fixed_reply_length(checked.uid_field)
+        counters.served += 1
+        counters.nts_served += 1
+        self.signed_queue.append(nts.NtsReply(
+            self._reply(data, h.version, receive_ts, now), checked.uid_field,
+            nts.reply_cookies(checked, self.nts_keys, budget), checked.s2c, address, is_v6,
+            port))
+        return None
+
+    def take_signed(self) -> list[QueuedReply]:
+        """The replies queued since the last call (signed, NTS), to finish and send."""
         queued, self.signed_queue = self.signed_queue, []
         return queued
 

@@ -18,6 +18,11 @@ What a reply must pass before it is believed (each an attack that worked against
   consumes the outstanding request, so a forgery can neither demobilise the association
   (CVE-2015-7871, CVE-2016-1547) nor spend the real reply's origin; unauthenticated KoDs
   are refused the same way;
+- with NTS (`server ... nts`), the reply carries our request's unique identifier and an
+  authenticator that verifies under the S2C key; its new cookies are kept. An NTS NAK
+  (kiss NTSN echoing the unique identifier) only marks the cookies as spent: NTS-KE is
+  run again by the caller; anything else unauthenticated is refused before it consumes
+  the request, as for keys;
 - leap 3 / stratum 16 (the server is unsynchronised) and an excessive root distance give no
   sample, though the server still counts as reachable.
 """
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 
 from pyntpd.config.keys import SymmetricKey
 from pyntpd.proto.auth import AuthResult, mac_trailer, signed_part, verify_with
+from pyntpd.proto.nts import NtsSession, ReplyCheck
 from pyntpd.proto.packet import (
     HEADER,
     DropReason,
@@ -68,6 +74,8 @@ class SourceDrop(enum.StrEnum):
     KOD_DENY = "kod_deny"
     KOD_OTHER = "kod_other"
     AUTH = "authentication"
+    NTS_NAK = "nts_nak"
+    NO_COOKIE = "nts_no_cookie"  # a poll skipped: no NTS cookie (NTS-KE pending)
 
 
 class State(enum.StrEnum):
@@ -91,6 +99,7 @@ class SourceSpec:
     version: int = 4
     max_distance: float = MAX_DISTANCE
     key: SymmetricKey | None = None  # sign requests and require signed replies
+    nts: bool = False  # authenticate with NTS (the caller supplies `Association.nts`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,8 @@ class Association:
     leap: int = Leap.UNSYNCHRONISED
     refid: bytes = b"INIT"
     authentic: bool = False  # the last reply accepted was authenticated
+    nts: NtsSession | None = None  # keys and cookies from NTS-KE (spec.nts)
+    _sent_uid: bytes = b""  # the NTS unique identifier of the outstanding request
     _sent_transmit: int = 0  # the random value in our outstanding request; 0: none
     _t1: int = 0  # our clock when that request left
     _last_server_transmit: int = 0
@@ -166,8 +177,9 @@ class Association:
     def due(self, now: float) -> bool:
         return self.state == State.ACTIVE and now >= self.next_poll
 
-    def make_request(self, now: float) -> bytes:
-        """The client request for this poll; also advances the reach register and schedule."""
+    def make_request(self, now: float) -> bytes | None:
+        """The client request for this poll; also advances the reach register and schedule.
+        None: nothing to send (NTS without a cookie: the caller runs NTS-KE)."""
         self.reach = (self.reach << 1) & 0xFF
         if self._sent_transmit:
             self.unreach += 1  # the previous request was never answered
@@ -177,6 +189,14 @@ class Association:
             li_vn_mode(Leap.NONE, self.spec.version, Mode.CLIENT), 0, self.poll,
             self.local_precision, 0, 0, b"\0\0\0\0", 0, 0, 0, self._sent_transmit,
         )
+        if self.spec.nts:
+            if self.nts is None or self.nts.needs_ke:
+                self._sent_transmit = 0
+                self.unreach += 1
+                self._drop(SourceDrop.NO_COOKIE)
+                return None
+            request, self._sent_uid = self.nts.build_request(request)
+            return request
         key = self.spec.key
         return request if key is None else request + mac_trailer(key, request)
 
@@ -240,7 +260,17 @@ class Association:
             self._drop(SourceDrop.BOGUS_ORIGIN)
             return None
         key = self.spec.key
-        if key is None:
+        if self.spec.nts:
+            check = (ReplyCheck.BAD if self.nts is None
+                     else self.nts.check_reply(data, packet, self._sent_uid))
+            if check is ReplyCheck.NAK:
+                self._sent_transmit = 0  # answered, though with "get new cookies"
+                self._drop(SourceDrop.NTS_NAK)
+                return None
+            if check is not ReplyCheck.OK:
+                self._drop(SourceDrop.AUTH)
+                return None
+        elif key is None:
             if packet.mac is not None:
                 # We did not sign the request: a signed reply (or a crypto-NAK) is not an
                 # answer to it.
@@ -250,7 +280,7 @@ class Association:
               or verify_with(key, packet.mac, signed_part(data, packet.mac)) is not AuthResult.OK):
             self._drop(SourceDrop.AUTH)
             return None
-        self.authentic = key is not None
+        self.authentic = key is not None or self.spec.nts
         # From here the reply answers our request: it is ours to consume, once.
         self._sent_transmit = 0
         self._last_server_transmit = h.transmit

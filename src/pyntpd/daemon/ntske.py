@@ -1,0 +1,598 @@
+"""NTS-KE over TLS 1.3 on the event loop: the server (TCP 4460) and the client.
+
+The standard library's ssl module has no TLS exporter (DESIGN.md §3), so TLS is pyOpenSSL
+in memory-BIO mode: asyncio owns the TCP socket, the bytes go through `bio_write`/`bio_read`,
+and nothing ever blocks the loop that also serves time. A hostile client costs a bounded
+amount: at most `MAX_SESSIONS` sessions at once, `MAX_SESSIONS_PER_ADDRESS` from one address
+(more are closed on accept), each with a
+deadline (`SESSION_TIMEOUT`, however slowly it trickles bytes) and a byte budget for the
+handshake and the request; the request itself is bounded by proto.ntske's limits.
+
+The certificate and key are loaded into a new TLS context on SIGHUP (`reload`); sessions
+already running keep the context they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from pyntpd.config.model import NtsConfig
+from pyntpd.proto import ntske
+from pyntpd.proto.nts import KEY_LENGTH, CookieKeys, NtsSession
+
+log = logging.getLogger("pyntpd")
+
+MAX_SESSIONS = 64
+MAX_SESSIONS_PER_ADDRESS = 8  # one host cannot take every slot
+MAX_ACCEPTS_PER_ADDRESS = 16  # new sessions per address per second: handshakes cost CPU
+SESSION_TIMEOUT = 5.0  # seconds from accept to the response, whatever the client does
+MAX_SESSION_BYTES = 32768  # TLS bytes a client may send (handshake + request)
+CLIENT_TIMEOUT = 10.0
+_READ = 16384
+
+
+class KeFailure(Exception):
+    """An NTS-KE exchange that did not give us keys (client side)."""
+
+
+# --- TLS contexts --------------------------------------------------------------------------
+
+
+def _tls13(method_context: SSL.Context) -> SSL.Context:
+    method_context.set_min_proto_version(SSL.TLS1_3_VERSION)
+    return method_context
+
+
+def server_context(cert: str, key: str) -> SSL.Context:
+    """Raises SSL.Error / OSError with OpenSSL's reason when the files are unusable."""
+    context = _tls13(SSL.Context(SSL.TLS_METHOD))
+    context.use_certificate_chain_file(cert)
+    context.use_privatekey_file(key)
+    context.check_privatekey()
+
+    def select(_conn: SSL.Connection, offered: list[bytes]) -> bytes:
+        return ntske.ALPN if ntske.ALPN in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+    context.set_alpn_select_callback(select)
+    return context
+
+
+def client_context(ca: str | None) -> SSL.Context:
+    context = _tls13(SSL.Context(SSL.TLS_METHOD))
+    context.set_verify(SSL.VERIFY_PEER, None)
+    if ca is None:
+        context.set_default_verify_paths()
+    elif os.path.isdir(ca):
+        context.load_verify_locations(None, ca)
+    else:
+        context.load_verify_locations(ca)
+    context.set_alpn_protos([ntske.ALPN])
+    return context
+
+
+def _name_matches(pattern: str, host: str) -> bool:
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        head, _, rest = host.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == host
+
+
+def certificate_matches(cert: x509.Certificate, host: str) -> bool:
+    """RFC 6125 in brief: the host against the certificate's subjectAltName (IP or DNS)."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return any(_name_matches(n, host) for n in names.get_values_for_type(x509.DNSName))
+    return address in names.get_values_for_type(x509.IPAddress)
+
+
+# --- the TLS pump --------------------------------------------------------------------------
+
+
+class _TlsProtocol(asyncio.Protocol):
+    """TCP bytes <-> a pyOpenSSL connection in memory-BIO mode; subclasses speak NTS-KE."""
+
+    def __init__(self, conn: SSL.Connection, limits: ntske.Limits) -> None:
+        self.conn = conn
+        self.reader = ntske.MessageReader(limits)
+        self.transport: asyncio.Transport | None = None
+        self.handshaken = False
+        self.closed = False
+        self.received = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._pump()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.closed:
+            return
+        try:
+            self.conn.bio_write(data)
+        except SSL.Error as exc:
+            self.fail(f"TLS: {exc}")
+            return
+        self._pump()
+
+    def eof_received(self) -> bool:
+        if not self.closed:
+            try:
+                self.reader.eof()
+            except ntske.NtsKeError as exc:
+                self.on_error(exc)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.finished()
+
+    def _flush(self) -> None:
+        while True:
+            try:
+                chunk = self.conn.bio_read(_READ)
+            except SSL.WantReadError:
+                return
+            if not chunk or self.transport is None or self.transport.is_closing():
+                return
+            self.transport.write(chunk)
+
+    def _pump(self) -> None:
+        try:
+            if not self.handshaken:
+                try:
+                    self.conn.do_handshake()
+                except SSL.WantReadError:
+                    self._flush()
+                    return
+                self.handshaken = True
+                self._flush()
+                self.on_handshake()
+            while not self.closed:
+                try:
+                    data = self.conn.recv(_READ)
+                except SSL.WantReadError:
+                    break
+                except SSL.ZeroReturnError:
+                    self.eof_received()
+                    break
+                try:
+                    message = self.reader.feed(data)
+                except ntske.NtsKeError as exc:
+                    self.on_error(exc)
+                    break
+                if message is not None:
+                    self.on_message(message)
+                    break
+        except SSL.Error as exc:
+            self.fail(f"TLS: {exc}")
+            return
+        self._flush()
+
+    def send(self, data: bytes) -> None:
+        self.conn.sendall(data)
+        self._flush()
+
+    def close(self) -> None:
+        """Say goodbye properly (close_notify), then close the TCP connection."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(SSL.Error):
+            self.conn.shutdown()
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def fail(self, why: str) -> None:
+        """Give up on the session: send what OpenSSL has to say (an alert) and close."""
+        if not self.closed:
+            self._flush()
+            self.closed = True
+            self.on_failure(why)
+            if self.transport is not None:
+                self.transport.close()
+
+    # hooks
+    def on_handshake(self) -> None: ...
+    def on_message(self, records: list[ntske.Record]) -> None: ...
+    def on_error(self, exc: ntske.NtsKeError) -> None: ...
+    def on_failure(self, why: str) -> None: ...
+    def finished(self) -> None: ...
+
+
+# --- server --------------------------------------------------------------------------------
+
+
+@dataclass
+class KeCounters:
+    accepted: int = 0
+    served: int = 0
+    refused_busy: int = 0
+    timed_out: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+class _ServerSession(_TlsProtocol):
+    def __init__(self, server: NtsKeServer) -> None:
+        conn = SSL.Connection(server.context, None)
+        conn.set_accept_state()
+        super().__init__(conn, ntske.REQUEST_LIMITS)
+        self.server = server
+        self.address = ""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self.server
+        server.counters.accepted += 1
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if peer else ""
+        if (len(server.sessions) >= MAX_SESSIONS
+                or server.per_address.get(self.address, 0) >= MAX_SESSIONS_PER_ADDRESS
+                or not server.accept_allowed(self.address)):
+            server.counters.refused_busy += 1
+            self.closed = True
+            transport.abort()
+            return
+        server.sessions.add(self)
+        server.per_address[self.address] = server.per_address.get(self.address, 0) + 1
+        self._timer = asyncio.get_running_loop().call_later(SESSION_TIMEOUT, self._timeout)
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.received + len(data) > MAX_SESSION_BYTES:
+            self.server.counters.error("oversized")
+            self.fail("too many bytes")
+            return
+        super().data_received(data)
+
+    def _timeout(self) -> None:
+        """The deadline: whatever state the session is in (even closing, with a peer that
+        never reads), it ends now."""
+        self.server.counters.timed_out += 1
+        self.closed = True
+        log.debug("NTS-KE session from %s timed out", self.address)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def on_handshake(self) -> None:
+        if self.conn.get_alpn_proto_negotiated() != ntske.ALPN:
+            self.server.counters.error("no_alpn")
+            self.fail("the client did not offer ALPN ntske/1")
+
+    def on_message(self, records: list[ntske.Record]) -> None:
+        server = self.server
+        try:
+            negotiated = ntske.negotiate(records)
+        except ntske.NtsKeError as exc:
+            self.on_error(exc)
+            return
+        cookies = []
+        if negotiated.ok:
+            assert negotiated.aead is not None
+            c2s = self.conn.export_keying_material(
+                ntske.EXPORTER_LABEL, KEY_LENGTH, ntske.exporter_context(negotiated.aead, False))
+            s2c = self.conn.export_keying_material(
+                ntske.EXPORTER_LABEL, KEY_LENGTH, ntske.exporter_context(negotiated.aead, True))
+            cookies = [server.keys.make_cookie(c2s, s2c) for _ in range(ntske.MAX_COOKIES)]
+            server.counters.served += 1
+        else:
+            server.counters.error("nothing_in_common")
+        self.send(ntske.server_response(negotiated, cookies, port=server.ntp_port))
+        self.close()
+
+    def on_error(self, exc: ntske.NtsKeError) -> None:
+        self.server.counters.error(exc.kind)
+        log.debug("NTS-KE request refused: %s", exc)
+        if self.handshaken and not self.closed:
+            with contextlib.suppress(SSL.Error):
+                self.send(ntske.error_message(exc.code))
+        self.close()
+
+    def on_failure(self, why: str) -> None:
+        self.server.counters.error("tls")
+        log.debug("NTS-KE session dropped: %s", why)
+
+    def finished(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        server = self.server
+        if self in server.sessions:
+            server.sessions.discard(self)
+            left = server.per_address.get(self.address, 1) - 1
+            if left > 0:
+                server.per_address[self.address] = left
+            else:
+                server.per_address.pop(self.address, None)
+
+
+class NtsKeServer:
+    """Hands out keys and cookies; `keys` are shared with the UDP responder."""
+
+    def __init__(self, cert: str, key: str, keys: CookieKeys, ntp_port: int = 123) -> None:
+        self.cert, self.key = cert, key
+        self.context = server_context(cert, key)
+        self.keys = keys
+        self.ntp_port: int | None = None if ntp_port == 123 else ntp_port
+        self.sessions: set[_ServerSession] = set()
+        self.per_address: dict[str, int] = {}
+        self._accepts: dict[str, int] = {}  # this second's new sessions, by address
+        self._accepts_second = 0
+        self.counters = KeCounters()
+        self._servers: list[asyncio.AbstractServer] = []
+
+    def accept_allowed(self, address: str) -> bool:
+        second = int(time.monotonic())
+        if second != self._accepts_second:
+            self._accepts_second = second
+            self._accepts.clear()  # bounded: at most one second's worth of addresses
+        count = self._accepts.get(address, 0)
+        self._accepts[address] = count + 1
+        return count < MAX_ACCEPTS_PER_ADDRESS
+
+    async def start(self, host: str | None, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _ServerSession(self), host, port,
+                                          reuse_address=True, backlog=128)
+        self._servers.append(server)
+        for sock in server.sockets:
+            where = sock.getsockname()
+            log.info("NTS-KE listening on TCP %s port %d", where[0], where[1])
+
+    def reload(self) -> None:
+        """SIGHUP: a new certificate for new sessions; a bad one keeps the old."""
+        try:
+            self.context = server_context(self.cert, self.key)
+        except (SSL.Error, OSError) as exc:
+            log.error("NTS: cannot reload certificate %s / key %s: %s; keeping the old one",
+                      self.cert, self.key, exc)
+            return
+        log.info("NTS: certificate reloaded from %s", self.cert)
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.abort()
+        self._servers = []
+
+
+# --- client --------------------------------------------------------------------------------
+
+
+class _ClientSession(_TlsProtocol):
+    def __init__(self, context: SSL.Context, host: str,
+                 done: asyncio.Future[NtsSession]) -> None:
+        conn = SSL.Connection(context, None)
+        conn.set_connect_state()
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            conn.set_tlsext_host_name(host.encode("idna"))
+        super().__init__(conn, ntske.RESPONSE_LIMITS)
+        self.host = host
+        self.done = done
+
+    def _settle(self, result: NtsSession | Exception) -> None:
+        if not self.done.done():
+            if isinstance(result, Exception):
+                self.done.set_exception(result)
+            else:
+                self.done.set_result(result)
+
+    def on_handshake(self) -> None:
+        if self.conn.get_alpn_proto_negotiated() != ntske.ALPN:
+            self.fail("the server did not agree to ALPN ntske/1")
+            return
+        cert = self.conn.get_peer_certificate(as_cryptography=True)
+        if cert is None or not certificate_matches(cert, self.host):
+            self.fail(f"the server's certificate is not for {self.host}")
+            return
+        self.send(ntske.client_request())
+
+    def on_message(self, records: list[ntske.Record]) -> None:
+        try:
+            result = ntske.parse_response(records)
+        except ntske.NtsKeError as exc:
+            self.on_error(exc)
+            return
+        c2s = self.conn.export_keying_material(
+            ntske.EXPORTER_LABEL, KEY_LENGTH, ntske.exporter_context(result.aead, False))
+        s2c = self.conn.export_keying_material(
+            ntske.EXPORTER_LABEL, KEY_LENGTH, ntske.exporter_context(result.aead, True))
+        # Without a Server record NTP goes to the address NTS-KE reached (RFC 8915 §4.1.7),
+        # not to whatever a second lookup of the name would give.
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        server = result.server or (str(peer[0]) if peer else None)
+        self._settle(NtsSession(c2s, s2c, list(result.cookies), server, result.port,
+                                result.aead))
+        self.close()
+
+    def on_error(self, exc: ntske.NtsKeError) -> None:
+        self._settle(KeFailure(f"bad NTS-KE response: {exc}"))
+        self.close()
+
+    def on_failure(self, why: str) -> None:
+        self._settle(KeFailure(why))
+
+    def finished(self) -> None:
+        self._settle(KeFailure("connection closed before the response"))
+
+
+async def key_exchange(host: str, port: int = ntske.DEFAULT_PORT, ca: str | None = None,
+                       timeout: float = CLIENT_TIMEOUT,
+                       connect_to: str | None = None) -> NtsSession:
+    """Run NTS-KE with `host` (checked against its certificate); `connect_to` is the
+    address to use when `host` is already resolved. Raises KeFailure or OSError."""
+    loop = asyncio.get_running_loop()
+    try:
+        context = client_context(ca)
+    except SSL.Error as exc:
+        raise KeFailure(f"cannot load the CA certificates {ca}: {exc}") from None
+    done: asyncio.Future[NtsSession] = loop.create_future()
+    transport = None
+    try:
+        async with asyncio.timeout(timeout):
+            transport, _ = await loop.create_connection(
+                lambda: _ClientSession(context, host, done), connect_to or host, port)
+            return await done
+    except TimeoutError:
+        raise KeFailure(f"NTS-KE with {host} port {port} timed out") from None
+    finally:
+        if transport is not None:
+            transport.abort()
+
+
+# --- cookie keys on disk -------------------------------------------------------------------
+
+
+def load_cookie_keys(path: str, now: float) -> CookieKeys:
+    """The persisted keys (rotated if due); new ones when there are none or they are
+    unreadable. Persisting keeps the cookies clients hold valid across restarts."""
+    keys = CookieKeys()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as f:
+            keys = CookieKeys.from_text(f.read(65536))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        log.warning("NTS: cannot read cookie keys from %s: %s; making new ones", path, exc)
+    if keys.rotate_due(now):
+        keys.rotate(now)
+        save_cookie_keys(path, keys)
+    return keys
+
+
+def save_cookie_keys(path: str, keys: CookieKeys) -> bool:
+    """Atomically (temp file + rename), mode 0600, never through a symlink."""
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=".nts-keys.", dir=directory)
+    except OSError as exc:
+        log.warning("NTS: cannot write cookie keys to %s: %s; they last until restart",
+                    path, exc.strerror)
+        return False
+    try:
+        os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
+        with os.fdopen(fd, "w") as f:
+            f.write(keys.to_text())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        log.warning("NTS: cannot write cookie keys to %s: %s", path, exc.strerror)
+        return False
+    return True
+
+
+@dataclass
+class CookieKeyKeeper:
+    """Rotates the cookie keys daily and writes them out; `now` is the wall clock."""
+
+    path: str
+    keys: CookieKeys
+    now: Callable[[], float]
+    follow: bool = False  # re-read the file written by another process instead of rotating
+    _timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if self.follow:
+            with contextlib.suppress(OSError, ValueError):
+                fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+                with os.fdopen(fd) as f:
+                    fresh = CookieKeys.from_text(f.read(65536))
+                if fresh.keys:
+                    self.keys.keys[:] = fresh.keys
+        elif self.keys.rotate_due(self.now()):
+            self.keys.rotate(self.now())
+            save_cookie_keys(self.path, self.keys)
+            log.info("NTS: cookie key rotated")
+        self._timer = asyncio.get_running_loop().call_later(600.0, self._check)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class NtsSetupError(Exception):
+    """The NTS-KE server cannot start; the message says why and what to do."""
+
+
+class NtsService:
+    """The server half of NTS in the daemon: the NTS-KE listener and the cookie keys it
+    shares with the UDP responder. Workers (--workers) only follow the key file."""
+
+    def __init__(self, config: NtsConfig, ntp_port: int,
+                 now: Callable[[], float] = time.time) -> None:
+        assert config.cert is not None and config.key is not None
+        self.config = config
+        try:
+            self.server = NtsKeServer(config.cert, config.key, CookieKeys(), ntp_port)
+        except (SSL.Error, OSError) as exc:
+            raise NtsSetupError(f"NTS: cannot use certificate {config.cert} with key "
+                                f"{config.key}: {exc}; check 'nts cert' and 'nts key'") from None
+        self.keys = self.server.keys = load_cookie_keys(config.cookie, now())
+        self.keeper = CookieKeyKeeper(config.cookie, self.keys, now)
+
+    async def start(self, worker: bool = False) -> None:
+        self.keeper.follow = worker
+        if not worker:
+            try:
+                await self.server.start(self.config.listen, self.config.port)
+            except OSError as exc:
+                raise NtsSetupError(f"NTS: cannot listen on TCP port {self.config.port}: "
+                                    f"{exc.strerror}; see 'nts port'") from None
+        self.keeper.start()
+
+    def reload(self, config: NtsConfig) -> None:
+        """SIGHUP: the certificate and key named now (the files may have been renewed in
+        place, or the names changed); the listener itself stays as started."""
+        if (config.enabled, config.port, config.listen, config.cookie) != (
+                self.config.enabled, self.config.port, self.config.listen, self.config.cookie):
+            log.warning("NTS: changes to 'nts enable/port/listen/cookie' take effect at the "
+                        "next restart")
+        if config.enabled and config.cert is not None and config.key is not None:
+            self.server.cert, self.server.key = config.cert, config.key
+        self.server.reload()
+
+    def close(self) -> None:
+        self.server.close()
+        self.keeper.close()
+        c = self.server.counters
+        if c.accepted:
+            errors = ", ".join(f"{k} {v}" for k, v in sorted(c.errors.items())) or "none"
+            log.info("NTS-KE: %d connections, %d served, %d refused (busy), %d timed out; "
+                     "errors: %s", c.accepted, c.served, c.refused_busy, c.timed_out, errors)
+
+
+def nts_service(config: NtsConfig, ntp_port: int) -> NtsService | None:
+    return NtsService(config, ntp_port) if config.enabled else None
