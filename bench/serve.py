@@ -24,10 +24,13 @@ and any ``--extra-server NAME=CMD`` where CMD may use {port}, {host} and {workdi
     .venv/bin/python bench/serve.py                      # chronyd,pyntpd; 3 rounds
     .venv/bin/python bench/serve.py --servers chronyd,cpython-minimal --rounds 1 --json out.json
     .venv/bin/python bench/serve.py --auth aes128   # signed requests (key 1) to every server
+    .venv/bin/python bench/serve.py --auth nts      # NTS requests (chronyd and pyntpd only)
 
 With ``--auth ALG`` every request carries a MAC under key 1 (MD5, SHA1 or AES-128-CMAC) and
-the servers are given that key; the load generator sends one pre-signed request over and over
-(servers do not keep per-request state), so replies are matched in order.
+the servers are given that key; with ``--auth nts`` each server gets a test certificate and
+NTS-KE is run with it once to get a cookie and keys. The load generator then sends one
+pre-built request over and over (servers keep no per-request state: a cookie is not
+remembered), so replies are matched in order, and only authenticated replies count.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT / "tests" / "interop"))
+sys.path.insert(0, str(REPO_ROOT))
 
 import refdaemons  # noqa: E402
 from refdaemons import ManagedProcess, RefDaemonError, free_udp_port, sntp_query  # noqa: E402
@@ -107,6 +111,29 @@ LOADGEN_OPTS: list[str] = []  # extra loadgen options from the command line (--s
 AUTH_TYPES = {"md5": ("MD5", "MD5", 16), "sha1": ("SHA1", "SHA1", 20),
               "aes128": ("AES128CMAC", "AES128", 16)}
 AUTH: tuple[str, str, bytes] | None = None
+NTS_PKI: Any = None  # tests.ntscerts.Pki with --auth nts
+NTS_KE_PORTS: dict[Path, int] = {}  # workdir -> the server's NTS-KE port
+
+
+def nts_ke_port(workdir: Path) -> int:
+    NTS_KE_PORTS[workdir] = port = refdaemons.free_tcp_port(HOST)
+    return port
+
+
+def request_payload(workdir: Path) -> str | None:
+    """The datagram the load generator sends to this server (hex), None for plain requests."""
+    if AUTH is not None:
+        return signed_request_hex()
+    if NTS_PKI is None:
+        return None
+    import asyncio
+
+    from pyntpd.daemon.ntske import key_exchange
+
+    session = asyncio.run(key_exchange("localhost", NTS_KE_PORTS[workdir], ca=str(NTS_PKI.ca),
+                                       connect_to=HOST))
+    header = bytes([0x23]) + bytes(39) + (0x0123456789ABCDEF).to_bytes(8, "big")
+    return session.build_request(header)[0].hex()
 
 
 def write_keys(workdir: Path, chrony: bool) -> Path:
@@ -133,12 +160,14 @@ def signed_request_hex() -> str:
 
 
 def run_loadgen(
-    pin: Pinning, port: int, rate: float, duration: float, batch: int, sockets: int = 4
+    pin: Pinning, port: int, rate: float, duration: float, batch: int, sockets: int = 4,
+    payload: str | None = None,
 ) -> Result:
     argv = [
         *pin.client,
         str(LOADGEN_BIN),
         *LOADGEN_OPTS,
+        *(["--payload", payload] if payload else []),
         "--sockets",
         str(sockets),
         "--batch",
@@ -154,8 +183,8 @@ def run_loadgen(
     if r.returncode != 0:
         raise RuntimeError(f"loadgen failed ({r.returncode}): {r.stderr.strip()}")
     result: Result = json.loads(r.stdout)
-    if AUTH is not None:
-        # A reply without a MAC to a signed request is not an answer to it.
+    if payload is not None:
+        # A reply without a MAC (or NTS fields) to an authenticated request is no answer.
         result["loss"] = 1.0 - result["with_trailer"] / max(result["sent"], 1)
     return result
 
@@ -201,6 +230,9 @@ def chronyd_argv(port: int, workdir: Path) -> list[str]:
                 # no client log => no rate limiting, no per-client bookkeeping
                 "noclientlog",
                 *([f"keyfile {write_keys(workdir, chrony=True)}"] if AUTH else []),
+                *([f"ntsserverkey {NTS_PKI.key}", f"ntsservercert {NTS_PKI.cert}",
+                   f"ntsport {nts_ke_port(workdir)}", f"ntsdumpdir {workdir}"]
+                  if NTS_PKI is not None else []),
             ]
         )
         + "\n"
@@ -219,6 +251,8 @@ def pyntpd_argv(port: int, workdir: Path) -> list[str]:
     conf.write_text(
         "server 127.127.1.0\nfudge 127.127.1.0 stratum 10\nrestrict default\nrestrict 127.0.0.1\n"
         + (f"keys {write_keys(workdir, chrony=False)}\ntrustedkey 1\n" if AUTH else "")
+        + (f"nts enable cert {NTS_PKI.cert} key {NTS_PKI.key} cookie {workdir / 'nts-keys'} "
+           f"listen {HOST} port {nts_ke_port(workdir)}\n" if NTS_PKI is not None else "")
     )
     # --observe: the server runs without CAP_SYS_TIME here and must not try to discipline.
     return [str(exe), "-n", "--observe", "--port", str(port), "-c", str(conf)]
@@ -346,8 +380,10 @@ class RunningServer:
         argv = [*pin.server, *no_sys_time(), *spec.make(self.port, self.workdir)]
         self.proc = ManagedProcess(argv, self.workdir / "server.log", cwd=self.workdir)
         self.synced = False
+        self.payload: str | None = None
         try:
             self._wait_ready(sync_timeout)
+            self.payload = request_payload(self.workdir)
         except BaseException:
             self.stop()
             raise
@@ -436,7 +472,7 @@ def find_max_rate(
                 break
             n += 1
             c0 = server.cpu()
-            res = run_loadgen(pin, server.port, rate, cfg.step, cfg.batch)
+            res = run_loadgen(pin, server.port, rate, cfg.step, cfg.batch, payload=server.payload)
             cpu = server.cpu() - c0
             res["attempt"] = attempt
             s.steps.append(res)
@@ -496,8 +532,9 @@ def measure_server(
     foreign = ForeignLoad()
     server = RunningServer(spec, pin, sync_timeout)
     try:
-        run_loadgen(pin, server.port, 10_000, 0.5, 1)  # warm-up, discarded
-        lat = run_loadgen(pin, server.port, latency_rate, latency_duration, 1, sockets=1)
+        run_loadgen(pin, server.port, 10_000, 0.5, 1, payload=server.payload)  # warm-up
+        lat = run_loadgen(pin, server.port, latency_rate, latency_duration, 1, sockets=1,
+                          payload=server.payload)
         search = find_max_rate(server, pin, cfg, start, factor)
     finally:
         server.stop()
@@ -656,8 +693,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="loadgen: waits shorter than this spin, longer ones sleep (default: always spin)",
     )
     ap.add_argument("--reference", default="chronyd", help="denominator of the ratios")
-    ap.add_argument("--auth", choices=sorted(AUTH_TYPES),
-                    help="sign every request with key 1 of this type (servers get the key)")
+    ap.add_argument("--auth", choices=[*sorted(AUTH_TYPES), "nts"],
+                    help="sign every request with key 1 of this type (servers get the key), "
+                         "or use NTS")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON ('-' = stdout)")
     args = ap.parse_args(argv)
     if args.rounds < 1 or not 0.2 <= args.step <= 30:
@@ -680,13 +718,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     build_loadgen()
     LOADGEN_OPTS[:] = ["--spin-us", str(args.spin_us)]
-    if args.auth:
+    if args.auth and "cpython-minimal" in names:
+        ap.error("--auth: cpython-minimal has no keys")
+    pki_dir = None
+    if args.auth == "nts":
+        global NTS_PKI
+        if set(names) - {"chronyd", "pyntpd"}:
+            ap.error("--auth nts: only chronyd and pyntpd")
+        from tests.ntscerts import make_pki
+
+        pki_dir = tempfile.TemporaryDirectory(prefix="bench-pki-")
+        NTS_PKI = make_pki(Path(pki_dir.name))
+    elif args.auth:
         global AUTH
         ntp_type, chrony_type, size = AUTH_TYPES[args.auth]
         AUTH = (ntp_type, chrony_type, os.urandom(size))
-        if "cpython-minimal" in names:
-            ap.error("--auth: cpython-minimal has no keys")
-        LOADGEN_OPTS.extend(["--payload", signed_request_hex()])
     pin = Pinning.make(args.server_cpu, args.client_cpu)
     cfg = SearchConfig(args.step, args.loss, args.min_rate, args.max_rate, args.batch)
     t0 = time.monotonic()

@@ -122,3 +122,18 @@ def test_dash_t_trusts_a_key_as_trustedkey_would() -> None:
             Pyntpd("-c", conf, "-t", "2") as d:
         assert exchange(d.port, signed_request(KEYS[2])) is not None
         assert exchange(d.port, signed_request(KEYS[3]), timeout=0.5) is None
+
+
+def signed_control(key: SymmetricKey) -> bytes:
+    from pyntpd.proto.control import ControlHeader, Opcode, encode
+
+    raw = encode(ControlHeader(version=2, opcode=Opcode.READVAR, sequence=1), b"stratum")
+    raw += bytes(-len(raw) % 8)
+    return raw + mac_trailer(key, raw)
+
+
+def test_mode_6_requests_signed_with_the_controlkey_are_answered_others_not() -> None:
+    with keys_file(KEYS) as keys, \
+            config_file(server_conf(keys) + "controlkey 2\n") as conf, Pyntpd("-c", conf) as d:
+        assert exchange(d.port, signed_control(KEYS[2])) is not None
+        assert exchange(d.port, signed_control(KEYS[1]), timeout=0.5) is None

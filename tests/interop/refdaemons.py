@@ -163,6 +163,12 @@ def poll_until(
         time.sleep(min(interval, remaining))
 
 
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A currently unused UDP port on ``host`` (ephemeral range, chosen by the kernel)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

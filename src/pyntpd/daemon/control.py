@@ -134,6 +134,10 @@ class ControlService:
         queued = self.responder.take_control()
         if not queued:
             return
+        # The keys and controlkey of the running configuration (a reload may change them).
+        self.control.keys = self.responder.keys
+        sync = self.synchroniser()
+        self.control.control_key = sync.config.control_key if sync is not None else None
         self.requests += len(queued)
         now_ns = self.time_ns()
         snapshot = self.snapshot(now_ns)

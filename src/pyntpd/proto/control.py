@@ -9,7 +9,9 @@ Wire format (RFC 9327 §2): a 12-byte header
     LI|VN|mode=6, R|E|M|opcode, sequence, status, association id, offset, count
 
 then `count` bytes of data padded to a 4-byte boundary, then an optional MAC trailer
-(ignored here: authentication does not unlock anything in this responder).
+(ntpq signs the request padded to 8 bytes, then key id and digest). A signed request must
+verify under `controlkey` (a trusted key) or it gets no answer at all; a verified one is
+answered like any other: authentication unlocks nothing here, since every write is refused.
 
 `mrulist` follows ntpd's nonce handshake: REQ_NONCE returns a nonce bound by HMAC to the
 client's address and a time bucket; READ_MRU is only answered with a fresh nonce for the
@@ -28,6 +30,8 @@ from dataclasses import dataclass, field
 
 from pyntpd.proto.access import NOMRULIST, NOQUERY
 from pyntpd.proto.access_types import RestrictFlag
+from pyntpd.proto.auth import AuthResult, KeyRing
+from pyntpd.proto.packet import Mac
 from pyntpd.proto.sync import Tally
 from pyntpd.proto.timestamp import ntp_add
 
@@ -152,6 +156,7 @@ class ControlDrop(enum.StrEnum):
     BAD_TRAILER = "control_bad_trailer"
     NOQUERY = "control_noquery"
     BAD_NONCE = "control_bad_nonce"
+    BAD_AUTH = "control_bad_auth"  # a MAC that does not verify under controlkey
 
 
 class ControlError(ValueError):
@@ -626,6 +631,8 @@ class ControlResponder:
     secret: bytes
     drops: dict[ControlDrop, int] = field(default_factory=dict)
     answered: int = 0
+    keys: KeyRing = field(default_factory=KeyRing)  # the daemon's trusted keys
+    control_key: int | None = None  # `controlkey`: the one key mode 6 MACs may use
 
     # --- nonces ---------------------------------------------------------------------------
 
@@ -676,10 +683,25 @@ class ControlResponder:
             header, body = parse_request(data)
         except ControlError as exc:
             return self._drop(exc.reason)
+        if not self._authentic_or_unsigned(data, header.count):
+            return self._drop(ControlDrop.BAD_AUTH)
         reply = self._dispatch(header, body, address_key, flags, now, snapshot)
         if reply.fragments:
             self.answered += 1
         return reply
+
+    def _authentic_or_unsigned(self, data: bytes, count: int) -> bool:
+        """False for a request whose MAC trailer fails under `controlkey`."""
+        signed_end = HEADER_LEN + count + (-(HEADER_LEN + count) % 8)
+        trailer = data[signed_end:]
+        if len(trailer) <= 4 and not any(trailer):
+            return True  # no MAC: only padding (or nothing) after the data
+        if len(trailer) < 4:
+            return False
+        mac = Mac(int.from_bytes(trailer[:4], "big"), bytes(trailer[4:]))
+        if self.control_key is None or mac.key_id != self.control_key:
+            return False
+        return self.keys.check(mac, data[:signed_end]) is AuthResult.OK
 
     def _drop(self, reason: ControlDrop) -> ControlReply:
         self.drops[reason] = self.drops.get(reason, 0) + 1
