@@ -63,6 +63,15 @@ def proc_status_kib(pid: int, field: str) -> int:
     return 0
 
 
+def udp_rcvbuf_errors() -> int:
+    """Datagrams the kernel dropped because a UDP socket's receive buffer was full (all
+    sockets of the machine: /proc/net/snmp RcvbufErrors)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    names, values = rows[0], rows[1]
+    return int(values[names.index("RcvbufErrors")])
+
+
 class BenchDaemon:
     """pyntpd with ``config(workdir) -> ntp.conf text`` and ``--metrics`` on a free port."""
 
@@ -230,6 +239,8 @@ def common_rows(fig: Mapping[str, Any]) -> list[tuple[str, str]]:
     cpu = fig["cpu_us_per_datagram"]
     busy = "  (machine busy: figures less trustworthy)" if fig["foreign_cpu"] > 0.05 else ""
     return [
+        ("UDP receive-buffer drops", f"{fig['udp_rcvbuf_errors']:,} (kernel, whole machine: "
+                                     "datagrams lost before the daemon could read them)"),
         ("cpu per datagram", "-" if cpu is None else f"{cpu:.2f} us"),
         ("unhandled exceptions", str(fig["unhandled_exceptions"])),
         ("foreign CPU load", f"{fig['foreign_cpu']:.0%} of all CPUs{busy}"),
@@ -264,5 +275,6 @@ __all__ = [
     "print_report",
     "proc_status_kib",
     "serve",
+    "udp_rcvbuf_errors",
     "write_json",
 ]

@@ -47,6 +47,7 @@ from daemonbench import (  # noqa: E402
     finish,
     prepare,
     serve,
+    udp_rcvbuf_errors,
 )
 
 from pyntpd.proto.access import MRU_ENTRY_BYTES, MruLimits  # noqa: E402
@@ -137,6 +138,7 @@ def run_flood(args: argparse.Namespace, pin: Pinning) -> dict[str, Any]:
     if duration > 590:
         raise SystemExit(f"{datagrams:,} datagrams at {args.rate:,.0f}/s take over 590 s")
     foreign = serve.ForeignLoad()
+    rcvbuf0 = udp_rcvbuf_errors()
     with BenchDaemon("pyntpd-flood", lambda _w: flood_config(args.maxmem), pin) as daemon:
         before = daemon.status()["server"]
         rss_before = daemon.rss_kib()
@@ -204,6 +206,7 @@ def run_flood(args: argparse.Namespace, pin: Pinning) -> dict[str, Any]:
         "unhandled_exceptions": len(problems),
         "exception_lines": problems[:20],
         "status_errors": poller.errors,
+        "udp_rcvbuf_errors": udp_rcvbuf_errors() - rcvbuf0,
         "foreign_cpu": round(foreign.stop(), 3),
     }
 
@@ -219,6 +222,8 @@ def rows(fig: dict[str, Any]) -> list[tuple[str, str]]:
         ("MRU entries max / end", f"{fig['mru_entries_max']:,} / {fig['mru_entries_end']:,}"),
         ("RSS before / peak / end", f"{fig['rss_kib_before']:,} / {fig['rss_peak_kib']:,} / "
                                      f"{fig['rss_kib_end']:,} KiB"),
+        ("RSS growth", f"{fig['rss_peak_kib'] - fig['rss_kib_before']:,} KiB (the MRU list may "
+                       f"take {fig['maxmem_kib']:,} KiB, the restrict lookup cache ~300 KiB)"),
         ("legit answered", f"{fig['legit_answered']:,} of {fig['legit_sent']:,} "
                            f"({fig['legit_answered_pct']:.3f}%) at {fig['legit_rate']:,.0f}/s"),
         ("legit RTT p99", f"{fig['legit_rtt_p99_us'] / 1000:.2f} ms"),

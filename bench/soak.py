@@ -44,6 +44,7 @@ from daemonbench import (
     finish,
     prepare,
     serve,
+    udp_rcvbuf_errors,
 )
 
 LEGIT_ADDRESSES = ("127.1.0.1", "127.1.0.2", "127.1.0.3", "127.1.0.4")
@@ -119,6 +120,7 @@ def run_soak(args: argparse.Namespace, pin: Pinning, rate: float) -> dict[str, A
     warmup = min(args.warmup, total / 3)
     chunk = min(args.chunk, warmup) if warmup > 0 else args.chunk
     foreign = serve.ForeignLoad()
+    rcvbuf0 = udp_rcvbuf_errors()
     legit = {"sent": 0, "received": 0, "invalid": 0, "skipped": 0}
     hostile: dict[str, Any] = {"sent": 0, "replies": 0, "kod_replies": 0, "by_kind": {}}
     samples: list[tuple[float, int]] = []
@@ -184,6 +186,7 @@ def run_soak(args: argparse.Namespace, pin: Pinning, rate: float) -> dict[str, A
         "daemon": delta,
         "unhandled_exceptions": len(problems),
         "exception_lines": problems[:20],
+        "udp_rcvbuf_errors": udp_rcvbuf_errors() - rcvbuf0,
         "foreign_cpu": round(foreign.stop(), 3),
     }
 
