@@ -539,7 +539,7 @@ int main(int argc, char **argv)
             size_t hostile_due = (size_t)((double)sent * hostile_fraction);
             while (nhostile && hostile_sent < hostile_due) {
                 int kind = (int)(hostile_sent % H_NKINDS);
-                int fd = hfds[(hostile_sent / H_NKINDS) % (size_t)nhostile];
+                int fd = hfds[rng() % (uint64_t)nhostile]; /* every kind from every source */
                 size_t len = hostile_datagram(kind, hbuf);
                 if (send(fd, hbuf, len, 0) == (ssize_t)len)
                     hostile_by_kind[kind]++;
