@@ -266,9 +266,13 @@ static size_t hostile_datagram(int kind, unsigned char *p)
 }
 
 /* Parses "A,B,..." into addresses of `family`; returns how many, or -1. */
-static int parse_addrs(char *list, int family, struct sockaddr_storage *out, int max)
+static int parse_addrs(const char *text, int family, struct sockaddr_storage *out, int max)
 {
     int n = 0;
+    char list[4096]; /* a copy: strtok would cut argv, which ps shows */
+    if (strlen(text) >= sizeof list)
+        return -1;
+    strcpy(list, text);
     for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
         if (n >= max)
             return -1;
@@ -293,7 +297,7 @@ int main(int argc, char **argv)
 {
     int nsock = 4, batch = 32;
     double drain = 0.2, spin_s = 1e9; /* default: always spin */
-    char *bind_list = NULL;
+    const char *bind_list = NULL;
     double hostile_fraction = 0;
     const char *hostile_from = "127.2.0.1";
     int hostile_addrs = 256;
