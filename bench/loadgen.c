@@ -16,6 +16,18 @@
  *     --spin-us U   waits shorter than U microseconds spin, longer ones sleep in ppoll()
  *                   (default: always spin; on the 2-vCPU Firecracker VM a ppoll() wake-up is so
  *                   slow that a sleeping generator cannot offer even 150k req/s)
+ *     --bind A[,B..] bind client socket i to address i mod n (loopback only; default: unbound,
+ *                   the kernel picks the source), so requests come from several sources
+ *   hostile traffic (bench/soak.py), off unless --hostile-fraction is given:
+ *     --hostile-fraction F  after every request, send hostile datagrams until they number
+ *                   F x requests sent: random bytes, truncated, empty and oversized datagrams,
+ *                   bad extension fields, bad MACs (key 1 and unknown keys), mode 6 junk,
+ *                   mode 7 (monlist), KoD look-alikes, bad versions, other modes, and plain
+ *                   requests at a rate no client may use; the kinds take turns
+ *     --hostile-from ADDR   first of the consecutive source addresses they come from
+ *                   (default 127.2.0.1); --hostile-addrs N of them (default 256, at most 1024)
+ *     --seed S      seed of their random contents (default 1)
+ *                   Replies to them are counted ("hostile" in the JSON), not matched.
  *
  * Pacing: requests are due at RATE/s from the start; after a stall of the generator itself it
  * catches up by at most 1 ms worth of requests (or two batches), the rest is "skipped", so the
@@ -50,6 +62,9 @@
 #define RXBATCH 64
 #define RXBUF 512
 #define NTP_UNIX_OFFSET 2208988800ULL
+#define MAXBIND 64
+#define MAXHOSTILE 1024
+#define HOSTILE_MAXLEN 2048 /* past pyntpd's 1232-byte limit: "oversized" */
 
 static double now_mono(void)
 {
@@ -108,7 +123,8 @@ static double pct_us(int64_t *v, size_t n, double q)
 static void usage(void)
 {
     fprintf(stderr, "usage: loadgen [--sockets N] [--batch N] [--drain S] [--spin-us U] "
-                    "[--payload HEX] "
+                    "[--payload HEX] [--bind ADDR[,ADDR...]] [--hostile-fraction F "
+                    "[--hostile-from ADDR] [--hostile-addrs N] [--seed S]] "
                     "HOST PORT RATE DURATION\n");
     exit(2);
 }
@@ -129,10 +145,162 @@ static int is_loopback(const struct sockaddr_storage *ss)
 static unsigned char payload[MAXPAYLOAD];
 static size_t payload_len; /* 0: plain requests numbered by their transmit timestamp */
 
+/* ---- hostile traffic ------------------------------------------------------------------ */
+
+enum hostile_kind {
+    H_RANDOM, H_TRUNCATED, H_EMPTY, H_OVERSIZED, H_BAD_EXTENSION, H_BAD_MAC_KEY1,
+    H_BAD_MAC_UNKNOWN_KEY, H_MODE6_JUNK, H_MODE7, H_KOD_LOOKALIKE, H_BAD_VERSION,
+    H_OTHER_MODE, H_OVER_RATE, H_NKINDS
+};
+static const char *const hostile_names[H_NKINDS] = {
+    "random", "truncated", "empty", "oversized", "bad_extension", "bad_mac_key1",
+    "bad_mac_unknown_key", "mode6_junk", "mode7", "kod_lookalike", "bad_version",
+    "other_mode", "over_rate"};
+
+static uint64_t rng_state = 1;
+
+static uint64_t rng(void) /* xorshift64*: reproducible, and plenty for junk */
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 2685821657736338717ULL;
+}
+
+static void fill_random(unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(rng() >> 56);
+}
+
+/* A plain 48-byte client request with the given first byte and random timestamps. */
+static void request_header(unsigned char *p, unsigned char lvm)
+{
+    memset(p, 0, 48);
+    p[0] = lvm;
+    p[2] = 6; /* poll */
+    p[3] = 0xec; /* precision -20 */
+    put_be64(p + 40, rng());
+}
+
+/* Builds hostile datagram number `kind` into p; returns its length. */
+static size_t hostile_datagram(int kind, unsigned char *p)
+{
+    size_t n;
+    switch (kind) {
+    case H_RANDOM:
+        n = 1 + rng() % 300;
+        fill_random(p, n);
+        return n;
+    case H_TRUNCATED:
+        request_header(p, 0x23);
+        return 1 + rng() % 47;
+    case H_EMPTY:
+        return 0;
+    case H_OVERSIZED:
+        request_header(p, 0x23);
+        n = 1300 + rng() % (HOSTILE_MAXLEN - 1300);
+        fill_random(p + 48, n - 48);
+        return n;
+    case H_BAD_EXTENSION: {
+        /* one extension field whose length is zero, odd, too short, or past the datagram */
+        static const uint16_t lens[] = {0, 3, 8, 15, 0xfffc};
+        request_header(p, 0x23);
+        uint16_t type = (uint16_t)rng(), len = lens[rng() % 5];
+        p[48] = type >> 8;
+        p[49] = type & 0xff;
+        p[50] = len >> 8;
+        p[51] = len & 0xff;
+        fill_random(p + 52, 28);
+        return 80;
+    }
+    case H_BAD_MAC_KEY1: /* key 1 is configured: a digest that does not verify */
+        request_header(p, 0x23);
+        p[48] = p[49] = p[50] = 0;
+        p[51] = 1;
+        n = (rng() & 1) ? 16 : 20; /* MD5 / SHA1 (and AES-CMAC) lengths */
+        fill_random(p + 52, n);
+        return 52 + n;
+    case H_BAD_MAC_UNKNOWN_KEY:
+        request_header(p, 0x23);
+        put_be64(p + 48, rng());
+        p[48] = 0; /* key id 1..2^24: not a key the server has */
+        p[51] |= 2;
+        fill_random(p + 52, 20);
+        return 72;
+    case H_MODE6_JUNK: {
+        /* version 2 mode 6, any opcode, a count and offset that need not fit */
+        n = 12 + rng() % 90;
+        fill_random(p, n);
+        p[0] = (unsigned char)((rng() % 5) << 3 | 6);
+        return n;
+    }
+    case H_MODE7: /* ntpdc MON_GETLIST_1 (the "monlist" amplifier), padded like ntpdc's */
+        memset(p, 0, 48);
+        p[0] = 0x17;
+        p[2] = 3;
+        p[3] = 42;
+        return (rng() & 1) ? 8 : 48;
+    case H_KOD_LOOKALIKE: {
+        static const char *const codes[] = {"RATE", "DENY", "RSTR", "NTSN"};
+        /* a kiss in server mode, or a "request" dressed as one */
+        request_header(p, (rng() & 1) ? 0x24 : 0x23);
+        p[1] = 0;
+        memcpy(p + 12, codes[rng() % 4], 4);
+        return 48;
+    }
+    case H_BAD_VERSION: {
+        static const unsigned char versions[] = {0, 5, 6, 7};
+        request_header(p, (unsigned char)(versions[rng() % 4] << 3 | 3));
+        return 48;
+    }
+    case H_OTHER_MODE: {
+        static const unsigned char modes[] = {0, 1, 2, 5};
+        request_header(p, (unsigned char)(4 << 3 | modes[rng() % 4]));
+        return 48;
+    }
+    default: /* H_OVER_RATE: a good request, from a source that sends far too many */
+        request_header(p, 0x23);
+        return 48;
+    }
+}
+
+/* Parses "A,B,..." into addresses of `family`; returns how many, or -1. */
+static int parse_addrs(const char *text, int family, struct sockaddr_storage *out, int max)
+{
+    int n = 0;
+    char list[4096]; /* a copy: strtok would cut argv, which ps shows */
+    if (strlen(text) >= sizeof list)
+        return -1;
+    strcpy(list, text);
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        if (n >= max)
+            return -1;
+        memset(&out[n], 0, sizeof out[n]);
+        out[n].ss_family = (sa_family_t)family;
+        void *where = family == AF_INET
+                          ? (void *)&((struct sockaddr_in *)&out[n])->sin_addr
+                          : (void *)&((struct sockaddr_in6 *)&out[n])->sin6_addr;
+        if (inet_pton(family, tok, where) != 1 || !is_loopback(&out[n]))
+            return -1;
+        n++;
+    }
+    return n;
+}
+
+static socklen_t addr_len(int family)
+{
+    return family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+}
+
 int main(int argc, char **argv)
 {
     int nsock = 4, batch = 32;
     double drain = 0.2, spin_s = 1e9; /* default: always spin */
+    const char *bind_list = NULL;
+    double hostile_fraction = 0;
+    const char *hostile_from = "127.2.0.1";
+    int hostile_addrs = 256;
     int argi = 1;
     while (argi < argc && strncmp(argv[argi], "--", 2) == 0) {
         if (argi + 1 >= argc)
@@ -158,6 +326,16 @@ int main(int argc, char **argv)
         }
         else if (!strcmp(argv[argi], "--spin-us"))
             spin_s = atof(argv[argi + 1]) * 1e-6;
+        else if (!strcmp(argv[argi], "--bind"))
+            bind_list = argv[argi + 1];
+        else if (!strcmp(argv[argi], "--hostile-fraction"))
+            hostile_fraction = atof(argv[argi + 1]);
+        else if (!strcmp(argv[argi], "--hostile-from"))
+            hostile_from = argv[argi + 1];
+        else if (!strcmp(argv[argi], "--hostile-addrs"))
+            hostile_addrs = atoi(argv[argi + 1]);
+        else if (!strcmp(argv[argi], "--seed"))
+            rng_state = strtoull(argv[argi + 1], NULL, 0) | 1;
         else
             usage();
         argi += 2;
@@ -167,7 +345,8 @@ int main(int argc, char **argv)
     const char *host = argv[argi], *port = argv[argi + 1];
     double rate = atof(argv[argi + 2]), duration = atof(argv[argi + 3]);
     if (nsock < 1 || nsock > MAXSOCK || batch < 1 || batch > MAXBATCH || rate <= 0 ||
-        duration <= 0 || duration > 600 || drain < 0 || drain > 10) {
+        duration <= 0 || duration > 600 || drain < 0 || drain > 10 || hostile_fraction < 0 ||
+        hostile_fraction > 1 || hostile_addrs < 1 || hostile_addrs > MAXHOSTILE) {
         fprintf(stderr, "loadgen: bad arguments\n");
         return 2;
     }
@@ -190,11 +369,22 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    struct sockaddr_storage binds[MAXBIND];
+    int nbind = 0;
+    if (bind_list && (nbind = parse_addrs(bind_list, family, binds, MAXBIND)) <= 0) {
+        fprintf(stderr, "loadgen: --bind wants loopback addresses of the target's family\n");
+        return 2;
+    }
+
     int fds[MAXSOCK];
     for (int i = 0; i < nsock; i++) {
         fds[i] = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fds[i] < 0) {
             perror("socket");
+            return 1;
+        }
+        if (nbind && bind(fds[i], (struct sockaddr *)&binds[i % nbind], addr_len(family)) < 0) {
+            perror("bind");
             return 1;
         }
         int one = 1, big = 16 << 20;
@@ -208,6 +398,36 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+
+    /* hostile sockets: one per source address, consecutive from --hostile-from */
+    static int hfds[MAXHOSTILE];
+    int nhostile = hostile_fraction > 0 ? hostile_addrs : 0;
+    if (nhostile) {
+        struct sockaddr_in from = {0};
+        from.sin_family = AF_INET;
+        if (family != AF_INET || inet_pton(AF_INET, hostile_from, &from.sin_addr) != 1) {
+            fprintf(stderr, "loadgen: hostile traffic is IPv4 (127.0.0.0/8) only\n");
+            return 2;
+        }
+        uint32_t first = ntohl(from.sin_addr.s_addr);
+        if ((first >> 24) != 127 || ((first + (uint32_t)nhostile - 1) >> 24) != 127) {
+            fprintf(stderr, "loadgen: --hostile-from/--hostile-addrs leave 127.0.0.0/8\n");
+            return 2;
+        }
+        for (int i = 0; i < nhostile; i++) {
+            hfds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            from.sin_addr.s_addr = htonl(first + (uint32_t)i);
+            if (hfds[i] < 0 || bind(hfds[i], (struct sockaddr *)&from, sizeof from) < 0 ||
+                connect(hfds[i], (struct sockaddr *)&dst, dstlen) < 0) {
+                perror("hostile socket");
+                return 1;
+            }
+        }
+    }
+    static unsigned char hbuf[HOSTILE_MAXLEN];
+    size_t hostile_sent = 0, hostile_errors = 0, hostile_replies = 0, hostile_kods = 0;
+    size_t hostile_by_kind[H_NKINDS] = {0};
+    double next_hostile_drain = 0;
 
     size_t cap = (size_t)(rate * duration) + MAXBATCH + 16;
     int64_t *t1 = calloc(cap, sizeof *t1);      /* send time, Unix ns */
@@ -319,6 +539,30 @@ int main(int argc, char **argv)
                     break; /* go receive in between long bursts */
             }
             last_send = now;
+            /* hostile datagrams keep pace with the requests: F x sent in all */
+            size_t hostile_due = (size_t)((double)sent * hostile_fraction);
+            while (nhostile && hostile_sent < hostile_due) {
+                int kind = (int)(hostile_sent % H_NKINDS);
+                int fd = hfds[rng() % (uint64_t)nhostile]; /* every kind from every source */
+                size_t len = hostile_datagram(kind, hbuf);
+                if (send(fd, hbuf, len, 0) == (ssize_t)len)
+                    hostile_by_kind[kind]++;
+                else
+                    hostile_errors++;
+                hostile_sent++;
+            }
+        }
+        /* replies to hostile sources: only counted, every 10 ms (they are few) */
+        if (nhostile && (now >= next_hostile_drain || now >= end_send)) {
+            next_hostile_drain = now + 0.01;
+            for (int h = 0; h < nhostile; h++) {
+                ssize_t r;
+                while ((r = recv(hfds[h], rxbuf[0], RXBUF, MSG_DONTWAIT)) >= 0) {
+                    hostile_replies++;
+                    if (r >= 48 && rxbuf[0][1] == 0)
+                        hostile_kods++;
+                }
+            }
         }
         /* ---- receive everything queued ---- */
         for (int s = 0; s < nsock; s++) {
@@ -438,14 +682,25 @@ int main(int argc, char **argv)
            "\"no_rx_timestamp\": %zu, \"with_trailer\": %zu, \"stratum\": %d, \"leap\": %d, \"version\": %d, "
            "\"latency\": {\"n\": %zu, \"delay_p50_us\": %.3f, \"delay_p99_us\": %.3f, "
            "\"delay_min_us\": %.3f, \"rtt_p50_us\": %.3f, \"rtt_p99_us\": %.3f, "
-           "\"server_t3_t2_p50_us\": %.3f, \"server_t3_t2_p99_us\": %.3f}}\n",
+           "\"server_t3_t2_p50_us\": %.3f, \"server_t3_t2_p99_us\": %.3f}",
            rate, duration, nsock, batch, sent, received, loss, sent / elapsed_send, send_errors,
            skipped, dup, unmatched, invalid + invalid_short, nostamp, with_trailer, first_stratum, first_leap, first_version, nlat,
            pct_us(delay, nlat, 0.5), pct_us(delay, nlat, 0.99), pct_us(delay, nlat, 0.0),
            pct_us(rtt, nlat, 0.5), pct_us(rtt, nlat, 0.99), pct_us(proc, nlat, 0.5),
            pct_us(proc, nlat, 0.99));
+    if (nhostile) {
+        printf(", \"hostile\": {\"sent\": %zu, \"send_errors\": %zu, \"replies\": %zu, "
+               "\"kod_replies\": %zu, \"addresses\": %d, \"by_kind\": {",
+               hostile_sent, hostile_errors, hostile_replies, hostile_kods, nhostile);
+        for (int k = 0; k < H_NKINDS; k++)
+            printf("%s\"%s\": %zu", k ? ", " : "", hostile_names[k], hostile_by_kind[k]);
+        printf("}}");
+    }
+    printf("}\n");
     for (int i = 0; i < nsock; i++)
         close(fds[i]);
+    for (int i = 0; i < nhostile; i++)
+        close(hfds[i]);
     free(t1);
     free(delay);
     free(rtt);

@@ -72,22 +72,25 @@ Result = dict[str, Any]
 # ------------------------------------------------------------------------------------------------
 
 
-def build_loadgen() -> Path:
-    if LOADGEN_BIN.exists() and LOADGEN_BIN.stat().st_mtime >= LOADGEN_SRC.stat().st_mtime:
-        return LOADGEN_BIN
+def build_c(source: Path, binary: Path) -> Path:
+    """Compile one C file of bench/ unless ``binary`` is newer than it."""
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         raise SystemExit("gcc not found: run scripts/install-test-deps")
-    LOADGEN_BIN.parent.mkdir(parents=True, exist_ok=True)
-    tmp = LOADGEN_BIN.with_name(f".loadgen.{os.getpid()}")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    tmp = binary.with_name(f".{binary.name}.{os.getpid()}")
     try:
-        subprocess.run(
-            [gcc, "-O2", "-Wall", "-Wextra", "-o", str(tmp), str(LOADGEN_SRC)], check=True
-        )
-        os.replace(tmp, LOADGEN_BIN)  # atomic: a concurrent user never sees a partial binary
+        subprocess.run([gcc, "-O2", "-Wall", "-Wextra", "-o", str(tmp), str(source)], check=True)
+        os.replace(tmp, binary)  # atomic: a concurrent user never sees a partial binary
     finally:
         tmp.unlink(missing_ok=True)
-    return LOADGEN_BIN
+    return binary
+
+
+def build_loadgen() -> Path:
+    return build_c(LOADGEN_SRC, LOADGEN_BIN)
 
 
 @dataclass
@@ -160,13 +163,20 @@ def signed_request_hex() -> str:
 
 
 def run_loadgen(
-    pin: Pinning, port: int, rate: float, duration: float, batch: int, sockets: int = 4,
+    pin: Pinning,
+    port: int,
+    rate: float,
+    duration: float,
+    batch: int,
+    sockets: int = 4,
+    extra: Sequence[str] = (),
     payload: str | None = None,
 ) -> Result:
     argv = [
         *pin.client,
         str(LOADGEN_BIN),
         *LOADGEN_OPTS,
+        *extra,
         *(["--payload", payload] if payload else []),
         "--sockets",
         str(sockets),
@@ -240,13 +250,18 @@ def chronyd_argv(port: int, workdir: Path) -> list[str]:
     return [chronyd, "-x", "-d", "-u", "root", "-f", str(conf)]
 
 
-def pyntpd_argv(port: int, workdir: Path) -> list[str]:
+def pyntpd_exe() -> Path:
     exe = REPO_ROOT / ".venv" / "bin" / "pyntpd"
     if not exe.exists():
         found = shutil.which("pyntpd")
         if found is None:
             raise RefDaemonError("pyntpd not installed in .venv: run scripts/install-test-deps")
         exe = Path(found)
+    return exe
+
+
+def pyntpd_argv(port: int, workdir: Path) -> list[str]:
+    exe = pyntpd_exe()
     conf = workdir / "ntp.conf"
     conf.write_text(
         "server 127.127.1.0\nfudge 127.127.1.0 stratum 10\nrestrict default\nrestrict 127.0.0.1\n"

@@ -471,3 +471,16 @@ def test_a_batch_of_fast_replies_goes_out_in_one_sendmmsg(monkeypatch, server_so
     fake = FakeLibc()
     _, origins = run_with(monkeypatch, fake, server_sock, clients, count=40)
     assert origins == [0x900 + k for k in range(40)] and fake.send_calls == [40]
+
+
+def test_serving_sockets_get_a_deep_receive_queue() -> None:
+    """4 MiB asked (the kernel reports double, its bookkeeping included): requests ride out
+    scheduling stalls instead of being dropped by the kernel."""
+    from pyntpd.daemon.serve import RECEIVE_BUFFER_BYTES, ListenAddress, open_sockets
+
+    (sock,) = open_sockets([ListenAddress(socket.AF_INET, "127.0.0.1", 0)])
+    try:
+        size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    finally:
+        sock.close()
+    assert size >= RECEIVE_BUFFER_BYTES

@@ -46,10 +46,14 @@ NTP_PORT = 123
 _V6_TAG = 1 << 128  # keeps IPv6 keys apart from IPv4 ones in one dict
 _CACHE_LIMIT = 4096
 
-# Bytes one monitored source costs us: the entry object, its dict slot and its key. Used to
-# turn ntpd's `mru maxmem` (KiB) into an entry bound; tracemalloc on CPython 3.11 measured
-# 230 bytes per entry over 100k IPv4 sources.
-MRU_ENTRY_BYTES = 232
+# Bytes one monitored source costs us, used to turn ntpd's `mru maxmem` (KiB) into an entry
+# bound: the entry object with its own floats and ints (first, last, leak, port: ~225 bytes)
+# plus its key and its share of the OrderedDict, whose table is sized for the churn of
+# recycling (2 to 4 slots per live entry, and both tables alive while it resizes).
+# tracemalloc on CPython 3.11, sources sending two requests each, 600 to 180k entries
+# (tests/proto/test_access_memory.py): 310-425 bytes held, up to 457 while resizing.
+# (The restrict lookup cache is apart from this: at most _CACHE_LIMIT sources, ~300 KiB.)
+MRU_ENTRY_BYTES = 464
 
 
 def address_key(address: int, is_v6: bool) -> int:
