@@ -127,6 +127,8 @@ class ControlService:
             srchost=None if peer.address == peer.config.address else peer.config.address,
             keyid=a.spec.key.key_id if a.spec.key is not None else 0,
             authenable=a.spec.key is not None or a.spec.nts, authentic=a.authentic,
+            # Symmetric active (1) for `peer`; the peer's mode as last heard (1 or 2).
+            hmode=1 if a.spec.symmetric else 3, pmode=a.pmode or (0 if a.spec.symmetric else 4),
             **fields,  # type: ignore[arg-type]
         )
 
