@@ -190,6 +190,15 @@ def test_a_replayed_older_packet_is_refused_without_a_state_change() -> None:
     assert decode(send(a, T0 + 5.0)).header.origin == decode(q2).header.transmit
 
 
+def test_our_own_packet_reflected_back_is_refused() -> None:
+    """The key is the same both ways, so a reflected packet of ours verifies."""
+    a = peer()
+    p1 = send(a, T0, system=STRATUM_8)
+    assert deliver(a, p1, T0 + 0.5) is None
+    assert a.drops == {SourceDrop.REPLAY: 1}
+    assert decode(send(a, T0 + 1.0)).header.origin == 0
+
+
 # --- authentication, before anything changes -----------------------------------------------
 
 

@@ -31,7 +31,8 @@ sends mode 1 packets (`make_symmetric`) carrying our system variables, org = the
 transmit timestamp, rec = when it arrived, xmt = our clock, always signed with the key. A
 packet from the peer (mode 1 or 2) must first carry a MAC that verifies under that key: a
 crypto-NAK, another key id, a bad digest or no MAC is refused before anything changes. Then:
-- a transmit timestamp equal to the last one seen is a duplicate (no state change);
+- a transmit timestamp equal to the last one seen is a duplicate, and one equal to our own
+  last transmit timestamp is our packet reflected (neither changes any state);
 - an origin of zero (the peer has not heard from us yet: the first packet) or one that is
   not our outstanding transmit timestamp (bogus) gives no sample, but updates org/rec so
   that our next packet lets the peer measure -- unless its transmit timestamp is not newer
@@ -358,6 +359,11 @@ class Association:
         last = self._last_server_transmit
         if h.transmit == last:
             self._drop(SourceDrop.DUPLICATE)
+            return None
+        if h.transmit == self._t1:
+            # Our own last packet sent back: the key is the same both ways, so the MAC
+            # verifies, but it is no news from the peer.
+            self._drop(SourceDrop.REPLAY)
             return None
         if not h.origin or h.origin != self._sent_transmit:
             if last and ntp_diff(h.transmit, last) <= 0:
