@@ -13,7 +13,14 @@ from pyntpd.proto.auth import mac_trailer
 from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.packet import HEADER, Mode, decode, li_vn_mode
 from pyntpd.proto.server import SystemVars
-from pyntpd.proto.source import MAX_POLL, Association, SourceDrop, SourceSpec, State
+from pyntpd.proto.source import (
+    EARLIER_ORIGINS,
+    MAX_POLL,
+    Association,
+    SourceDrop,
+    SourceSpec,
+    State,
+)
 from pyntpd.proto.timestamp import unix_to_ntp
 
 T0 = 1_800_000_000.0
@@ -176,6 +183,32 @@ def test_the_origin_is_consumed_by_one_sample() -> None:
     later = resign(q1, transmit=decode(q1).header.transmit + (1 << 32))
     assert deliver(a, later, T0 + 2.0) is None
     assert a.drops == {SourceDrop.BOGUS_ORIGIN: 1}
+
+
+def test_an_answer_to_one_of_our_earlier_packets_still_measures() -> None:
+    """We polled again (a burst, a faster poll) before the peer's answer came."""
+    a, _b, _p1, q1 = exchange()  # q1 answers p1
+    send(a, T0 + 0.5)  # p2, sent before q1 arrived
+    sample = deliver(a, q1, T0 + 1.0)
+    assert sample is not None and sample.offset == pytest.approx(AHEAD, abs=1e-6)
+
+
+def test_an_answer_to_a_packet_older_than_the_last_few_is_bogus() -> None:
+    a, _b, _p1, q1 = exchange()
+    for n in range(EARLIER_ORIGINS + 1):
+        send(a, T0 + 0.1 * (n + 1))
+    assert deliver(a, q1, T0 + 1.0) is None
+    assert a.drops == {SourceDrop.BOGUS_ORIGIN: 1}
+
+
+def test_answering_a_later_packet_consumes_the_earlier_ones() -> None:
+    a, b, _p1, q1 = exchange()
+    p2 = send(a, T0 + 0.5)
+    deliver(b, p2, T0 + 0.5, AHEAD)
+    q2 = send(b, T0 + 1.1, AHEAD, STRATUM_8)  # answers p2
+    assert deliver(a, q2, T0 + 1.1) is not None
+    assert deliver(a, q1, T0 + 1.2) is None  # older than q2, and p1 is answered for
+    assert a.drops == {SourceDrop.REPLAY: 1}
 
 
 def test_a_replayed_older_packet_is_refused_without_a_state_change() -> None:

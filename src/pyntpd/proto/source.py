@@ -31,12 +31,14 @@ sends mode 1 packets (`make_symmetric`) carrying our system variables, org = the
 transmit timestamp, rec = when it arrived, xmt = our clock, always signed with the key. A
 packet from the peer (mode 1 or 2) must first carry a MAC that verifies under that key: a
 crypto-NAK, another key id, a bad digest or no MAC is refused before anything changes. Then:
-- a transmit timestamp equal to the last one seen is a duplicate, and one equal to our own
-  last transmit timestamp is our packet reflected (neither changes any state);
+- a transmit timestamp equal to the last one seen is a duplicate, and one equal to one of
+  our own recent transmit timestamps is our packet reflected (neither changes any state);
 - an origin of zero (the peer has not heard from us yet: the first packet) or one that is
-  not our outstanding transmit timestamp (bogus) gives no sample, but updates org/rec so
-  that our next packet lets the peer measure -- unless its transmit timestamp is not newer
-  than the last one seen: a replayed old packet, refused without a state change;
+  not the transmit timestamp of one of our last few unanswered packets (bogus: each side
+  polls on its own timer, so the faster one has often sent again) gives no sample, but
+  updates org/rec so that our next packet lets the peer measure -- unless its transmit
+  timestamp is not newer than the last one seen: a replayed old packet, refused without a
+  state change;
 - otherwise T1..T4 = (org, rec, xmt, arrival) give the sample, and the origin is consumed,
   as for a client reply; reach, poll, KoD and the sanity checks are the client's.
 No packet ever creates an association: only a configured peer's packets reach one.
@@ -72,6 +74,10 @@ MAX_POLL = 17
 BURST_COUNT = 8
 BURST_SPACING = 2.0  # seconds between packets of a burst (ntpd: 2 s)
 UNREACH_BACKOFF_AFTER = 8  # polls without reply before the poll interval backs off
+# Symmetric mode: how many of our packets before the last one a peer's packet may still
+# answer. Each side polls on its own timer, so the one polling faster (iburst, a lower
+# minpoll) has usually sent again before the other's packet arrives.
+EARLIER_ORIGINS = 3
 
 
 class SourceDrop(enum.StrEnum):
@@ -188,6 +194,7 @@ class Association:
     # the org and rec of our next packet (ntpd's peer->rec and peer->dst).
     _peer_org: int = 0
     _peer_rec: int = 0
+    _earlier: tuple[int, ...] = ()  # our packets before the last one not yet answered, oldest first
 
     def __post_init__(self) -> None:
         self.poll = max(MIN_POLL, min(self.spec.minpoll, MAX_POLL))
@@ -240,6 +247,8 @@ class Association:
         key = self.spec.key
         if key is None:
             raise ValueError("a symmetric association needs a key")
+        if self._sent_transmit:
+            self._earlier = (*self._earlier, self._sent_transmit)[-EARLIER_ORIGINS:]
         self._begin_poll(now, transmit)
         self._t1 = transmit
         leap, stratum, middle = stated_system(system, now)
@@ -279,6 +288,7 @@ class Association:
         self._sent_transmit = 0
         # A peer's org/rec mix in our pre-step clock too: start over as at the first packet.
         self._peer_org = self._peer_rec = 0
+        self._earlier = ()
 
     @property
     def reachable(self) -> bool:
@@ -360,12 +370,13 @@ class Association:
         if h.transmit == last:
             self._drop(SourceDrop.DUPLICATE)
             return None
-        if h.transmit == self._t1:
-            # Our own last packet sent back: the key is the same both ways, so the MAC
+        if h.transmit == self._t1 or h.transmit in self._earlier:
+            # Our own packet sent back: the key is the same both ways, so the MAC
             # verifies, but it is no news from the peer.
             self._drop(SourceDrop.REPLAY)
             return None
-        if not h.origin or h.origin != self._sent_transmit:
+        answered = h.origin and (h.origin == self._sent_transmit or h.origin in self._earlier)
+        if not answered:
             if last and ntp_diff(h.transmit, last) <= 0:
                 # Older than what the peer already sent: an authentic packet replayed.
                 # (A fresh one answering our last packet passes below even so.)
@@ -378,7 +389,12 @@ class Association:
             return None
         self._remember_peer(h.transmit, t4, h.mode, now)
         self.authentic = True
-        self._sent_transmit = 0  # one sample per packet of ours, as for client replies
+        # One sample per packet of ours, as for client replies; the ones before it are
+        # answered too (a peer's packets arrive in order).
+        if h.origin == self._sent_transmit:
+            self._sent_transmit, self._earlier = 0, ()
+        else:
+            self._earlier = self._earlier[self._earlier.index(h.origin) + 1:]
         return self._measure(packet, h.origin, t4, now)
 
     def _remember_peer(self, transmit: int, t4: int, mode: int, now: float) -> None:
