@@ -7,6 +7,7 @@ import re
 import pytest
 
 from tests.integration.test_auth import KEYS, keys_file, wait_for
+from tests.integration.test_pyntpq import pyntpq, pyntpq_json
 from tests.support import Pyntpd, config_file, free_udp_port
 
 SYNCED_TO_PEER = re.compile(r"synchronised to 127\.0\.0\.1 port (\d+) \(stratum (\d+)\)")
@@ -29,10 +30,18 @@ def test_two_peers_synchronise_one_to_the_others_local_clock(key_id: int) -> Non
         match = wait_for(b, SYNCED_TO_PEER, 30.0)
         assert match is not None, b.output()
         assert "symmetric association with 127.0.0.1 port" in a.output()
+        peers = pyntpq_json(b.port, "-n", "-p")["peers"]
+        assert isinstance(peers, list) and len(peers) == 1, peers
+        rv = pyntpq(b.port, "-c", f"rv {peers[0]['associd']} hmode,pmode,srcport,keyid")
         logs = a.output() + b.output()
     # A serves its local clock at stratum 8; B, following A, is at stratum 9.
     assert (int(match.group(1)), match.group(2)) == (port_a, "9")
     assert "Traceback" not in logs and "WARNING" not in logs
+    # ntpq's view of B: a symmetric peer ("s"), reached, both ends in symmetric active mode.
+    assert peers[0]["type"] == "s" and peers[0]["reach"] != 0 and peers[0]["tally"] == "*"
+    assert rv.returncode == 0, rv.stderr
+    for variable in ("hmode=1", "pmode=1", f"srcport={port_a}", f"keyid={key_id}"):
+        assert variable in rv.stdout
 
 
 def test_peers_with_different_keys_never_synchronise() -> None:
