@@ -68,6 +68,32 @@ def test_pyntpd_and_chronyd_peer_and_pyntpd_follows_it(require: Require, key_id:
     assert fields[-7] == "Yes", f"chronyd says pyntpd's packets were not authenticated: {ntpdata}"
 
 
+def test_chronyd_selects_its_peer_pyntpd_when_pyntpd_is_the_better_source(
+    require: Require
+) -> None:
+    """The other way round: pyntpd has the lower stratum (local clock), chronyd follows it."""
+    require("chronyd", "chronyc")
+    key_id = 3
+    pyntpd_port = free_udp_port()
+    with key_files() as (ntp_keys, chrony_keys), \
+            ChronyServer(stratum=10, lines=[
+                f"keyfile {chrony_keys}",
+                f"peer 127.0.0.1 port {pyntpd_port} key {key_id} minpoll 0 maxpoll 0"]) as chrony:
+        conf = ("server 127.127.1.0\nfudge 127.127.1.0 stratum 3\n"
+                + pyntpd_peer_conf(ntp_keys, key_id, f"127.0.0.1 port {chrony.port}"))
+        with config_file(conf) as path, Pyntpd("-c", path, port=pyntpd_port):
+
+            def selected() -> refdaemons.ChronySource | None:
+                return next((s for s in chrony.sources() if s.mode == "=" and s.state == "*"),
+                            None)
+
+            source = refdaemons.poll_until(selected, 30.0, "chronyd to select pyntpd",
+                                           interval=0.2)
+            tracking = chrony.tracking()
+    assert source.stratum == 4
+    assert tracking.stratum == 5
+
+
 def test_chronyd_with_another_key_is_never_heard(require: Require) -> None:
     require("chronyd", "chronyc")
     pyntpd_port = free_udp_port()
