@@ -124,6 +124,7 @@ def test_the_answer_to_our_packet_gives_offset_and_delay() -> None:
     assert sample.offset == pytest.approx(AHEAD, abs=1e-6)
     assert sample.delay == pytest.approx(2 * ONE_WAY, abs=1e-6)  # B's 1 s hold excluded
     assert (a.reach, a.stratum, a.pmode, a.authentic) == (1, 9, Mode.SYMMETRIC_ACTIVE, True)
+    assert a.ppoll == decode(q1).header.poll
 
 
 def test_both_sides_measure_each_other() -> None:

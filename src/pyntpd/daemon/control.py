@@ -123,7 +123,7 @@ class ControlService:
         return PeerInfo(
             associd=associd, srcadr=peer.address, srcport=peer.ntp_port,
             leap=a.leap, stratum=a.stratum, refid=a.refid, reach=a.reach, unreach=a.unreach,
-            hpoll=a.poll, ppoll=a.poll, flash=0 if a.state == State.ACTIVE else 0x400,
+            hpoll=a.poll, ppoll=a.ppoll or a.poll, flash=0 if a.state == State.ACTIVE else 0x400,
             srchost=None if peer.address == peer.config.address else peer.config.address,
             keyid=a.spec.key.key_id if a.spec.key is not None else 0,
             authenable=a.spec.key is not None or a.spec.nts, authentic=a.authentic,

@@ -59,6 +59,7 @@ from pyntpd.proto.packet import (
     DropReason,
     Leap,
     Mode,
+    NtpHeader,
     NtpPacket,
     PacketError,
     decode,
@@ -184,6 +185,7 @@ class Association:
     authentic: bool = False  # the last reply accepted was authenticated
     pmode: int = 0  # the mode of the last packet accepted from the other end
     heard_at: float = 0.0  # symmetric: `now` when the peer's last authentic packet arrived
+    ppoll: int = 0  # symmetric: the poll exponent the peer states (0: not heard yet)
     nts: NtsSession | None = None  # keys and cookies from NTS-KE (spec.nts)
     _sent_uid: bytes = b""  # the NTS unique identifier of the outstanding request
     _sent_transmit: int = 0  # the random value in our outstanding request; 0: none
@@ -384,10 +386,10 @@ class Association:
                 return None
             # The peer's first packet, or ours crossed its in flight: no sample, but keep
             # its timestamps, or neither side could ever measure the other (RFC 5905 §8).
-            self._remember_peer(h.transmit, t4, h.mode, now)
+            self._remember_peer(h, t4, now)
             self._drop(SourceDrop.ZERO_ORIGIN if not h.origin else SourceDrop.BOGUS_ORIGIN)
             return None
-        self._remember_peer(h.transmit, t4, h.mode, now)
+        self._remember_peer(h, t4, now)
         self.authentic = True
         # One sample per packet of ours, as for client replies; the ones before it are
         # answered too (a peer's packets arrive in order).
@@ -397,11 +399,10 @@ class Association:
             self._earlier = self._earlier[self._earlier.index(h.origin) + 1:]
         return self._measure(packet, h.origin, t4, now)
 
-    def _remember_peer(self, transmit: int, t4: int, mode: int, now: float) -> None:
-        self._last_server_transmit = self._peer_org = transmit
+    def _remember_peer(self, h: NtpHeader, t4: int, now: float) -> None:
+        self._last_server_transmit = self._peer_org = h.transmit
         self._peer_rec = t4
-        self.pmode = mode
-        self.heard_at = now
+        self.pmode, self.ppoll, self.heard_at = h.mode, h.poll, now
 
     def _measure(self, packet: NtpPacket, t1: int, t4: int, now: float) -> Sample | None:
         """A reply (or peer packet) that passed the origin test and authentication: KoD,
