@@ -187,8 +187,19 @@ def listen_addresses(config: NtpConfig, options: DaemonOptions) -> list[ListenAd
     return planned
 
 
+def check_peers_and_workers(config: NtpConfig, workers: int) -> None:
+    """A peer's packets come to the NTP port, where SO_REUSEPORT may hand them to a worker,
+    which holds no association: symmetric peers need the single serving process."""
+    peers = [s for s in config.servers if s.kind == "peer"]
+    if peers and workers > 1:
+        raise StartupError(
+            f"{peers[0].location}: symmetric 'peer' associations need a single serving "
+            f"process; remove --workers {workers} or use 'server' instead of 'peer'")
+
+
 class Daemon:
     def __init__(self, options: DaemonOptions, loaded: LoadedConfig) -> None:
+        check_peers_and_workers(loaded.config, options.workers)
         self.options = options
         self.loaded = loaded
         self.precision = measure_precision()
@@ -347,6 +358,7 @@ class Daemon:
             # associations (with --workers, ntpq should use the main process's socket).
             control = ControlService(self.responder, lambda: self.sync)
             self.server.on_control = control.answer
+            self.server.on_peer = lambda sock: self.sync.peer_packets(sock) if self.sync else None
             if self.endpoints is not None:
                 endpoints, self.endpoints = self.endpoints, None  # stopped below
                 await endpoints.start(collector(self.responder, control, self.started_at))
@@ -403,7 +415,8 @@ class Daemon:
         return Synchroniser(config, options, self.clock, self.precision,
                             local_driver(config, self.precision), self._publish, self.stop,
                             self.leap_table, self._peers_changed,
-                            counters=lambda: self.responder.counters)
+                            counters=lambda: self.responder.counters,
+                            responder=self.responder, serving=self.sockets)
 
     def _publish(self, system: SystemVars) -> None:
         self.responder.set_system(system)
@@ -454,6 +467,12 @@ class Daemon:
                                  self.options.trusted_keys)
         except Exception as exc:  # the running daemon must survive any reload failure
             log.error("reload failed: %s; keeping the running configuration", exc)
+            sdnotify.ready(self.describe_state())
+            return
+        try:
+            check_peers_and_workers(loaded.config, self.options.workers)
+        except StartupError as exc:
+            log.error("reload rejected: %s; keeping the running configuration", exc)
             sdnotify.ready(self.describe_state())
             return
         if loaded.result.has_errors:

@@ -123,10 +123,12 @@ class ControlService:
         return PeerInfo(
             associd=associd, srcadr=peer.address, srcport=peer.ntp_port,
             leap=a.leap, stratum=a.stratum, refid=a.refid, reach=a.reach, unreach=a.unreach,
-            hpoll=a.poll, ppoll=a.poll, flash=0 if a.state == State.ACTIVE else 0x400,
+            hpoll=a.poll, ppoll=a.ppoll or a.poll, flash=0 if a.state == State.ACTIVE else 0x400,
             srchost=None if peer.address == peer.config.address else peer.config.address,
             keyid=a.spec.key.key_id if a.spec.key is not None else 0,
             authenable=a.spec.key is not None or a.spec.nts, authentic=a.authentic,
+            # Symmetric active (1) for `peer`; the peer's mode as last heard (1 or 2).
+            hmode=1 if a.spec.symmetric else 3, pmode=a.pmode or (0 if a.spec.symmetric else 4),
             **fields,  # type: ignore[arg-type]
         )
 

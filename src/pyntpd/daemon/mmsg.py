@@ -300,6 +300,8 @@ class MmsgServer:
         self.receive_errors = 0
         # Runs the mode 6 requests the responder queued, after each batch (daemon/control).
         self.on_control: Callable[[socket.socket], None] | None = None
+        # Hands the symmetric packets of configured peers to their associations.
+        self.on_peer: Callable[[socket.socket], None] | None = None
         self._batch_size = batch
         self._batches: dict[socket.socket, _Batch] = {}
 
@@ -344,7 +346,8 @@ class MmsgServer:
                 self._send(fd, batch, runs)
             if got < want:
                 break  # the queue was empty: save the syscall that would say EAGAIN
-        self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns)
+        self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns,
+                                        self.on_peer)
         return handled
 
     def _answer(self, batch: _Batch, count: int) -> list[tuple[int, int]]:

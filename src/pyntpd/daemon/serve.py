@@ -47,6 +47,7 @@ def after_batch(
     responder: Responder,
     on_control: Callable[[socket.socket], None] | None,
     time_ns: Callable[[], int],
+    on_peer: Callable[[socket.socket], None] | None = None,
 ) -> int:
     """Send what the responder queued during a batch; returns the number of send errors.
 
@@ -62,6 +63,11 @@ def after_batch(
             errors += 1
     if responder.control_queue and on_control is not None:
         on_control(sock)
+    if responder.peer_queue:
+        if on_peer is not None:
+            on_peer(sock)  # symmetric packets from configured peers (daemon/syncloop)
+        else:
+            responder.take_peer()
     return errors
 
 
@@ -158,6 +164,8 @@ class UdpServer:
         self.receive_errors = 0
         # Runs the mode 6 requests the responder queued, after each batch (daemon/control).
         self.on_control: Callable[[socket.socket], None] | None = None
+        # Hands the symmetric packets of configured peers to their associations.
+        self.on_peer: Callable[[socket.socket], None] | None = None
 
     def drain(self, sock: socket.socket) -> int:
         """Answer datagrams until the socket is empty or BATCH_LIMIT; returns how many."""
@@ -202,6 +210,7 @@ class UdpServer:
                 sendto(reply + unix_ns_to_ntp(time_ns()).to_bytes(8, "big"), peer)
             except OSError:
                 self.send_errors += 1
-        self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns)
+        self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns,
+                                        self.on_peer)
         return handled
 

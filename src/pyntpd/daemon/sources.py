@@ -14,6 +14,12 @@ the certificate must name HOST); NTP then goes to the server and port the NTS-KE
 names (default: HOST's address, port 123). When the association runs out of cookies or gets
 an NTS NAK, NTS-KE runs again in the background, with back-off on failure; polls meanwhile
 are skipped (and count as unanswered).
+
+`peer HOST key N` (symmetric active, proto.source): ntpd, ntpsec and chrony send peer
+packets from their NTP socket to the peer's NTP port, so a symmetric association has no
+socket of its own. Its packets leave from a serving socket (the one the peer was last heard
+on, else the first of its family), and the peer's packets arrive there: the responder hands
+those from a configured peer's address and port over (`symmetric_addresses`, `deliver`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pyntpd.daemon.serve import SO_TIMESTAMPNS, receive_timestamp_ns
 from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.nts import NtsSession
 from pyntpd.proto.packet import MAX_PACKET_LEN
+from pyntpd.proto.server import PeerPacket, SystemVars
 from pyntpd.proto.source import Association, Sample, SourceSpec
 from pyntpd.proto.timestamp import unix_ns_to_ntp
 
@@ -58,7 +65,7 @@ def spec_for(
         address=address, port=server.port, minpoll=server.minpoll, maxpoll=server.maxpoll,
         iburst=server.iburst, burst=server.burst, prefer=server.prefer,
         noselect=server.noselect, true=server.true, version=server.version,
-        max_distance=max_distance, key=key, nts=server.nts,
+        max_distance=max_distance, key=key, nts=server.nts, symmetric=server.kind == "peer",
     )
 
 
@@ -82,10 +89,20 @@ class Peer:
     rekeying: bool = False
     ke_retry_at: float = 0.0
     ke_delay: float = KE_RETRY_MIN
+    via: socket.socket | None = None  # symmetric: the serving socket the peer was heard on
 
     @property
     def ntp_port(self) -> int:
         return self.port or self.config.port
+
+    @property
+    def symmetric(self) -> bool:
+        return self.assoc.spec.symmetric
+
+    @property
+    def route(self) -> tuple[int, bool, int]:
+        """(address, is_v6, port) as the responder keys a datagram's source."""
+        return self.address_int, self.family == socket.AF_INET6, self.ntp_port
 
     @property
     def family(self) -> int:
@@ -129,6 +146,8 @@ class SourceManager:
     on_change: Callable[[], None] = lambda: None
     keys: KeyRing = field(default_factory=KeyRing)
     nts_ca: str | None = None  # `nts ca`: trust anchors for NTS-KE servers (None: system)
+    serving: list[socket.socket] = field(default_factory=list)  # symmetric peers send here
+    system: Callable[[], SystemVars] = SystemVars  # what our symmetric packets state
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _dead: dict[str, float] = field(default_factory=dict)  # replaced address -> when
     _timer: asyncio.TimerHandle | None = None
@@ -271,19 +290,20 @@ class SourceManager:
         assoc = Association(spec_for(server, address, self.max_distance, key),
                             local_precision=self.local_precision, nts=session)
         peer = Peer(server, address, assoc, port=port)
-        try:
-            peer.open()
-        except OSError as exc:
-            log.warning("cannot open a socket to %s (%s): %s", address, server.address,
-                        exc.strerror)
-            return False
-        assert peer.sock is not None
-        loop = asyncio.get_running_loop()
-        loop.add_reader(peer.sock.fileno(), self._readable, peer)
+        if not peer.symmetric:
+            try:
+                peer.open()
+            except OSError as exc:
+                log.warning("cannot open a socket to %s (%s): %s", address, server.address,
+                            exc.strerror)
+                return False
+            assert peer.sock is not None
+            asyncio.get_running_loop().add_reader(peer.sock.fileno(), self._readable, peer)
         assoc.start(self._now())
         self.peers.append(peer)
         where = address if peer.ntp_port == 123 else f"{address} port {peer.ntp_port}"
-        log.info("association with %s%s%s", where,
+        log.info("%s with %s%s%s", "symmetric association" if peer.symmetric
+                 else "association", where,
                  "" if address == server.address else f" ({server.address})",
                  ", NTS" if session is not None else "")
         self._reschedule()
@@ -316,6 +336,9 @@ class SourceManager:
         self._reschedule()
 
     def _send(self, peer: Peer, now: float) -> None:
+        if peer.symmetric:
+            self._send_symmetric(peer, now)
+            return
         request = peer.assoc.make_request(now)
         if peer.sock is None or request is None:
             return
@@ -325,6 +348,41 @@ class SourceManager:
         except OSError as exc:
             # ICMP unreachable and the like: the reach register records the silence.
             log.debug("send to %s failed: %s", peer.address, exc.strerror)
+
+    def _serving_socket(self, peer: Peer) -> socket.socket | None:
+        if peer.via is not None and peer.via.fileno() >= 0:
+            return peer.via
+        return next((s for s in self.serving if s.family == peer.family and s.fileno() >= 0),
+                    None)
+
+    def _send_symmetric(self, peer: Peer, now: float) -> None:
+        sock = self._serving_socket(peer)
+        packet = peer.assoc.make_symmetric(now, unix_ns_to_ntp(self.time_ns()), self.system())
+        if sock is None:
+            log.debug("no serving socket for %s: symmetric packet not sent", peer.address)
+            return
+        try:
+            sock.sendto(packet, (peer.address, peer.ntp_port))
+        except OSError as exc:
+            log.debug("send to %s failed: %s", peer.address, exc.strerror)
+
+    def symmetric_addresses(self) -> frozenset[tuple[int, bool, int]]:
+        """Where the responder may take symmetric packets from: the configured peers."""
+        return frozenset(p.route for p in self.peers if p.symmetric)
+
+    def deliver(self, sock: socket.socket, packets: list[PeerPacket]) -> None:
+        """Symmetric packets the responder took from configured peers' addresses."""
+        routes = {p.route: p for p in self.peers if p.symmetric}
+        for packet in packets:
+            peer = routes.get((packet.address, packet.is_v6, packet.port))
+            if peer is None:
+                continue  # unconfigured meanwhile (reload)
+            heard = peer.assoc.heard_at
+            sample = peer.assoc.receive(packet.data, packet.receive_ts, packet.now)
+            if peer.assoc.heard_at != heard:
+                peer.via = sock  # an authentic packet: answer on the socket it came to
+            if sample is not None:
+                self.on_sample(peer, sample)
 
     def _readable(self, peer: Peer) -> None:
         sock = peer.sock

@@ -5,6 +5,10 @@ decides; this module applies the decisions exactly as the simulator does (sim/ru
 what the simulator proves is what runs: actions are applied to the clock at once, polls are
 handed to the associations, a step moves every pending poll, and `update` runs again at the
 engine's wake-up time (it slews by holding a frequency until then).
+
+Symmetric peers (`peer HOST key N`) share the serving sockets: given the `responder`, this
+tells it the configured peers' addresses and ports (the only sources of symmetric packets it
+hands over), and `peer_packets` passes those to their associations after each batch.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.daemon.stats import Statistics, StatsSettings
 from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.localclock import LocalClockDriver
-from pyntpd.proto.server import ServerCounters, SystemVars
+from pyntpd.proto.server import Responder, ServerCounters, SystemVars
 from pyntpd.proto.source import Sample
 from pyntpd.proto.statsformat import SysCounts, sys_counts
 from pyntpd.proto.sync import SyncConfig, SyncEngine, SyncResult, Tally
@@ -67,7 +71,10 @@ class Synchroniser:
         leap_table: LeapTable | None = None,
         peers_changed: Callable[[list[tuple[int, bool]]], None] = lambda hosts: None,
         counters: Callable[[], ServerCounters] | None = None,
+        responder: Responder | None = None,
+        serving: list[socket.socket] | None = None,
     ) -> None:
+        self.responder = responder
         self.peers_changed = peers_changed
         self.counters = counters
         self.config = config
@@ -97,6 +104,7 @@ class Synchroniser:
             max_distance=config.tos.maxdist, max_sources=config.tos.maxclock,
             family=options.family, on_change=self._sources_changed,
             keys=KeyRing.build(config.keys, config.trusted_keys), nts_ca=config.nts.ca,
+            serving=list(serving or ()), system=self._stated_system,
         )
         self.last: SyncResult | None = None
         self.last_logged: dict[object, object] = {}
@@ -113,10 +121,6 @@ class Synchroniser:
     # --- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        for server in self.config.servers:
-            if server.kind == "peer":
-                log.warning("%s: symmetric 'peer' associations need keys (issue 5); polling "
-                            "%s as a server meanwhile", server.location, server.address)
         self._update()
         self.sources.start()
         if self.drift is not None and self.clock.can_adjust:
@@ -128,6 +132,8 @@ class Synchroniser:
             if timer is not None:
                 timer.cancel()
         self.sources.close()
+        if self.responder is not None:
+            self.responder.peer_addresses = frozenset()
         self.write_drift()
         # The counts since the last hourly record would be lost otherwise.
         self._write_sysstats()
@@ -203,6 +209,16 @@ class Synchroniser:
             self.engine.remove_source(peer)
         self._known = current
         self.peers_changed(self.peer_hosts())
+        if self.responder is not None:
+            self.responder.peer_addresses = self.sources.symmetric_addresses()
+
+    def peer_packets(self, sock: socket.socket) -> None:
+        """After a batch: the symmetric packets the responder took from configured peers."""
+        if self.responder is not None:
+            self.sources.deliver(sock, self.responder.take_peer())
+
+    def _stated_system(self) -> SystemVars:
+        return self.last.system if self.last is not None else SystemVars()
 
     def peer_hosts(self) -> list[tuple[int, bool]]:
         return [(p.address_int, p.family == socket.AF_INET6) for p in self.sources.peers]

@@ -23,7 +23,10 @@ Decisions, in ntpd's order (ntp_proto.c receive()):
 3. the source's rate (MRU list): with `limited`, over-rate requests are dropped, and with
    `kod` the first of a burst gets a RATE kiss;
 4. only client requests (mode 3, or mode 0 from NTPv1) are served: symmetric modes never
-   create an association here (CVE-2016-1549 class), replies are not requests;
+   create an association here (CVE-2016-1549 class), replies are not requests. A symmetric
+   packet (mode 1/2) from the address and port of a configured `peer` (`peer_addresses`,
+   set by the daemon) is queued for that association (`take_peer`), which requires its
+   MAC; every other symmetric packet is dropped as NOT_A_REQUEST;
 5. the reply is 48 bytes, never longer than the request, and carries no extension fields:
    unknown ones are ignored, as chrony does. A signed request gets a reply signed with the
    same key (as long as the request); it is queued as a `SignedReply` for the serving path,
@@ -86,6 +89,8 @@ FAST = -1  # served (and counted): answer from `template()`
 UNCHECKED = -2  # not a fast-path candidate; nothing is accounted yet
 
 CONTROL_QUEUE_LIMIT = 64  # mode 6 requests held per batch; more are dropped and counted
+PEER_QUEUE_LIMIT = 64  # symmetric packets from configured peers held per batch
+_SYMMETRIC = frozenset({Mode.SYMMETRIC_ACTIVE, Mode.SYMMETRIC_PASSIVE})
 
 KISS_RATE = b"RATE"
 KISS_DENY = b"DENY"
@@ -110,6 +115,20 @@ class SystemVars:
         return self.leap != Leap.UNSYNCHRONISED and self.stratum < STRATUM_UNSYNC
 
 
+def stated_system(s: SystemVars, now: float) -> tuple[int, int, bytes]:
+    """(leap, stratum, the 21 bytes from precision to the reference timestamp): what a
+    packet we send (a reply, a symmetric peer packet) says about our time at `now`."""
+    if s.leap == Leap.UNSYNCHRONISED:
+        # Unsynchronised: say so, and claim nothing about a reference.
+        return Leap.UNSYNCHRONISED, STRATUM_UNSYNC, _MIDDLE.pack(
+            s.precision, 0, 0, b"\0\0\0\0", 0)
+    age = now - s.updated_at
+    dispersion = s.root_dispersion + PHI * (age if age > 0.0 else 0.0)
+    return s.leap, s.stratum, _MIDDLE.pack(
+        s.precision, seconds_to_short(s.root_delay), seconds_to_short(dispersion),
+        s.refid, s.reference_time)
+
+
 @dataclass(slots=True)
 class ServerCounters:
     received: int = 0
@@ -120,6 +139,7 @@ class ServerCounters:
     auth_failed: dict[AuthResult, int] = field(default_factory=dict)
 
     nts_served: int = 0
+    peer_packets: int = 0  # symmetric packets handed to a configured peer's association
     nts_failed: dict[nts.NtsFailure, int] = field(default_factory=dict)
 
     def refuse_nts(self, failure: nts.NtsFailure) -> None:
@@ -182,6 +202,18 @@ class SignedReply:
         return message + mac_trailer(self.key, message)
 
 
+@dataclass(frozen=True, slots=True)
+class PeerPacket:
+    """A symmetric packet from a configured peer's address and port, for its association."""
+
+    data: bytes
+    address: int
+    is_v6: bool
+    port: int
+    receive_ts: int  # NTP timestamp from the kernel
+    now: float
+
+
 class Responder:
     def __init__(
         self, access: Access, system: SystemVars | None = None, keys: KeyRing | None = None
@@ -194,6 +226,9 @@ class Responder:
         self.system = system or SystemVars()
         self.control_enabled = False  # set by whoever runs the control responder
         self.control_queue: list[tuple[bytes, int, bool, int, int]] = []
+        # (address, is_v6, port) of every configured `peer`, resolved; set by the daemon.
+        self.peer_addresses: frozenset[tuple[int, bool, int]] = frozenset()
+        self.peer_queue: list[PeerPacket] = []
         self._template_at = -1e300
         self._leads: list[bytes] = []
         self._middle = b""
@@ -223,6 +258,11 @@ class Responder:
     def take_control(self) -> list[tuple[bytes, int, bool, int, int]]:
         """The mode 6 requests queued since the last call: (data, address, is_v6, port, flags)."""
         queued, self.control_queue = self.control_queue, []
+        return queued
+
+    def take_peer(self) -> list[PeerPacket]:
+        """The symmetric packets from configured peers queued since the last call."""
+        queued, self.peer_queue = self.peer_queue, []
         return queued
 
     def set_system(self, system: SystemVars) -> None:
@@ -330,6 +370,16 @@ class Responder:
             return None
         if mode == Mode.RESERVED and version == 1:
             mode = Mode.CLIENT  # NTPv1 had no client mode; RFC 5905 appendix treats it so
+        if mode in _SYMMETRIC and (address, is_v6, port) in self.peer_addresses:
+            # Only a configured peer's address gets this far, and its association decides
+            # (MAC first): no packet ever creates one (CVE-2016-1549).
+            if len(self.peer_queue) >= PEER_QUEUE_LIMIT:
+                counters.drop(DropReason.RATE_LIMITED)
+            else:
+                counters.peer_packets += 1
+                self.peer_queue.append(PeerPacket(bytes(data), address, is_v6, port,
+                                                  receive_ts, now))
+            return None
         if mode != Mode.CLIENT:
             counters.drop(DropReason.NOT_A_REQUEST)
             return None
@@ -452,17 +502,7 @@ class Responder:
         Root dispersion grows with the age of the system variables; rebuilding once a second
         keeps it within one unit (15 us) of exact.
         """
-        s = self.system
-        if s.leap == Leap.UNSYNCHRONISED:
-            # Unsynchronised: say so, and claim nothing about a reference.
-            leap, stratum, middle = Leap.UNSYNCHRONISED, STRATUM_UNSYNC, _MIDDLE.pack(
-                s.precision, 0, 0, b"\0\0\0\0", 0)
-        else:
-            age = now - s.updated_at
-            dispersion = s.root_dispersion + PHI * (age if age > 0.0 else 0.0)
-            leap, stratum, middle = s.leap, s.stratum, _MIDDLE.pack(
-                s.precision, seconds_to_short(s.root_delay), seconds_to_short(dispersion),
-                s.refid, s.reference_time)
+        leap, stratum, middle = stated_system(self.system, now)
         self._leads = [bytes([li_vn_mode(leap, v, Mode.SERVER), stratum]) for v in range(8)]
         self._middle = middle
         self._template_at = now

@@ -25,6 +25,23 @@ What a reply must pass before it is believed (each an attack that worked against
   the request, as for keys;
 - leap 3 / stratum 16 (the server is unsynchronised) and an excessive root distance give no
   sample, though the server still counts as reachable.
+
+Symmetric mode (`peer HOST key N`, RFC 5905 §8-9; `spec.symmetric`): the same association
+sends mode 1 packets (`make_symmetric`) carrying our system variables, org = the peer's last
+transmit timestamp, rec = when it arrived, xmt = our clock, always signed with the key. A
+packet from the peer (mode 1 or 2) must first carry a MAC that verifies under that key: a
+crypto-NAK, another key id, a bad digest or no MAC is refused before anything changes. Then:
+- a transmit timestamp equal to the last one seen is a duplicate, and one equal to one of
+  our own recent transmit timestamps is our packet reflected (neither changes any state);
+- an origin of zero (the peer has not heard from us yet: the first packet) or one that is
+  not the transmit timestamp of one of our last few unanswered packets (bogus: each side
+  polls on its own timer, so the faster one has often sent again) gives no sample, but
+  updates org/rec so that our next packet lets the peer measure -- unless its transmit
+  timestamp is not newer than the last one seen: a replayed old packet, refused without a
+  state change;
+- otherwise T1..T4 = (org, rec, xmt, arrival) give the sample, and the origin is consumed,
+  as for a client reply; reach, poll, KoD and the sanity checks are the client's.
+No packet ever creates an association: only a configured peer's packets reach one.
 """
 
 from __future__ import annotations
@@ -42,11 +59,13 @@ from pyntpd.proto.packet import (
     DropReason,
     Leap,
     Mode,
+    NtpHeader,
+    NtpPacket,
     PacketError,
     decode,
     li_vn_mode,
 )
-from pyntpd.proto.server import PHI
+from pyntpd.proto.server import PHI, SystemVars, stated_system
 from pyntpd.proto.timestamp import ntp_diff, short_to_seconds
 
 MAX_DISPERSION = 16.0
@@ -56,6 +75,10 @@ MAX_POLL = 17
 BURST_COUNT = 8
 BURST_SPACING = 2.0  # seconds between packets of a burst (ntpd: 2 s)
 UNREACH_BACKOFF_AFTER = 8  # polls without reply before the poll interval backs off
+# Symmetric mode: how many of our packets before the last one a peer's packet may still
+# answer. Each side polls on its own timer, so the one polling faster (iburst, a lower
+# minpoll) has usually sent again before the other's packet arrives.
+EARLIER_ORIGINS = 3
 
 
 class SourceDrop(enum.StrEnum):
@@ -74,6 +97,9 @@ class SourceDrop(enum.StrEnum):
     KOD_DENY = "kod_deny"
     KOD_OTHER = "kod_other"
     AUTH = "authentication"
+    NOT_PEER_MODE = "not_peer_mode"  # a symmetric association got something but mode 1/2
+    ZERO_ORIGIN = "zero_origin"  # the peer's first packet: state kept, no sample
+    REPLAY = "replay"  # an authentic packet older than the last one seen
     NTS_NAK = "nts_nak"
     NO_COOKIE = "nts_no_cookie"  # a poll skipped: no NTS cookie (NTS-KE pending)
 
@@ -100,6 +126,7 @@ class SourceSpec:
     max_distance: float = MAX_DISTANCE
     key: SymmetricKey | None = None  # sign requests and require signed replies
     nts: bool = False  # authenticate with NTS (the caller supplies `Association.nts`)
+    symmetric: bool = False  # `peer`: symmetric active mode (requires `key`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +183,20 @@ class Association:
     leap: int = Leap.UNSYNCHRONISED
     refid: bytes = b"INIT"
     authentic: bool = False  # the last reply accepted was authenticated
+    pmode: int = 0  # the mode of the last packet accepted from the other end
+    heard_at: float = 0.0  # symmetric: `now` when the peer's last authentic packet arrived
+    ppoll: int = 0  # symmetric: the poll exponent the peer states (0: not heard yet)
     nts: NtsSession | None = None  # keys and cookies from NTS-KE (spec.nts)
     _sent_uid: bytes = b""  # the NTS unique identifier of the outstanding request
     _sent_transmit: int = 0  # the random value in our outstanding request; 0: none
     _t1: int = 0  # our clock when that request left
     _last_server_transmit: int = 0
     _burst_left: int = 0
+    # Symmetric mode: the peer's last transmit timestamp and when it arrived (our clock),
+    # the org and rec of our next packet (ntpd's peer->rec and peer->dst).
+    _peer_org: int = 0
+    _peer_rec: int = 0
+    _earlier: tuple[int, ...] = ()  # our packets before the last one not yet answered, oldest first
 
     def __post_init__(self) -> None:
         self.poll = max(MIN_POLL, min(self.spec.minpoll, MAX_POLL))
@@ -177,14 +212,17 @@ class Association:
     def due(self, now: float) -> bool:
         return self.state == State.ACTIVE and now >= self.next_poll
 
-    def make_request(self, now: float) -> bytes | None:
-        """The client request for this poll; also advances the reach register and schedule.
-        None: nothing to send (NTS without a cookie: the caller runs NTS-KE)."""
+    def _begin_poll(self, now: float, transmit: int) -> None:
         self.reach = (self.reach << 1) & 0xFF
         if self._sent_transmit:
             self.unreach += 1  # the previous request was never answered
-        self._sent_transmit = self.random_transmit()
+        self._sent_transmit = transmit
         self._schedule(now)
+
+    def make_request(self, now: float) -> bytes | None:
+        """The client request for this poll; also advances the reach register and schedule.
+        None: nothing to send (NTS without a cookie: the caller runs NTS-KE)."""
+        self._begin_poll(now, self.random_transmit())
         request = HEADER.pack(
             li_vn_mode(Leap.NONE, self.spec.version, Mode.CLIENT), 0, self.poll,
             self.local_precision, 0, 0, b"\0\0\0\0", 0, 0, 0, self._sent_transmit,
@@ -199,6 +237,28 @@ class Association:
             return request
         key = self.spec.key
         return request if key is None else request + mac_trailer(key, request)
+
+    def make_symmetric(self, now: float, transmit: int, system: SystemVars) -> bytes:
+        """The symmetric active packet for this poll, `transmit` being our clock read just
+        before; it states our system variables, since the peer may synchronise to us.
+
+        Unlike a client request's, this transmit timestamp cannot be random: the peer takes
+        it as T3, the time its measurement of us was sent. Forgeries are kept out by the MAC
+        instead, which symmetric mode always has.
+        """
+        key = self.spec.key
+        if key is None:
+            raise ValueError("a symmetric association needs a key")
+        if self._sent_transmit:
+            self._earlier = (*self._earlier, self._sent_transmit)[-EARLIER_ORIGINS:]
+        self._begin_poll(now, transmit)
+        self._t1 = transmit
+        leap, stratum, middle = stated_system(system, now)
+        packet = (bytes([li_vn_mode(leap, self.spec.version, Mode.SYMMETRIC_ACTIVE), stratum,
+                         self.poll & 0xFF]) + middle
+                  + self._peer_org.to_bytes(8, "big") + self._peer_rec.to_bytes(8, "big")
+                  + transmit.to_bytes(8, "big"))
+        return packet + mac_trailer(key, packet)
 
     def sent(self, t1: int) -> None:
         """The local NTP timestamp read immediately before the request was sent."""
@@ -228,6 +288,9 @@ class Association:
         mix times from before and after the step. (Moving `next_poll` with the step is the
         caller's, as for every other timer.)"""
         self._sent_transmit = 0
+        # A peer's org/rec mix in our pre-step clock too: start over as at the first packet.
+        self._peer_org = self._peer_rec = 0
+        self._earlier = ()
 
     @property
     def reachable(self) -> bool:
@@ -246,6 +309,8 @@ class Association:
             self._drop(SourceDrop.AUTH if err.reason is DropReason.BAD_TRAILER
                        else SourceDrop.MALFORMED)
             return None
+        if self.spec.symmetric:
+            return self._receive_symmetric(data, packet, t4, now)
         h = packet.header
         if h.mode != Mode.SERVER:
             self._drop(SourceDrop.NOT_SERVER_MODE)
@@ -270,20 +335,79 @@ class Association:
             if check is not ReplyCheck.OK:
                 self._drop(SourceDrop.AUTH)
                 return None
-        elif key is None:
-            if packet.mac is not None:
-                # We did not sign the request: a signed reply (or a crypto-NAK) is not an
-                # answer to it.
-                self._drop(SourceDrop.AUTH)
-                return None
-        elif (packet.mac is None
-              or verify_with(key, packet.mac, signed_part(data, packet.mac)) is not AuthResult.OK):
+        elif not self._mac_as_keyed(data, packet):
             self._drop(SourceDrop.AUTH)
             return None
         self.authentic = key is not None or self.spec.nts
         # From here the reply answers our request: it is ours to consume, once.
         self._sent_transmit = 0
         self._last_server_transmit = h.transmit
+        self.pmode = h.mode
+        return self._measure(packet, self._t1, t4, now)
+
+    def _mac_as_keyed(self, data: bytes, packet: NtpPacket) -> bool:
+        """With a key: a MAC under that very key that verifies (a crypto-NAK, another key
+        id or a bad digest does not). Without one: no MAC at all -- we did not sign the
+        request, so a signed reply (or a crypto-NAK) is not an answer to it."""
+        key, mac = self.spec.key, packet.mac
+        if key is None:
+            return mac is None
+        return (mac is not None
+                and verify_with(key, mac, signed_part(data, mac)) is AuthResult.OK)
+
+    def _receive_symmetric(
+        self, data: bytes, packet: NtpPacket, t4: int, now: float
+    ) -> Sample | None:
+        h = packet.header
+        if h.mode not in (Mode.SYMMETRIC_ACTIVE, Mode.SYMMETRIC_PASSIVE):
+            self._drop(SourceDrop.NOT_PEER_MODE)
+            return None
+        if self.spec.key is None or not self._mac_as_keyed(data, packet):
+            self._drop(SourceDrop.AUTH)  # refused before any state changes
+            return None
+        if not h.transmit:
+            self._drop(SourceDrop.BAD_TIMESTAMPS)
+            return None
+        last = self._last_server_transmit
+        if h.transmit == last:
+            self._drop(SourceDrop.DUPLICATE)
+            return None
+        if h.transmit == self._t1 or h.transmit in self._earlier:
+            # Our own packet sent back: the key is the same both ways, so the MAC
+            # verifies, but it is no news from the peer.
+            self._drop(SourceDrop.REPLAY)
+            return None
+        answered = h.origin and (h.origin == self._sent_transmit or h.origin in self._earlier)
+        if not answered:
+            if last and ntp_diff(h.transmit, last) <= 0:
+                # Older than what the peer already sent: an authentic packet replayed.
+                # (A fresh one answering our last packet passes below even so.)
+                self._drop(SourceDrop.REPLAY)
+                return None
+            # The peer's first packet, or ours crossed its in flight: no sample, but keep
+            # its timestamps, or neither side could ever measure the other (RFC 5905 §8).
+            self._remember_peer(h, t4, now)
+            self._drop(SourceDrop.ZERO_ORIGIN if not h.origin else SourceDrop.BOGUS_ORIGIN)
+            return None
+        self._remember_peer(h, t4, now)
+        self.authentic = True
+        # One sample per packet of ours, as for client replies; the ones before it are
+        # answered too (a peer's packets arrive in order).
+        if h.origin == self._sent_transmit:
+            self._sent_transmit, self._earlier = 0, ()
+        else:
+            self._earlier = self._earlier[self._earlier.index(h.origin) + 1:]
+        return self._measure(packet, h.origin, t4, now)
+
+    def _remember_peer(self, h: NtpHeader, t4: int, now: float) -> None:
+        self._last_server_transmit = self._peer_org = h.transmit
+        self._peer_rec = t4
+        self.pmode, self.ppoll, self.heard_at = h.mode, h.poll, now
+
+    def _measure(self, packet: NtpPacket, t1: int, t4: int, now: float) -> Sample | None:
+        """A reply (or peer packet) that passed the origin test and authentication: KoD,
+        reach, the other end's state, and the sample from T1..T4."""
+        h = packet.header
         if h.stratum == 0:
             return self._kiss(h.refid)
         self.reach |= 1
@@ -298,7 +422,7 @@ class Association:
         if h.reference and ntp_diff(h.transmit, h.reference) < 0:
             self._drop(SourceDrop.BAD_TIMESTAMPS)  # a reference time after its own transmit
             return None
-        t1, t2, t3 = self._t1, h.receive, h.transmit
+        t2, t3 = h.receive, h.transmit
         offset = (ntp_diff(t2, t1) + ntp_diff(t3, t4)) / 2
         delay = ntp_diff(t4, t1) - ntp_diff(t3, t2)
         precision = 2.0**h.precision + 2.0**self.local_precision
