@@ -134,11 +134,12 @@ def test_authentication_failures_are_exported_by_kind_even_at_zero():
 
 
 def test_nts_counters_are_exported_by_kind_even_at_zero():
-    counters = ServerCounters(nts_served=5)
+    counters = ServerCounters(nts_served=5, peer_packets=3)
     counters.nts_failed[NtsFailure.BAD_COOKIE] = 2
     status = Status.build(ControlSnapshot(), counters, version="v", start_time=0.0, now=NOW)
     lines = exposition(status).splitlines()
     assert "ntp_server_nts_served_total 5" in lines
+    assert "ntp_server_peer_packets_total 3" in lines
     assert 'ntp_server_nts_failed_total{kind="nts_bad_cookie"} 2' in lines
     assert 'ntp_server_nts_failed_total{kind="nts_malformed"} 0' in lines
     assert status_document(status)["server"]["nts_failed"]["nts_bad_cookie"] == 2  # type: ignore[index]

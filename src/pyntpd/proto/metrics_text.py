@@ -91,6 +91,7 @@ class Status:
     auth_failed: Mapping[str, int]  # every refusal kind of proto.auth, zeros included
     mru_entries: int
     nts_served: int = 0
+    peer_packets: int = 0  # mode 1/2 packets from configured peers, handed to them
     nts_failed: Mapping[str, int] = field(default_factory=dict)  # every NtsFailure
     http: Mapping[str, int] = field(default_factory=dict)  # metrics endpoint outcomes
 
@@ -119,6 +120,7 @@ class Status:
             received=counters.received, served=counters.served, dropped=dropped,
             kod_sent=kod, control_requests=control_requests, mru_entries=mru_entries,
             auth_failed=auth, nts_served=counters.nts_served,
+            peer_packets=counters.peer_packets,
             nts_failed={f.value: counters.nts_failed.get(f, 0) for f in NtsFailure},
             http=dict(http or {}))
 
@@ -237,6 +239,9 @@ def exposition(status: Status) -> str:
              [({"code": c}, n) for c, n in status.kod_sent.items()])
     w.family("ntp_server_nts_served_total", "counter", "NTS requests answered",
              [({}, status.nts_served)])
+    w.family("ntp_server_peer_packets_total", "counter",
+             "Symmetric-mode packets from configured peers, handed to their associations",
+             [({}, status.peer_packets)])
     w.family("ntp_server_nts_failed_total", "counter",
              "NTS requests not answered (or answered with an NTS NAK), by why",
              [({"kind": k}, n) for k, n in status.nts_failed.items()])
@@ -287,6 +292,7 @@ def status_document(status: Status) -> dict[str, object]:
             "dropped": dict(status.dropped), "kod_sent": dict(status.kod_sent),
             "auth_failed": dict(status.auth_failed),
             "nts_served": status.nts_served, "nts_failed": dict(status.nts_failed),
+            "peer_packets": status.peer_packets,
             "control_requests": status.control_requests, "mru_entries": status.mru_entries,
         },
         "metrics_http": dict(sorted(status.http.items())),
