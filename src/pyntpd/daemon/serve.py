@@ -10,7 +10,6 @@ transmit timestamp is read immediately before each send.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import socket
 import struct
@@ -39,7 +38,9 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 def address_text(address: int, is_v6: bool) -> str:
     """The sendto() host for an address the responder keyed as an integer."""
-    return str(ipaddress.IPv6Address(address) if is_v6 else ipaddress.IPv4Address(address))
+    if is_v6:
+        return socket.inet_ntop(socket.AF_INET6, address.to_bytes(16, "big"))
+    return socket.inet_ntop(socket.AF_INET, address.to_bytes(4, "big"))
 
 
 def after_batch(

@@ -13,6 +13,7 @@ work" (unknown key, untrusted key, wrong digest length, wrong digest).
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -52,11 +53,17 @@ def compute_digest(key: SymmetricKey, message: bytes | bytearray | memoryview) -
         cmac = CMAC(algorithms.AES(key.secret))
         cmac.update(bytes(message))
         return cmac.finalize()
-    name = "md5" if key.algorithm == "MD5" else "sha1"
-    # usedforsecurity=False: ntpd's MD5 MAC still works on a FIPS-mode OpenSSL, as there.
-    h = hashlib.new(name, key.secret, usedforsecurity=False)
+    h = _keyed_hash(key).copy()
     h.update(message)
     return h.digest()
+
+
+@functools.lru_cache(maxsize=256)
+def _keyed_hash(key: SymmetricKey) -> hashlib._Hash:
+    """The hash state after the key: each MAC copies it rather than starting over."""
+    name = "md5" if key.algorithm == "MD5" else "sha1"
+    # usedforsecurity=False: ntpd's MD5 MAC still works on a FIPS-mode OpenSSL, as there.
+    return hashlib.new(name, key.secret, usedforsecurity=False)
 
 
 def mac_trailer(key: SymmetricKey, message: bytes | bytearray | memoryview) -> bytes:
