@@ -187,6 +187,15 @@ def listen_addresses(config: NtpConfig, options: DaemonOptions) -> list[ListenAd
     return planned
 
 
+def _ignore_signals_while_exiting(loop: asyncio.AbstractEventLoop) -> None:
+    """Once exiting, another SIGHUP (a reload), SIGTERM or SIGINT is moot. Closing the loop
+    would reset them to SIG_DFL, and then a late signal would kill the daemon before it
+    wrote its drift file and removed its pidfile."""
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class Daemon:
     def __init__(self, options: DaemonOptions, loaded: LoadedConfig) -> None:
         self.options = options
@@ -357,6 +366,7 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
+            _ignore_signals_while_exiting(loop)
             if endpoints is not None:
                 await endpoints.stop()
             if self.nts is not None:
@@ -446,6 +456,8 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; keep the running one if the new one is bad."""
+        if self._stop is not None and self._stop.is_set():
+            return  # exiting: SIGHUP and SIGTERM came in the same loop iteration
         logsetup.reopen()
         sdnotify.reloading()
         self.workers.signal_all(signal.SIGHUP)
