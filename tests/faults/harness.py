@@ -12,6 +12,7 @@ while this machine's clock is never touched.
 from __future__ import annotations
 
 import contextlib
+import os
 import selectors
 import shlex
 import socket
@@ -169,3 +170,20 @@ def proc_status(pid: int) -> dict[str, str]:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
+
+
+def require_root(*tools: str) -> None:
+    """Skip the calling test without root (mount namespaces, -u, -i) or without `tools`,
+    except under CI=true, where it fails: the fault tests must run in CI."""
+    import shutil
+
+    import pytest
+
+    missing = [t for t in tools if shutil.which(t) is None]
+    if os.geteuid() != 0:
+        missing.insert(0, "root")
+    if missing:
+        reason = f"needs {', '.join(missing)}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI must run the fault tests)")
+        pytest.skip(reason)

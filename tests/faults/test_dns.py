@@ -11,11 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.faults.harness import Upstreams, no_traceback, poll_until, program, wrapper
+import pytest
+
+from tests.faults.harness import Upstreams, no_traceback, poll_until, program, require_root, wrapper
 from tests.support import Pyntpd, query
 
 FAST_RETRY = {"pyntpd.daemon.sources": {"RESOLVE_RETRY_MIN": 0.5, "RESOLVE_RETRY_MAX": 1.0,
                                         "POOL_REPLACE_AFTER": 3}}
+
+
+@pytest.fixture(autouse=True)
+def _mount_namespaces() -> None:
+    require_root("unshare")
 
 
 def _hosts_namespace(tmp_path: Path) -> tuple[Path, str]:

@@ -22,6 +22,7 @@ from tests.faults.harness import (
     ns_path,
     poll_until,
     program,
+    require_root,
     wrapper,
 )
 from tests.support import LOCAL_CONF, Pyntpd, query
@@ -30,6 +31,11 @@ TMPFS = "mount -t tmpfs -o size=64k,mode=0755 faults {d}"
 FILL = "dd if=/dev/zero of={d}/filler bs=4k 2>/dev/null || true"  # until ENOSPC
 FULL = f"{TMPFS}\n{FILL}"
 READ_ONLY = "mount --bind {d} {d}\nmount -o remount,bind,ro {d}"
+
+
+@pytest.fixture(autouse=True)
+def _mount_namespaces() -> None:
+    require_root("unshare", "nsenter")
 
 
 def _lines(directory: Path, name: str) -> list[str]:
