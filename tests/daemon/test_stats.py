@@ -248,7 +248,9 @@ def test_a_set_that_is_not_enabled_is_not_written(tmp_path):
 
 
 def test_sysstats_record_the_counts_since_the_last_record(tmp_path):
-    s = _stats(tmp_path, FileSet("sysstats", "sysstats"))
+    uptime = iter([0.0, 3600.0, 7200.0])  # the monotonic clock, read at start and per record
+    s = Statistics(StatsSettings(str(tmp_path), sets=(FileSet("sysstats", "sysstats"),)),
+                   started=DAY1, monotonic=lambda: next(uptime))
     s.record_sys(DAY1 + 3600, SysCounts(received=100, processed=90))
     s.record_sys(DAY1 + 7200, SysCounts(received=150, processed=120))
     s.close()

@@ -197,6 +197,15 @@ def check_peers_and_workers(config: NtpConfig, workers: int) -> None:
             f"process; remove --workers {workers} or use 'server' instead of 'peer'")
 
 
+def _ignore_signals_while_exiting(loop: asyncio.AbstractEventLoop) -> None:
+    """Once exiting, another SIGHUP (a reload), SIGTERM or SIGINT is moot. Closing the loop
+    would reset them to SIG_DFL, and then a late signal would kill the daemon before it
+    wrote its drift file and removed its pidfile."""
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class Daemon:
     def __init__(self, options: DaemonOptions, loaded: LoadedConfig) -> None:
         check_peers_and_workers(loaded.config, options.workers)
@@ -369,6 +378,7 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
+            _ignore_signals_while_exiting(loop)
             if endpoints is not None:
                 await endpoints.stop()
             if self.nts is not None:
@@ -459,6 +469,8 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; keep the running one if the new one is bad."""
+        if self._stop is not None and self._stop.is_set():
+            return  # exiting: SIGHUP and SIGTERM came in the same loop iteration
         logsetup.reopen()
         sdnotify.reloading()
         self.workers.signal_all(signal.SIGHUP)

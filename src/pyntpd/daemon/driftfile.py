@@ -11,7 +11,9 @@ Writing is atomic: a new file is created beside the old one (O_CREAT|O_EXCL|O_NO
 written, fsync'ed, renamed over the path, and the directory is fsync'ed. A crash at any
 point leaves either the old file or the new one, never a torn one. A symlink at the path is
 refused (DESIGN §4: no following symlinks for files the daemon writes as root). Errors are
-logged once (until a write succeeds again) and reported by returning False.
+logged once (until a write succeeds again) and reported by returning False. A process
+killed between create and rename leaves its temporary file behind; the first read or write
+of a later process removes those of processes that no longer run.
 
 When to write (`should_write`), ntpd 4.2.8's write_stats() rule: check hourly; write only
 when the frequency moved by at least the residual threshold since the last write. The
@@ -81,9 +83,11 @@ class DriftFile:
         self.last_written: float | None = None  # the value in the file, as far as we know
         self._due: float | None = None
         self._resid = WANDER_THRESHOLD_PPM
+        self._swept = False
 
     def read(self) -> float | None:
         """The frequency in the file (PPM), or None if missing or unusable (with a warning)."""
+        self._sweep()
         try:
             fd = os.open(self.path, _READ_FLAGS)
         except FileNotFoundError:
@@ -150,7 +154,27 @@ class DriftFile:
         self.last_written = round(ppm, 3)
         return True
 
+    def _sweep(self) -> None:
+        """Remove the temporary files that killed writers left beside the file."""
+        if self._swept:
+            return
+        self._swept = True
+        directory, name = os.path.split(os.path.abspath(self.path))
+        leftover = re.compile(rf"\.{re.escape(name)}\.([0-9]{{1,10}})\.[0-9a-f]{{8}}\.tmp")
+        try:
+            entries = [e.name for e in os.scandir(directory)]
+        except OSError:
+            return
+        for entry in entries:
+            match = leftover.fullmatch(entry)
+            if match is None or _running(int(match.group(1))):
+                continue
+            with contextlib.suppress(OSError):  # unlink never follows a symlink
+                os.unlink(os.path.join(directory, entry))
+                log.info("removed %s, left by an interrupted drift file write", entry)
+
     def _replace(self, data: bytes) -> None:
+        self._sweep()
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
@@ -182,3 +206,15 @@ class DriftFile:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, not ours to signal
+    return True

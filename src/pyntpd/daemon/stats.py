@@ -26,7 +26,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from pyntpd.config.diagnostics import Location
@@ -274,7 +274,8 @@ class Statistics:
     """The statistics sets the configuration enables, and what goes into them.
 
     Times are the caller's (the daemon's clock, or the simulator's): generations and MJD
-    stamps follow them. sysstats counts are differences since the last sysstats record.
+    stamps follow them. sysstats counts are differences since the last sysstats record, over
+    an interval measured on `monotonic`.
     """
 
     def __init__(
@@ -285,15 +286,19 @@ class Statistics:
         started: float | None = None,
         counts: SysCounts | None = None,
         log_once: LogOnce | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pid = os.getpid() if pid is None else pid
+        self.monotonic = monotonic
         self.started = time.time() if started is None else started
         self.log_once = log_once or LogOnce(log)
         self.loop = LoopRecorder()
         self.settings = StatsSettings()
         self.sets: dict[str, FileGen] = {}
         self._sys_base = counts or SysCounts()
-        self._sys_reset_at = self.started
+        # ntpd's "time since reset" counts seconds the daemon ran (its uptime timer): the wall
+        # clock may have been stepped or the machine suspended since, so it is not used.
+        self._sys_reset_at = monotonic()
         self.reconfigure(settings)
 
     def reconfigure(self, settings: StatsSettings) -> None:
@@ -365,10 +370,11 @@ class Statistics:
 
     def record_sys(self, now: float, counts: SysCounts) -> None:
         """A sysstats line with the counts since the last one; the counters reset."""
+        elapsed = self.monotonic()
         if self.enabled("sysstats"):
-            self.write("sysstats", SysStats(now, int(now - self._sys_reset_at),
+            self.write("sysstats", SysStats(now, round(elapsed - self._sys_reset_at),
                                             counts - self._sys_base))
-        self._sys_base, self._sys_reset_at = counts, now
+        self._sys_base, self._sys_reset_at = counts, elapsed
 
     def counters(self) -> dict[str, SetCounters]:
         return {name: fg.counters for name, fg in self.sets.items()}
