@@ -52,6 +52,7 @@ POOL_REPLACE_AFTER = 8  # polls without a reply before a pool member is replaced
 DEFAULT_POOL_SIZE = 4
 
 DEAD_MEMORY = 3600.0  # seconds a replaced pool address is not taken again
+WALL_JUMP = 0.5  # s the wall clock may move back against the monotonic one before we follow
 KE_RETRY_MIN = 16.0
 KE_RETRY_MAX = 3600.0
 
@@ -151,6 +152,7 @@ class SourceManager:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _dead: dict[str, float] = field(default_factory=dict)  # replaced address -> when
     _timer: asyncio.TimerHandle | None = None
+    _skew: float | None = None  # wall clock minus monotonic clock at the last reschedule
     _closed: bool = False
 
     # --- life cycle -------------------------------------------------------------------
@@ -314,16 +316,28 @@ class SourceManager:
     def _now(self) -> float:
         return self.time_ns() / 1e9
 
+    def _follow_wall_clock(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Polls are due in wall-clock time but waited for on the monotonic clock. If
+        someone else sets the wall clock back, move the schedule with it, or nothing would
+        poll until the wall clock caught up (an hour for an hour). A jump forward (also
+        what a resume from suspend looks like) just makes the polls due now."""
+        skew = self._now() - loop.time()
+        if self._skew is not None and skew < self._skew - WALL_JUMP:
+            for peer in self.peers:
+                peer.assoc.next_poll += skew - self._skew
+        self._skew = skew
+
     def _reschedule(self) -> None:
         if self._closed:
             return
         if self._timer is not None:
             self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._follow_wall_clock(loop)
         active = [p.assoc.next_poll for p in self.peers if p.assoc.state == "active"]
         if not active:
             self._timer = None
             return
-        loop = asyncio.get_running_loop()
         self._timer = loop.call_later(max(0.0, min(active) - self._now()), self._poll_due)
 
     def _poll_due(self) -> None:
@@ -422,4 +436,5 @@ class SourceManager:
         """The clock was stepped: move every pending poll with it."""
         for peer in self.peers:
             peer.assoc.next_poll += seconds
+        self._skew = None  # our own step: not someone else's to follow
         self._reschedule()
