@@ -6,10 +6,12 @@ reads them from files a user points it at.
 The input is a file's bytes, decoded as the plot tool decodes it. Every line goes to each of
 the three parsers; loopstats and peerstats lines also go through the plot tool's reader and
 its summary. Checked: the parsers raise only StatsParseError; what they accept has a finite
-time and values, formats back to a line (`line()`) that parses to the same record again, and
-the summary of whatever was read never fails.
+time that a datetime holds (the plot's axis) and finite values, formats back to a line
+(`line()`) that parses to the same record again, and the summary of whatever was read never
+fails.
 """
 
+import datetime
 import io
 import math
 import sys
@@ -28,6 +30,7 @@ def _check_line(line: str) -> None:
         except StatsParseError:
             continue
         assert math.isfinite(record.time)
+        datetime.datetime.fromtimestamp(record.time, datetime.UTC)  # what the plot draws
         once = record.line()
         again = parse(once)
         assert again.line() == once, f"{once!r} reads back as {again.line()!r}"

@@ -244,8 +244,7 @@ def _int(text: str, what: str, base: int = 10) -> int:
 def _time(fields: list[str]) -> float:
     mjd = _int(fields[0], "MJD")
     seconds = _float(fields[1], "seconds")
-    # Seconds up to 86400.x: a leap second.
-    if not 0 <= mjd < MJD_LIMIT or not 0.0 <= seconds <= SECONDS_PER_DAY:
+    if not 0 <= mjd < MJD_LIMIT or not 0.0 <= seconds <= SECONDS_PER_DAY:  # 86400: leap s
         raise StatsParseError(f"time '{fields[0]} {fields[1]}' is out of range")
     return unix_time(mjd, seconds)
 
