@@ -24,6 +24,7 @@ from pyntpd.proto.control_client import (
     split_address,
 )
 from pyntpd.proto.statsformat import StatsParseError, parse_loopstats, parse_peerstats
+from tests.support import LOCAL_CONF, Pyntpd, config_file, exchange, query
 
 NOW = 1000.0  # its nonce stamp, 000003e8, starts with zeros
 CLIENT = 0x7F000001
@@ -37,6 +38,17 @@ def test_read_mru_whose_nonce_has_bytes_outside_ascii_is_dropped_not_raised() ->
     reply = ControlResponder(b"k").handle(request(Opcode.READ_MRU, 1, 0, body), CLIENT, 0,
                                           NOW, ControlSnapshot())
     assert reply.fragments == [] and reply.drop is ControlDrop.BAD_NONCE
+
+
+def test_pyntpd_drops_that_read_mru_without_a_traceback() -> None:
+    """It was a TypeError out of the serving loop's batch: logged with a traceback for each
+    such datagram, and the mode 6 requests queued behind it in the batch went unanswered."""
+    body = b"nonce=2b49d200ffd80e9c\xff\xff\xff\xff9139, frags=2"
+    with config_file(LOCAL_CONF) as conf, Pyntpd("-c", conf) as daemon:
+        assert exchange(daemon.port, request(Opcode.READ_MRU, 1, 0, body), timeout=0.5) is None
+        assert exchange(daemon.port, request(Opcode.REQ_NONCE, 2)) is not None
+        assert query(daemon.port).header.stratum == 11
+        assert "Traceback" not in daemon.output()
 
 
 @pytest.mark.parametrize("stamp", ["+00003e8", " 00003e8", "0000_3e8"])
