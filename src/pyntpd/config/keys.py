@@ -44,6 +44,7 @@ _ASCII_KEY_CHARS = frozenset(string.printable) - frozenset(string.whitespace) - 
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _TOKEN = re.compile(r"[^ \t\r\v\f]+")
 _DIGITS = re.compile(r"[0-9]{1,10}")
+_ID_SHOWN = re.compile(r"[0-9]{1,5}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +156,9 @@ def parse_keys(
 
         id_text, id_col = tokens[0]
         if not _DIGITS.fullmatch(id_text) or not 1 <= int(id_text) <= MAX_KEY_ID:
-            # Quoted only if it is a number: a line that is a key alone must not be echoed.
-            shown = f" '{id_text}'" if _DIGITS.fullmatch(id_text) else ""
+            # Quoted only if it could be an id (a number of 5 digits at most): a line that is
+            # a key alone must not be echoed.
+            shown = f" '{id_text}'" if _ID_SHOWN.fullmatch(id_text) else ""
             sink.error(loc(id_col), f"key id{shown} is not a number in 1..{MAX_KEY_ID}")
             continue
         key_id = int(id_text)
