@@ -64,7 +64,7 @@ def test_key_id_zero_is_an_error():
 
 
 def test_non_numeric_key_id_is_an_error():
-    assert "key id 'one'" in _error("one MD5 abc")
+    assert "key id is not a number" in _error("one MD5 abc")
 
 
 def test_unsupported_type_is_an_error():

@@ -29,7 +29,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -124,7 +124,13 @@ def read_set(
 
 def _read_file(path: str, parse: Callable[[str], Record], since: float, until: float,
                data: SetData) -> None:
-    for number, line in enumerate(_lines(path), start=1):
+    read_lines(path, _lines(path), parse, since, until, data)
+
+
+def read_lines(path: str, lines: Iterable[str], parse: Callable[[str], Record], since: float,
+               until: float, data: SetData) -> None:
+    """The records of one file's lines into `data`; what does not parse is counted."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

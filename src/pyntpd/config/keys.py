@@ -28,6 +28,13 @@ KEY_TYPES: dict[str, Algorithm] = {
     "AES-128-CMAC": "AES128CMAC",
     "AES": "AES128CMAC",
 }
+# Digests an ntpd keys file may name (OpenSSL's) that pyntpd does not implement: named back
+# in the error, where any other text in that place could be a key.
+OTHER_DIGESTS = frozenset({
+    "MD2", "MD4", "MDC2", "RMD160", "RIPEMD160", "SHA", "SHA224", "SHA256", "SHA384", "SHA512",
+    "SHA-224", "SHA-256", "SHA-384", "SHA-512", "SHA512-224", "SHA512-256", "SHA3-224",
+    "SHA3-256", "SHA3-384", "SHA3-512", "SM3", "BLAKE2B512", "BLAKE2S256", "AES256CMAC",
+})
 MAX_ASCII_KEY = 20
 MAX_KEY_BYTES = 64
 MAX_KEY_ID = 65535
@@ -37,6 +44,7 @@ _ASCII_KEY_CHARS = frozenset(string.printable) - frozenset(string.whitespace) - 
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _TOKEN = re.compile(r"[^ \t\r\v\f]+")
 _DIGITS = re.compile(r"[0-9]{1,10}")
+_ID_SHOWN = re.compile(r"[0-9]{1,5}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +156,10 @@ def parse_keys(
 
         id_text, id_col = tokens[0]
         if not _DIGITS.fullmatch(id_text) or not 1 <= int(id_text) <= MAX_KEY_ID:
-            sink.error(loc(id_col), f"key id '{id_text}' is not a number in 1..{MAX_KEY_ID}")
+            # Quoted only if it could be an id (a number of 5 digits at most): a line that is
+            # a key alone must not be echoed.
+            shown = f" '{id_text}'" if _ID_SHOWN.fullmatch(id_text) else ""
+            sink.error(loc(id_col), f"key id{shown} is not a number in 1..{MAX_KEY_ID}")
             continue
         key_id = int(id_text)
         if len(tokens) < 2:
@@ -160,7 +171,10 @@ def parse_keys(
             hint = "supported types: MD5 (or M), SHA1, AES128CMAC"
             if type_text.upper() == "SHA":
                 hint = "'SHA' is SHA-0 in OpenSSL, which ntpd used; use SHA1 with a new key"
-            sink.error(loc(type_col), f"key {key_id}: unsupported key type '{type_text}'", hint)
+            # Echoed only if it is a digest's name: a type glued to its key ('MD5"secret')
+            # or a line without a type ('11 secret 192.0.2.1') must not put a key in a log.
+            shown = f" '{type_text}'" if type_text.upper() in OTHER_DIGESTS else ""
+            sink.error(loc(type_col), f"key {key_id}: unsupported key type{shown}", hint)
             continue
         if len(tokens) < 3:
             sink.error(

@@ -24,6 +24,7 @@ import enum
 import hashlib
 import hmac
 import ipaddress
+import re
 import struct
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ MRU_FRAGS_LIMIT = 128
 MRU_ROW_LIMIT = 256
 
 _HEADER = struct.Struct("!BBHHHHH")
+_NONCE = re.compile(r"[0-9A-Fa-f]{24}")  # what make_nonce returns
 
 # Flags in the second header byte.
 RESPONSE = 0x80
@@ -641,12 +643,11 @@ class ControlResponder:
         return f"{stamp:08x}" + self._mac(address_key, stamp)
 
     def check_nonce(self, nonce: str, address_key: Hashable, now: float) -> bool:
-        if len(nonce) != 24:
+        # Hex digits only: compare_digest raises on non-ASCII text (a U+FFFD from a byte
+        # the request decoding replaced), and int() would take signs, blanks, underscores.
+        if not _NONCE.fullmatch(nonce):
             return False
-        try:
-            stamp = int(nonce[:8], 16)
-        except ValueError:
-            return False
+        stamp = int(nonce[:8], 16)
         if not hmac.compare_digest(nonce[8:].lower(), self._mac(address_key, stamp)):
             return False
         age = (int(now) - stamp) & 0xFFFFFFFF

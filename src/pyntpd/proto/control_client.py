@@ -23,6 +23,7 @@ from pyntpd.proto.control import (
     CERR_UNKNOWNVAR,
     CERR_UNSPEC,
     HEADER_LEN,
+    MAX_DATA_LEN,
     PST_BCAST,
     PST_CONFIG,
     PST_REACH,
@@ -41,6 +42,9 @@ MRU_FRAGS = 16  # fragments asked for per READ_MRU round
 MRU_MAX_ROUNDS = 256
 MRU_MAX_ENTRIES = 100_000
 MRU_PRIORS = 4  # entries named in a continuation request
+# "[address%scope]:port": an IPv6 address (45), a scope (an interface name, 15), the rest.
+MAX_ADDRESS_TEXT = 70
+_NONCE = re.compile(r"[0-9A-Za-z]{1,64}")  # ntpd's are 24 hex digits
 
 ERROR_TEXT: dict[int, str] = {
     CERR_UNSPEC: "server returned an unspecified error",
@@ -385,8 +389,11 @@ class MruEntry:
 
 
 def split_address(text: str) -> tuple[str, int] | None:
-    """`192.0.2.1:123` / `[2001:db8::1]:123` -> (address, port); None if neither."""
+    """`192.0.2.1:123` / `[2001:db8::1]:123` -> (address, port); None if neither, or if it
+    could not be named back to the server in a continuation request (not ASCII, too long)."""
     text = text.strip()
+    if len(text) > MAX_ADDRESS_TEXT or not text.isascii() or any(c in text for c in ' ,="'):
+        return None
     if text.startswith("["):
         close = text.find("]")
         host, _, port = text[1:close], text[close + 1:close + 2], text[close + 2:]
@@ -435,9 +442,18 @@ class MruSession:
         nonce = parse_vars(data).get("nonce")
         if not nonce:
             raise ControlProtocolError("the server sent no mrulist nonce")
-        self.nonce = unquote(nonce)
+        self._set_nonce(nonce)
+
+    def _set_nonce(self, value: str) -> None:
+        """The nonce goes back in the next request: it must be one that can."""
+        nonce = unquote(value)
+        if not _NONCE.fullmatch(nonce):
+            raise ControlProtocolError("the server sent a malformed mrulist nonce")
+        self.nonce = nonce
 
     def next_request(self) -> bytes:
+        """The next READ_MRU request; it names as many of the newest entries as fit in one
+        datagram (at least one, once there are entries)."""
         if self.nonce is None:
             raise ControlProtocolError("no nonce to ask for the MRU list with")
         self.rounds += 1
@@ -445,10 +461,18 @@ class MruSession:
             raise ControlProtocolError(f"mrulist not complete after {self.max_rounds} requests")
         items = [f"nonce={self.nonce}", f"frags={self.frags}"]
         items += [f"{k}={v}" for k, v in self.params.items()]
-        for index, entry in enumerate(reversed(self.newest[-MRU_PRIORS:])):
-            items += [f"addr.{index}={entry.key}", f"last.{index}=0x{entry.last >> 32:08x}."
-                      f"{entry.last & 0xFFFFFFFF:08x}"]
-        return ", ".join(items).encode("ascii")
+        priors = list(reversed(self.newest[-MRU_PRIORS:]))
+        while True:
+            named = list(items)
+            for index, entry in enumerate(priors):
+                named += [f"addr.{index}={entry.key}", f"last.{index}=0x{entry.last >> 32:08x}."
+                          f"{entry.last & 0xFFFFFFFF:08x}"]
+            data = ", ".join(named).encode("ascii")
+            if len(data) <= MAX_DATA_LEN:
+                return data
+            if len(priors) <= 1:
+                raise ControlProtocolError("the mrulist request does not fit in one datagram")
+            priors.pop()
 
     def restart(self) -> None:
         """The server no longer has the entries we named: start over from the oldest."""
@@ -459,7 +483,7 @@ class MruSession:
         variables = parse_vars(data)
         nonce = variables.get("nonce")
         if nonce:
-            self.nonce = unquote(nonce)
+            self._set_nonce(nonce)
         rows = mru_entries(variables)
         for entry in rows:
             self.entries.pop(entry.key, None)

@@ -27,6 +27,9 @@ from pyntpd.proto.server import ServerCounters
 from pyntpd.proto.sync import SourceStatus, SyncResult
 
 MJD_UNIX_EPOCH = 40587  # MJD of 1970-01-01
+# 9999-12-31: the plot tool turns times into datetimes, which end there (a leap second on
+# the last day would not fit), and C's time functions fail further on.
+MJD_LIMIT = 2973483
 SECONDS_PER_DAY = 86400
 _MS_PER_DAY = SECONDS_PER_DAY * 1000
 WANDER_AVERAGE = 8  # ntpd's CLOCK_AVG: the wander is an exponential average over ~8 updates
@@ -241,7 +244,7 @@ def _int(text: str, what: str, base: int = 10) -> int:
 def _time(fields: list[str]) -> float:
     mjd = _int(fields[0], "MJD")
     seconds = _float(fields[1], "seconds")
-    if mjd < 0 or not 0.0 <= seconds <= SECONDS_PER_DAY:  # 86400.x: a leap second
+    if not 0 <= mjd < MJD_LIMIT or not 0.0 <= seconds <= SECONDS_PER_DAY:  # 86400: leap s
         raise StatsParseError(f"time '{fields[0]} {fields[1]}' is out of range")
     return unix_time(mjd, seconds)
 

@@ -1,0 +1,1 @@
+"""atheris fuzz harnesses for every parser of outside input; see fuzz/README.md."""
