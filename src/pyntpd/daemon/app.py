@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyntpd.cli.options import DEFAULT_CONFIG, DaemonOptions
@@ -197,13 +198,37 @@ def check_peers_and_workers(config: NtpConfig, workers: int) -> None:
             f"process; remove --workers {workers} or use 'server' instead of 'peer'")
 
 
-def _ignore_signals_while_exiting(loop: asyncio.AbstractEventLoop) -> None:
-    """Once exiting, another SIGHUP (a reload), SIGTERM or SIGINT is moot. Closing the loop
-    would reset them to SIG_DFL, and then a late signal would kill the daemon before it
-    wrote its drift file and removed its pidfile."""
+def _ignore_signals_while_exiting() -> None:
+    """Once exiting, another SIGHUP (a reload), SIGTERM or SIGINT is moot; a late signal
+    must not kill the daemon before it wrote its drift file and removed its pidfile."""
     for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(signum)
         signal.signal(signum, signal.SIG_IGN)
+
+
+def _install_signal_handlers(
+    loop: asyncio.AbstractEventLoop, stop: Callable[[], None], reload: Callable[[], None]
+) -> None:
+    """Python-level handlers, not loop.add_signal_handler: asyncio learns which signal
+    came from one byte per signal in its wakeup pipe, and a SIGHUP storm fills the pipe, so
+    a SIGTERM's byte can be dropped and the SIGTERM lost. These handlers run whatever the
+    pipe holds; SIGHUPs arriving before the reload has run are one reload."""
+    pending = [False]
+
+    def reload_now() -> None:
+        pending[0] = False
+        reload()
+
+    def on_stop(signum: int, frame: object) -> None:
+        loop.call_soon_threadsafe(stop)
+
+    def on_hup(signum: int, frame: object) -> None:
+        if not pending[0]:
+            pending[0] = True
+            loop.call_soon_threadsafe(reload_now)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
 
 
 class Daemon:
@@ -353,9 +378,7 @@ class Daemon:
             await self._first_publication()
         for sock in self.sockets:
             loop.add_reader(sock.fileno(), self.server.drain, sock)
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        _install_signal_handlers(loop, self._stop.set, self.reload)
         if self.nts is not None:
             await self.nts.start(worker=self.is_worker)
         if self.is_worker:
@@ -378,7 +401,7 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
-            _ignore_signals_while_exiting(loop)
+            _ignore_signals_while_exiting()
             if endpoints is not None:
                 await endpoints.stop()
             if self.nts is not None:
