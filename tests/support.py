@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +19,9 @@ from pyntpd.proto.packet import HEADER, NtpPacket, decode, li_vn_mode
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "tests" / "data" / "seed"
 READY_TIMEOUT = 20.0
+# The daemon's log line when it follows a source: address, port (if not 123), stratum, offset.
+SYNCED = re.compile(
+    r"synchronised to (\S+)(?: port (\d+))? \(stratum (\d+)\)(?:, offset ([-+.\d]+) s)?")
 
 
 def free_udp_port() -> int:
@@ -135,6 +139,26 @@ class Pyntpd:
                 return
             time.sleep(0.02)
         raise AssertionError(f"pyntpd never logged {text!r}:\n{self.output()}")
+
+    def search_log(self, pattern: re.Pattern[str] | str, timeout: float,
+                   last: bool = False) -> re.Match[str] | None:
+        """Bounded wait for a log line matching `pattern`: the first match (or, with `last`,
+        the latest one at the time of the first); None if none came in `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            matches = list(re.finditer(pattern, self.output()))
+            if matches:
+                return matches[-1] if last else matches[0]
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def wait_synced(self, timeout: float = 40.0, last: bool = False) -> re.Match[str]:
+        """The system peer logged first (or latest, with `last`): groups as SYNCED's."""
+        match = self.search_log(SYNCED, timeout, last)
+        if match is None:
+            raise AssertionError(f"pyntpd did not synchronise in {timeout}s:\n{self.output()}")
+        return match
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None

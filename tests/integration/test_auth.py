@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,16 +74,6 @@ def test_an_untrusted_key_gets_no_reply() -> None:
         assert exchange(d.port, signed_request(KEYS[1])) is not None
 
 
-def wait_for(d: Pyntpd, pattern: re.Pattern[str], timeout: float) -> re.Match[str] | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = pattern.search(d.output())
-        if match:
-            return match
-        time.sleep(0.1)
-    return None
-
-
 @pytest.mark.parametrize("key_id", [1, 2, 3], ids=["MD5", "SHA1", "AES128CMAC"])
 def test_a_client_with_the_key_synchronises_to_a_signing_server(key_id: int) -> None:
     with keys_file(KEYS) as keys, config_file(server_conf(keys)) as server_conf_path, \
@@ -93,7 +82,7 @@ def test_a_client_with_the_key_synchronises_to_a_signing_server(key_id: int) -> 
                        f"server 127.0.0.1 port {server.port} key {key_id} iburst "
                        "minpoll 4 maxpoll 4\n")
         with config_file(client_text) as conf, Pyntpd("-c", conf) as client:
-            match = wait_for(client, SYNCED, 30.0)
+            match = client.search_log(SYNCED, 30.0)
             assert match is not None, client.output()
     assert match.group(1) == "12"
 
@@ -107,7 +96,7 @@ def test_a_client_whose_key_differs_from_the_servers_never_synchronises() -> Non
                        f"server 127.0.0.1 port {server.port} key 1 iburst minpoll 4 maxpoll 4\n")
         with config_file(client_text) as conf, Pyntpd("-c", conf) as client:
             # iburst: eight requests 2 s apart, every one refused by the server.
-            assert wait_for(client, SYNCED, 6.0) is None
+            assert client.search_log(SYNCED, 6.0) is None
 
 
 def test_a_server_line_with_an_untrusted_key_is_not_polled_unauthenticated() -> None:

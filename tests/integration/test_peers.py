@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.integration.test_auth import KEYS, keys_file, wait_for
+from tests.integration.test_auth import KEYS, keys_file
 from tests.integration.test_pyntpq import pyntpq, pyntpq_json
 from tests.support import Pyntpd, config_file, free_udp_port
 
@@ -27,7 +27,7 @@ def test_two_peers_synchronise_one_to_the_others_local_clock(key_id: int) -> Non
             config_file(peer_conf(keys, key_id, port_b, local_stratum=7)) as conf_a, \
             config_file(peer_conf(keys, key_id, port_a)) as conf_b, \
             Pyntpd("-c", conf_a, port=port_a) as a, Pyntpd("-c", conf_b, port=port_b) as b:
-        match = wait_for(b, SYNCED_TO_PEER, 30.0)
+        match = b.search_log(SYNCED_TO_PEER, 30.0)
         assert match is not None, b.output()
         assert "symmetric association with 127.0.0.1 port" in a.output()
         peers = pyntpq_json(b.port, "-n", "-p")["peers"]
@@ -53,7 +53,7 @@ def test_peers_with_different_keys_never_synchronise() -> None:
             config_file(peer_conf(keys, 1, port_b, local_stratum=7)) as conf_a, \
             config_file(peer_conf(other_keys, 1, port_a)) as conf_b, \
             Pyntpd("-c", conf_a, port=port_a), Pyntpd("-c", conf_b, port=port_b) as b:
-        assert wait_for(b, SYNCED_TO_PEER, 7.0) is None  # B's burst: packets 2 s apart
+        assert b.search_log(SYNCED_TO_PEER, 7.0) is None  # B's burst: packets 2 s apart
 
 
 def test_a_peer_line_with_an_untrusted_key_is_refused_with_a_log_error() -> None:

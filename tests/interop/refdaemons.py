@@ -766,6 +766,16 @@ class ChronyClient(Chronyd):
 # ------------------------------------------------------------------------------------------------
 
 
+def ntpq_query(netns: NetNamespace, *args: str, timeout: float = 20.0) -> str:
+    """ntpsec's ``ntpq ARGS 127.0.0.1`` inside ``netns`` (ntpq only talks to port 123);
+    its stdout, asserting success."""
+    ntpq = find_ntpq()
+    assert ntpq is not None, "ntpq not found; " + INSTALL_HINT
+    result = netns.run([ntpq, *args, "127.0.0.1"], timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def ntpsec_ntpd_argv(conf: Path, pidfile: Path, extra: Sequence[str] = ()) -> list[str]:
     """argv for ntpsec's ntpd in the foreground with CAP_SYS_TIME dropped (it cannot touch the
     clock: its ``ntp_adjtime`` calls fail with EPERM).  ntpsec listens on port 123 only, so run

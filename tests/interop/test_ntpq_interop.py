@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from refdaemons import ChronyServer, NetNamespace, find_ntpq
-from tests.interop.test_sync_interop import wait_synced
+from refdaemons import ChronyServer, NetNamespace, find_ntpq, ntpq_query
 from tests.support import SEED, Pyntpd, config_file
 
 pytestmark = pytest.mark.interop
@@ -15,11 +14,7 @@ Require = Callable[..., dict[str, str]]
 
 
 def ntpq(netns: NetNamespace, *args: str) -> str:
-    ntpq_path = find_ntpq()
-    assert ntpq_path is not None
-    result = netns.run([ntpq_path, *args, "127.0.0.1"], timeout=20)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return ntpq_query(netns, *args, timeout=20)
 
 
 def test_ntpq_shows_peers_system_variables_and_mrulist(require: Require,
@@ -29,7 +24,7 @@ def test_ntpq_shows_peers_system_variables_and_mrulist(require: Require,
                  "server 127.127.1.0\nfudge 127.127.1.0 stratum 10\nrestrict default\n")
     with ChronyServer(stratum=8, port=10123, bind="127.0.0.1", netns=netns), \
             config_file(conf_text) as conf, Pyntpd("-c", conf, port=123, wrap=netns.wrap) as d:
-        wait_synced(d)
+        d.wait_synced()
         peers = ntpq(netns, "-pn")
         variables = ntpq(netns, "-c", "rv")
         associations = ntpq(netns, "-c", "as")

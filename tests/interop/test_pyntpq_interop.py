@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import refdaemons
-from refdaemons import ChronyServer, ManagedProcess, NetNamespace, find_ntpq, poll_until
-from tests.interop.test_sync_interop import wait_synced
+from refdaemons import ChronyServer, ManagedProcess, NetNamespace, ntpq_query, poll_until
 from tests.support import REPO, Pyntpd, config_file, free_udp_port
 
 pytestmark = pytest.mark.interop
@@ -24,11 +23,7 @@ STABLE = ("tally", "remote", "refid", "st", "t", "poll", "reach")
 
 
 def ntpq(netns: NetNamespace, *args: str) -> str:
-    path = find_ntpq()
-    assert path is not None
-    result = netns.run([path, *args, "127.0.0.1"], timeout=30)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return ntpq_query(netns, *args, timeout=30)
 
 
 def pyntpq(netns: NetNamespace, *args: str) -> subprocess.CompletedProcess[str]:
@@ -121,7 +116,7 @@ def test_ntpq_and_pyntpq_agree_on_pyntpds_peers(require: Require, netns: NetName
                  "server 127.127.1.0\nfudge 127.127.1.0 stratum 10\nrestrict default\n")
     with ChronyServer(stratum=8, port=10123, bind="127.0.0.1", netns=netns), \
             config_file(conf_text) as conf, Pyntpd("-c", conf, port=123, wrap=netns.wrap) as d:
-        wait_synced(d)
+        d.wait_synced()
         theirs, ours = agree(netns)
         their_rv = ntpq(netns, "-c", "rv 0 stratum,refid,leap")
         our_rv = json.loads(pyntpq_ok(netns, "--json", "-c", "rv"))["variables"]
@@ -152,7 +147,7 @@ def test_a_falseticker_shows_x_and_the_system_peer_a_star(require: Require,
             with config_file(conf_text + "restrict default\n") as conf, \
                     Pyntpd("-c", conf, port=123, wrap=netns.wrap) as d:
                 d.wait_for_log(f"127.0.0.1 port {liar_port} is a falseticker", timeout=60.0)
-                wait_synced(d)
+                d.wait_synced()
                 theirs, ours = agree(netns)
                 assoc = json.loads(pyntpq_ok(netns, "--json", "-p", "-n"))["peers"]
     finally:

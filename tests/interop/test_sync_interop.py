@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,21 +16,6 @@ from tests.support import REPO, Pyntpd, config_file, free_udp_port, query
 pytestmark = pytest.mark.interop
 
 Require = Callable[..., dict[str, str]]
-SYNCED = re.compile(r"synchronised to (\S+)(?: port (\d+))? \(stratum (\d+)\), offset ([-+.\d]+) s")
-
-
-def wait_synced(d: Pyntpd, timeout: float = 40.0, last: bool = False) -> tuple[str, int, float]:
-    """The first system peer pyntpd logged (or, with `last`, the latest one so far)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        matches = list(SYNCED.finditer(d.output()))
-        if matches:
-            match = matches[-1] if last else matches[0]
-            return match.group(1), int(match.group(3)), float(match.group(4))
-        time.sleep(0.1)
-    raise AssertionError(f"pyntpd did not synchronise in {timeout}s:\n{d.output()}")
-
-
 def client_conf(*servers: str) -> str:
     return "".join(f"server {s} iburst minpoll 4 maxpoll 4\n" for s in servers) + \
         "restrict default\n"
@@ -43,7 +26,8 @@ def test_synchronises_from_chronyd(require: Require) -> None:
     with ChronyServer(stratum=8) as server, \
             config_file(client_conf(f"127.0.0.1 port {server.port}")) as conf, \
             Pyntpd("-c", conf) as d:
-        address, stratum, offset = wait_synced(d)
+        m = d.wait_synced()
+        address, stratum, offset = m[1], int(m[3]), float(m[4])
         h = query(d.port).header
     assert (address, stratum) == ("127.0.0.1", 9)
     assert abs(offset) < 100e-6  # same host, same clock
@@ -63,7 +47,8 @@ def test_synchronises_from_ntpsec(require: Require, netns: NetNamespace) -> None
                                 work / "ntpd.log")
         with ntpsec, config_file(client_conf("127.0.0.1")) as client, \
                 Pyntpd("-c", client, wrap=netns.wrap) as d:
-            address, stratum, offset = wait_synced(d, timeout=60.0)
+            m = d.wait_synced(timeout=60.0)
+            address, stratum, offset = m[1], int(m[3]), float(m[4])
     assert (address, stratum) == ("127.0.0.1", 7)
     assert abs(offset) < 100e-6
 
@@ -81,7 +66,8 @@ def test_a_liar_among_three_honest_servers_is_a_falseticker(require: Require) ->
                     Pyntpd("-c", conf) as d:
                 d.wait_for_log(f"127.0.0.1 port {liar_port} is a falseticker", timeout=60.0)
                 # Before the liar is outvoted, the first server to answer may be followed.
-                _, stratum, offset = wait_synced(d, last=True)
+                m = d.wait_synced(last=True)
+                stratum, offset = int(m[3]), float(m[4])
     finally:
         liar.terminate()
         liar.wait(10)
