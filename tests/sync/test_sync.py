@@ -40,11 +40,11 @@ class World:
         for i, (name, spec) in enumerate(sources.items()):
             self.engine.add_source(name, spec or SourceSpec(f"192.0.2.{i + 1}"))
 
-    def sample(self, key, raw_offset, *, stratum=1, leap=0, delay=DELAY):
+    def sample(self, key, raw_offset, *, stratum=1, leap=0, delay=DELAY, root_dispersion=1e-5):
         e = self.engine
         offset = raw_offset - e.model.correction(self.t)
         return e.on_sample(key, Sample(offset, delay, 1e-6, self.t, stratum, leap, -20, 0.0,
-                                       1e-5, b"GPS\0", 0))
+                                       root_dispersion, b"GPS\0", 0))
 
     def update(self, t):
         self.t = t
@@ -107,6 +107,27 @@ def test_falseticker_is_marked_and_never_followed():
     assert r.sources["liar"].tally is Tally.FALSETICKER
     assert r.system_peer != "liar"
     assert abs(r.offset) < 1e-4
+
+
+def test_issue_figures_asymmetric_path_both_servers_selected_from_the_first_update():
+    # Issue 10: -2.485 ms over a path 5 ms longer one way (delay 5.137 ms, root dispersion
+    # 0.488 ms) and +0.011 ms (delay 0.176 ms) from a near server.
+    w = World(far=None, near=None)
+    peers = []
+    for i in range(1, 40):
+        while w.result.wakeup is not None and w.result.wakeup < T0 + 16.0 * i:
+            w.update(w.result.wakeup)
+        w.t = T0 + 16.0 * i
+        w.sample("far", -2.485e-3, delay=5.137e-3, root_dispersion=0.488e-3)
+        w.sample("near", 0.011e-3, delay=0.176e-3)
+        r = w.update(w.t)
+        if r.sources["near"].samples >= 4:
+            peers.append(r.system_peer)
+            assert {r.sources[k].tally for k in ("far", "near")} <= {Tally.SYSPEER,
+                                                                      Tally.CANDIDATE}
+    assert peers == ["near"] * len(peers) and len(peers) > 30
+    assert r.system.stratum == 2
+    assert abs(r.offset) < 0.5e-3  # the near server's weight dominates
 
 
 def test_prefer_source_decides_the_offset():
