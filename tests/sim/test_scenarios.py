@@ -123,3 +123,34 @@ def test_driftfile_frequency_shortens_the_start():
                     config=SyncConfig(initial_frequency=-100.0))
     assert warm.first_sync is not None and cold.first_sync is not None
     assert warm.first_sync <= cold.first_sync
+
+
+# --- issue 10: asymmetric paths, sub-precision noise, no false loss of sync ----------------
+
+def test_asymmetric_path_both_honest_servers_are_selected_all_along():
+    # One server's way back is 5 ms longer than its way there: it measures -2.5 ms.
+    report, _ = run(SCENARIOS["asymmetric"], 1, duration=6 * HOUR)
+    assert sorted(report.tallies.values()) == ["*", "+"]
+    assert report.synced_at is not None and report.synced_at < 30
+    assert report.unsynchronised == 0 and report.losses == 0
+    assert report.max_abs < 20e-6  # the near server's weight keeps the bias small
+
+
+def test_chronyd_sub_precision_noise_costs_no_reply():
+    # About half of the chronyd server's replies carry T3 < T2: none of them is dropped.
+    report, sim = run(SCENARIOS["chronyd"], 1, duration=6 * HOUR)
+    [server] = sim.servers.values()
+    [assoc] = sim.assocs.values()
+    assert 0.4 * report.exchanges < server.reversed < 0.6 * report.exchanges
+    assert assoc.drops == {}
+    assert report.samples == report.exchanges  # the path loses nothing either
+
+
+@pytest.mark.parametrize("name", ["chronyd", "chronyd-300ppm", "chronyd-0.5s"])
+def test_one_honest_reachable_server_is_never_lost_after_the_first_selection(name):
+    # Issue 10: 14 s-2 min at poll 16-64 s, 3-7 min with a 300 ppm clock, twice 24.5 min
+    # with the clock 0.5 s off -- every loss of an honest, reachable server is false.
+    report, _ = run(SCENARIOS[name], 1)
+    assert report.synced_at is not None and report.synced_at < 30
+    assert (report.unsynchronised, report.losses) == (0.0, 0)
+    assert len(report.steps) == (1 if name == "chronyd-0.5s" else 0)

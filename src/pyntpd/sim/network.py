@@ -5,6 +5,9 @@ asymmetry no protocol can see), a jitter distribution per direction, loss, outag
 spikes. A `SimServer` is an upstream server with its own idea of the time (honest, lying by
 a fixed amount, stepping at some instant, going away), answering through the real
 `Responder` — the very code pyntpd serves with — from system variables stating its clock.
+With `fuzz` it randomises the bits of its receive and transmit timestamps below its
+precision, as chronyd does: with a processing time shorter than that precision, its transmit
+timestamp then precedes its receive timestamp in about half of its replies.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from dataclasses import dataclass, field
 from pyntpd.proto.access import Access, RestrictTable
 from pyntpd.proto.packet import Leap
 from pyntpd.proto.server import Responder, SystemVars
-from pyntpd.proto.timestamp import ntp_add, unix_ns_to_ntp, unix_to_ntp
+from pyntpd.proto.timestamp import ntp_add, ntp_diff, unix_ns_to_ntp, unix_to_ntp
 
 Jitter = Callable[[random.Random], float]
+UPDATE_INTERVAL = 16.0  # s between a server's own clock updates (its reference time)
 
 
 def no_jitter(rng: random.Random) -> float:
@@ -80,10 +84,14 @@ class SimServer:
     root_dispersion: float = 1e-5
     processing: float = 5e-6  # s between receive and transmit
     epoch: float = 1_800_000_000.0
+    precision: int = -20  # log2 s, as stated in its replies
+    fuzz: bool = False  # random bits below the precision in T2 and T3 (chronyd)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def __post_init__(self) -> None:
         self.responder = Responder(Access(RestrictTable()))
         self._vars_at = -1.0
+        self.reversed = 0  # replies sent with T3 before T2 (the noise of `fuzz`)
 
     def clock_ns(self, t: float) -> int:
         return round((self.epoch + t + self.error(t)) * 1e9)
@@ -92,15 +100,28 @@ class SimServer:
         """The reply to a request arriving at true time t, and when it leaves."""
         receive_ns = self.clock_ns(t)
         now = receive_ns / 1e9
-        if now - self._vars_at >= 16.0 or now < self._vars_at:
-            self._vars_at = now
+        if now - self._vars_at >= UPDATE_INTERVAL or now < self._vars_at:
+            # Its clock was last updated at the latest whole interval: a reference time
+            # equal to the receive time would precede a fuzzed transmit time.
+            self._vars_at = now - now % UPDATE_INTERVAL
             self.responder.set_system(SystemVars(
-                leap=self.leap, stratum=self.stratum, precision=-20,
+                leap=self.leap, stratum=self.stratum, precision=self.precision,
                 root_delay=self.root_delay, root_dispersion=self.root_dispersion,
-                refid=self.refid, reference_time=unix_to_ntp(now), updated_at=now))
+                refid=self.refid, reference_time=unix_to_ntp(self._vars_at),
+                updated_at=now))
+        receive = unix_ns_to_ntp(receive_ns)
         head = self.responder.respond(request, 0x0A000001, False, 123,
-                                      unix_ns_to_ntp(receive_ns), now)
+                                      self._fuzzed(receive), now)
         if head is None:
             return None
-        transmit = ntp_add(unix_ns_to_ntp(receive_ns), self.processing)
+        transmit = self._fuzzed(ntp_add(receive, self.processing))
+        if ntp_diff(transmit, int.from_bytes(head[32:40], "big")) < 0:
+            self.reversed += 1
         return head + transmit.to_bytes(8, "big"), t + self.processing
+
+    def _fuzzed(self, timestamp: int) -> int:
+        """`timestamp` with the bits below the precision random, if `fuzz`."""
+        bits = 32 + self.precision  # NTP fraction bits below the precision
+        if not self.fuzz or bits <= 0:
+            return timestamp
+        return (timestamp & ~((1 << bits) - 1)) | self.rng.getrandbits(bits)
