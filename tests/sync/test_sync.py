@@ -191,6 +191,64 @@ def test_later_offset_waits_stepout_then_steps():
     assert 300 <= stepped_at[0] - (T0 + 320) <= 300 + 6 * 16
 
 
+def test_stepout_hold_keeps_the_system_synchronised_with_the_offset_in_its_dispersion():
+    # ntpd too stays synchronised while a spike waits out the stepout interval.
+    w = World(a=None)
+    w.run(320, {"a": 0.0})
+    r = w.run(160, {"a": 0.5})
+    assert not r.stepped and r.offset == pytest.approx(0.5, abs=1e-3)
+    assert r.system_peer == "a" and r.system.stratum == 2
+    assert r.system.root_dispersion >= 0.5
+    status = w.actions(SetStatus)[-1]
+    assert status.synchronised and status.maxerror >= 0.5
+
+
+def test_a_spike_lowering_the_poll_leaves_the_source_reachable_until_8_polls_are_missed():
+    w = World(a=SourceSpec("192.0.2.1", minpoll=6, maxpoll=10))
+    w.run(20000, {"a": 0.0}, noise=random.Random(3), every=64)
+    assert w.engine.sources["a"].poll == 10
+    assert w.sample("a", 0.010).name == "SPIKE"
+    assert w.engine.sources["a"].poll == 6  # look again soon...
+    spiked = w.t
+    # ...but the association's next request was already due 1024 s on: from there,
+    # 8 polls unanswered (the first at 1024 s, 7 at 64 s) before it is unreachable.
+    assert w.update(spiked + 1024 + 7 * 64).system_peer == "a"
+    assert w.update(spiked + 1024 + 7 * 64 + 60).system_peer is None
+
+
+def test_the_first_selection_waits_for_sources_still_arriving():
+    # A liar's samples happen to arrive first: following it, or outvoting the first honest
+    # server to be ready with it, would be acting on a minority.
+    w = World(a=None, b=None, c=None, liar=None)
+    for i in range(4):
+        w.t = T0 + 2.0 * i
+        w.sample("liar", 0.050)
+        if i < 2:
+            for key in "abc":
+                w.sample(key, 0.0)
+        r = w.update(w.t)
+    assert r.system_peer is None and not w.actions(SetFrequency)[1:]
+    w.t += 2.0
+    w.sample("a", 0.0)
+    w.sample("a", 0.0)
+    r = w.update(w.t)  # a and the liar ready, b and c arriving: still no majority
+    assert r.system_peer is None
+    assert {s.tally for s in r.sources.values()} == {Tally.REJECT}
+    for key in "bc":
+        w.sample(key, 0.0)
+        w.sample(key, 0.0)
+    r = w.update(w.t)
+    assert r.system_peer in ("a", "b", "c") and r.sources["liar"].tally is Tally.FALSETICKER
+    assert abs(r.offset) < 1e-4
+
+
+def test_without_anyone_arriving_a_split_is_two_falsetickers():
+    w = World(a=None, b=None)
+    r = w.run(160, {"a": 0.0, "b": 0.050})
+    assert r.system_peer is None
+    assert {r.sources[k].tally for k in "ab"} == {Tally.FALSETICKER}
+
+
 def test_holdover_keeps_the_frequency_when_sources_go():
     w = World(a=None)
     w.run(3000, {"a": lambda t: 40e-6 * (t - T0)})

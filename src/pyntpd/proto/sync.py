@@ -50,6 +50,11 @@ from pyntpd.proto.source import PHI, Sample, SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
 
 UNREACH_POLLS = 8  # a source with no sample for this many polls is unreachable (reach 0)
+# Before anything is selected, a source with samples but not yet ready is still arriving if
+# its newest sample is within this many polls: the ready ones wait for it unless they are
+# already a majority (chrony waits the same way), so that a liar ready first is not followed
+# and the honest one ready next is not outvoted with it.
+ARRIVING_POLLS = 2
 HOLD_WAKEUP = 64.0  # s: the longest the engine wants to go without an update
 POLL_SAMPLES = 4  # samples at a poll interval before it may be raised
 # Raise the poll while the prediction's error growth over the doubled interval stays below
@@ -166,6 +171,15 @@ class SyncResult:
         return self.step != 0.0
 
 
+def _reach_window(src: _Source) -> float:
+    """How long after its newest sample a silent source stays reachable: until UNREACH_POLLS
+    polls have gone unanswered. The first of them is the request the association had
+    already scheduled at the poll of that time (the engine may have lowered the poll since,
+    after a spike), the others at the current poll."""
+    first = 2.0 ** max(src.heard_poll, src.poll)
+    return first + (UNREACH_POLLS - 1) * 2.0 ** src.poll + REACH_SLACK
+
+
 def refid_for(address: str) -> bytes:
     """RFC 5905: an IPv4 upstream's address, or the first 4 octets of an IPv6 one's MD5."""
     try:
@@ -185,6 +199,7 @@ class _Source:
     sample: Sample | None = None  # the newest
     sample_at: float = -math.inf  # local time of the newest
     at_poll: int = 0  # samples taken at the current poll
+    heard_poll: int = 0  # the poll when the newest sample came: the next request's interval
     fresh: bool = False  # a sample arrived since the poll was last reconsidered
     tally: Tally = Tally.REJECT
 
@@ -246,7 +261,7 @@ class SyncEngine:
         raw_t = self.model.to_raw(measured)
         raw_offset = sample.offset + self.model.correction(measured)
         verdict = src.filter.add(raw_t, raw_offset, sample.delay)
-        src.sample, src.sample_at = sample, sample.local_time
+        src.sample, src.sample_at, src.heard_poll = sample, sample.local_time, src.poll
         src.at_poll += 1
         src.fresh = True
         if verdict is not Verdict.ACCEPTED:
@@ -265,8 +280,8 @@ class SyncEngine:
                 actions.append(SetFrequency(self._ppm0))
         raw_now = self.model.to_raw(now)
         correction = self.model.correction(now)
-        candidates, statuses = self._candidates(now, raw_now, correction)
-        peer, survivors = self._select(candidates)
+        candidates, statuses, arriving = self._candidates(now, raw_now, correction)
+        peer, survivors = self._select(candidates, arriving)
         panic: PanicExit | None = None
         step = 0.0
         offset = jitter = 0.0
@@ -294,7 +309,9 @@ class SyncEngine:
             # The slew is done (or there is nobody left to follow: holdover): from now on
             # the clock runs on the frequency estimate alone.
             self._end_slew(now, actions)
-        synced = peer is not None and not self.discipline.stepout_pending()
+        # As ntpd: while an offset beyond the step threshold waits out the stepout, the
+        # system stays synchronised to its peer; the root dispersion carries that offset.
+        synced = peer is not None
         system = self._system_vars(now + step, peer, candidates, synced, leap)
         if self.config.discipline and (peer is not None or actions or synced != self._synced):
             actions.append(self._status(system, synced))
@@ -311,10 +328,13 @@ class SyncEngine:
 
     def _candidates(
         self, now: float, raw_now: float, correction: float
-    ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus]]:
+    ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus], int]:
+        """The sane candidates, every source's status, and how many sources are arriving
+        (answering, but without enough samples yet)."""
         tos = self.config.tos
         candidates: dict[Hashable, select.Candidate | None] = {}
         statuses: dict[Hashable, SourceStatus] = {}
+        arriving = 0
         for key, src in self.sources.items():
             filt, sample = src.filter, src.sample
             if sample is None:
@@ -333,19 +353,21 @@ class SyncEngine:
             offset = est.offset - correction
             statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
                                          distance, src.poll, filt.count)
-            reachable = age <= UNREACH_POLLS * 2.0 ** src.poll + REACH_SLACK
-            sane = (filt.ready and reachable and not src.spec.noselect
-                    and tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
-                    and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
+            stratum_ok = tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
+            sane = (filt.ready and age <= _reach_window(src) and not src.spec.noselect
+                    and stratum_ok and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
+            if (not filt.ready and not src.spec.noselect and stratum_ok
+                    and age <= ARRIVING_POLLS * 2.0 ** src.poll + REACH_SLACK):
+                arriving += 1
             path = (sample.root_delay + delay) / 2 + sample.root_dispersion
             candidates[key] = select.Candidate(
                 key, offset, est.frequency * 1e6, est.offset_var, distance, filt.jitter, path,
                 sample.stratum, sample.leap, src.spec.prefer, src.spec.true,
             ) if sane else None
-        return candidates, statuses
+        return candidates, statuses, arriving
 
     def _select(
-        self, candidates: dict[Hashable, select.Candidate | None]
+        self, candidates: dict[Hashable, select.Candidate | None], arriving: int = 0
     ) -> tuple[Hashable | None, list[select.Candidate]]:
         for src in self.sources.values():
             src.tally = Tally.REJECT
@@ -354,6 +376,11 @@ class SyncEngine:
             self._system_peer = None
             return None, []
         inter = select.intersect(sane)
+        if (self._system_peer is None and arriving
+                and 2 * len(inter.truechimers) <= len(sane) + arriving):
+            # Not yet a majority of the sources answering: wait for the ones arriving
+            # rather than follow (or brand) anyone on partial evidence.
+            return None, []
         for c in inter.falsetickers:
             self.sources[c.key].tally = Tally.FALSETICKER
         if len(inter.truechimers) < max(self.config.tos.minsane, 1):
