@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pyntpd.proto.access import Access, RestrictTable
-from pyntpd.proto.packet import Leap
-from pyntpd.proto.server import Responder, SystemVars
+from pyntpd.proto.server import Responder
 from pyntpd.proto.timestamp import ntp_add, ntp_diff, unix_ns_to_ntp, unix_to_ntp
+from pyntpd.types import Leap, SystemVars
 
 Jitter = Callable[[random.Random], float]
 UPDATE_INTERVAL = 16.0  # s between a server's own clock updates (its reference time)
