@@ -159,16 +159,19 @@ def test_one_honest_reachable_server_is_never_lost_after_the_first_selection(nam
     assert len(report.steps) == (1 if name == "chronyd-0.5s" else 0)
 
 
-@pytest.mark.parametrize("seed", range(1, 9))
-def test_four_honest_servers_and_a_liar_no_loss_and_no_honest_falseticker(seed):
+@pytest.mark.parametrize("seed", range(1, 13))
+@pytest.mark.parametrize("polls", [(4, 6), (6, 10)])
+def test_four_honest_servers_and_a_liar_no_loss_and_no_honest_falseticker(polls, seed):
     # Issue 10: an honest server marked a falseticker while the initial 0.1 s was being
-    # slewed, no source for up to 32 s. With 30 % loss the sources become ready one by one.
+    # slewed, no source for up to 32 s. With 30 % loss the sources become ready one by one,
+    # some on a couple of iburst samples whose prediction is still rough.
     report, sim = run(SCENARIOS["chronyd-falseticker"], seed, duration=HOUR,
-                      keep_updates=True)
-    assert report.synced_at is not None and report.synced_at < 60
+                      minpoll=polls[0], maxpoll=polls[1], keep_updates=True)
+    assert report.synced_at is not None and report.synced_at < 600
     assert (report.unsynchronised, report.losses) == (0.0, 0)
     marked = {key for _, r in sim.trace.updates for key, s in r.sources.items()
               if s.tally == "x"}
     assert marked == {"192.0.2.66#4"}
-    # Never a step towards the liar, and the initial 0.1 s slewed away.
-    assert report.steps == () and report.max_abs < 1e-3
+    # At most the start-up step (when the sources took minutes to be ready), and the
+    # liar's 50 ms never followed.
+    assert len(report.steps) <= 1 and report.max_abs < 1e-3

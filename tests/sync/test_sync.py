@@ -207,6 +207,36 @@ def test_a_spike_lowering_the_poll_leaves_the_source_reachable_until_8_polls_are
     assert w.update(spiked + 1024 + 7 * 64 + 60).system_peer is None
 
 
+def test_a_source_back_from_unreachable_stays_reachable_while_its_association_backs_off():
+    # The association polls ever less often while nobody answers (towards maxpoll): the
+    # request after the first reply back may be 2^maxpoll s away.
+    w = World(a=SourceSpec("192.0.2.1", minpoll=6, maxpoll=10))
+    w.run(2000, {"a": 0.0}, noise=random.Random(3), every=64)
+    assert w.engine.sources["a"].poll < 10
+    w.t += 3000
+    assert w.update(w.t).system_peer is None  # unreachable
+    w.sample("a", 0.0)
+    back = w.t
+    assert w.update(back).system_peer == "a"
+    assert w.update(back + 1024 + 6 * 2 ** w.engine.sources["a"].poll).system_peer == "a"
+
+
+def test_a_source_predicted_on_a_rough_frequency_keeps_an_interval_that_holds_the_truth():
+    # Four iburst samples whose queueing noise looks like a 40 ppm drift, then silence:
+    # two polls on, the prediction is 5 ms off. Its interval widens with the prediction's
+    # uncertainty, so the honest source is not outvoted as a falseticker.
+    w = World(a=None, b=None, c=None)
+    for i in range(4):
+        w.t = T0 + 2.0 * i
+        w.sample("a", 80e-6 * i)
+        w.sample("b", 0.0)
+        w.sample("c", 0.0)
+        w.update(w.t)
+    r = w.run(128, {"b": 0.0, "c": 0.0})
+    assert r.sources["a"].offset > 4e-3
+    assert r.sources["a"].tally is Tally.CANDIDATE
+
+
 def test_the_first_selection_waits_for_sources_still_arriving():
     # A liar's samples happen to arrive first: following it, or outvoting the first honest
     # server to be ready with it, would be acting on a minority.

@@ -65,6 +65,7 @@ UNREACH_POLLS = 8  # a source with no sample for this many polls is unreachable 
 # already a majority (chrony waits the same way), so that a liar ready first is not followed
 # and the honest one ready next is not outvoted with it.
 ARRIVING_POLLS = 2
+PREDICTION_SIGMAS = 3.0  # the prediction's standard deviations in the interval's half-width
 HOLD_WAKEUP = 64.0  # s: the longest the engine wants to go without an update
 POLL_SAMPLES = 4  # samples at a poll interval before it may be raised
 # Raise the poll while the prediction's error growth over the doubled interval stays below
@@ -148,7 +149,8 @@ def _reach_window(src: _Source) -> float:
     """How long after its newest sample a silent source stays reachable: until UNREACH_POLLS
     polls have gone unanswered. The first of them is the request the association had
     already scheduled at the poll of that time (the engine may have lowered the poll since,
-    after a spike), the others at the current poll."""
+    after a spike; the association may have backed off while the source was unreachable),
+    the others at the current poll."""
     first = 2.0 ** max(src.heard_poll, src.poll)
     return first + (UNREACH_POLLS - 1) * 2.0 ** src.poll + REACH_SLACK
 
@@ -234,7 +236,11 @@ class SyncEngine:
         raw_t = self.model.to_raw(measured)
         raw_offset = sample.offset + self.model.correction(measured)
         verdict = src.filter.add(raw_t, raw_offset, sample.delay)
-        src.sample, src.sample_at, src.heard_poll = sample, sample.local_time, src.poll
+        # Back from unreachable: the association has been backing off towards maxpoll,
+        # and its next request may be that far away.
+        back = src.sample is not None and sample.local_time - src.sample_at > _reach_window(src)
+        src.heard_poll = max(src.spec.maxpoll, src.poll) if back else src.poll
+        src.sample, src.sample_at = sample, sample.local_time
         src.at_poll += 1
         src.fresh = True
         if verdict is not Verdict.ACCEPTED:
@@ -319,10 +325,14 @@ class SyncEngine:
             age = max(0.0, now - src.sample_at)
             delay = filt.min_delay
             dispersion = sample.dispersion + PHI * age
+            # The offset is the filter's prediction to now, and the interval must hold the
+            # truth even where that prediction is still uncertain (a source with a few
+            # iburst samples, predicted two polls on with its own rough frequency, was
+            # 5 ms off and an honest falseticker while the initial offset was slewed).
             distance = max(
                 tos.mindist,
                 (sample.root_delay + delay) / 2 + sample.root_dispersion + dispersion
-                + filt.jitter)
+                + filt.jitter + PREDICTION_SIGMAS * math.sqrt(max(est.offset_var, 0.0)))
             offset = est.offset - correction
             statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
                                          distance, src.poll, filt.count)
