@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -325,7 +326,7 @@ class SourceManager:
         skew = self._now() - loop.time()
         if self._skew is not None and skew < self._skew - WALL_JUMP:
             for peer in self.peers:
-                peer.assoc.next_poll += skew - self._skew
+                peer.assoc.shift_timer(skew - self._skew)
         self._skew = skew
 
     def _reschedule(self) -> None:
@@ -335,7 +336,7 @@ class SourceManager:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
         self._follow_wall_clock(loop)
-        active = [p.assoc.next_poll for p in self.peers if p.assoc.state == "active"]
+        active = [t for p in self.peers if (t := p.assoc.next_timer()) != math.inf]
         if not active:
             self._timer = None
             return
@@ -344,7 +345,7 @@ class SourceManager:
     def _poll_due(self) -> None:
         now = self._now()
         for peer in list(self.peers):
-            if peer.assoc.due(now):
+            if peer.assoc.on_timer(now):
                 self._send(peer, now)
             self._rekey_if_needed(peer, now)
         self._replace_dead_pool_members()
@@ -433,9 +434,8 @@ class SourceManager:
         self.peers.remove(peer)
         self.on_change()
 
-    def shift_schedule(self, seconds: float) -> None:
-        """The clock was stepped: move every pending poll with it."""
-        for peer in self.peers:
-            peer.assoc.next_poll += seconds
-        self._skew = None  # our own step: not someone else's to follow
+    def clock_stepped(self) -> None:
+        """Our clock was stepped (every association has moved its timer with it): wait for
+        the new first poll, and do not take our own step for someone else's."""
+        self._skew = None
         self._reschedule()
