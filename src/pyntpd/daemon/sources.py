@@ -9,7 +9,7 @@ Names are resolved asynchronously (the event loop's resolver) and retried with b
 they fail; `pool` lines expand to several associations, and a pool member that stops
 answering is replaced by a fresh address from the next resolution.
 
-`server HOST nts`: NTS-KE with HOST comes first (daemon/ntske, TCP `ntsport`, default 4460;
+`server HOST nts`: NTS-KE with HOST comes first (daemon/ntsketls, TCP `ntsport`, default 4460;
 the certificate must name HOST); NTP then goes to the server and port the NTS-KE response
 names (default: HOST's address, port 123). When the association runs out of cookies or gets
 an NTS NAK, NTS-KE runs again in the background, with back-off on failure; polls meanwhile
