@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from pyntpd.proto.source import SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
-from pyntpd.sync import select
+from pyntpd.sync import select, tuning
 from pyntpd.sync.discipline import (
     CorrectionModel,
     Decision,
@@ -44,7 +44,7 @@ from pyntpd.sync.discipline import (
 )
 from pyntpd.sync.filter import SourceFilter, Verdict
 from pyntpd.sync.localclock import LocalClockDriver
-from pyntpd.sync.tuning import TinkerConfig, TosConfig
+from pyntpd.sync.tuning import TinkerConfig, TosConfig, Tuning
 from pyntpd.types import (
     PHI,
     STRATUM_UNSYNC,
@@ -59,22 +59,6 @@ from pyntpd.types import (
     Tally,
 )
 
-UNREACH_POLLS = 8  # a source with no sample for this many polls is unreachable (reach 0)
-# Before anything is selected, a source with samples but not yet ready is still arriving if
-# its newest sample is within this many polls: the ready ones wait for it unless they are
-# already a majority (chrony waits the same way), so that a liar ready first is not followed
-# and the honest one ready next is not outvoted with it.
-ARRIVING_POLLS = 2
-PREDICTION_SIGMAS = 3.0  # the prediction's standard deviations in the interval's half-width
-HOLD_WAKEUP = 64.0  # s: the longest the engine wants to go without an update
-POLL_SAMPLES = 4  # samples at a poll interval before it may be raised
-# Raise the poll while the prediction's error growth over the doubled interval stays below
-# this fraction of a single sample's typical error; lower it when the growth over the
-# current interval exceeds twice that. (On lan1, 0.7 lets the poll reach 1024 s and costs
-# ~56 us RMS; 0.3 settles at 256 s, ~34 us; 0.25 at 128-256 s, ~26 us.)
-POLL_RATIO = 0.25
-REACH_SLACK = 16.0  # s beyond UNREACH_POLLS polls before a silent source is unreachable
-KNOWN_FREQUENCY_SD = 5e-6  # prior uncertainty of a frequency from the driftfile
 ORPHAN_REFID = bytes([127, 0, 0, 1])
 MAXERROR_CAP = 16.0
 
@@ -104,6 +88,7 @@ class SyncConfig:
     precision: int = -20
     initial_frequency: float | None = None  # ppm, from the driftfile or `tinker freq`
     slew_time: float | None = None  # s; None: the discipline's default
+    tuning: Tuning = field(default_factory=lambda: tuning.DEFAULT)
 
     def discipline_config(self) -> DisciplineConfig:
         t = self.tinker
@@ -145,14 +130,14 @@ class SyncResult:
         return self.step != 0.0
 
 
-def _reach_window(src: _Source) -> float:
-    """How long after its newest sample a silent source stays reachable: until UNREACH_POLLS
-    polls have gone unanswered. The first of them is the request the association had
+def _reach_window(src: _Source, tune: Tuning) -> float:
+    """How long after its newest sample a silent source stays reachable: until
+    `unreach_polls` polls have gone unanswered. The first of them is the request the association had
     already scheduled at the poll of that time (the engine may have lowered the poll since,
     after a spike; the association may have backed off while the source was unreachable),
     the others at the current poll."""
     first = 2.0 ** max(src.heard_poll, src.poll)
-    return first + (UNREACH_POLLS - 1) * 2.0 ** src.poll + REACH_SLACK
+    return first + (tune.unreach_polls - 1) * 2.0 ** src.poll + tune.reach_slack
 
 
 def refid_for(address: str) -> bytes:
@@ -211,12 +196,14 @@ class SyncEngine:
     # --- sources --------------------------------------------------------------------
 
     def add_source(self, key: Hashable, spec: SourceSpec) -> None:
+        tune = self.config.tuning
         precision = 2.0 ** self.config.precision
         if self.config.initial_frequency is not None or math.isfinite(self._variance):
             # The driftfile's or the current estimate: a new source need not relearn it.
-            filt = SourceFilter(precision, self.frequency_ppm * 1e-6, KNOWN_FREQUENCY_SD**2)
+            filt = SourceFilter(precision, self.frequency_ppm * 1e-6,
+                                tune.known_frequency_sd**2, tuning=tune)
         else:
-            filt = SourceFilter(precision)
+            filt = SourceFilter(precision, tuning=tune)
         self.sources[key] = _Source(spec, filt, max(spec.minpoll, 0))
 
     def remove_source(self, key: Hashable) -> None:
@@ -238,7 +225,8 @@ class SyncEngine:
         verdict = src.filter.add(raw_t, raw_offset, sample.delay)
         # Back from unreachable: the association has been backing off towards maxpoll,
         # and its next request may be that far away.
-        back = src.sample is not None and sample.local_time - src.sample_at > _reach_window(src)
+        window = _reach_window(src, self.config.tuning)
+        back = src.sample is not None and sample.local_time - src.sample_at > window
         src.heard_poll = max(src.spec.maxpoll, src.poll) if back else src.poll
         src.sample, src.sample_at = sample, sample.local_time
         src.at_poll += 1
@@ -310,6 +298,7 @@ class SyncEngine:
     ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus], int]:
         """The sane candidates, every source's status, and how many sources are arriving
         (answering, but without enough samples yet)."""
+        tune = self.config.tuning
         tos = self.config.tos
         candidates: dict[Hashable, select.Candidate | None] = {}
         statuses: dict[Hashable, SourceStatus] = {}
@@ -332,15 +321,15 @@ class SyncEngine:
             distance = max(
                 tos.mindist,
                 (sample.root_delay + delay) / 2 + sample.root_dispersion + dispersion
-                + filt.jitter + PREDICTION_SIGMAS * math.sqrt(max(est.offset_var, 0.0)))
+                + filt.jitter + tune.prediction_sigmas * math.sqrt(max(est.offset_var, 0.0)))
             offset = est.offset - correction
             statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
                                          distance, src.poll, filt.count)
             stratum_ok = tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
-            sane = (filt.ready and age <= _reach_window(src) and not src.spec.noselect
+            sane = (filt.ready and age <= _reach_window(src, tune) and not src.spec.noselect
                     and stratum_ok and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
             if (not filt.ready and not src.spec.noselect and stratum_ok
-                    and age <= ARRIVING_POLLS * 2.0 ** src.poll + REACH_SLACK):
+                    and age <= tune.arriving_polls * 2.0 ** src.poll + tune.reach_slack):
                 arriving += 1
             path = (sample.root_delay + delay) / 2 + sample.root_dispersion
             candidates[key] = select.Candidate(
@@ -502,6 +491,7 @@ class SyncEngine:
 
     def _poll(self, src: _Source) -> int:
         """Adaptive poll: as long as the prediction stays good, poll less often."""
+        tune = self.config.tuning
         spec = src.spec
         filt = src.filter
         lo, hi = spec.minpoll, max(spec.minpoll, spec.maxpoll)
@@ -513,20 +503,20 @@ class SyncEngine:
         src.fresh = False
         noise = max(filt.typical_error, filt.precision)
         est = filt.estimate(filt.last_time)
-        limit = (POLL_RATIO * noise) ** 2
+        limit = (tune.poll_ratio * noise) ** 2
         up = est.offset_var_after(2.0 ** (src.poll + 1), filt.wander) - est.offset_var
         now_growth = est.offset_var_after(2.0 ** src.poll, filt.wander) - est.offset_var
         if now_growth > 4 * limit and src.poll > lo:
             src.poll -= 1
             src.at_poll = 0
-        elif up < limit and src.poll < hi and src.at_poll >= POLL_SAMPLES:
+        elif up < limit and src.poll < hi and src.at_poll >= tune.poll_samples:
             src.poll += 1
             src.at_poll = 0
         src.poll = max(lo, min(src.poll, hi))
         return src.poll
 
     def _wakeup(self, now: float) -> float | None:
-        times = [now + HOLD_WAKEUP]
+        times = [now + self.config.tuning.hold_wakeup]
         if self._slew_until is not None:
             times.append(self._slew_until)
         return min(times)
