@@ -276,9 +276,10 @@ class SyncEngine:
             # The slew is done (or there is nobody left to follow: holdover): from now on
             # the clock runs on the frequency estimate alone.
             self._end_slew(now, actions)
-        # As ntpd: while an offset beyond the step threshold waits out the stepout, the
-        # system stays synchronised to its peer; the root dispersion carries that offset.
-        synced = peer is not None
+        # Waiting out the stepout, the clock is known to be off by more than the step
+        # threshold: unsynchronised (docs/ARCHITECTURE.md, "Decisions and why"). With an
+        # undisturbed clock and an honest source this never happens, so it is no false loss.
+        synced = peer is not None and not self.discipline.stepout_pending()
         system = self._system_vars(now + step, peer, candidates, synced, leap)
         if self.config.discipline and (peer is not None or actions or synced != self._synced):
             actions.append(self._status(system, synced))
