@@ -6,6 +6,9 @@ what the simulator proves is what runs: actions are applied to the clock at once
 handed to the associations, a step moves every pending poll, and `update` runs again at the
 engine's wake-up time (it slews by holding a frequency until then).
 
+The leapfile is watched here: read again when it changes (hourly, and at SIGHUP through
+`check_leapfile`), its list handed to the engine, its expiry warned about once.
+
 Symmetric peers (`peer HOST key N`) share the serving sockets: given the `responder`, this
 tells it the configured peers' addresses and ports (the only sources of symmetric packets it
 hands over), and `peer_packets` passes those to their associations after each batch.
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 from pyntpd.clock.base import Clock, apply_actions
 from pyntpd.clock.system import ClockError
-from pyntpd.config.leapfile import LeapTable
+from pyntpd.config.leapfile import LeapFileResult, LeapFileWatch, ntp_date
 from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.logsetup import LogOnce
@@ -39,6 +42,7 @@ from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
 log = logging.getLogger("pyntpd")
 
 DRIFT_CHECK_INTERVAL = 3600.0
+LEAPFILE_CHECK_INTERVAL = 3600.0  # ntpd looks at its leapfile hourly, too
 MAX_WAKEUP = 64.0  # update at least this often, so holdover and status stay current
 SYSSTATS_INTERVAL = 3600.0  # ntpd writes sysstats (and resets its counters) hourly
 
@@ -68,7 +72,7 @@ class Synchroniser:
         local_clock: LocalClockDriver | None,
         publish: Callable[[SystemVars], None],
         finish: Callable[[int], None],
-        leap_table: LeapTable | None = None,
+        leapfile: LeapFileWatch | None = None,
         peers_changed: Callable[[list[tuple[int, bool]]], None] = lambda hosts: None,
         counters: Callable[[], ServerCounters] | None = None,
         responder: Responder | None = None,
@@ -82,7 +86,7 @@ class Synchroniser:
         self.clock = clock
         self.publish = publish
         self.finish = finish
-        self.leap_table = leap_table
+        self.leapfile = leapfile
         self.log_once = LogOnce(log)
         self.drift = DriftFile(options.driftfile) if options.driftfile else None
         initial = config.tinker.freq
@@ -99,6 +103,8 @@ class Synchroniser:
             ),
             self.now(),
         )
+        if leapfile is not None and leapfile.table is not None:
+            self.engine.set_leap_file(leapfile.table.leap_list())
         self.sources = SourceManager(
             config.servers, self._on_sample, clock.now, local_precision=precision,
             max_distance=config.tos.maxdist, max_sources=config.tos.maxclock,
@@ -112,6 +118,7 @@ class Synchroniser:
         self._wakeup: asyncio.TimerHandle | None = None
         self._drift_timer: asyncio.TimerHandle | None = None
         self._sysstats_timer: asyncio.TimerHandle | None = None
+        self._leapfile_timer: asyncio.TimerHandle | None = None
         self.stats = Statistics(StatsSettings.from_config(config, options.statsdir),
                                 started=self.now(), counts=self._sys_counts())
 
@@ -126,9 +133,12 @@ class Synchroniser:
         if self.drift is not None and self.clock.can_adjust:
             self._schedule_drift()
         self._schedule_sysstats()
+        if self.leapfile is not None:
+            self._schedule_leapfile()
 
     def close(self) -> None:
-        for timer in (self._wakeup, self._drift_timer, self._sysstats_timer):
+        for timer in (self._wakeup, self._drift_timer, self._sysstats_timer,
+                      self._leapfile_timer):
             if timer is not None:
                 timer.cancel()
         self.sources.close()
@@ -168,6 +178,32 @@ class Synchroniser:
     def _write_sysstats(self) -> None:
         if self.counters is not None:
             self.stats.record_sys(self.now(), self._sys_counts())
+
+    def _schedule_leapfile(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._leapfile_timer = loop.call_later(LEAPFILE_CHECK_INTERVAL, self._leapfile_due)
+
+    def _leapfile_due(self) -> None:
+        self.check_leapfile()
+        self._schedule_leapfile()
+
+    def check_leapfile(self) -> None:
+        """Hourly and at SIGHUP: a changed leapfile is read again and takes effect at once;
+        one that no longer parses leaves the list read before in force."""
+        if self.leapfile is None:
+            return
+        result = self.leapfile.check(int(self.now()) + NTP_UNIX_OFFSET)
+        if result is None:
+            return
+        report_leapfile(result)
+        if result.table is None:
+            if self.leapfile.table is not None:
+                log.error("keeping the leap second list read before from %s",
+                          self.leapfile.path)
+            return
+        self.engine.set_leap_file(result.table.leap_list())
+        self._update()
+        log.info("leap second file %s read again", self.leapfile.path)
 
     def _drift_due(self) -> None:
         assert self.drift is not None
@@ -231,8 +267,6 @@ class Synchroniser:
 
     def _update(self) -> tuple[float, SyncResult]:
         now = self.now()
-        if self.leap_table is not None:
-            self.engine.set_leap_file(self.leap_table.leap_pending(int(now) + NTP_UNIX_OFFSET))
         result = self.engine.update(now)
         self._handle(result, now)
         return now, result
@@ -258,6 +292,13 @@ class Synchroniser:
                 peer.assoc.set_poll(poll)
         self.publish(result.system)
         self._log_changes(result)
+        if result.leap.expired and self.leapfile is not None and self.leapfile.table:
+            expiry = self.leapfile.table.expiry
+            self.log_once.warning(
+                ("leapfile expired", self.leapfile.path, expiry),
+                "leap second file %s expired on %s: the sources' leap indicators decide;"
+                " install a current copy", self.leapfile.path,
+                ntp_date(expiry) if expiry is not None else "(no expiry date)")
         if result.done:
             log.info("clock set (offset %+.6f s); exiting as -q asks", result.offset)
             self.finish(0)
@@ -267,3 +308,8 @@ class Synchroniser:
         if self._wakeup is not None:
             self._wakeup.cancel()
         self._wakeup = asyncio.get_running_loop().call_later(delay, self._update)
+
+
+def report_leapfile(result: LeapFileResult) -> None:
+    for diagnostic in result.diagnostics:
+        log.log(logging.ERROR if diagnostic.is_error else logging.WARNING, "%s", diagnostic)
