@@ -8,6 +8,12 @@ through `Association.receive`, and the `Sample` goes to `SyncEngine.on_sample`; 
 associations, its wake-up time is honoured, a step moves every timer and makes every
 association forget its outstanding request. Everything random comes from one seeded
 `random.Random`, so a seed always gives the same run.
+
+With leap seconds (`utc`), the trace's offsets are the local clock against UTC as it reads
+then, and the engine is given the leap second list (`leap_list`) as the daemon gives it the
+leapfile. At the one sample that falls on a leap's instant the two readings may be a whole
+second apart for as long as the clock's offset (one has done the leap, the other not yet):
+that sample takes UTC's reading from either side of the instant, whichever is nearer.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from pyntpd.daemon.stats import Statistics
 from pyntpd.proto.source import Association, SourceSpec
 from pyntpd.proto.sync import PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.proto.timestamp import unix_ns_to_ntp
-from pyntpd.sim.network import SimServer
+from pyntpd.sim.network import SimServer, UtcLeaps
+from pyntpd.sync.leap import LeapList
 
 
 @dataclass
@@ -50,8 +57,11 @@ class Simulation:
         rng: random.Random,
         keep_updates: bool = False,
         stats: Statistics | None = None,
+        utc: UtcLeaps | None = None,
+        leap_list: LeapList | None = None,
     ) -> None:
         self.clock = clock
+        self.utc = utc
         self.stats = stats  # written as the daemon writes them, stamped with the local clock
         self.rng = rng
         self.trace = Trace()
@@ -64,6 +74,7 @@ class Simulation:
         self.servers: dict[Hashable, SimServer] = {}
         self.assocs: dict[Hashable, Association] = {}
         self.engine = SyncEngine(config, self.local())
+        self.engine.set_leap_file(leap_list)
         self._handle(self.engine.update(self.local()))
         transmit = itertools.count(rng.getrandbits(63) | 1)
         for i, (server, spec) in enumerate(servers):
@@ -100,6 +111,9 @@ class Simulation:
         return self.trace
 
     def _second(self, second: int, phase: float) -> None:
+        if self.utc is not None:
+            now, before = self.utc.offset(self.clock.true), self.utc.offset(self.clock.true - 0.5)
+            phase = min(phase - now, phase - before, key=abs)
         self.trace.offsets.append(phase)
         self.trace.frequency_errors.append(self.clock.rate_error * 1e6)
 
