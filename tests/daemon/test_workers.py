@@ -1,9 +1,9 @@
 """--workers: what the main process publishes reaches the workers whole (daemon/workers.py)."""
 
 from pyntpd.daemon.workers import SharedSystemVars
-from pyntpd.proto.localclock import LocalClockDriver
-from pyntpd.proto.sync import SyncConfig, SyncEngine
+from pyntpd.sync.engine import SyncConfig, SyncEngine
 from pyntpd.sync.leap import LeapList
+from pyntpd.sync.localclock import LocalClockDriver
 
 JAN_2017 = 1_483_228_800
 JUL_2027 = 1_814_400_000

@@ -4,8 +4,8 @@ the end of June 2027."""
 
 import calendar
 
-from pyntpd.proto.packet import Leap
 from pyntpd.sync.leap import LEAP_WINDOW, LeapList, LeapPolicy
+from pyntpd.types import Leap
 
 DAY = 86_400
 

@@ -1,1 +1,1 @@
-"""The clock core, pure: time is passed in, decisions come out (no sockets, files or clocks)."""
+"""Synchronisation core: filter, select, discipline, leap and poll policy, the engine (pure)."""

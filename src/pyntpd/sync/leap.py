@@ -49,7 +49,7 @@ import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyntpd.proto.packet import Leap
+from pyntpd.types import Leap
 
 DAY = 86_400
 LEAP_WINDOW = 5.0  # s either side of a leap's midnight in which samples are ignored
