@@ -253,10 +253,10 @@ class SyncEngine:
         panic: PanicExit | None = None
         step = 0.0
         offset = jitter = 0.0
-        votes: list[tuple[int, float]] | None = None
+        votes: list[int] | None = None
         if peer is not None:
             combined = self._combine(candidates, survivors, peer)
-            votes = [(c.leap, self.sources[c.key].sample_at) for c in survivors]
+            votes = [c.leap for c in survivors]
             offset, jitter = combined.offset, math.sqrt(combined.variance)
             self._variance = combined.variance
             self.frequency_ppm = self.discipline.frequency(combined.frequency)

@@ -11,18 +11,20 @@ Where a leap comes from, in order of authority:
    table is valid: a hash-checked table beats the LI bits of a few servers.
 2. Otherwise the survivors' votes. A leap that more than half of the survivors announce is
    taken for the end of the current UTC month (RFC 5905 section 7.3: "the last minute of the
-   current month"; ntpd's dynamic leap does the same). A vote counts only if its sample was
-   taken in the current month and not in its first hour: a flag still set just after a leap
-   is a leftover of the month before (ntpd refuses votes in the first hour of a month, too).
-   When no source survives, the last majority's word stands until its leap has passed.
+   current month"; ntpd's dynamic leap does the same). A flag still set just after a leap
+   (a sample taken before midnight, a slow upstream) then points at the end of January or
+   July, which the rule below rejects; ntpd needs a rule of its own for that (no votes in
+   the first hour of a month). When no source survives, the last majority's word stands
+   until its leap has passed.
    An expired list does not silence the votes; the decision says it is expired, and the
    daemon warns once.
 
 Only leaps at the end of June or December are believed, chrony's rule
 (`is_leap_second_day`): every leap so far has been there (ITU-R TF.460 prefers them), and
 LI set in another month is far more likely an upstream announcing weeks early (RFC 5905
-says LI is about the current month) than a leap; were one real, the discipline would
-correct the second afterwards like any other offset. ntpd believes any month end.
+says LI is about the current month) or a flag left over from the last leap than a leap;
+were one real, the discipline would correct the second afterwards like any other offset.
+ntpd believes any month end.
 
 What is decided:
 
@@ -53,7 +55,6 @@ from pyntpd.types import Leap
 
 DAY = 86_400
 LEAP_WINDOW = 5.0  # s either side of a leap's midnight in which samples are ignored
-LEFTOVER_HOUR = 3_600.0  # s: votes from the first hour of a month are a previous leap's
 
 
 def _utc(t: float) -> datetime.datetime:
@@ -135,9 +136,9 @@ class LeapPolicy:
     def set_list(self, leap_list: LeapList | None) -> None:
         self.leap_list = leap_list
 
-    def decide(self, now: float, votes: Sequence[tuple[int, float]] | None) -> LeapDecision:
-        """`votes`: (LI, local time of the sample) of every survivor, or None when no source
-        survives (the last majority's word then stands)."""
+    def decide(self, now: float, votes: Sequence[int] | None) -> LeapDecision:
+        """`votes`: the LI of every survivor, or None when no source survives (the last
+        majority's word then stands)."""
         table = self.leap_list
         tai = table.tai_offset(now) if table is not None else None
         expired = table is not None and not table.valid(now)
@@ -164,11 +165,9 @@ class LeapPolicy:
         return LeapDecision(li, kernel, at, tai, expired, next_change)
 
     @staticmethod
-    def _majority(now: float, votes: Sequence[tuple[int, float]]) -> tuple[int, int] | None:
-        current = month_start(now) + LEFTOVER_HOUR
-        counted = [li for li, taken in votes if taken >= current]
+    def _majority(now: float, votes: Sequence[int]) -> tuple[int, int] | None:
         for li in (Leap.ADD_SECOND, Leap.DEL_SECOND):
-            if 2 * counted.count(li) > len(votes):
+            if 2 * sum(1 for vote in votes if vote == li) > len(votes):
                 return next_month_start(now), li
         return None
 
