@@ -208,6 +208,7 @@ class Report:
     samples: int
     final_polls: dict[str, int]
     tallies: dict[str, str]
+    kernel_leaps: tuple[tuple[float, str], ...] = ()  # (true time, what the kernel did)
 
     def lines(self) -> list[str]:
         def us(x: float) -> str:
@@ -228,6 +229,9 @@ class Report:
             "  sources           " + ", ".join(
                 f"{k} '{self.tallies.get(k, ' ')}' poll {p}" for k, p in self.final_polls.items()),
         ]
+        if self.kernel_leaps:
+            out.append("  kernel leap       " + ", ".join(
+                f"{what} at {t:.3f} s" for t, what in self.kernel_leaps))
         if self.panic:
             out.append(f"  PANIC EXIT        {self.panic}")
         return out
@@ -252,4 +256,5 @@ def summarise(
         exchanges=trace.exchanges, samples=trace.samples,
         final_polls={str(k): a.poll for k, a in sim.assocs.items()},
         tallies={str(k): str(s.tally) for k, s in result.sources.items()},
+        kernel_leaps=tuple(sim.clock.leap_events),
     )
