@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import select
 import signal
 import socket
 import tempfile
@@ -121,3 +122,33 @@ def test_without_ntp_signd_plain_clients_are_served_and_ms_sntp_counted(workdir)
     assert server["mssntp_failed"]["signd_unavailable"] == 1
     assert server["served"] == 1 and server["dropped"]["mssntp"] == 1
     assert f"cannot connect to ntp_signd at {workdir}/signd/socket" in log
+
+
+def test_with_workers_each_process_signs_through_its_own_connection(workdir):
+    # SO_REUSEPORT hashes each source port to a process: 24 ports miss one of two
+    # processes with probability 2**-23.
+    conf = workdir / "ntp.conf"
+    conf.write_text(SAMBA_DC_CONF.format(dir=workdir))
+    fake = FakeSignd(workdir / "signd")
+    connections: list[socket.socket] = []
+    signed = 0
+    try:
+        with start(conf, "--workers", "2") as daemon:
+            for _ in range(24):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                    client.settimeout(5.0)
+                    client.sendto(W32TIME, ("127.0.0.1", daemon.port))
+                    ready, _, _ = select.select([fake.listener, *connections], [], [], 5.0)
+                    assert ready, "no request reached ntp_signd"
+                    if fake.listener in ready:
+                        connections.append(fake.accept())  # a process's first request
+                    else:
+                        fake.conn = ready[0]
+                    fake.sign(*fake.read_request())
+                    signed += len(client.recv(512)) == 68
+    finally:
+        for conn in connections:
+            conn.close()
+        fake.conn = None
+        fake.close()
+    assert signed == 24 and len(connections) == 2
