@@ -174,26 +174,45 @@ def test_a_signed_reply_goes_to_the_client_from_the_serving_socket(tmp_path, fak
     assert client.counters.mssntp_failed == {}
 
 
-def test_the_transmit_timestamp_is_set_ahead_by_the_signing_delay(tmp_path, fake, sockets):
-    serving, w32 = sockets
-    client, _ = make_client(tmp_path)
-    client.delay = 0.002
+def sign_after(client: SigndClient, reactor: FakeReactor, fake: FakeSignd,
+               serving: socket.socket, w32: socket.socket, seconds: float) -> bytes:
+    """One request signed `seconds` after it was sent; the packet ntp_signd was given."""
     client.submit([request_from(w32)], serving)
-    fake.accept()
-    _, key_id, packet = fake.read_request()
-    assert key_id == RID and packet[:40] == PREFIX
-    assert packet[40:] == unix_ns_to_ntp(WALL_NS + 2_000_000).to_bytes(8, "big")
+    if fake.conn is None:
+        fake.accept()
+    packet_id, key_id, packet = fake.read_request()
+    fake.sign(packet_id, key_id, packet)
+    reactor.now += seconds
+    reactor.readable()
+    w32.recv(512)
+    return packet
 
 
-def test_the_measured_delay_moves_the_estimate_within_chronys_bounds(tmp_path, fake, sockets):
+def test_the_first_transmit_timestamp_is_set_ahead_by_the_least_delay(tmp_path, fake, sockets):
     serving, w32 = sockets
     client, reactor = make_client(tmp_path)
-    client.submit([request_from(w32)], serving)
-    fake.accept()
-    fake.sign(*fake.read_request())
-    reactor.now += 0.5  # far beyond the 10 ms bound
-    reactor.readable()
-    assert client.delay == pytest.approx(signd.MIN_DELAY + 0.1 * (0.01 - signd.MIN_DELAY))
+    packet = sign_after(client, reactor, fake, serving, w32, 0.002)
+    assert packet[:40] == PREFIX
+    assert packet[40:] == unix_ns_to_ntp(WALL_NS + 10_000).to_bytes(8, "big")
+
+
+def test_later_timestamps_are_set_ahead_by_the_shortest_recent_delay(tmp_path, fake, sockets):
+    serving, w32 = sockets
+    client, reactor = make_client(tmp_path)
+    for seconds in (0.004, 0.0003, 0.009):  # a slow answer must not pull it up
+        sign_after(client, reactor, fake, serving, w32, seconds)
+    packet = sign_after(client, reactor, fake, serving, w32, 0.001)
+    assert packet[40:] == unix_ns_to_ntp(WALL_NS + 300_000).to_bytes(8, "big")
+
+
+def test_the_delay_is_bounded_and_forgets_old_answers(tmp_path, fake, sockets):
+    serving, w32 = sockets
+    client, reactor = make_client(tmp_path)
+    sign_after(client, reactor, fake, serving, w32, 0.000001)  # below chrony's 10 us
+    assert client.delay == signd.MIN_DELAY
+    for _ in range(signd.DELAY_SAMPLES):
+        sign_after(client, reactor, fake, serving, w32, 0.5)  # above its 10 ms
+    assert client.delay == signd.MAX_DELAY
 
 
 def test_requests_are_pipelined_on_one_connection_and_answered_in_order(
