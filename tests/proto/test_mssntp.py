@@ -6,6 +6,8 @@ import hashlib
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pyntpd.proto import mssntp
 from pyntpd.proto.mssntp import MssntpFailure, ReplyReader, SigndProtocolError, SigndReply
@@ -102,3 +104,15 @@ def test_signd_cannot_make_us_send_anything_but_what_we_asked_to_sign(signed: by
 def test_an_unknown_op_is_a_protocol_error():
     reply = SigndReply(0, 2, 7, signed_by_samba(PACKET, RID_1102))
     assert mssntp.check_reply(reply, 7, PACKET, RID_1102) is MssntpFailure.PROTOCOL
+
+
+@given(st.lists(st.binary(max_size=200), max_size=20))
+def test_any_stream_gives_replies_or_a_protocol_error_and_holds_at_most_one_frame(chunks):
+    reader = ReplyReader()
+    try:
+        for chunk in chunks:
+            for reply in reader.feed(chunk):
+                assert mssntp.REPLY_HEAD_LEN <= 12 + len(reply.signed) <= mssntp.MAX_REPLY_BODY
+            assert reader.pending < 4 + mssntp.MAX_REPLY_BODY
+    except SigndProtocolError:
+        pass
