@@ -32,8 +32,7 @@ class RestrictFlag(enum.Flag):
     NOMRULIST = enum.auto()     # deny mrulist queries (ntpd 4.2.8p? / ntpsec)
     # Not ntpd keywords but ntp.conf syntax for a restrict *line*; carried for completeness.
     SOURCE = enum.auto()        # template for associations' own addresses (`restrict source`)
-    # An ntpd keyword again, added last so that the values above stay what they were.
-    MSSNTP = enum.auto()        # MS-SNTP requests are signed by Samba's ntp_signd
+    MSSNTP = enum.auto()        # sign replies through Samba's ntp_signd (MS-SNTP)
 
 
 # Keyword -> flag, exactly as ntpd spells them in ntp.conf.
