@@ -33,10 +33,14 @@ app.make_clock = lambda options, config: SimClock(epoch_ns=time.time_ns())
 """
 
 
-def program(directory: Path, *, simclock: bool = False, **constants: dict[str, float]) -> Path:
+def program(directory: Path, *, simclock: bool = False, preamble: str = "",
+            **constants: dict[str, float]) -> Path:
     """An executable that runs pyntpd after the patches: constants={"pyntpd.daemon.sources":
-    {"RESOLVE_RETRY_MIN": 0.5}} sets that module's constant first."""
+    {"RESOLVE_RETRY_MIN": 0.5}} sets that module's constant first; `preamble` is Python run
+    before anything else (e.g. without_family)."""
     lines = ["import importlib, sys"]
+    if preamble:
+        lines.append(preamble)
     if simclock:
         lines.append(SIMCLOCK)
     for module, values in constants.items():
@@ -47,6 +51,22 @@ def program(directory: Path, *, simclock: bool = False, **constants: dict[str, f
     path.write_text(f"#!{sys.executable}\n" + "\n".join(lines) + "\n")
     path.chmod(0o755)
     return path
+
+
+def without_family(name: str) -> str:
+    """A `program` preamble: socket() of `name` ("AF_INET6" or "AF_INET") fails with
+    EAFNOSUPPORT, as on a kernel booted with ipv6.disable=1 (or, for IPv4, the mirror
+    image); sockets made from an existing descriptor (accept, socketpair) are unaffected."""
+    return f"""\
+import errno as _errno, os as _os, socket as _socket
+_Socket = _socket.socket
+class _WithoutFamily(_Socket):
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        if fileno is None and (_socket.AF_INET if family == -1 else family) == _socket.{name}:
+            raise OSError(_errno.EAFNOSUPPORT, _os.strerror(_errno.EAFNOSUPPORT))
+        super().__init__(family, type, proto, fileno)
+_socket.socket = _WithoutFamily
+"""
 
 
 def wrapper(prog: Path, setup: str = "", prefix: tuple[str, ...] = ()

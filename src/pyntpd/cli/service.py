@@ -353,7 +353,11 @@ def sync_state(host: str, port: int, timeout: float = QUERY_TIMEOUT) -> str:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     deadline = time.monotonic() + timeout
     unknown = f"sync state unknown: no answer from {host} port {port} in {timeout:g} s"
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:  # no such family here (ipv6.disable=1)
+        return f"sync state unknown: cannot ask {host} port {port}: {exc.strerror}"
+    with sock:
         try:
             sock.connect((host, port))
             sock.send(request)

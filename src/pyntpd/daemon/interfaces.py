@@ -30,23 +30,31 @@ class LocalAddress:
     address: IPAddress
 
 
-def _ipv4_address(name: str) -> IPAddress | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            raw = fcntl.ioctl(s.fileno(), _SIOCGIFADDR,
-                              struct.pack("256s", name.encode()[:15]))
-        except OSError:
-            return None  # no IPv4 address on this interface
+def _ipv4_address(probe: socket.socket, name: str) -> IPAddress | None:
+    try:
+        raw = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+    except OSError:
+        return None  # no IPv4 address on this interface
     return ipaddress.IPv4Address(raw[20:24])
 
 
-def local_addresses() -> list[LocalAddress]:
-    """Each interface's IPv4 address (the primary one) and all its IPv6 addresses."""
+def local_addresses(ipv4: bool = True, ipv6: bool = True) -> list[LocalAddress]:
+    """Each interface's IPv4 address (the primary one) and all its IPv6 addresses, of the
+    families asked for (the ones this host has: without IPv4 there is no socket to ask)."""
     found = []
-    for _, name in socket.if_nameindex():
-        v4 = _ipv4_address(name)
-        if v4 is not None:
-            found.append(LocalAddress(name, v4))
+    if ipv4:
+        try:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError:
+            probe = None  # no IPv4 in this kernel or sandbox
+        if probe is not None:
+            with probe:
+                for _, name in socket.if_nameindex():
+                    v4 = _ipv4_address(probe, name)
+                    if v4 is not None:
+                        found.append(LocalAddress(name, v4))
+    if not ipv6:
+        return found
     try:
         with open("/proc/net/if_inet6") as f:
             for line in f:
