@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pyntpd.daemon.ntske import key_exchange
+from pyntpd.daemon.ntsketls import key_exchange
 from tests.faults.harness import (
     Upstreams,
     no_traceback,
