@@ -33,16 +33,40 @@ app.make_clock = lambda options, config: SimClock(epoch_ns=time.time_ns())
 """
 
 
-def program(directory: Path, *, simclock: bool = False, preamble: str = "",
-            **constants: dict[str, float]) -> Path:
+# A simulated clock that runs with this machine's time (as a disciplined clock would) until
+# the daemon corrects it: then it runs that far off, and the real clock is never touched.
+# Receive timestamps still come from the kernel, so after a step the next samples disagree:
+# good for what happens up to the first correction (a panic), not beyond.
+RUNNING_SIMCLOCK = """\
+import time
+from pyntpd.clock.simclock import SimClock
+from pyntpd.daemon import app
+
+class _RunningSimClock(SimClock):
+    def __init__(self):
+        super().__init__(epoch_ns=time.time_ns())
+        self._started = time.monotonic()
+
+    def now(self):
+        self.advance_to(time.monotonic() - self._started)
+        return super().now()
+
+app.make_clock = lambda options, config: _RunningSimClock()
+"""
+
+
+def program(directory: Path, *, simclock: bool = False, running_clock: bool = False,
+            preamble: str = "", **constants: dict[str, float]) -> Path:
     """An executable that runs pyntpd after the patches: constants={"pyntpd.daemon.sources":
     {"RESOLVE_RETRY_MIN": 0.5}} sets that module's constant first; `preamble` is Python run
-    before anything else (e.g. without_family)."""
+    before anything else (e.g. without_family); `running_clock`: RUNNING_SIMCLOCK."""
     lines = ["import importlib, sys"]
     if preamble:
         lines.append(preamble)
     if simclock:
         lines.append(SIMCLOCK)
+    if running_clock:
+        lines.append(RUNNING_SIMCLOCK)
     for module, values in constants.items():
         lines.append(f"_m = importlib.import_module({module!r})")
         lines += [f"_m.{name} = {value!r}" for name, value in values.items()]

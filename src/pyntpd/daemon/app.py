@@ -29,6 +29,7 @@ from pyntpd.config.defaults import DEFAULT_CONFIG, DEFAULT_CONFIG_TEXT
 from pyntpd.config.leapfile import LeapTable, load_leapfile
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
+from pyntpd.daemon.exitcodes import EXIT_PANIC
 from pyntpd.daemon.interfaces import local_addresses, plan_listen
 from pyntpd.daemon.invocation import DaemonOptions
 from pyntpd.daemon.ipfamilies import IpFamilies, family_name, probe
@@ -469,6 +470,10 @@ class Daemon:
 
     def stop(self, code: int = 0) -> None:
         self.exit_code = code
+        if code == EXIT_PANIC:
+            # systemctl status shows the last STATUS= beside "status=150".
+            sdnotify.status("panic: the sources' time is beyond the panic threshold; set the "
+                            "clock by hand, then start pyntpd again")
         if self._stop is not None:
             self._stop.set()
 
@@ -596,6 +601,8 @@ class Daemon:
             self.nts.server.close_listeners()
         self._release_endpoints()
         if self.pidfile is not None:
+            if self.exit_code == EXIT_PANIC:
+                self.pidfile.note_panic()  # what `pyntpctl status` reports, under SysV
             self.pidfile.release()
             self.pidfile = None
 

@@ -25,6 +25,7 @@ from pyntpd.clock.kernel import ClockError
 from pyntpd.config.leapfile import LeapTable
 from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.driftfile import DriftFile
+from pyntpd.daemon.exitcodes import EXIT_PANIC
 from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.logonce import LogOnce
 from pyntpd.proto.auth import KeyRing
@@ -240,8 +241,8 @@ class Synchroniser:
     def _handle(self, result: SyncResult, now: float) -> None:
         self.last = result
         if result.panic is not None:
-            log.error("%s", result.panic)
-            self.finish(1)
+            log.error("%s; exiting with status %d (panic)", result.panic, EXIT_PANIC)
+            self.finish(EXIT_PANIC)
             return
         try:
             apply_actions(self.clock, result.actions)

@@ -14,7 +14,7 @@ How the daemon drives it (the simulator, `pyntpd.sim`, does exactly this):
     result = engine.update(now)
     apply_actions(clock, result.actions)          # immediately: the engine assumes `now`
     if result.stepped: every Association.clock_stepped(); move timers by result.step
-    if result.panic: log str(result.panic) and exit(1)
+    if result.panic: log str(result.panic) and exit(150: daemon/exitcodes.EXIT_PANIC)
     responder.set_system(result.system); assoc.set_poll(result.polls[key]) for each
     ... and call update(now) again at result.wakeup (an end of slew, a source ageing out).
 
@@ -81,7 +81,8 @@ class PanicExit(Exception):
         self.threshold = threshold
         super().__init__(
             f"time correction of {offset:+.0f} s exceeds the sanity limit of {threshold:.0f} s;"
-            " set the clock manually (or start with -g) and restart")
+            " check the sources, then set the clock manually (or, if they are right, start"
+            " once with -g)")
 
 
 # --- clock actions: applied in order by the daemon ------------------------------------
