@@ -56,10 +56,13 @@ app.make_clock = lambda options, config: _RunningSimClock()
 
 
 def program(directory: Path, *, simclock: bool = False, running_clock: bool = False,
-            preamble: str = "", **constants: dict[str, float]) -> Path:
+            preamble: str = "", tuning: dict[str, float] | None = None,
+            **constants: dict[str, float]) -> Path:
     """An executable that runs pyntpd after the patches: constants={"pyntpd.daemon.sources":
-    {"RESOLVE_RETRY_MIN": 0.5}} sets that module's constant first; `preamble` is Python run
-    before anything else (e.g. without_family); `running_clock`: RUNNING_SIMCLOCK."""
+    {"RESOLVE_RETRY_MIN": 0.5}} sets that module's constant first; tuning={"hold_wakeup": 2.0}
+    makes the sync engine's default Tuning (sync/tuning.DEFAULT) start from those values;
+    `preamble` is Python run before anything else (e.g. without_family); `running_clock`:
+    RUNNING_SIMCLOCK."""
     lines = ["import importlib, sys"]
     if preamble:
         lines.append(preamble)
@@ -67,6 +70,9 @@ def program(directory: Path, *, simclock: bool = False, running_clock: bool = Fa
         lines.append(SIMCLOCK)
     if running_clock:
         lines.append(RUNNING_SIMCLOCK)
+    if tuning:
+        lines += ["import dataclasses, pyntpd.sync.tuning as _t",
+                  f"_t.DEFAULT = dataclasses.replace(_t.DEFAULT, **{tuning!r})"]
     for module, values in constants.items():
         lines.append(f"_m = importlib.import_module({module!r})")
         lines += [f"_m.{name} = {value!r}" for name, value in values.items()]
