@@ -30,7 +30,7 @@ from pyntpd.config.leapfile import LeapTable, load_leapfile
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
 from pyntpd.daemon.exitcodes import EXIT_PANIC
-from pyntpd.daemon.interfaces import local_addresses, plan_listen
+from pyntpd.daemon.interfaces import local_addresses, own_refids, own_refids_of, plan_listen
 from pyntpd.daemon.invocation import DaemonOptions
 from pyntpd.daemon.ipfamilies import IpFamilies, family_name, probe
 from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
@@ -493,13 +493,24 @@ class Daemon:
             slew_only=self.options.slew_only, once=self.options.quit_after_set,
             family=self.families.lookup_family,
             driftfile=self.options.driftfile or config.driftfile,
-            statsdir=self.options.statsdir,
+            statsdir=self.options.statsdir, own_refids=self._own_refids(),
         )
         return Synchroniser(config, options, self.clock, self.precision,
                             local_driver(config, self.precision), self._publish, self.stop,
                             self.leap_table, self._peers_changed,
                             counters=lambda: self.responder.counters,
                             responder=self.responder, serving=self.sockets)
+
+    def _own_refids(self) -> frozenset[bytes]:
+        """This host's addresses as refids (a source stating one is synchronised to us),
+        listed again at each (re)start of the engine: addresses come and go."""
+        bound = [sock.getsockname()[0] for sock in self.sockets]
+        try:
+            return own_refids(bound)
+        except OSError as exc:
+            log.warning("cannot list this host's addresses (%s): timing loops through them "
+                        "go unnoticed", exc.strerror or exc)
+            return own_refids_of(bound)
 
     def _publish(self, system: SystemVars) -> None:
         self.responder.set_system(system)

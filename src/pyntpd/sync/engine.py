@@ -57,6 +57,7 @@ from pyntpd.types import (
     Step,
     SystemVars,
     Tally,
+    Unfit,
 )
 
 ORPHAN_REFID = bytes([127, 0, 0, 1])
@@ -90,6 +91,9 @@ class SyncConfig:
     initial_frequency: float | None = None  # ppm, from the driftfile or `tinker freq`
     slew_time: float | None = None  # s; None: the discipline's default
     tuning: Tuning = field(default_factory=lambda: tuning.DEFAULT)
+    # refid_for() of every address of this host: a source whose reference is one of them is
+    # synchronised to us (RFC 5905 fit(): a timing loop). The daemon lists them.
+    own_refids: frozenset[bytes] = frozenset()
 
     def discipline_config(self) -> DisciplineConfig:
         t = self.tinker
@@ -109,6 +113,7 @@ class SourceStatus:
     root_distance: float
     poll: int
     samples: int
+    unfit: Unfit = Unfit.NONE  # why it could not be selected (REJECT), if a test said so
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +182,7 @@ class SyncEngine:
         self._offset = 0.0  # the offset still to correct after the last decision
         self._synced = False  # what the kernel was last told
         self.leap_file: int | None = None  # the leapfile's announcement; overrides the vote
+        self._refid: bytes | None = None  # the refid we state while synchronised
 
     def set_leap_file(self, leap: int | None) -> None:
         """A leap second announced by the leapfile for the end of this day (1 insert,
@@ -263,6 +269,7 @@ class SyncEngine:
             self._end_slew(now, actions)
         synced = peer is not None and not self.discipline.stepout_pending()
         system = self._system_vars(now + step, peer, candidates, synced, leap)
+        self._refid = system.refid if system.synchronised else None
         if self.config.discipline and (peer is not None or actions or synced != self._synced):
             actions.append(self._status(system, synced))
         self._synced = synced
@@ -299,18 +306,37 @@ class SyncEngine:
                 (sample.root_delay + delay) / 2 + sample.root_dispersion + dispersion
                 + filt.jitter)
             offset = est.offset - correction
+            unfit = Unfit.NONE
+            if age > tune.unreach_polls * 2.0 ** src.poll + tune.reach_slack:
+                unfit |= Unfit.UNREACHABLE
+            if not tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC):
+                unfit |= Unfit.STRATUM
+            if distance > tos.maxdist + PHI * 2.0 ** src.poll:
+                unfit |= Unfit.DISTANCE
+            if self._loop(sample):
+                unfit |= Unfit.LOOP
             statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
-                                         distance, src.poll, filt.count)
-            reachable = age <= tune.unreach_polls * 2.0 ** src.poll + tune.reach_slack
-            sane = (filt.ready and reachable and not src.spec.noselect
-                    and tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
-                    and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
+                                         distance, src.poll, filt.count, unfit)
+            sane = filt.ready and not src.spec.noselect and not unfit
             path = (sample.root_delay + delay) / 2 + sample.root_dispersion
             candidates[key] = select.Candidate(
                 key, offset, est.frequency * 1e6, est.offset_var, distance, filt.jitter, path,
                 sample.stratum, sample.leap, src.spec.prefer, src.spec.true,
             ) if sane else None
         return candidates, statuses
+
+    def _loop(self, sample: Sample) -> bool:
+        """RFC 5905 fit(): the source is synchronised to us (its reference is one of our
+        addresses) or to our own system peer (its refid is the one we state). Following it
+        would close a timing loop; counting it beside our system peer would count that
+        peer twice. As ntpd 4.2.8: not for a primary server (its refid is a code) nor an
+        orphan parent (127.0.0.1), and the refid we state on the local clock (LOCL)
+        counts too: a server on its own local clock is no better than ours."""
+        if sample.stratum <= 1 or sample.refid == ORPHAN_REFID:
+            return False
+        if sample.refid in self.config.own_refids:
+            return True
+        return self._refid is not None and sample.refid == self._refid
 
     def _select(
         self, candidates: dict[Hashable, select.Candidate | None]
@@ -453,7 +479,7 @@ class SyncEngine:
         for key, st in statuses.items():
             src = self.sources[key]
             out[key] = SourceStatus(src.tally, st.offset, st.delay, st.jitter, st.dispersion,
-                                    st.root_distance, src.poll, st.samples)
+                                    st.root_distance, src.poll, st.samples, st.unfit)
         return out
 
     # --- polling --------------------------------------------------------------------
