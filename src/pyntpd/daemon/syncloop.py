@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyntpd.clock.base import Clock, apply_actions
-from pyntpd.clock.kernel import ClockError
 from pyntpd.config.leapfile import LeapTable
 from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.driftfile import DriftFile
@@ -243,10 +242,10 @@ class Synchroniser:
             log.error("%s", result.panic)
             self.finish(1)
             return
-        try:
-            apply_actions(self.clock, result.actions)
-        except ClockError as exc:
-            self.log_once.error(("clock", type(exc)), "cannot adjust the clock: %s", exc)
+        applied = apply_actions(self.clock, result.actions)
+        if applied.error is not None:
+            self.log_once.error(("clock", type(applied.error)), "cannot adjust the clock: %s",
+                                applied.error)
         if result.stepped:
             log.warning("clock stepped by %+.6f s", result.step)
             for peer in self.sources.peers:
