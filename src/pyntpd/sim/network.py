@@ -30,11 +30,6 @@ def exponential(mean: float) -> Jitter:
     return lambda rng: rng.expovariate(1.0 / mean)
 
 
-def gaussian(sigma: float) -> Jitter:
-    """Symmetric noise, folded to be non-negative (a delay cannot shrink below the base)."""
-    return lambda rng: abs(rng.gauss(0.0, sigma))
-
-
 @dataclass(frozen=True, slots=True)
 class Spikes:
     probability: float  # per packet and direction

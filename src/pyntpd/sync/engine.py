@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 
 from pyntpd.proto.source import SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
-from pyntpd.sync import select
+from pyntpd.sync import select, tuning
 from pyntpd.sync.discipline import (
     CorrectionModel,
     Decision,
@@ -44,7 +44,7 @@ from pyntpd.sync.discipline import (
 )
 from pyntpd.sync.filter import SourceFilter, Verdict
 from pyntpd.sync.localclock import LocalClockDriver
-from pyntpd.sync.tuning import TinkerConfig, TosConfig
+from pyntpd.sync.tuning import TinkerConfig, TosConfig, Tuning
 from pyntpd.types import (
     PHI,
     STRATUM_UNSYNC,
@@ -59,16 +59,6 @@ from pyntpd.types import (
     Tally,
 )
 
-UNREACH_POLLS = 8  # a source with no sample for this many polls is unreachable (reach 0)
-HOLD_WAKEUP = 64.0  # s: the longest the engine wants to go without an update
-POLL_SAMPLES = 4  # samples at a poll interval before it may be raised
-# Raise the poll while the prediction's error growth over the doubled interval stays below
-# this fraction of a single sample's typical error; lower it when the growth over the
-# current interval exceeds twice that. (On lan1, 0.7 lets the poll reach 1024 s and costs
-# ~56 us RMS; 0.3 settles at 256 s, ~34 us; 0.25 at 128-256 s, ~26 us.)
-POLL_RATIO = 0.25
-REACH_SLACK = 16.0  # s beyond UNREACH_POLLS polls before a silent source is unreachable
-KNOWN_FREQUENCY_SD = 5e-6  # prior uncertainty of a frequency from the driftfile
 ORPHAN_REFID = bytes([127, 0, 0, 1])
 MAXERROR_CAP = 16.0
 
@@ -102,6 +92,7 @@ class SyncConfig:
     # the filters: it may be anything a previous daemon left (even mid-slew).
     start_frequency: float | None = None
     slew_time: float | None = None  # s; None: the discipline's default
+    tuning: Tuning = field(default_factory=lambda: tuning.DEFAULT)
 
     def discipline_config(self) -> DisciplineConfig:
         t = self.tinker
@@ -216,12 +207,14 @@ class SyncEngine:
     # --- sources --------------------------------------------------------------------
 
     def add_source(self, key: Hashable, spec: SourceSpec) -> None:
+        tune = self.config.tuning
         precision = 2.0 ** self.config.precision
         if self.config.initial_frequency is not None or math.isfinite(self._variance):
             # The driftfile's or the current estimate: a new source need not relearn it.
-            filt = SourceFilter(precision, self.frequency_ppm * 1e-6, KNOWN_FREQUENCY_SD**2)
+            filt = SourceFilter(precision, self.frequency_ppm * 1e-6,
+                                tune.known_frequency_sd**2, tuning=tune)
         else:
-            filt = SourceFilter(precision)
+            filt = SourceFilter(precision, tuning=tune)
         self.sources[key] = _Source(spec, filt, max(spec.minpoll, 0))
 
     def remove_source(self, key: Hashable) -> None:
@@ -373,6 +366,7 @@ class SyncEngine:
     def _candidates(
         self, now: float, raw_now: float, correction: float
     ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus]]:
+        tune = self.config.tuning
         tos = self.config.tos
         candidates: dict[Hashable, select.Candidate | None] = {}
         statuses: dict[Hashable, SourceStatus] = {}
@@ -394,7 +388,7 @@ class SyncEngine:
             offset = est.offset - correction
             statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
                                          distance, src.poll, filt.count)
-            reachable = age <= UNREACH_POLLS * 2.0 ** src.poll + REACH_SLACK
+            reachable = age <= tune.unreach_polls * 2.0 ** src.poll + tune.reach_slack
             sane = (filt.ready and reachable and not src.spec.noselect
                     and tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
                     and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
@@ -553,6 +547,7 @@ class SyncEngine:
 
     def _poll(self, src: _Source) -> int:
         """Adaptive poll: as long as the prediction stays good, poll less often."""
+        tune = self.config.tuning
         spec = src.spec
         filt = src.filter
         lo, hi = spec.minpoll, max(spec.minpoll, spec.maxpoll)
@@ -564,20 +559,20 @@ class SyncEngine:
         src.fresh = False
         noise = max(filt.typical_error, filt.precision)
         est = filt.estimate(filt.last_time)
-        limit = (POLL_RATIO * noise) ** 2
+        limit = (tune.poll_ratio * noise) ** 2
         up = est.offset_var_after(2.0 ** (src.poll + 1), filt.wander) - est.offset_var
         now_growth = est.offset_var_after(2.0 ** src.poll, filt.wander) - est.offset_var
         if now_growth > 4 * limit and src.poll > lo:
             src.poll -= 1
             src.at_poll = 0
-        elif up < limit and src.poll < hi and src.at_poll >= POLL_SAMPLES:
+        elif up < limit and src.poll < hi and src.at_poll >= tune.poll_samples:
             src.poll += 1
             src.at_poll = 0
         src.poll = max(lo, min(src.poll, hi))
         return src.poll
 
     def _wakeup(self, now: float) -> float | None:
-        times = [now + HOLD_WAKEUP]
+        times = [now + self.config.tuning.hold_wakeup]
         if self._slew_until is not None:
             times.append(self._slew_until)
         return min(times)
