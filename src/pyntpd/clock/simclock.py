@@ -76,8 +76,7 @@ class SimClock:
         self.pll_offset = pll_offset  # s still to be worked off by the kernel PLL
         self.flags = frozenset(flags)
         self.time_constant = time_constant
-        self._pll_rate = 0.0  # s/s: this second's share of the PLL offset
-        self._pll_share()
+        self._pll_rate = 0.0  # s/s: this second's share of the PLL offset (from the next)
         self.on_second = on_second  # called with (second, phase) at every whole second
         self.steps: list[float] = []  # every step, ours or anyone's
         self.synchronised = False
