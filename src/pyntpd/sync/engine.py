@@ -305,6 +305,12 @@ class SyncEngine:
         cannot tell it), the one the clock started with."""
         return self._ppm0 if self.config.once else self.frequency_ppm
 
+    @property
+    def frequency_known(self) -> bool:
+        """The estimate rests on something: the drift file (or `tinker freq`), or samples;
+        not merely on the frequency the kernel happened to have (worth no drift file)."""
+        return self.config.initial_frequency is not None or math.isfinite(self._variance)
+
     def _clock_side(self) -> _ClockSide:
         d = self.discipline
         return _ClockSide(self.model.copy(), d.adjusted, d.spike_since, self._started,
