@@ -72,7 +72,7 @@ LEFT_AT = re.compile(r"clock left at the frequency estimate, ([-+.\d]+) ppm")
 
 
 def run(tmp_path: Path, offset: float, *, stop_when: str, env: dict[str, str] | None = None,
-        conf_extra: str = "") -> tuple[int, str, dict]:
+        conf_extra: str = "", args: tuple[str, ...] = ()) -> tuple[int, str, dict]:
     prog = tmp_path / "pyntpd-liveclock"
     prog.write_text(f"#!{sys.executable}\n{PROGRAM}")
     prog.chmod(0o755)
@@ -81,7 +81,7 @@ def run(tmp_path: Path, offset: float, *, stop_when: str, env: dict[str, str] | 
         conf = tmp_path / "ntp.conf"
         conf.write_text(f"server 127.0.0.1 port {up.port} iburst minpoll 3 maxpoll 3\n"
                         f"restrict default\n{conf_extra}")
-        daemon = Pyntpd("-c", str(conf), observe=False, wrap=wrapper(prog),
+        daemon = Pyntpd("-c", str(conf), *args, observe=False, wrap=wrapper(prog),
                         env={"SIM_OFFSET": str(offset), "SIM_DUMP": str(dump), **(env or {})})
         with daemon:
             poll_until(lambda: stop_when in daemon.output(), 30, daemon.output())
@@ -123,3 +123,13 @@ def test_an_exception_in_the_loop_exits_and_leaves_the_estimate(tmp_path):
     [estimate] = [float(m) for m in LEFT_AT.findall(output)]
     assert left["ppm"] == pytest.approx(estimate, abs=1e-3)
     assert left["max_ppm"] > 300 and abs(estimate) < 50  # it had been slewing
+
+
+def test_the_kernels_frequency_is_not_written_to_the_drift_file_unlearnt(tmp_path):
+    # It may be anything a killed daemon left (even mid-slew); the next start would trust it.
+    drift = tmp_path / "ntp.drift"
+    code, output, left = run(tmp_path, -0.06, stop_when="serving time",
+                             args=("-f", str(drift)))
+    assert code == 0 and "synchronised to" not in output
+    assert left["ppm"] == 7.0  # handed back as it was found
+    assert not drift.exists()
