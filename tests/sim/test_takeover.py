@@ -209,3 +209,12 @@ def test_a_sample_across_a_foreign_step_is_not_used():
     sim.driver.update()  # notices the step first
     assert sim.engine.on_sample(key, src.sample) is None  # its exchange began before it
     assert src.filter.count == before
+
+
+def test_the_kernels_own_leap_second_is_not_meddling():
+    from pyntpd.sim.scenarios import run
+
+    _, sim = run(SCENARIOS["leap-insert"], 1)
+    assert [what for _, what in sim.clock.leap_events] == ["armed INS", "inserted"]
+    assert sim.driver.watch.counts == {}
+    assert sim.engine.model.steps == []  # nothing was told to the engine as a step

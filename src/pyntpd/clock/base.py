@@ -20,8 +20,12 @@ Conventions, shared by every implementation:
   `adjust_frequency`, chrony-style, so that it knows exactly when each correction is
   applied); it is used for one-shot `-q` slews.
 - `set_sync_status` tells the kernel (and through it ntpstat, adjtimex readers, the RTC
-  11-minute mode) whether the clock is synchronised, how wrong it may be and the leap
-  indicator to insert or delete at the end of the day (0 none, 1 insert, 2 delete, 3 unknown).
+  11-minute mode) whether the clock is synchronised, how wrong it may be and the leap to
+  insert or delete at the end of the current UTC day (0 none, 1 insert, 2 delete; 3 counts
+  as unsynchronised). Linux acts on the flag at the next midnight, whichever day it is:
+  the engine arms it only on the leap's day (sync/leap.py).
+- `set_tai_offset` gives the kernel TAI-UTC (ADJ_TAI), so that CLOCK_TAI is right; the
+  kernel itself moves it by one when it inserts or deletes a second.
 - Every adjustment returns when it took effect: the clock's own time, in nanoseconds, read
   as part of the same call (the kernel returns it with every adjtimex), after the change.
 - `read_back()` says what is in force now (`ClockState`): the frequency, the status bits,
@@ -37,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from pyntpd.types import ClockAction, SetFrequency, SetStatus, Slew, Step
+from pyntpd.types import ClockAction, SetFrequency, SetStatus, SetTai, Slew, Step
 
 NS_PER_S = 1_000_000_000
 MAX_FREQUENCY_PPM = 500.0  # the kernel's frequency range, and ntpd's frequency tolerance
@@ -171,6 +175,10 @@ class Clock(Protocol):
         """Report synchronisation state (kernel STA_UNSYNC, maxerror, esterror, leap)."""
         ...
 
+    def set_tai_offset(self, tai_utc: int) -> int:
+        """Tell the kernel TAI-UTC in seconds (from the leap second list)."""
+        ...
+
     def read_back(self) -> ClockState:
         """What is in force now (read-only)."""
         ...
@@ -214,6 +222,8 @@ def apply_one(clock: Clock, action: ClockAction) -> int:
             return clock.slew(offset)
         case SetStatus(synced, maxerror, esterror, leap):
             return clock.set_sync_status(synced, maxerror, esterror, leap)
+        case SetTai(offset):
+            return clock.set_tai_offset(offset)
     raise TypeError(f"not a clock action: {action!r}")
 
 

@@ -14,7 +14,7 @@ What each Clock method does to the kernel (include/uapi/linux/timex.h, kernel/ti
   written is STA_UNSYNC unless synchronised (leap 3 counts as not synchronised), plus
   STA_INS/STA_DEL for a pending leap. Every other writable bit is cleared, STA_PLL included:
   the kernel must not run its own PLL/FLL/PPS discipline against ours.
-- set_tai_offset(s) (beyond the Clock protocol): ADJ_TAI, so CLOCK_TAI is right.
+- set_tai_offset(s): ADJ_TAI (`constant`), so CLOCK_TAI is right.
 - Each of these returns the time the kernel read in the same call, after the change.
 - read_back(): modes=0 (frequency, status, PLL offset, time) and ADJ_OFFSET_SS_READ (the
   adjtime() remainder): both read-only, no privilege needed. CLOCK_BOOTTIME is read around
@@ -380,8 +380,9 @@ class SystemClock:
         )
         return time_from_timex(tx)
 
-    def set_tai_offset(self, tai_utc: int) -> None:
+    def set_tai_offset(self, tai_utc: int) -> int:
         """Tell the kernel TAI-UTC (from the leap file), so CLOCK_TAI is right."""
         if not 0 <= tai_utc <= 1000:
             raise ValueError(f"TAI-UTC offset {tai_utc} out of range")
-        self._adjust(ADJ_TAI, "setting the TAI offset", constant=tai_utc)
+        return time_from_timex(self._adjust(ADJ_TAI, "setting the TAI offset",
+                                            constant=tai_utc))

@@ -76,5 +76,6 @@ class ObserveClock:
     def hand_back(self, frequency_ppm: float) -> int:
         return self.now()
 
-    def set_tai_offset(self, tai_utc: int) -> None:
+    def set_tai_offset(self, tai_utc: int) -> int:
         self.tai_offset = tai_utc
+        return self.now()

@@ -8,6 +8,12 @@ feeds the engine and applies its decisions to the `SimClock` exactly as it does 
 system clock in the daemon. What is the simulator's own: the event queue on true time (the
 driver's Scheduler), the network, and the trace. Everything random comes from one seeded
 `random.Random`, so a seed always gives the same run.
+
+With leap seconds (`utc`), the trace's offsets are the local clock against UTC as it reads
+then, and the engine is given the leap second list (`leap_list`) as the daemon gives it the
+leapfile. At the one sample that falls on a leap's instant the two readings may be a whole
+second apart for as long as the clock's offset (one has done the leap, the other not yet):
+that sample takes UTC's reading from either side of the instant, whichever is nearer.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from pyntpd.clock.simclock import SimClock
 from pyntpd.driver import Driver, take_over
 from pyntpd.proto.source import Association, SourceSpec
 from pyntpd.proto.timestamp import unix_ns_to_ntp
-from pyntpd.sim.network import SimServer
+from pyntpd.sim.network import SimServer, UtcLeaps
 from pyntpd.stats.filegen import Statistics
 from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
+from pyntpd.sync.leap import LeapList
 
 
 @dataclass
@@ -50,8 +57,11 @@ class Simulation:
         rng: random.Random,
         keep_updates: bool = False,
         stats: Statistics | None = None,
+        utc: UtcLeaps | None = None,
+        leap_list: LeapList | None = None,
     ) -> None:
         self.clock = clock
+        self.utc = utc
         self.stats = stats  # written as the daemon writes them, stamped with the local clock
         self.rng = rng
         self.trace = Trace()
@@ -68,6 +78,7 @@ class Simulation:
         if took is not None and config.start_frequency is None:
             config = replace(config, start_frequency=took.frequency_ppm)
         self.engine = SyncEngine(config, self.local())
+        self.engine.set_leap_file(leap_list)
         self.driver = Driver(self.engine, clock, self, stats=stats, on_result=self._on_result,
                              on_step=self._on_step, on_panic=self._on_panic)
         self.driver.update()
@@ -116,6 +127,9 @@ class Simulation:
         return self.trace
 
     def _second(self, second: int, phase: float) -> None:
+        if self.utc is not None:
+            now, before = self.utc.offset(self.clock.true), self.utc.offset(self.clock.true - 0.5)
+            phase = min(phase - now, phase - before, key=abs)
         self.trace.offsets.append(phase)
         self.trace.frequency_errors.append(self.clock.rate_error * 1e6)
 
@@ -208,6 +222,7 @@ class Report:
     samples: int
     final_polls: dict[str, int]
     tallies: dict[str, str]
+    kernel_leaps: tuple[tuple[float, str], ...] = ()  # (true time, what the kernel did)
 
     def lines(self) -> list[str]:
         def us(x: float) -> str:
@@ -228,6 +243,9 @@ class Report:
             "  sources           " + ", ".join(
                 f"{k} '{self.tallies.get(k, ' ')}' poll {p}" for k, p in self.final_polls.items()),
         ]
+        if self.kernel_leaps:
+            out.append("  kernel leap       " + ", ".join(
+                f"{what} at {t:.3f} s" for t, what in self.kernel_leaps))
         if self.panic:
             out.append(f"  PANIC EXIT        {self.panic}")
         return out
@@ -252,4 +270,5 @@ def summarise(
         exchanges=trace.exchanges, samples=trace.samples,
         final_polls={str(k): a.poll for k, a in sim.assocs.items()},
         tallies={str(k): str(s.tally) for k, s in result.sources.items()},
+        kernel_leaps=tuple(sim.clock.leap_events),
     )

@@ -21,7 +21,8 @@ How the daemon drives it (the simulator, `pyntpd.sim`, does exactly this):
 Per source: a Kalman filter against the raw clock (`filter`); per update: sanity checks,
 intersection, clustering, combining (`select`); then the step/slew/panic policy
 (`discipline`). The local clock driver and orphan mode only stand in when no real source is
-selected, and never move the clock.
+selected, and never move the clock. Leap seconds (the LI served, when the kernel is armed,
+the TAI offset, samples ignored around midnight) are `sync.leap`'s decisions.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pyntpd.sync.discipline import (
     Plan,
 )
 from pyntpd.sync.filter import SourceFilter, Verdict
+from pyntpd.sync.leap import LeapDecision, LeapList, LeapPolicy
 from pyntpd.sync.localclock import LocalClockDriver
 from pyntpd.sync.tuning import TinkerConfig, TosConfig, Tuning
 from pyntpd.types import (
@@ -53,6 +55,7 @@ from pyntpd.types import (
     Sample,
     SetFrequency,
     SetStatus,
+    SetTai,
     Slew,
     Step,
     SystemVars,
@@ -128,6 +131,7 @@ class SyncResult:
     step: float = 0.0  # s the clock was stepped by (0.0: not stepped)
     panic: PanicExit | None = None
     done: bool = False  # -q: the clock was set; the daemon may exit
+    leap: LeapDecision = field(default_factory=LeapDecision)
 
     @property
     def stepped(self) -> bool:
@@ -196,13 +200,15 @@ class SyncEngine:
         self._variance = math.inf
         self._offset = 0.0  # the offset still to correct after the last decision
         self._synced: bool | None = False  # what the kernel was last told (None: unknown)
+        self._kernel_leap: int = Leap.NONE  # the leap the kernel was last armed with
+        self._tai: int | None = None  # the TAI offset the kernel was last given
+        self.leap = LeapPolicy()
         self._before: _ClockSide | None = None  # before the last update's actions
-        self.leap_file: int | None = None  # the leapfile's announcement; overrides the vote
 
-    def set_leap_file(self, leap: int | None) -> None:
-        """A leap second announced by the leapfile for the end of this day (1 insert,
-        2 delete), or None: the sources' majority decides."""
-        self.leap_file = leap
+    def set_leap_file(self, leap_list: LeapList | None) -> None:
+        """The leap second list (the leapfile), or None: the sources' majority decides."""
+        self.leap.set_list(leap_list)
+        self._tai = None  # tell the kernel again, whatever the new list says
 
     # --- sources --------------------------------------------------------------------
 
@@ -229,8 +235,12 @@ class SyncEngine:
             return None
         measured = sample.local_time - sample.delay / 2  # the exchange's midpoint
         stepped_at = self.model.last_step_at()
-        if stepped_at is not None and sample.local_time - sample.delay <= stepped_at:
+        sent = sample.local_time - sample.delay
+        if stepped_at is not None and sent <= stepped_at:
             return None  # the request left before the last step: two timescales mixed
+        if self.leap.straddles(sent, sample.local_time):
+            self.leap.ignored += 1
+            return None  # either end may be a whole second off around a leap
         raw_t = self.model.to_raw(measured)
         raw_offset = sample.offset + self.model.correction(measured)
         verdict = src.filter.add(raw_t, raw_offset, sample.delay)
@@ -259,16 +269,15 @@ class SyncEngine:
         panic: PanicExit | None = None
         step = 0.0
         offset = jitter = 0.0
+        votes: list[int] | None = None
         if peer is not None:
-            combined, leap = self._combine(candidates, survivors, peer)
-            if self.leap_file is not None:
-                leap = self.leap_file
+            combined = self._combine(candidates, survivors, peer)
+            votes = [c.leap for c in survivors]
             offset, jitter = combined.offset, math.sqrt(combined.variance)
             self._variance = combined.variance
             self.frequency_ppm = self.discipline.frequency(combined.frequency)
             self._lost_at = now
-        else:
-            leap = Leap.NONE
+        leap = self.leap.decide(now, votes)
         if peer is not None and self._dirty and not self._done:
             plan = self.discipline.decide(now, offset, self.frequency_ppm)
             if plan.decision is Decision.PANIC and self.config.discipline:
@@ -284,16 +293,25 @@ class SyncEngine:
             # the clock runs on the frequency estimate alone.
             self._end_slew(now, actions)
         synced = peer is not None and not self.discipline.stepout_pending()
-        system = self._system_vars(now + step, peer, candidates, synced, leap)
-        if self.config.discipline and (peer is not None or actions or synced != self._synced):
-            actions.append(self._status(system, synced))
+        system = self._system_vars(now + step, peer, candidates, synced, leap.wire)
+        if self.config.discipline:
+            if (peer is not None or actions or synced != self._synced
+                    or leap.kernel != self._kernel_leap):
+                actions.append(self._status(system, synced, leap.kernel))
+            # Linux takes no negative TAI offset (ADJ_TAI ignores it); none has ever been.
+            if (leap.tai_offset is not None and leap.tai_offset >= 0
+                    and leap.tai_offset != self._tai):
+                actions.append(SetTai(leap.tai_offset))
+                self._tai = leap.tai_offset
         self._synced = synced
+        self._kernel_leap = leap.kernel
         polls = {key: self._poll(src) for key, src in self.sources.items()}
-        wakeup = self._wakeup(now + step)
+        wakeup = self._wakeup(now + step, leap.next_change)
         return SyncResult(
             actions=tuple(actions), system=system, sources=self._statuses(statuses),
             polls=polls, wakeup=wakeup, offset=offset, frequency=self.frequency_ppm,
             jitter=jitter, system_peer=peer, step=step, panic=panic, done=self._done,
+            leap=leap,
         )
 
     # --- what the clock really did ---------------------------------------------------
@@ -335,6 +353,8 @@ class SyncEngine:
                                                         before.done)
         self._offset, self._last_update = before.offset, before.last_update
         self._synced = None  # whatever the kernel now says, tell it again
+        if any(isinstance(a, SetTai) for a in result.actions):
+            self._tai = None  # and the TAI offset too, unless it took effect below
         step = 0.0
         for action in applied:
             match action:
@@ -349,10 +369,12 @@ class SyncEngine:
                     self._done = self._done or self.config.once
                 case SetStatus(synced):
                     self._synced = synced
+                case SetTai(offset):
+                    self._tai = offset
         self._dirty = True
         self._before = None
         return replace(result, actions=applied, step=step, done=self._done,
-                       wakeup=self._wakeup(now + step))
+                       wakeup=self._wakeup(now + step, result.leap.next_change))
 
     def foreign_step(self, now: float, amount: float) -> None:
         """Someone else stepped the clock by `amount` s, noticed at local time `now` (after
@@ -442,15 +464,13 @@ class SyncEngine:
         candidates: dict[Hashable, select.Candidate | None],
         survivors: list[select.Candidate],
         peer: Hashable,
-    ) -> tuple[select.Combined, int]:
+    ) -> select.Combined:
         chosen = candidates[peer]
         assert chosen is not None
         if chosen.prefer:
-            combined = select.Combined(chosen.offset, chosen.frequency, chosen.variance,
-                                       chosen.jitter)
-        else:
-            combined = select.combine(survivors)
-        return combined, select.leap_vote(survivors)
+            return select.Combined(chosen.offset, chosen.frequency, chosen.variance,
+                                   chosen.jitter)
+        return select.combine(survivors)
 
     # --- discipline -----------------------------------------------------------------
 
@@ -500,7 +520,11 @@ class SyncEngine:
     ) -> SystemVars:
         precision = self.config.precision
         if peer is None or not synced:
-            return self._fallback_vars(now, peer is None)
+            fallback = self._fallback_vars(now, peer is None)
+            if fallback.synchronised and fallback.leap != leap:
+                # The local clock driver or orphan mode: the leap list still holds.
+                return replace(fallback, leap=leap)
+            return fallback
         src = self.sources[peer]
         cand = candidates[peer]
         assert src.sample is not None and cand is not None
@@ -534,12 +558,14 @@ class SyncEngine:
                               updated_at=now)
         return SystemVars(precision=precision, updated_at=now)
 
-    def _status(self, system: SystemVars, synced: bool) -> SetStatus:
+    def _status(self, system: SystemVars, synced: bool, kernel_leap: int) -> SetStatus:
+        # The kernel is armed even while unsynchronised: a leap the list or the last
+        # majority announced happens whether or not a source is selected at midnight.
         if not synced:
-            return SetStatus(False, MAXERROR_CAP, MAXERROR_CAP, Leap.UNSYNCHRONISED)
+            return SetStatus(False, MAXERROR_CAP, MAXERROR_CAP, kernel_leap)
         maxerror = min(MAXERROR_CAP, system.root_delay / 2 + system.root_dispersion)
         esterror = min(MAXERROR_CAP, math.sqrt(max(self._variance, 0.0)))
-        return SetStatus(True, maxerror, esterror, system.leap)
+        return SetStatus(True, maxerror, esterror, kernel_leap)
 
     def _statuses(self, statuses: dict[Hashable, SourceStatus]) -> dict[Hashable, SourceStatus]:
         out = {}
@@ -577,8 +603,10 @@ class SyncEngine:
         src.poll = max(lo, min(src.poll, hi))
         return src.poll
 
-    def _wakeup(self, now: float) -> float | None:
+    def _wakeup(self, now: float, leap_change: float | None) -> float | None:
         times = [now + self.config.tuning.hold_wakeup]
         if self._slew_until is not None:
             times.append(self._slew_until)
+        if leap_change is not None:
+            times.append(leap_change)  # arm the kernel, or stop announcing, on time
         return min(times)
