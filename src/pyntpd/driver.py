@@ -167,7 +167,7 @@ class Driver:
             ppm = self.engine.resting_frequency
             try:
                 self.clock.hand_back(ppm)
-            except ClockError as exc:
+            except (ClockError, ValueError) as exc:  # ValueError: not a finite frequency
                 log.error("cannot leave the clock at %+.3f ppm: %s", ppm, exc)
             else:
                 log.info("clock left at the frequency estimate, %+.3f ppm", ppm)
