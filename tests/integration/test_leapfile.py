@@ -1,9 +1,10 @@
 """The leapfile in a running daemon: the LI it serves (from every worker), and a changed
 file read again without a restart.
 
-The daemon runs with --observe on a clock that reads 15 June 2027 (an ObserveClock shifted
-by a constant, patched in before main() as tests/faults/harness.py does), so that a leap at
-the end of June is announced whatever the date on this machine. The local clock driver is
+The daemon runs with --observe on a clock that reads 30 June 2027, 12:00 UTC (an
+ObserveClock shifted by a constant, patched in before main() as tests/faults/harness.py
+does), so that a leap at the end of June is announced whatever the date on this machine:
+LI goes on the wire on the leap's day only. The local clock driver is
 its only source: the leap list holds whatever the daemon serves from.
 """
 
@@ -20,7 +21,7 @@ from pyntpd.config.leapfile import hash_input
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
 from tests.support import LOCAL_CONF, Pyntpd, query
 
-JUN_15_2027 = calendar.timegm((2027, 6, 15, 0, 0, 0))
+JUN_30_2027_NOON = calendar.timegm((2027, 6, 30, 12, 0, 0))
 JAN_2017 = calendar.timegm((2017, 1, 1, 0, 0, 0))
 JUL_2027 = calendar.timegm((2027, 7, 1, 0, 0, 0))
 EXPIRES = calendar.timegm((2027, 12, 28, 0, 0, 0))
@@ -30,7 +31,7 @@ import sys, time
 from pyntpd.clock.observe import ObserveClock
 from pyntpd.daemon import app
 
-SHIFT = {JUN_15_2027} * 10**9 - time.time_ns()
+SHIFT = {JUN_30_2027_NOON} * 10**9 - time.time_ns()
 
 
 class ShiftedClock(ObserveClock):
@@ -45,7 +46,7 @@ sys.exit(main())
 
 
 def shifted(directory: Path) -> Callable[[list[str]], list[str]]:
-    program = directory / "pyntpd-june-2027"
+    program = directory / "pyntpd-30-june-2027"
     program.write_text(f"#!{sys.executable}\n{SHIFTED}")
     program.chmod(0o755)
     return lambda argv: [str(program), *argv[3:]]  # instead of python -m pyntpd.cli.pyntpd
@@ -68,7 +69,7 @@ def served_leaps(port: int, count: int) -> set[int]:
     return {query(port).header.leap for _ in range(count)}
 
 
-def test_workers_serve_li_2_for_a_negative_leap_in_the_leapfile(tmp_path: Path) -> None:
+def test_workers_serve_li_2_on_the_day_of_a_negative_leap_in_the_leapfile(tmp_path: Path) -> None:
     leapfile = tmp_path / "leap-seconds.list"
     leapfile.write_text(NEGATIVE_LEAP)
     conf = tmp_path / "ntp.conf"

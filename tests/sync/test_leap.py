@@ -32,10 +32,31 @@ def decide(now, votes=None, table=None, policy=None):
     return policy.decide(now, votes)
 
 
-def test_a_majority_announcing_on_5_december_is_passed_on_but_not_armed():
+def test_a_majority_announcing_on_5_december_is_remembered_but_neither_served_nor_armed():
     now = at(2016, 12, 5, 12)
     d = decide(now, majority(Leap.ADD_SECOND))
-    assert (d.wire, d.kernel, d.at) == (Leap.ADD_SECOND, Leap.NONE, JAN_2017)
+    assert (d.wire, d.kernel, d.at) == (Leap.NONE, Leap.NONE, JAN_2017)
+    assert d.next_change == at(2016, 12, 31)  # the engine wakes up on the leap's day
+
+
+def test_a_majority_announcing_on_5_december_is_passed_on_on_31_december_not_before():
+    policy = LeapPolicy()
+    votes = majority(Leap.ADD_SECOND)
+    assert policy.decide(at(2016, 12, 5, 12), votes).wire == Leap.NONE
+    assert policy.decide(at(2016, 12, 30, 23, 59, 59), votes).wire == Leap.NONE
+    d = policy.decide(at(2016, 12, 31), votes)
+    assert (d.wire, d.kernel) == (Leap.ADD_SECOND, Leap.ADD_SECOND)
+
+
+def test_a_majority_announcing_on_5_december_is_served_li_1_until_the_leap():
+    # Remembered from 5 December: served on the 31st even when no source survives then,
+    # up to the last instant before midnight, and no longer once the second is inserted.
+    policy = LeapPolicy()
+    policy.decide(at(2016, 12, 5, 12), majority(Leap.ADD_SECOND))
+    assert policy.decide(at(2016, 12, 31, 0, 0, 1), None).wire == Leap.ADD_SECOND
+    assert policy.decide(JAN_2017 - 0.001, None).wire == Leap.ADD_SECOND
+    d = policy.decide(JAN_2017, None)
+    assert (d.wire, d.kernel, d.at) == (Leap.NONE, Leap.NONE, None)
 
 
 def test_the_kernel_is_armed_only_on_31_december():
@@ -88,17 +109,20 @@ def test_a_valid_leapfile_without_the_leap_outranks_the_votes():
     assert (d.wire, d.kernel, d.expired) == (Leap.NONE, Leap.NONE, False)
 
 
-def test_a_valid_leapfile_announces_from_the_start_of_the_month_of_the_leap():
-    assert decide(at(2016, 11, 30, 23, 59, 59), table=TABLE_2016).wire == Leap.NONE
-    d = decide(at(2016, 12, 1), [], TABLE_2016)
-    assert (d.wire, d.kernel) == (Leap.ADD_SECOND, Leap.NONE)
+def test_a_valid_leapfile_announces_on_the_leaps_day_only():
+    d = decide(at(2016, 11, 30, 23, 59, 59), table=TABLE_2016)
+    assert (d.wire, d.at) == (Leap.NONE, None)
+    d = decide(at(2016, 12, 1), [], TABLE_2016)  # known from the start of the month ...
+    assert (d.wire, d.kernel, d.at) == (Leap.NONE, Leap.NONE, JAN_2017)
+    d = decide(at(2016, 12, 30, 23, 59, 59), [], TABLE_2016)  # ... said on its day
+    assert (d.wire, d.kernel) == (Leap.NONE, Leap.NONE)
     d = decide(at(2016, 12, 31), majority(Leap.NONE), TABLE_2016)
     assert (d.wire, d.kernel) == (Leap.ADD_SECOND, Leap.ADD_SECOND)
 
 
-def test_a_negative_leap_is_li_2_and_sta_del_on_30_june():
+def test_a_negative_leap_is_li_2_and_sta_del_on_30_june_only():
     d = decide(at(2027, 6, 29, 12), None, DELETE_2027)
-    assert (d.wire, d.kernel, d.at) == (Leap.DEL_SECOND, Leap.NONE, JUL_2027)
+    assert (d.wire, d.kernel, d.at) == (Leap.NONE, Leap.NONE, JUL_2027)
     d = decide(at(2027, 6, 30, 0, 0, 1), None, DELETE_2027)
     assert (d.wire, d.kernel) == (Leap.DEL_SECOND, Leap.DEL_SECOND)
     d = decide(JUL_2027, None, DELETE_2027)
@@ -126,8 +150,8 @@ def test_tai_offset_follows_the_list():
 
 def test_the_decision_says_when_it_changes_next():
     d = decide(at(2016, 11, 20), table=TABLE_2016)
-    assert d.next_change == at(2016, 12, 1)  # the announcement starts
-    assert decide(at(2016, 12, 5), table=TABLE_2016).next_change == at(2016, 12, 31)  # armed
+    assert d.next_change == at(2016, 12, 1)  # the leap is known (its window set)
+    assert decide(at(2016, 12, 5), table=TABLE_2016).next_change == at(2016, 12, 31)  # said, armed
     assert decide(at(2016, 12, 31, 1), table=TABLE_2016).next_change == JAN_2017  # done
 
 

@@ -198,6 +198,11 @@ def test_orphan_mode_after_orphanwait():
 def _voting(start, leaps=(1, 1, 0), seconds=160, leap_list=None):
     w = World(start=start, a=None, b=None, c=None)
     w.engine.set_leap_file(leap_list)
+    return _vote(w, seconds, leaps)
+
+
+def _vote(w, seconds, leaps=(1, 1, 0)):
+    """Samples from a, b and c every 16 s, with these LIs, and an update after each."""
     for _ in range(int(seconds // 16)):
         w.t += 16
         for key, leap in zip("abc", leaps, strict=True):
@@ -206,10 +211,28 @@ def _voting(start, leaps=(1, 1, 0), seconds=160, leap_list=None):
     return w
 
 
-def test_a_majoritys_leap_on_5_december_is_served_but_the_kernel_is_not_armed():
+def test_a_majoritys_leap_on_5_december_is_remembered_but_neither_served_nor_armed():
     w = _voting(DEC_5_2016)
-    assert w.result.system.leap == 1
+    assert w.result.system.stratum == 2 and w.result.system.leap == 0
     assert {a.leap for a in w.actions(SetStatus)} == {0}
+    assert w.result.leap.at == JAN_2017
+    assert w.result.leap.next_change == JAN_2017 - DAY  # to be served and armed then
+
+
+def test_a_majority_announcing_from_5_december_is_served_on_31_december_until_the_leap():
+    # Upstreams announcing all month, as RFC 5905 allows; the weeks between are skipped
+    # (their silence unsynchronises us, and the first samples after it select them again).
+    w = _voting(DEC_5_2016)
+    assert w.result.system.leap == 0
+    w.update(JAN_2017 - DAY - 600)  # 30 December, 23:50
+    assert _vote(w, 480).result.system.leap == 0
+    assert _vote(w, 160).result.system.leap == 1  # 31 December, 00:00:40
+    assert w.actions(SetStatus)[-1].leap == 1
+    w.update(JAN_2017 - 600)
+    assert _vote(w, 576).result.system.leap == 1  # 23:59:36
+    w.update(JAN_2017 + 16)  # the majority still says LI=1 from before midnight
+    assert _vote(w, 160).result.system.leap == 0
+    assert w.actions(SetStatus)[-1].leap == 0
 
 
 def test_on_31_december_the_kernel_is_armed_to_insert():
@@ -219,10 +242,11 @@ def test_on_31_december_the_kernel_is_armed_to_insert():
                                                  pytest.approx(0.0, abs=1e-4), 1)
 
 
-def test_a_leapfile_with_a_negative_leap_serves_li_2_and_arms_sta_del_on_30_june():
+def test_a_leapfile_with_a_negative_leap_serves_li_2_and_arms_sta_del_on_30_june_only():
     w = _voting(JUL_2027 - DAY - 3600, leaps=(0, 0, 0), leap_list=DELETE_2027)
-    assert w.result.system.leap == 2
-    assert {a.leap for a in w.actions(SetStatus)} == {0}  # 29 June: not yet
+    assert w.result.system.leap == 0  # 29 June: known, neither served nor armed
+    assert w.result.leap.at == JUL_2027
+    assert {a.leap for a in w.actions(SetStatus)} == {0}
     w.run(3600 + 160, {"a": 0.0, "b": 0.0, "c": 0.0})
     assert w.result.system.leap == 2
     assert w.actions(SetStatus)[-1].leap == 2  # 30 June: STA_DEL

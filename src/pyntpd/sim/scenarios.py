@@ -150,16 +150,16 @@ SCENARIOS: dict[str, Setup] = {
         "30 Dec 12:00 UTC: armed on the 31st, inserted at midnight", JAN_2017 - 1.5 * DAY,
         leaps=((JAN_2017, 1),)),
     "leap-announced-early": leap_setup(
-        "leap-announced-early", "the same servers from 5 Dec 12:00 UTC: LI=1 passed on, "
-        "nothing inserted on 5 or 6 December", JAN_2017 - 26.5 * DAY,
-        leaps=((JAN_2017, 1),)),
+        "leap-announced-early", "the same servers from 5 Dec 12:00 UTC: the leap remembered, "
+        "LI=1 not passed on before the 31st, nothing inserted on 5 or 6 December",
+        JAN_2017 - 26.5 * DAY, leaps=((JAN_2017, 1),)),
     "leap-weeks-early": leap_setup(
         "leap-weeks-early", "servers announcing the 2016-12-31 leap 6 weeks early; from "
         "29 Nov 12:00 UTC: nothing passed on or inserted for November",
         JAN_2017 - 32.5 * DAY, leaps=((JAN_2017, 1),), announce=6 * 7 * DAY),
     "leap-delete": leap_setup(
         "leap-delete", "a leapfile with a negative leap on 2027-06-30, servers deleting it "
-        "without announcing it: LI=2 served, STA_DEL on the 30th", JUL_2027 - 1.5 * DAY,
+        "without announcing it: LI=2 served and STA_DEL on the 30th", JUL_2027 - 1.5 * DAY,
         leaps=((JUL_2027, -1),), announce=0.0, leap_list=LEAPFILE_DELETE_2027),
 }
 

@@ -28,15 +28,18 @@ ntpd believes any month end.
 
 What is decided:
 
-- `wire`, the LI this server puts in its replies while synchronised: from the start of the
-  leap's month (the list), or as soon as the majority announces it in that month (votes are
-  passed on as received), until the leap. RFC 5905 allows the whole month. (ntpd 4.2.8p15
-  itself sets LI only on the last day before the leap, LSPROX_ANNOUNCE, and chrony only on
-  the leap day; a client that arms its kernel as soon as it sees LI=1 is wrong with either.)
+- `wire`, the LI this server puts in its replies while synchronised: on the leap's day
+  only, as ntpd 4.2.8 does (it sets LI in the last day before the leap, LSPROX_ANNOUNCE;
+  chrony on the leap day too). RFC 5905 allows the whole month, but a downstream client
+  that arms its kernel as soon as it sees LI=1 -- as pyntpd once did -- would then insert
+  the second at the end of the day it heard it; announced on the day itself, even such a
+  client inserts it at the right midnight.
 - `kernel`, what the kernel is armed with (1 STA_INS, 2 STA_DEL): only on the leap's day,
   the last day of June or December. Linux inserts or deletes at the end of the *current*
   UTC day once the flag is set, so a flag set on 5 December inserts a second that night.
   (ntpd arms on the last day of the month its table or vote names.)
+- A leap the list or the majority announced earlier in the month is remembered (and the
+  window below set) from then on; only what is said and armed waits for the day.
 - `tai_offset`, TAI-UTC now, from the list (the kernel's ADJ_TAI).
 - a window around an announced leap in which samples are not used: within `LEAP_WINDOW`
   of midnight the two ends of an exchange may be on different sides of the leap and
@@ -161,8 +164,8 @@ class LeapPolicy:
         if now < announce_from:
             return LeapDecision(tai_offset=tai, expired=expired, next_change=next_change)
         self._window_at = at
-        kernel = li if now >= arm_from else Leap.NONE
-        return LeapDecision(li, kernel, at, tai, expired, next_change)
+        today = li if now >= arm_from else Leap.NONE
+        return LeapDecision(today, today, at, tai, expired, next_change)
 
     @staticmethod
     def _majority(now: float, votes: Sequence[int]) -> tuple[int, int] | None:
