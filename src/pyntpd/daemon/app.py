@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyntpd.clock.base import Clock
+from pyntpd.clock.base import Clock, ClockError
 from pyntpd.clock.kernel import SystemClock
 from pyntpd.clock.observe import ObserveClock
 from pyntpd.config import parse_file, parse_text
@@ -59,6 +59,7 @@ from pyntpd.daemon.signd import SigndClient
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser, SyncOptions, describe, report_leapfile
 from pyntpd.daemon.workers import POLL_INTERVAL, SharedSystemVars, WorkerSet
+from pyntpd.driver import take_over
 from pyntpd.proto.access import Access, MruLimits, RateLimits, RestrictTable
 from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.mssntp import MssntpFailure
@@ -438,6 +439,10 @@ class Daemon:
         if self.is_worker:
             self._poll_shared()
         else:
+            # The clock becomes ours: whatever another daemon left running stops here.
+            # Every way out of this process goes through the finally below, where the
+            # synchroniser hands it back.
+            take_over(self.clock)
             self.sync = self._new_synchroniser(self.loaded.config)
             self.sync.start()
             # Mode 6 is answered by the main process only: workers do not hold the
@@ -527,6 +532,7 @@ class Daemon:
             family=self.families.lookup_family,
             driftfile=self.options.driftfile or config.driftfile,
             statsdir=self.options.statsdir, own_refids=self._own_refids(),
+            start_frequency=self._kernel_frequency(),
         )
         return Synchroniser(config, options, self.clock, self.precision,
                             local_driver(config, self.precision), self._publish, self.stop,
@@ -544,6 +550,17 @@ class Daemon:
             log.warning("cannot list this host's addresses (%s): timing loops through them "
                         "go unnoticed", exc.strerror or exc)
             return own_refids_of(bound)
+
+    def _kernel_frequency(self) -> float | None:
+        """The frequency the clock runs at now: taken over at start, or handed back by the
+        synchroniser a reload replaced. None if only observed (or unreadable)."""
+        if not self.clock.can_adjust:
+            return None
+        try:
+            return self.clock.read_back().frequency_ppm
+        except ClockError as exc:
+            log.error("cannot read the clock's frequency: %s", exc)
+            return None
 
     def _publish(self, system: SystemVars) -> None:
         self.responder.set_system(system)

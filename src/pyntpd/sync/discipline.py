@@ -52,6 +52,13 @@ class CorrectionModel:
     def ppm(self) -> float:
         return self._segments[-1].ppm
 
+    def copy(self) -> CorrectionModel:
+        """An independent copy (segments are never changed once added, only dropped)."""
+        twin = CorrectionModel.__new__(CorrectionModel)
+        twin._segments = list(self._segments)
+        twin.steps = list(self.steps)
+        return twin
+
     def _segment(self, local: float) -> _Segment:
         for seg in reversed(self._segments):
             if seg.local <= local:
