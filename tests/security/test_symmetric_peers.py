@@ -127,12 +127,15 @@ def test_replayed_and_reflected_packets_change_nothing() -> None:
         first = next_packet(peer)
         newer = unix_to_ntp(time.time())
         older = peer_packet(transmit=newer - (10 << 32))  # authentic, sent 10 s earlier
-        peer.send(where, peer_packet(transmit=newer))
+        fresh = peer_packet(transmit=newer)
+        peer.send(where, fresh)
+        peer.send(where, fresh)  # a duplicate
         ours = next_datagram(peer)
         h = decode(ours).header
         assert h.origin == newer
         peer.send(where, older)  # a replay of an older authentic packet
         peer.send(where, ours)  # pyntpd's own packet sent back: its MAC verifies
-        assert counted(d.wait_source(received=3)["dropped"]) == {"zero_origin": 1, "replay": 2}
+        assert counted(d.wait_source(received=4)["dropped"]) == {
+            "zero_origin": 1, "duplicate": 1, "replay": 2}
         assert next_packet(peer).origin == newer
         assert first.transmit < h.transmit
