@@ -40,7 +40,7 @@ ABLATIONS: dict[str, dict[str, object]] = {
 
 
 def _ablate(job: tuple[str, int, int, int]) -> tuple[float, int]:
-    import pyntpd.proto.filter as filt
+    import pyntpd.sync.filter as filt
 
     variant, seed, lo, hi = job
     for name, value in ABLATIONS[variant].items():

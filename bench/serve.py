@@ -131,7 +131,7 @@ def request_payload(workdir: Path) -> str | None:
         return None
     import asyncio
 
-    from pyntpd.daemon.ntske import key_exchange
+    from pyntpd.daemon.ntsketls import key_exchange
 
     session = asyncio.run(key_exchange("localhost", NTS_KE_PORTS[workdir], ca=str(NTS_PKI.ca),
                                        connect_to=HOST))

@@ -24,9 +24,9 @@ with atheris.instrument_imports():
     from pyntpd.proto.access import Access, RestrictTable
     from pyntpd.proto.access_types import RestrictFlag, RestrictRule
     from pyntpd.proto.auth import AuthResult, KeyRing, mac_trailer, signed_part
-    from pyntpd.proto.localclock import LocalClockDriver
     from pyntpd.proto.packet import PacketError, decode
     from pyntpd.proto.server import Responder
+    from pyntpd.sync.localclock import LocalClockDriver
 
 NOW = 1_800_000_000.0
 KEYS = (

@@ -33,7 +33,6 @@ with atheris.instrument_imports():
     from pyntpd.proto import nts
     from pyntpd.proto.access import Access, RestrictTable
     from pyntpd.proto.access_types import RestrictFlag, RestrictRule
-    from pyntpd.proto.localclock import LocalClockDriver
     from pyntpd.proto.packet import (
         HEADER_LEN,
         ExtensionField,
@@ -42,6 +41,7 @@ with atheris.instrument_imports():
         encode_extension,
     )
     from pyntpd.proto.server import Responder
+    from pyntpd.sync.localclock import LocalClockDriver
 
 NOW = 1_800_000_000.0
 C2S, S2C = bytes(range(32)), bytes(range(32, 64))

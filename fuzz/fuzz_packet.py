@@ -11,9 +11,9 @@ import atheris
 with atheris.instrument_imports():
     from pyntpd.proto.access import Access, RestrictTable
     from pyntpd.proto.access_types import RestrictFlag, RestrictRule
-    from pyntpd.proto.localclock import LocalClockDriver
     from pyntpd.proto.packet import PacketError, decode, encode
     from pyntpd.proto.server import Responder
+    from pyntpd.sync.localclock import LocalClockDriver
 
 NOW = 1_800_000_000.0
 RESPONDER = Responder(

@@ -20,7 +20,7 @@ import atheris
 
 with atheris.instrument_imports():
     from pyntpd.cli.plot import SetData, read_lines, summary_rows
-    from pyntpd.proto.statsformat import PARSERS, StatsParseError
+    from pyntpd.stats.statsformat import PARSERS, StatsParseError
 
 
 def _check_line(line: str) -> None:

@@ -12,9 +12,9 @@ import sys
 import time
 
 from pyntpd.proto.access import Access, RestrictTable
-from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.server import Responder
 from pyntpd.proto.timestamp import unix_ns_to_ntp
+from pyntpd.sync.localclock import LocalClockDriver
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from pyntpd.cli import plot as plot_module
 from pyntpd.cli.pyntpctl import main
-from pyntpd.proto.statsformat import parse_loopstats, parse_peerstats
+from pyntpd.stats.statsformat import parse_loopstats, parse_peerstats
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PICTURES = ("offset.png", "frequency.png", "jitter.png", "peer-offsets.png")

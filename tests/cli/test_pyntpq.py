@@ -13,8 +13,8 @@ from pyntpd.cli import ntpqformat as fmt
 from pyntpd.cli.pyntpq import main
 from pyntpd.proto.control import ControlResponder, ControlSnapshot, MruItem, PeerInfo
 from pyntpd.proto.control_client import Association, MruEntry, parse_vars, peer_row
-from pyntpd.proto.sync import Tally
 from pyntpd.proto.timestamp import unix_to_ntp
+from pyntpd.types import Tally
 
 NOW = 1_800_000_000.0
 NOW_NTP = unix_to_ntp(NOW)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pyntpd.clock import system
+from pyntpd.clock import kernel as system
 
 # The unpatched factory, for the one test that checks how it resolves libc (with CDLL faked).
 REAL_DEFAULT_LIBC = system.default_libc

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pyntpd.clock import system
+from pyntpd.clock import kernel as system
 from pyntpd.clock.base import Clock
-from pyntpd.clock.system import (
+from pyntpd.clock.kernel import (
     ADJ_ESTERROR,
     ADJ_FREQUENCY,
     ADJ_MAXERROR,

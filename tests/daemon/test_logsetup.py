@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from pyntpd.daemon import logsetup
-from pyntpd.daemon.logsetup import LogOnce, configure_logging, reopen
+from pyntpd.daemon.logsetup import configure_logging, reopen
+from pyntpd.logonce import LogOnce
 
 LINE = re.compile(r"^(\S+) pyntpd\[(\d+)\]: (\w+) (.*)$")
 

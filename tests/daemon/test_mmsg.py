@@ -20,10 +20,11 @@ from pyntpd.daemon.serve import ListenAddress, UdpServer, open_socket
 from pyntpd.proto.access import Access, RestrictTable
 from pyntpd.proto.access_types import RestrictFlag as F
 from pyntpd.proto.access_types import RestrictRule
-from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.packet import HEADER, DropReason, decode, li_vn_mode
-from pyntpd.proto.server import Responder, SystemVars
+from pyntpd.proto.server import Responder
 from pyntpd.proto.timestamp import unix_ns_to_ntp
+from pyntpd.sync.localclock import LocalClockDriver
+from pyntpd.types import SystemVars
 
 pytestmark = pytest.mark.skipif(not mmsg.available(), reason="needs Linux recvmmsg/sendmmsg")
 

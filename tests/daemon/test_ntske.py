@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from pyntpd.daemon import ntske as dke
+from pyntpd.daemon import ntsketls as dke
 from pyntpd.proto.nts import CookieKeys
 from tests.ntscerts import make_pki
 

@@ -7,7 +7,7 @@ import time
 
 from pyntpd.config.model import ServerConfig
 from pyntpd.daemon.sources import Peer, SourceManager
-from pyntpd.proto.source import Sample
+from pyntpd.types import Sample
 from tests.support import LOCAL_CONF, Pyntpd, config_file, free_udp_port
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from pyntpd.config import parse_text
 from pyntpd.config.diagnostics import Location
-from pyntpd.daemon import stats as stats_module
-from pyntpd.daemon.logsetup import LogOnce
-from pyntpd.daemon.stats import (
+from pyntpd.logonce import LogOnce
+from pyntpd.stats import filegen as stats_module
+from pyntpd.stats.filegen import (
     DEFAULT_STATSDIR,
     FileSet,
     Statistics,
@@ -23,15 +23,15 @@ from pyntpd.daemon.stats import (
     check_statsdir,
     generation,
 )
-from pyntpd.proto.server import SystemVars
-from pyntpd.proto.statsformat import (
+from pyntpd.stats.statsformat import (
     LoopStats,
     SysCounts,
     parse_loopstats,
     parse_peerstats,
     parse_sysstats,
 )
-from pyntpd.proto.sync import PanicExit, SourceStatus, SyncResult, Tally
+from pyntpd.sync.engine import PanicExit, SourceStatus, SyncResult
+from pyntpd.types import SystemVars, Tally
 
 DAY1 = 1795696496.0  # 2026-11-26 12:34:56 UTC
 MIDNIGHT = 1795737600.0  # 2026-11-27 00:00:00 UTC

@@ -21,12 +21,12 @@ from pyntpd.clock.simclock import SimClock
 from pyntpd.config import parse_text
 from pyntpd.daemon.driftfile import WRITE_INTERVAL_S, DriftFile
 from pyntpd.daemon.sources import SourceManager
-from pyntpd.daemon.stats import FileSet, Statistics, StatsSettings
 from pyntpd.proto.source import SourceSpec
-from pyntpd.proto.statsformat import SysCounts, parse_sysstats
-from pyntpd.proto.sync import SyncConfig
 from pyntpd.sim.runner import Simulation
 from pyntpd.sim.scenarios import HOUR, SCENARIOS, with_tinker
+from pyntpd.stats.filegen import FileSet, Statistics, StatsSettings
+from pyntpd.stats.statsformat import SysCounts, parse_sysstats
+from pyntpd.sync.engine import SyncConfig
 
 CONVERGED = 3000.0  # s: lan4 from 100 ms and 100 ppm is within 1 ms by then
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pyntpd.proto.statsformat import parse_loopstats, parse_peerstats
+from pyntpd.stats.statsformat import parse_loopstats, parse_peerstats
 from tests.faults.harness import (
     Upstreams,
     no_traceback,

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from pyntpd.daemon.driftfile import DriftFile, parse_drift
-from pyntpd.daemon.stats import FileSet, Statistics, StatsSettings
-from pyntpd.proto.statsformat import SysCounts, parse_sysstats
+from pyntpd.stats.filegen import FileSet, Statistics, StatsSettings
+from pyntpd.stats.statsformat import SysCounts, parse_sysstats
 from tests.faults.harness import no_traceback, poll_until, program, wrapper
 from tests.support import LOCAL_CONF, Pyntpd, client_request, exchange, query
 

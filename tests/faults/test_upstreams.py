@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.faults.harness import Upstreams, no_traceback, poll_until, program, upstreams, wrapper
 from tests.support import Pyntpd, query
 
-FAST_UNREACH = {"pyntpd.proto.sync": {"UNREACH_POLLS": 1, "REACH_SLACK": 2.0},
+FAST_UNREACH = {"pyntpd.sync.engine": {"UNREACH_POLLS": 1, "REACH_SLACK": 2.0},
                 # the engine also re-selects when no sample comes at all: every 64 s in
                 # production, every 2 s here
                 "pyntpd.daemon.syncloop": {"MAX_WAKEUP": 2.0}}

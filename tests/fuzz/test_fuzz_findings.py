@@ -23,7 +23,7 @@ from pyntpd.proto.control_client import (
     request,
     split_address,
 )
-from pyntpd.proto.statsformat import StatsParseError, parse_loopstats, parse_peerstats
+from pyntpd.stats.statsformat import StatsParseError, parse_loopstats, parse_peerstats
 from tests.support import LOCAL_CONF, Pyntpd, config_file, exchange, query
 
 NOW = 1000.0  # its nonce stamp, 000003e8, starts with zeros

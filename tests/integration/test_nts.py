@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pyntpd.daemon.ntske import SESSION_TIMEOUT, KeFailure, key_exchange
+from pyntpd.daemon.ntsketls import SESSION_TIMEOUT, KeFailure, key_exchange
 from pyntpd.proto import ntske
 from pyntpd.proto.nts import NtsSession, ReplyCheck
 from pyntpd.proto.ntske import Record, RecordType

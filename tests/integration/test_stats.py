@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pyntpd.proto.statsformat import PARSERS
+from pyntpd.stats.statsformat import PARSERS
 from tests.support import LOCAL_CONF, Pyntpd, config_file
 
 WAIT = 40.0

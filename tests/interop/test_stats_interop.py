@@ -16,7 +16,7 @@ from refdaemons import ChronyServer, poll_until
 from tests.support import Pyntpd, config_file
 
 from pyntpd.cli.pyntpctl import main
-from pyntpd.proto.statsformat import parse_loopstats, parse_peerstats
+from pyntpd.stats.statsformat import parse_loopstats, parse_peerstats
 
 pytestmark = pytest.mark.interop
 

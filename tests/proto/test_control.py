@@ -29,7 +29,7 @@ from pyntpd.proto.control import (
     parse_text,
     reassemble,
 )
-from pyntpd.proto.sync import Tally
+from pyntpd.types import Tally
 
 NOW = 1000.0
 CLOCK = (3_900_000_000 << 32) | 0x80000000

@@ -12,7 +12,6 @@ from pyntpd.proto import nts
 from pyntpd.proto.access import Access, RestrictTable
 from pyntpd.proto.access_types import RestrictFlag as F
 from pyntpd.proto.access_types import RestrictRule
-from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.ntske import MAX_COOKIES
 from pyntpd.proto.packet import (
     HEADER,
@@ -25,6 +24,7 @@ from pyntpd.proto.packet import (
 from pyntpd.proto.server import Responder
 from pyntpd.proto.source import Association, SourceDrop, SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
+from pyntpd.sync.localclock import LocalClockDriver
 
 NOW = 1_800_000_000.0
 RX = unix_to_ntp(NOW)

@@ -6,10 +6,11 @@ import pytest
 from pyntpd.proto.access import OVER_RATE, Access, RestrictTable
 from pyntpd.proto.access_types import RestrictFlag as F
 from pyntpd.proto.access_types import RestrictRule
-from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.packet import HEADER, DropReason, NtpHeader, decode, li_vn_mode
-from pyntpd.proto.server import FAST, REPLY_PREFIX_LEN, UNCHECKED, Responder, SystemVars
+from pyntpd.proto.server import FAST, REPLY_PREFIX_LEN, UNCHECKED, Responder
 from pyntpd.proto.timestamp import unix_to_ntp
+from pyntpd.sync.localclock import LocalClockDriver
+from pyntpd.types import SystemVars
 
 NOW = 1_800_000_000.0
 CLIENT_XMT = 0x1122334455667788

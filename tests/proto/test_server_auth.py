@@ -11,10 +11,10 @@ from pyntpd.proto.access import Access, RestrictTable
 from pyntpd.proto.access_types import RestrictFlag as F
 from pyntpd.proto.access_types import RestrictRule
 from pyntpd.proto.auth import AuthResult, KeyRing, mac_trailer, signed_part, verify_with
-from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.packet import HEADER, DropReason, decode, li_vn_mode
 from pyntpd.proto.server import SIGNED_QUEUE_LIMIT, Responder
 from pyntpd.proto.timestamp import unix_to_ntp
+from pyntpd.sync.localclock import LocalClockDriver
 
 NOW = 1_800_000_000.0
 RX = unix_to_ntp(NOW)

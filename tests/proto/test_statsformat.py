@@ -7,8 +7,8 @@ import math
 import pytest
 
 from pyntpd.proto.packet import DropReason
-from pyntpd.proto.server import ServerCounters, SystemVars
-from pyntpd.proto.statsformat import (
+from pyntpd.proto.server import ServerCounters
+from pyntpd.stats.statsformat import (
     PARSERS,
     LoopRecorder,
     LoopStats,
@@ -23,7 +23,8 @@ from pyntpd.proto.statsformat import (
     peer_record,
     sys_counts,
 )
-from pyntpd.proto.sync import SourceStatus, SyncResult, Tally
+from pyntpd.sync.engine import SourceStatus, SyncResult
+from pyntpd.types import SystemVars, Tally
 
 # 2026-11-26 12:34:56.789 UTC = MJD 61370, 45296.789 s past midnight
 T = 1795696496.789

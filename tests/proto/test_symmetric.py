@@ -10,9 +10,7 @@ import pytest
 
 from pyntpd.config.keys import SymmetricKey
 from pyntpd.proto.auth import mac_trailer
-from pyntpd.proto.localclock import LocalClockDriver
 from pyntpd.proto.packet import HEADER, Mode, decode, li_vn_mode
-from pyntpd.proto.server import SystemVars
 from pyntpd.proto.source import (
     EARLIER_ORIGINS,
     MAX_POLL,
@@ -22,6 +20,8 @@ from pyntpd.proto.source import (
     State,
 )
 from pyntpd.proto.timestamp import unix_to_ntp
+from pyntpd.sync.localclock import LocalClockDriver
+from pyntpd.types import SystemVars
 
 T0 = 1_800_000_000.0
 AHEAD = 0.005

@@ -116,7 +116,7 @@ def test_single_server_step_is_followed_after_stepout():
 
 
 def test_driftfile_frequency_shortens_the_start():
-    from pyntpd.proto.sync import SyncConfig
+    from pyntpd.sync.engine import SyncConfig
 
     cold, _ = short("lan1", 1, minpoll=4, maxpoll=4)
     warm, _ = short("lan1", 1, minpoll=4, maxpoll=4,

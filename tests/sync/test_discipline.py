@@ -2,7 +2,7 @@
 
 import pytest
 
-from pyntpd.proto.discipline import (
+from pyntpd.sync.discipline import (
     MAX_FREQUENCY_PPM,
     CorrectionModel,
     Decision,

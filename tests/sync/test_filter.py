@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pyntpd.proto.filter import MIN_SAMPLES, SPIKE_RESTART, SourceFilter, Verdict
+from pyntpd.sync.filter import MIN_SAMPLES, SPIKE_RESTART, SourceFilter, Verdict
 
 BASE = 0.002  # s, the path's round trip with empty queues
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pyntpd.proto.select import Candidate, cluster, combine, intersect, leap_vote
+from pyntpd.sync.select import Candidate, cluster, combine, intersect, leap_vote
 
 
 def cand(key, offset, distance=0.002, jitter=1e-4, **kw):

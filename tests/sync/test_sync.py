@@ -12,20 +12,11 @@ import random
 import pytest
 
 from pyntpd.config.model import TinkerConfig, TosConfig
-from pyntpd.proto.localclock import LocalClockDriver
-from pyntpd.proto.source import Sample, SourceSpec
-from pyntpd.proto.sync import (
-    PanicExit,
-    SetFrequency,
-    SetStatus,
-    Slew,
-    Step,
-    SyncConfig,
-    SyncEngine,
-    Tally,
-    refid_for,
-)
+from pyntpd.proto.source import SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
+from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, refid_for
+from pyntpd.sync.localclock import LocalClockDriver
+from pyntpd.types import Sample, SetFrequency, SetStatus, Slew, Step, Tally
 
 T0 = 1_800_000_000.0
 DELAY = 0.002

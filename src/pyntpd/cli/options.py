@@ -9,45 +9,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-from dataclasses import dataclass, field
 
 from pyntpd import __version__
-
-DEFAULT_CONFIG = "/etc/ntp.conf"
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonOptions:
-    config_file: str | None = None  # None: /etc/ntp.conf if present, else the embedded one
-    builtin_config: bool = False
-    foreground: bool = False
-    debug_level: int = 0
-    pidfile: str | None = None
-    user: str | None = None
-    group: str | None = None
-    panic_gate: bool = False  # -g: allow the first adjustment to exceed the panic threshold
-    force_step_once: bool = False  # -G
-    quit_after_set: bool = False  # -q
-    slew_only: bool = False  # -x: step threshold 600 s
-    driftfile: str | None = None
-    keyfile: str | None = None
-    logfile: str | None = None
-    statsdir: str | None = None
-    trusted_keys: tuple[int, ...] = ()
-    ipv4_only: bool = False
-    ipv6_only: bool = False
-    jaildir: str | None = None
-    interfaces: tuple[str, ...] = ()
-    nice: bool = False
-    priority: int | None = None
-    wait_sync: float | None = None
-    port: int = 123
-    check_only: bool = False
-    workers: int = 1
-    observe: bool = False  # measure and serve, never adjust the clock
-    metrics: tuple[str, int] | None = None  # --metrics: (address, TCP port)
-    status_socket: str | None = None  # --status-socket: Unix socket serving JSON status
-    warnings: tuple[str, ...] = field(default=())
+from pyntpd.config.defaults import DEFAULT_CONFIG
+from pyntpd.daemon.invocation import DaemonOptions
 
 
 class _Parser(argparse.ArgumentParser):

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pyntpd.proto.statsformat import (
+from pyntpd.stats.statsformat import (
     LoopStats,
     PeerStats,
     StatsParseError,

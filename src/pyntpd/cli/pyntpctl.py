@@ -13,7 +13,7 @@ import csv
 import sys
 from collections.abc import Sequence
 
-from pyntpd.cli.check import register_check
+from pyntpd.cli.configcheck import register_check
 from pyntpd.cli.plot import register_plot
 from pyntpd.cli.service import register_service
 
@@ -56,8 +56,8 @@ def _write_plot(path: str, title: str, offsets: list[float], stats_from: float) 
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from pyntpd.daemon.stats import StatsDirError
     from pyntpd.sim.scenarios import DAY, SCENARIOS, run
+    from pyntpd.stats.filegen import StatsDirError
 
     setup = SCENARIOS[args.scenario]
     try:

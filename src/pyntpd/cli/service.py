@@ -43,15 +43,8 @@ from pyntpd.daemon.pidfile import (
     pid_running,
     remove_stale,
 )
-from pyntpd.proto.packet import (
-    Leap,
-    Mode,
-    NtpHeader,
-    PacketError,
-    decode,
-    encode_header,
-    li_vn_mode,
-)
+from pyntpd.proto.packet import Mode, NtpHeader, PacketError, decode, encode_header, li_vn_mode
+from pyntpd.types import Leap
 
 DEFAULT_PIDFILE = "/run/pyntpd.pid"
 DEFAULT_OPTS = "-g -u ntp:ntp"

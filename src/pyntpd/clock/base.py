@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from pyntpd.proto.sync import ClockAction, SetFrequency, SetStatus, Slew, Step
+from pyntpd.types import ClockAction, SetFrequency, SetStatus, Slew, Step
 
 NS_PER_S = 1_000_000_000
 MAX_FREQUENCY_PPM = 500.0  # the kernel's frequency range, and ntpd's frequency tolerance

@@ -8,6 +8,9 @@ import functools
 from .model import IPAddress, NtpConfig
 from .parser import parse_text
 
+# Where ntpd looks for its configuration when no -c is given.
+DEFAULT_CONFIG = "/etc/ntp.conf"
+
 DEFAULT_CONFIG_TEXT = """\
 # pyntpd embedded default configuration.
 

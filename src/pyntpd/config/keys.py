@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass, field
-from typing import Literal
+
+from pyntpd.proto.auth import Algorithm, SymmetricKey
 
 from . import files
 from .diagnostics import Diagnostic, DiagnosticSink, Location
-
-Algorithm = Literal["MD5", "SHA1", "AES128CMAC"]
 
 # ntpd 4.2.8 takes any OpenSSL digest name plus 'M' for MD5; ntpsec adds 'AES'. pyntpd
 # implements the three algorithms that matter in practice (RFC 8573 recommends AES-CMAC).
@@ -45,21 +43,6 @@ _HEX = re.compile(r"[0-9A-Fa-f]+")
 _TOKEN = re.compile(r"[^ \t\r\v\f]+")
 _DIGITS = re.compile(r"[0-9]{1,10}")
 _ID_SHOWN = re.compile(r"[0-9]{1,5}")
-
-
-@dataclass(frozen=True, slots=True)
-class SymmetricKey:
-    key_id: int
-    algorithm: Algorithm
-    secret: bytes = field(repr=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"SymmetricKey(key_id={self.key_id}, algorithm={self.algorithm!r}, "
-            f"secret=<{len(self.secret)} bytes>)"
-        )
-
-    __str__ = __repr__
 
 
 def mode_diagnostic(mode: int | None, filename: str) -> Diagnostic | None:

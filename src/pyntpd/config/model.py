@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pyntpd.proto.access_types import RestrictRule
+from pyntpd.sync.tuning import TinkerConfig, TosConfig
 
 from .diagnostics import Diagnostic, Location
 from .keys import SymmetricKey
@@ -87,34 +88,6 @@ class LocalClock:
     @property
     def address(self) -> str:
         return f"127.127.1.{self.unit}"
-
-
-@dataclass(frozen=True, slots=True)
-class TosConfig:
-    minsane: int = 1
-    minclock: int = 3
-    maxclock: int = 10
-    maxdist: float = 1.5
-    mindist: float = 0.001
-    orphan: int = 16  # 16 = orphan mode off
-    orphanwait: int = 300
-    cohort: bool = False
-    floor: int = 0
-    ceiling: int = 15
-    beacon: int = 7200
-
-
-@dataclass(frozen=True, slots=True)
-class TinkerConfig:
-    step: float = 0.128
-    stepback: float | None = None  # None: same as step
-    stepfwd: float | None = None  # None: same as step
-    stepout: float = 300.0
-    panic: float = 1000.0  # 0 disables the sanity check
-    allan: int = 11  # log2 s
-    dispersion: float = 15.0  # PPM
-    huffpuff: float | None = None  # None: filter off
-    freq: float | None = None  # PPM; None: from the driftfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +186,8 @@ class NtpConfig:
     leapfile: str | None = None
     leapfile_checkhash: bool = True
     pidfile: str | None = None
-    tos: TosConfig = TosConfig()
-    tinker: TinkerConfig = TinkerConfig()
+    tos: TosConfig = field(default_factory=TosConfig)
+    tinker: TinkerConfig = field(default_factory=TinkerConfig)
     flags: SystemFlags = SystemFlags()
     discard: DiscardConfig = DiscardConfig()
     mru: MruConfig = MruConfig()

@@ -11,7 +11,9 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 
-from . import access, assoc, files, nts, refused, system
+from . import assoc, files, refused, system
+from . import ntsconfig as nts
+from . import restrict as access
 from .context import Context
 from .diagnostics import DiagnosticSink, Location
 from .keys import SymmetricKey, parse_keys

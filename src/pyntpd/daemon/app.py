@@ -21,21 +21,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyntpd.cli.options import DEFAULT_CONFIG, DaemonOptions
 from pyntpd.clock.base import Clock
+from pyntpd.clock.kernel import SystemClock
 from pyntpd.clock.observe import ObserveClock
-from pyntpd.clock.system import SystemClock
 from pyntpd.config import parse_file, parse_text
-from pyntpd.config.defaults import DEFAULT_CONFIG_TEXT
+from pyntpd.config.defaults import DEFAULT_CONFIG, DEFAULT_CONFIG_TEXT
 from pyntpd.config.leapfile import LeapTable, load_leapfile
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
-from pyntpd.daemon.control import ControlService
 from pyntpd.daemon.interfaces import local_addresses, plan_listen
+from pyntpd.daemon.invocation import DaemonOptions
 from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
-from pyntpd.daemon.ntske import NtsSetupError, nts_service
+from pyntpd.daemon.mode6 import ControlService
+from pyntpd.daemon.ntsketls import NtsSetupError, nts_service
 from pyntpd.daemon.pidfile import PidFile
 from pyntpd.daemon.privileges import (
     CAP_SYS_TIME,
@@ -52,8 +52,9 @@ from pyntpd.daemon.syncloop import Synchroniser, SyncOptions, describe
 from pyntpd.daemon.workers import POLL_INTERVAL, SharedSystemVars, WorkerSet
 from pyntpd.proto.access import Access, MruLimits, RateLimits, RestrictTable
 from pyntpd.proto.auth import KeyRing
-from pyntpd.proto.localclock import LocalClockDriver
-from pyntpd.proto.server import Responder, SystemVars
+from pyntpd.proto.server import Responder
+from pyntpd.sync.localclock import LocalClockDriver
+from pyntpd.types import SystemVars
 
 log = logging.getLogger("pyntpd")
 

@@ -34,7 +34,7 @@ import re
 import secrets
 import stat
 
-from pyntpd.daemon.logsetup import LogOnce
+from pyntpd.logonce import LogOnce
 
 log = logging.getLogger("pyntpd.driftfile")
 

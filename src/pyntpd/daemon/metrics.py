@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from pyntpd import __version__
-from pyntpd.daemon.control import ControlService
+from pyntpd.daemon.mode6 import ControlService
 from pyntpd.proto.metrics_text import CONTENT_TYPE, Status, exposition, status_document
 from pyntpd.proto.server import Responder
 

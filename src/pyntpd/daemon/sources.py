@@ -34,14 +34,15 @@ from dataclasses import dataclass, field
 
 from pyntpd.config.keys import SymmetricKey
 from pyntpd.config.model import ServerConfig
-from pyntpd.daemon.ntske import KeFailure, key_exchange
+from pyntpd.daemon.ntsketls import KeFailure, key_exchange
 from pyntpd.daemon.serve import SO_TIMESTAMPNS, receive_timestamp_ns
 from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.nts import NtsSession
 from pyntpd.proto.packet import MAX_PACKET_LEN
-from pyntpd.proto.server import PeerPacket, SystemVars
-from pyntpd.proto.source import Association, Sample, SourceSpec
+from pyntpd.proto.server import PeerPacket
+from pyntpd.proto.source import Association, SourceSpec
 from pyntpd.proto.timestamp import unix_ns_to_ntp
+from pyntpd.types import Sample, SystemVars
 
 log = logging.getLogger("pyntpd")
 

@@ -21,20 +21,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyntpd.clock.base import Clock, apply_actions
-from pyntpd.clock.system import ClockError
+from pyntpd.clock.kernel import ClockError
 from pyntpd.config.leapfile import LeapTable
 from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.driftfile import DriftFile
-from pyntpd.daemon.logsetup import LogOnce
 from pyntpd.daemon.sources import Peer, SourceManager
-from pyntpd.daemon.stats import Statistics, StatsSettings
+from pyntpd.logonce import LogOnce
 from pyntpd.proto.auth import KeyRing
-from pyntpd.proto.localclock import LocalClockDriver
-from pyntpd.proto.server import Responder, ServerCounters, SystemVars
-from pyntpd.proto.source import Sample
-from pyntpd.proto.statsformat import SysCounts, sys_counts
-from pyntpd.proto.sync import SyncConfig, SyncEngine, SyncResult, Tally
+from pyntpd.proto.server import Responder, ServerCounters
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
+from pyntpd.stats.filegen import Statistics, StatsSettings
+from pyntpd.stats.statsformat import SysCounts, sys_counts
+from pyntpd.sync.engine import SyncConfig, SyncEngine, SyncResult
+from pyntpd.sync.localclock import LocalClockDriver
+from pyntpd.types import Sample, SystemVars, Tally
 
 log = logging.getLogger("pyntpd")
 

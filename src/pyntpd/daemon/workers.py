@@ -18,7 +18,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from pyntpd.proto.server import SystemVars
+from pyntpd.types import SystemVars
 
 POLL_INTERVAL = 0.25
 

@@ -18,13 +18,30 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
-from pyntpd.config.keys import Algorithm, SymmetricKey
-
 from .packet import Mac
+
+# The key material as the wire code needs it: config/keys parses the keys file into these.
+Algorithm = Literal["MD5", "SHA1", "AES128CMAC"]
+
+
+@dataclass(frozen=True, slots=True)
+class SymmetricKey:
+    key_id: int
+    algorithm: Algorithm
+    secret: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"SymmetricKey(key_id={self.key_id}, algorithm={self.algorithm!r}, "
+            f"secret=<{len(self.secret)} bytes>)"
+        )
+
+    __str__ = __repr__
 
 DIGEST_LENGTH: dict[Algorithm, int] = {"MD5": 16, "SHA1": 20, "AES128CMAC": 16}
 AES_KEY_LENGTH = 16

@@ -33,8 +33,8 @@ from pyntpd.proto.access import NOMRULIST, NOQUERY
 from pyntpd.proto.access_types import RestrictFlag
 from pyntpd.proto.auth import AuthResult, KeyRing
 from pyntpd.proto.packet import Mac
-from pyntpd.proto.sync import Tally
 from pyntpd.proto.timestamp import ntp_add
+from pyntpd.types import Tally
 
 MODE_CONTROL = 6
 HEADER_LEN = 12

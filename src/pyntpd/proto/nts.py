@@ -30,12 +30,12 @@ from pyntpd.proto.packet import (
     HEADER,
     HEADER_LEN,
     ExtensionField,
-    Leap,
     Mode,
     NtpPacket,
     encode_extension,
     li_vn_mode,
 )
+from pyntpd.types import Leap
 
 UNIQUE_IDENTIFIER = 0x0104
 NTS_COOKIE = 0x0204

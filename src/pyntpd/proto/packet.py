@@ -47,13 +47,6 @@ class Mode(enum.IntEnum):
     PRIVATE = 7
 
 
-class Leap(enum.IntEnum):
-    NONE = 0
-    ADD_SECOND = 1
-    DEL_SECOND = 2
-    UNSYNCHRONISED = 3
-
-
 class DropReason(enum.StrEnum):
     """Why an incoming datagram was dropped; each value names a counter."""
 

@@ -45,15 +45,13 @@ import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pyntpd.config.keys import SymmetricKey
 from pyntpd.proto import access as acc
 from pyntpd.proto import nts
 from pyntpd.proto.access import Access
-from pyntpd.proto.auth import AuthResult, KeyRing, mac_trailer, signed_part
+from pyntpd.proto.auth import AuthResult, KeyRing, SymmetricKey, mac_trailer, signed_part
 from pyntpd.proto.packet import (
     HEADER_LEN,
     DropReason,
-    Leap,
     Mode,
     NtpPacket,
     PacketError,
@@ -61,14 +59,12 @@ from pyntpd.proto.packet import (
     li_vn_mode,
 )
 from pyntpd.proto.timestamp import seconds_to_short
+from pyntpd.types import PHI, STRATUM_UNSYNC, Leap, SystemVars
 
-STRATUM_UNSYNC = 16
 # Signed replies wait for their transmit timestamp outside the batch; a batch is bounded,
 # and so is this queue.
 SIGNED_QUEUE_LIMIT = 256
 MAX_STRATUM = 15
-PHI = 15e-6  # RFC 5905 frequency tolerance: dispersion grows this much per second
-
 # The reply's first 40 bytes; the caller appends the 8-byte transmit timestamp.
 _REPLY_HEAD = struct.Struct("!BBbbII4sQQQ")
 REPLY_PREFIX_LEN = _REPLY_HEAD.size
@@ -95,24 +91,6 @@ _SYMMETRIC = frozenset({Mode.SYMMETRIC_ACTIVE, Mode.SYMMETRIC_PASSIVE})
 KISS_RATE = b"RATE"
 KISS_DENY = b"DENY"
 KISS_RSTR = b"RSTR"
-
-
-@dataclass(frozen=True, slots=True)
-class SystemVars:
-    """What this server states about its own time (RFC 5905 system variables)."""
-
-    leap: int = Leap.UNSYNCHRONISED
-    stratum: int = STRATUM_UNSYNC
-    precision: int = -20
-    root_delay: float = 0.0
-    root_dispersion: float = 0.0
-    refid: bytes = b"\0\0\0\0"
-    reference_time: int = 0  # NTP timestamp of the last clock update
-    updated_at: float = 0.0  # `now` (caller's time base) when these were computed
-
-    @property
-    def synchronised(self) -> bool:
-        return self.leap != Leap.UNSYNCHRONISED and self.stratum < STRATUM_UNSYNC
 
 
 def stated_system(s: SystemVars, now: float) -> tuple[int, int, bytes]:

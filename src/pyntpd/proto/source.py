@@ -51,13 +51,11 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pyntpd.config.keys import SymmetricKey
-from pyntpd.proto.auth import AuthResult, mac_trailer, signed_part, verify_with
+from pyntpd.proto.auth import AuthResult, SymmetricKey, mac_trailer, signed_part, verify_with
 from pyntpd.proto.nts import NtsSession, ReplyCheck
 from pyntpd.proto.packet import (
     HEADER,
     DropReason,
-    Leap,
     Mode,
     NtpHeader,
     NtpPacket,
@@ -65,8 +63,9 @@ from pyntpd.proto.packet import (
     decode,
     li_vn_mode,
 )
-from pyntpd.proto.server import PHI, SystemVars, stated_system
+from pyntpd.proto.server import stated_system
 from pyntpd.proto.timestamp import ntp_diff, short_to_seconds
+from pyntpd.types import PHI, Leap, Sample, SystemVars
 
 MAX_DISPERSION = 16.0
 MAX_DISTANCE = 1.5  # `tos maxdist`
@@ -127,32 +126,6 @@ class SourceSpec:
     key: SymmetricKey | None = None  # sign requests and require signed replies
     nts: bool = False  # authenticate with NTS (the caller supplies `Association.nts`)
     symmetric: bool = False  # `peer`: symmetric active mode (requires `key`)
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One measurement of the server's clock against ours (RFC 5905 §8).
-
-    offset = ((t2 - t1) + (t3 - t4)) / 2 is how far the server is ahead of us; `local_time`
-    is t4 in the local clock's timescale (seconds), when the sample was taken.
-    """
-
-    offset: float
-    delay: float
-    dispersion: float
-    local_time: float
-    stratum: int
-    leap: int
-    precision: int
-    root_delay: float
-    root_dispersion: float
-    refid: bytes
-    reference_time: int
-
-    @property
-    def root_distance(self) -> float:
-        """Half the round trip to the primary source plus everything that could have drifted."""
-        return (self.root_delay + self.delay) / 2 + self.root_dispersion + self.dispersion
 
 
 RandomBits = Callable[[], int]

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pyntpd.proto.access import Access, RestrictTable
-from pyntpd.proto.packet import Leap
-from pyntpd.proto.server import Responder, SystemVars
+from pyntpd.proto.server import Responder
 from pyntpd.proto.timestamp import ntp_add, unix_ns_to_ntp, unix_to_ntp
+from pyntpd.types import Leap, SystemVars
 
 Jitter = Callable[[random.Random], float]
 

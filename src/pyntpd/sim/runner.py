@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 from pyntpd.clock.base import apply_actions
 from pyntpd.clock.simclock import SimClock
-from pyntpd.daemon.stats import Statistics
 from pyntpd.proto.source import Association, SourceSpec
-from pyntpd.proto.sync import PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.proto.timestamp import unix_ns_to_ntp
 from pyntpd.sim.network import SimServer
+from pyntpd.stats.filegen import Statistics
+from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
 
 
 @dataclass

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 from pyntpd.clock.simclock import SimClock
 from pyntpd.config.diagnostics import Location
 from pyntpd.config.model import TinkerConfig
-from pyntpd.daemon.stats import FileSet, Statistics, StatsSettings, check_statsdir
 from pyntpd.proto.source import SourceSpec
-from pyntpd.proto.sync import SyncConfig
 from pyntpd.sim.network import Path, SimServer, exponential
 from pyntpd.sim.runner import Report, Simulation, summarise
+from pyntpd.stats.filegen import FileSet, Statistics, StatsSettings, check_statsdir
+from pyntpd.sync.engine import SyncConfig
 
 DAY = 86400.0
 HOUR = 3600.0

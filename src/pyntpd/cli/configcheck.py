@@ -13,9 +13,9 @@ import json
 import os
 import sys
 
-from pyntpd.cli.options import DEFAULT_CONFIG
 from pyntpd.config import files
 from pyntpd.config.audit import SEVERITIES, Finding, audit, counts, ordered
+from pyntpd.config.defaults import DEFAULT_CONFIG
 from pyntpd.config.parser import parse_file
 
 EXIT_CLEAN = 0

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyntpd.proto.packet import Leap
-from pyntpd.proto.server import STRATUM_UNSYNC, SystemVars
 from pyntpd.proto.timestamp import unix_to_ntp
+from pyntpd.types import STRATUM_UNSYNC, Leap, SystemVars
 
 LOCAL_POLL_SECONDS = 64.0
 LOCAL_DISPERSION = 0.01  # ntpd's refclock_local reports a constant 10 ms

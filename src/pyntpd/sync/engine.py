@@ -26,28 +26,38 @@ selected, and never move the clock.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import ipaddress
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from pyntpd.config.model import TinkerConfig, TosConfig
-from pyntpd.proto import select
-from pyntpd.proto.discipline import (
+from pyntpd.proto.source import SourceSpec
+from pyntpd.proto.timestamp import unix_to_ntp
+from pyntpd.sync import select
+from pyntpd.sync.discipline import (
     CorrectionModel,
     Decision,
     Discipline,
     DisciplineConfig,
     Plan,
 )
-from pyntpd.proto.filter import SourceFilter, Verdict
-from pyntpd.proto.localclock import LocalClockDriver
-from pyntpd.proto.packet import Leap
-from pyntpd.proto.server import STRATUM_UNSYNC, SystemVars
-from pyntpd.proto.source import PHI, Sample, SourceSpec
-from pyntpd.proto.timestamp import unix_to_ntp
+from pyntpd.sync.filter import SourceFilter, Verdict
+from pyntpd.sync.localclock import LocalClockDriver
+from pyntpd.sync.tuning import TinkerConfig, TosConfig
+from pyntpd.types import (
+    PHI,
+    STRATUM_UNSYNC,
+    ClockAction,
+    Leap,
+    Sample,
+    SetFrequency,
+    SetStatus,
+    Slew,
+    Step,
+    SystemVars,
+    Tally,
+)
 
 UNREACH_POLLS = 8  # a source with no sample for this many polls is unreachable (reach 0)
 HOLD_WAKEUP = 64.0  # s: the longest the engine wants to go without an update
@@ -63,17 +73,6 @@ ORPHAN_REFID = bytes([127, 0, 0, 1])
 MAXERROR_CAP = 16.0
 
 
-class Tally(enum.StrEnum):
-    """ntpq's tally codes."""
-
-    REJECT = " "
-    FALSETICKER = "x"
-    EXCESS = "."
-    OUTLIER = "-"
-    CANDIDATE = "+"
-    SYSPEER = "*"
-
-
 class PanicExit(Exception):
     """The offset is beyond the panic threshold: ntpd exits rather than set the clock."""
 
@@ -86,32 +85,6 @@ class PanicExit(Exception):
 
 
 # --- clock actions: applied in order by the daemon ------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class SetFrequency:
-    ppm: float
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    offset: float
-
-
-@dataclass(frozen=True, slots=True)
-class Slew:
-    offset: float  # adjtime-style, only for -q
-
-
-@dataclass(frozen=True, slots=True)
-class SetStatus:
-    synchronised: bool
-    maxerror: float
-    esterror: float
-    leap: int
-
-
-ClockAction = SetFrequency | Step | Slew | SetStatus
-
 
 @dataclass(frozen=True, slots=True)
 class SyncConfig:

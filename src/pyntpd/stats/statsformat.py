@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pyntpd.proto.control import PeerInfo
 from pyntpd.proto.packet import DropReason
 from pyntpd.proto.server import ServerCounters
-from pyntpd.proto.sync import SourceStatus, SyncResult
+from pyntpd.sync.engine import SourceStatus, SyncResult
 
 MJD_UNIX_EPOCH = 40587  # MJD of 1970-01-01
 # 9999-12-31: the plot tool turns times into datetimes, which end there (a leap second on

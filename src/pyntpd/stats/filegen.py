@@ -31,15 +31,15 @@ from dataclasses import dataclass, field
 
 from pyntpd.config.diagnostics import Location
 from pyntpd.config.model import STATISTICS_NAMES, FilegenType, NtpConfig
-from pyntpd.daemon.logsetup import LogOnce
-from pyntpd.proto.statsformat import (
+from pyntpd.logonce import LogOnce
+from pyntpd.stats.statsformat import (
     LoopRecorder,
     StatsRecord,
     SysCounts,
     SysStats,
     peer_record,
 )
-from pyntpd.proto.sync import SourceStatus, SyncResult
+from pyntpd.sync.engine import SourceStatus, SyncResult
 
 log = logging.getLogger("pyntpd")
 

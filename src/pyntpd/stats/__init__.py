@@ -1,0 +1,1 @@
+"""Statistics files: ntpd's line formats and the file generations that hold them."""

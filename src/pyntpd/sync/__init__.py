@@ -1,0 +1,1 @@
+"""Synchronisation core: filter, select, discipline, leap and poll policy, the engine (pure)."""
