@@ -18,9 +18,11 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 
 from pyntpd.sim.runner import Report
 from pyntpd.sim.scenarios import DAY, SCENARIOS, run
+from pyntpd.sync.tuning import Tuning
 
 # (label, minpoll, maxpoll, target RMS, reference figures from issue 3)
 LAN1 = (
@@ -30,30 +32,27 @@ LAN1 = (
 )
 
 
-ABLATIONS: dict[str, dict[str, object]] = {
-    "as designed": {},
-    "Gaussian update": {"INTERVAL_UPDATE": False},
-    "fixed wander 1e-18 (true)": {"WANDERS": (1e-18,)},
-    "fixed wander 1e-16": {"WANDERS": (1e-16,)},
-    "fixed wander 1e-20": {"WANDERS": (1e-20,)},
+ABLATIONS: dict[str, Tuning] = {
+    "as designed": Tuning(),
+    "Gaussian update": Tuning(interval_update=False),
+    "fixed wander 1e-18 (true)": Tuning(wanders=(1e-18,)),
+    "fixed wander 1e-16": Tuning(wanders=(1e-16,)),
+    "fixed wander 1e-20": Tuning(wanders=(1e-20,)),
 }
 
 
 def _ablate(job: tuple[str, int, int, int]) -> tuple[float, int]:
-    import pyntpd.sync.filter as filt
-
     variant, seed, lo, hi = job
-    for name, value in ABLATIONS[variant].items():
-        setattr(filt, name, value)
-    report, _ = run(SCENARIOS["lan1"], seed, minpoll=lo, maxpoll=hi)
+    setup = SCENARIOS["lan1"]
+    config = replace(setup.config, tuning=ABLATIONS[variant])
+    report, _ = run(setup, seed, minpoll=lo, maxpoll=hi, config=config)
     return report.rms, report.exchanges
 
 
 def ablation(seeds: range, jobs: int) -> None:
     settings = [(lo, hi) for _, lo, hi, _, _ in LAN1]
     work = [(v, s, lo, hi) for v in ABLATIONS for lo, hi in settings for s in seeds]
-    # One process per run: the variants patch module constants.
-    with ProcessPoolExecutor(jobs, max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(jobs) as pool:
         results = list(pool.map(_ablate, work))
     print(f"\nablation: lan1 RMS in us (exchanges per day), mean of seeds 1..{len(seeds)};"
           " with adaptive polling a variant also changes the poll it settles at")

@@ -33,12 +33,17 @@ app.make_clock = lambda options, config: SimClock(epoch_ns=time.time_ns())
 """
 
 
-def program(directory: Path, *, simclock: bool = False, **constants: dict[str, float]) -> Path:
+def program(directory: Path, *, simclock: bool = False, tuning: dict[str, float] | None = None,
+            **constants: dict[str, float]) -> Path:
     """An executable that runs pyntpd after the patches: constants={"pyntpd.daemon.sources":
-    {"RESOLVE_RETRY_MIN": 0.5}} sets that module's constant first."""
+    {"RESOLVE_RETRY_MIN": 0.5}} sets that module's constant first; tuning={"hold_wakeup": 2.0}
+    makes the sync engine's default Tuning (sync/tuning.DEFAULT) start from those values."""
     lines = ["import importlib, sys"]
     if simclock:
         lines.append(SIMCLOCK)
+    if tuning:
+        lines += ["import dataclasses, pyntpd.sync.tuning as _t",
+                  f"_t.DEFAULT = dataclasses.replace(_t.DEFAULT, **{tuning!r})"]
     for module, values in constants.items():
         lines.append(f"_m = importlib.import_module({module!r})")
         lines += [f"_m.{name} = {value!r}" for name, value in values.items()]

@@ -2,8 +2,8 @@
 
 The upstreams are sockets in this test answering with this machine's clock (harness.Upstreams);
 "vanish" closes the socket, so pyntpd's polls meet ICMP port unreachable, as when an ntpd
-process dies. pyntpd runs --observe with its unreachability horizon shortened (proto.sync's
-UNREACH_POLLS and REACH_SLACK, patched in the child): a silent source is dropped after ~10 s
+process dies. pyntpd runs --observe with its unreachability horizon shortened (the engine's Tuning,
+replaced in the child): a silent source is dropped after ~10 s
 instead of ~80 s at poll 8 s, so the whole story plays out in about half a minute.
 """
 
@@ -15,10 +15,9 @@ from pathlib import Path
 from tests.faults.harness import Upstreams, no_traceback, poll_until, program, upstreams, wrapper
 from tests.support import Pyntpd, query
 
-FAST_UNREACH = {"pyntpd.sync.engine": {"UNREACH_POLLS": 1, "REACH_SLACK": 2.0},
-                # the engine also re-selects when no sample comes at all: every 64 s in
-                # production, every 2 s here
-                "pyntpd.daemon.syncloop": {"MAX_WAKEUP": 2.0}}
+# A silent source is unreachable after one poll plus 2 s, and the engine re-selects every
+# 2 s when no sample comes at all (64 s in production).
+FAST_UNREACH = {"unreach_polls": 1, "reach_slack": 2.0, "hold_wakeup": 2.0}
 
 
 def _serving_all_along(daemon: Pyntpd, until: str, timeout: float) -> list[int]:
@@ -47,7 +46,7 @@ def test_a_vanished_upstream_is_replaced_then_all_vanish_then_they_come_back(
         conf.write_text("".join(
             f"server 127.0.0.1 port {u.port} iburst minpoll 3 maxpoll 3\n" for u in (a, b))
             + "restrict default\n")
-        prog = program(tmp_path, **FAST_UNREACH)
+        prog = program(tmp_path, tuning=FAST_UNREACH)
         with Pyntpd("-c", str(conf), wrap=wrapper(prog)) as daemon:
             # Which one is followed first depends on whose samples came first.
             followed = poll_until(lambda: _followed(daemon.output(), a, b), 15,

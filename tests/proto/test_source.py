@@ -191,7 +191,7 @@ def test_deny_kiss_with_matching_origin_stops_polling(code):
     a = assoc()
     data, t4 = reply_to(request(a), stratum=0, refid=code)
     a.receive(data, t4, T0)
-    assert a.state == State.DENIED and not a.due(T0 + 1e6)
+    assert a.state == State.DENIED and not a.on_timer(T0 + 1e6)
 
 
 @pytest.mark.parametrize("code", [b"DENY", b"RSTR"])
@@ -266,7 +266,7 @@ def test_set_poll_is_clamped_to_the_configured_range():
 def test_clock_step_forgets_the_outstanding_request():
     a = assoc()
     req = request(a)
-    a.clock_stepped()
+    a.clock_stepped(0.0)
     data, t4 = reply_to(req)
     assert a.receive(data, t4, T0 + 30.002) is None
     assert a.drops[SourceDrop.NO_REQUEST] == 1

@@ -308,6 +308,6 @@ def test_unanswered_packets_count_as_unreachable() -> None:
 def test_a_clock_step_forgets_the_peers_timestamps() -> None:
     a, _b, _p1, q1 = exchange()
     deliver(a, q1, T0 + 1.0)
-    a.clock_stepped()
+    a.clock_stepped(0.0)
     h = decode(send(a, T0 + 2.0)).header
     assert (h.origin, h.receive) == (0, 0)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pyntpd.sync.select import Candidate, cluster, combine, intersect, leap_vote
+from pyntpd.sync.select import Candidate, cluster, combine, intersect
 
 
 def cand(key, offset, distance=0.002, jitter=1e-4, **kw):
@@ -62,9 +62,3 @@ def test_combine_weights_by_path_distance_and_variance():
     noisy = Candidate("noisy", 0.001, 0.0, 1e-6, 0.001, 1e-4, 0.0)
     quiet = Candidate("quiet", 0.0, 0.0, 1e-12, 0.001, 1e-4, 0.0)
     assert combine([noisy, quiet]).offset == pytest.approx(0.0, abs=1e-8)
-
-
-def test_leap_by_majority_only():
-    assert leap_vote([cand("a", 0, leap=1), cand("b", 0, leap=1), cand("c", 0)]) == 1
-    assert leap_vote([cand("a", 0, leap=1), cand("b", 0), cand("c", 0)]) == 0
-    assert leap_vote([cand("a", 0, leap=2), cand("b", 0, leap=2)]) == 2

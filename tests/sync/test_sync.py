@@ -15,18 +15,24 @@ from pyntpd.config.model import TinkerConfig, TosConfig
 from pyntpd.proto.source import SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
 from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, refid_for
+from pyntpd.sync.leap import LeapList
 from pyntpd.sync.localclock import LocalClockDriver
-from pyntpd.types import Sample, SetFrequency, SetStatus, Slew, Step, Tally
+from pyntpd.types import Sample, SetFrequency, SetStatus, SetTai, Slew, Step, Tally
 
 T0 = 1_800_000_000.0
 DELAY = 0.002
+DAY = 86_400
+DEC_5_2016 = 1_480_896_000.0
+JAN_2017 = 1_483_228_800.0
+JUL_2027 = 1_814_400_000.0
+DELETE_2027 = LeapList(((int(JAN_2017), 37), (int(JUL_2027), 36)), expires=1_829_952_000)
 
 
 class World:
-    def __init__(self, config=None, **sources):
-        self.engine = SyncEngine(config or SyncConfig(), T0)
-        self.t = T0
-        self.result = self.engine.update(T0)
+    def __init__(self, config=None, start=T0, **sources):
+        self.engine = SyncEngine(config or SyncConfig(), start)
+        self.t = start
+        self.result = self.engine.update(start)
         self.done = list(self.result.actions)  # every action so far
         for i, (name, spec) in enumerate(sources.items()):
             self.engine.add_source(name, spec or SourceSpec(f"192.0.2.{i + 1}"))
@@ -189,16 +195,78 @@ def test_orphan_mode_after_orphanwait():
     assert r.system.stratum == 10 and r.system.refid == bytes([127, 0, 0, 1])
 
 
-def test_leap_from_the_majority_and_the_leapfile():
-    w = World(a=None, b=None, c=None)
-    for _ in range(10):
+def _voting(start, leaps=(1, 1, 0), seconds=160, leap_list=None):
+    w = World(start=start, a=None, b=None, c=None)
+    w.engine.set_leap_file(leap_list)
+    return _vote(w, seconds, leaps)
+
+
+def _vote(w, seconds, leaps=(1, 1, 0)):
+    """Samples from a, b and c every 16 s, with these LIs, and an update after each."""
+    for _ in range(int(seconds // 16)):
         w.t += 16
-        for key, leap in (("a", 1), ("b", 1), ("c", 0)):
+        for key, leap in zip("abc", leaps, strict=True):
             w.sample(key, 0.0, leap=leap)
-        r = w.engine.update(w.t)
-    assert r.system.leap == 1
-    w.engine.set_leap_file(0)
-    assert w.engine.update(w.t).system.leap == 0
+        w.update(w.t)
+    return w
+
+
+def test_a_majoritys_leap_on_5_december_is_remembered_but_neither_served_nor_armed():
+    w = _voting(DEC_5_2016)
+    assert w.result.system.stratum == 2 and w.result.system.leap == 0
+    assert {a.leap for a in w.actions(SetStatus)} == {0}
+    assert w.result.leap.at == JAN_2017
+    assert w.result.leap.next_change == JAN_2017 - DAY  # to be served and armed then
+
+
+def test_a_majority_announcing_from_5_december_is_served_on_31_december_until_the_leap():
+    # Upstreams announcing all month, as RFC 5905 allows; the weeks between are skipped
+    # (their silence unsynchronises us, and the first samples after it select them again).
+    w = _voting(DEC_5_2016)
+    assert w.result.system.leap == 0
+    w.update(JAN_2017 - DAY - 600)  # 30 December, 23:50
+    assert _vote(w, 480).result.system.leap == 0
+    assert _vote(w, 160).result.system.leap == 1  # 31 December, 00:00:40
+    assert w.actions(SetStatus)[-1].leap == 1
+    w.update(JAN_2017 - 600)
+    assert _vote(w, 576).result.system.leap == 1  # 23:59:36
+    w.update(JAN_2017 + 16)  # the majority still says LI=1 from before midnight
+    assert _vote(w, 160).result.system.leap == 0
+    assert w.actions(SetStatus)[-1].leap == 0
+
+
+def test_on_31_december_the_kernel_is_armed_to_insert():
+    w = _voting(JAN_2017 - 3600)
+    assert w.result.system.leap == 1
+    assert w.actions(SetStatus)[-1] == SetStatus(True, pytest.approx(0.001, abs=1e-3),
+                                                 pytest.approx(0.0, abs=1e-4), 1)
+
+
+def test_a_leapfile_with_a_negative_leap_serves_li_2_and_arms_sta_del_on_30_june_only():
+    w = _voting(JUL_2027 - DAY - 3600, leaps=(0, 0, 0), leap_list=DELETE_2027)
+    assert w.result.system.leap == 0  # 29 June: known, neither served nor armed
+    assert w.result.leap.at == JUL_2027
+    assert {a.leap for a in w.actions(SetStatus)} == {0}
+    w.run(3600 + 160, {"a": 0.0, "b": 0.0, "c": 0.0})
+    assert w.result.system.leap == 2
+    assert w.actions(SetStatus)[-1].leap == 2  # 30 June: STA_DEL
+    assert w.actions(SetTai) == [SetTai(37)]  # once, from the list
+
+
+def test_the_kernel_stays_armed_when_no_source_is_left():
+    w = _voting(JAN_2017 - 3600)
+    r = w.update(w.t + 3000)  # every source silent far beyond its reach
+    assert r.system_peer is None
+    assert w.actions(SetStatus)[-1] == SetStatus(False, 16.0, 16.0, 1)
+
+
+def test_a_sample_across_the_leap_is_not_used_and_counted():
+    w = _voting(JAN_2017 - 320)  # the last samples 160 s before midnight
+    w.t = JAN_2017 + 0.001
+    assert w.sample("a", 0.0, delay=0.004) is None
+    assert w.engine.leap.ignored == 1
+    w.t = JAN_2017 + 10
+    assert w.sample("a", 0.0) is not None
 
 
 def test_once_sets_the_clock_and_is_done():

@@ -156,7 +156,7 @@ class InterfaceRule:
 
 @dataclass(frozen=True, slots=True)
 class NtsConfig:
-    """The `nts` directive (config/nts.py)."""
+    """The `nts` directive (config/ntsconfig.py)."""
 
     enabled: bool = False  # the NTS-KE server (clients need only `server ... nts`)
     cert: str | None = None

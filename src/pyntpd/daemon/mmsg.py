@@ -298,7 +298,7 @@ class MmsgServer:
         self.time_ns = time_ns
         self.send_errors = 0
         self.receive_errors = 0
-        # Runs the mode 6 requests the responder queued, after each batch (daemon/control).
+        # Runs the mode 6 requests the responder queued, after each batch (daemon/mode6).
         self.on_control: Callable[[socket.socket], None] | None = None
         # Hands the symmetric packets of configured peers to their associations.
         self.on_peer: Callable[[socket.socket], None] | None = None

@@ -9,7 +9,7 @@ Names are resolved asynchronously (the event loop's resolver) and retried with b
 they fail; `pool` lines expand to several associations, and a pool member that stops
 answering is replaced by a fresh address from the next resolution.
 
-`server HOST nts`: NTS-KE with HOST comes first (daemon/ntske, TCP `ntsport`, default 4460;
+`server HOST nts`: NTS-KE with HOST comes first (daemon/ntsketls, TCP `ntsport`, default 4460;
 the certificate must name HOST); NTP then goes to the server and port the NTS-KE response
 names (default: HOST's address, port 123). When the association runs out of cookies or gets
 an NTS NAK, NTS-KE runs again in the background, with back-off on failure; polls meanwhile
@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -325,7 +326,7 @@ class SourceManager:
         skew = self._now() - loop.time()
         if self._skew is not None and skew < self._skew - WALL_JUMP:
             for peer in self.peers:
-                peer.assoc.next_poll += skew - self._skew
+                peer.assoc.shift_timer(skew - self._skew)
         self._skew = skew
 
     def _reschedule(self) -> None:
@@ -335,7 +336,7 @@ class SourceManager:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
         self._follow_wall_clock(loop)
-        active = [p.assoc.next_poll for p in self.peers if p.assoc.state == "active"]
+        active = [t for p in self.peers if (t := p.assoc.next_timer()) != math.inf]
         if not active:
             self._timer = None
             return
@@ -344,7 +345,7 @@ class SourceManager:
     def _poll_due(self) -> None:
         now = self._now()
         for peer in list(self.peers):
-            if peer.assoc.due(now):
+            if peer.assoc.on_timer(now):
                 self._send(peer, now)
             self._rekey_if_needed(peer, now)
         self._replace_dead_pool_members()
@@ -433,9 +434,8 @@ class SourceManager:
         self.peers.remove(peer)
         self.on_change()
 
-    def shift_schedule(self, seconds: float) -> None:
-        """The clock was stepped: move every pending poll with it."""
-        for peer in self.peers:
-            peer.assoc.next_poll += seconds
-        self._skew = None  # our own step: not someone else's to follow
+    def clock_stepped(self) -> None:
+        """Our clock was stepped (every association has moved its timer with it): wait for
+        the new first poll, and do not take our own step for someone else's."""
+        self._skew = None
         self._reschedule()

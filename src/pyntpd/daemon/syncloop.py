@@ -1,10 +1,13 @@
-"""The daemon side of synchronisation: sources on the wire, the engine's decisions, the clock.
+"""The daemon side of synchronisation: sources on the wire, the engine, the clock.
 
-`SourceManager` (daemon/sources) owns sockets and associations; `SyncEngine` (proto/sync)
-decides; this module applies the decisions exactly as the simulator does (sim/runner), so
-what the simulator proves is what runs: actions are applied to the clock at once, polls are
-handed to the associations, a step moves every pending poll, and `update` runs again at the
-engine's wake-up time (it slews by holding a frequency until then).
+`SourceManager` (daemon/sources) owns sockets and associations; `SyncEngine` (sync/engine)
+decides; the one `Driver` (pyntpd/driver) applies its decisions, as it does in the simulator.
+What is the daemon's own: the asyncio scheduler, publishing the system variables to the
+responder (and worker processes), the log lines an administrator reads, the drift file and
+the hourly sysstats record, and exiting on panic or after -q.
+
+The leapfile is watched here: read again when it changes (hourly, and at SIGHUP through
+`check_leapfile`), its list handed to the engine, its expiry warned about once.
 
 Symmetric peers (`peer HOST key N`) share the serving sockets: given the `responder`, this
 tells it the configured peers' addresses and ports (the only sources of symmetric packets it
@@ -20,26 +23,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyntpd.clock.base import Clock, apply_actions
-from pyntpd.clock.kernel import ClockError
-from pyntpd.config.leapfile import LeapTable
+from pyntpd.clock.base import Clock
+from pyntpd.config.leapfile import LeapFileResult, LeapFileWatch, ntp_date
 from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.sources import Peer, SourceManager
+from pyntpd.driver import Driver, Timer
 from pyntpd.logonce import LogOnce
 from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.server import Responder, ServerCounters
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
 from pyntpd.stats.filegen import Statistics, StatsSettings
 from pyntpd.stats.statsformat import SysCounts, sys_counts
-from pyntpd.sync.engine import SyncConfig, SyncEngine, SyncResult
+from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.sync.localclock import LocalClockDriver
 from pyntpd.types import Sample, SystemVars, Tally
 
 log = logging.getLogger("pyntpd")
 
 DRIFT_CHECK_INTERVAL = 3600.0
-MAX_WAKEUP = 64.0  # update at least this often, so holdover and status stay current
+LEAPFILE_CHECK_INTERVAL = 3600.0  # ntpd looks at its leapfile hourly, too
 SYSSTATS_INTERVAL = 3600.0  # ntpd writes sysstats (and resets its counters) hourly
 
 
@@ -68,7 +71,7 @@ class Synchroniser:
         local_clock: LocalClockDriver | None,
         publish: Callable[[SystemVars], None],
         finish: Callable[[int], None],
-        leap_table: LeapTable | None = None,
+        leapfile: LeapFileWatch | None = None,
         peers_changed: Callable[[list[tuple[int, bool]]], None] = lambda hosts: None,
         counters: Callable[[], ServerCounters] | None = None,
         responder: Responder | None = None,
@@ -82,7 +85,7 @@ class Synchroniser:
         self.clock = clock
         self.publish = publish
         self.finish = finish
-        self.leap_table = leap_table
+        self.leapfile = leapfile
         self.log_once = LogOnce(log)
         self.drift = DriftFile(options.driftfile) if options.driftfile else None
         initial = config.tinker.freq
@@ -99,6 +102,8 @@ class Synchroniser:
             ),
             self.now(),
         )
+        if leapfile is not None and leapfile.table is not None:
+            self.engine.set_leap_file(leapfile.table.leap_list())
         self.sources = SourceManager(
             config.servers, self._on_sample, clock.now, local_precision=precision,
             max_distance=config.tos.maxdist, max_sources=config.tos.maxclock,
@@ -106,14 +111,25 @@ class Synchroniser:
             keys=KeyRing.build(config.keys, config.trusted_keys), nts_ca=config.nts.ca,
             serving=list(serving or ()), system=self._stated_system,
         )
-        self.last: SyncResult | None = None
         self.last_logged: dict[object, object] = {}
         self._known: set[Peer] = set()
-        self._wakeup: asyncio.TimerHandle | None = None
         self._drift_timer: asyncio.TimerHandle | None = None
         self._sysstats_timer: asyncio.TimerHandle | None = None
+        self._leapfile_timer: asyncio.TimerHandle | None = None
         self.stats = Statistics(StatsSettings.from_config(config, options.statsdir),
                                 started=self.now(), counts=self._sys_counts())
+        self.driver = Driver(
+            self.engine, clock, self, stats=self.stats,
+            on_result=self._on_result, on_step=lambda step: self.sources.clock_stepped(),
+            on_panic=self._on_panic, on_done=self._on_done)
+
+    @property
+    def last(self) -> SyncResult | None:
+        return self.driver.last
+
+    def call_at(self, local: float, callback: Callable[[], None]) -> Timer:
+        """The driver's Scheduler: the asyncio loop waits on the monotonic clock."""
+        return asyncio.get_running_loop().call_later(max(local - self.now(), 0.0), callback)
 
     def now(self) -> float:
         return self.clock.now() / 1e9
@@ -121,14 +137,17 @@ class Synchroniser:
     # --- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        self._update()
+        self.driver.update()
         self.sources.start()
         if self.drift is not None and self.clock.can_adjust:
             self._schedule_drift()
         self._schedule_sysstats()
+        if self.leapfile is not None:
+            self._schedule_leapfile()
 
     def close(self) -> None:
-        for timer in (self._wakeup, self._drift_timer, self._sysstats_timer):
+        self.driver.stop()
+        for timer in (self._drift_timer, self._sysstats_timer, self._leapfile_timer):
             if timer is not None:
                 timer.cancel()
         self.sources.close()
@@ -169,6 +188,32 @@ class Synchroniser:
         if self.counters is not None:
             self.stats.record_sys(self.now(), self._sys_counts())
 
+    def _schedule_leapfile(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._leapfile_timer = loop.call_later(LEAPFILE_CHECK_INTERVAL, self._leapfile_due)
+
+    def _leapfile_due(self) -> None:
+        self.check_leapfile()
+        self._schedule_leapfile()
+
+    def check_leapfile(self) -> None:
+        """Hourly and at SIGHUP: a changed leapfile is read again and takes effect at once;
+        one that no longer parses leaves the list read before in force."""
+        if self.leapfile is None:
+            return
+        result = self.leapfile.check(int(self.now()) + NTP_UNIX_OFFSET)
+        if result is None:
+            return
+        report_leapfile(result)
+        if result.table is None:
+            if self.leapfile.table is not None:
+                log.error("keeping the leap second list read before from %s",
+                          self.leapfile.path)
+            return
+        self.engine.set_leap_file(result.table.leap_list())
+        self.driver.update()
+        log.info("leap second file %s read again", self.leapfile.path)
+
     def _drift_due(self) -> None:
         assert self.drift is not None
         ppm = self.engine.frequency_ppm
@@ -204,9 +249,9 @@ class Synchroniser:
     def _sources_changed(self) -> None:
         current = set(self.sources.peers)
         for peer in current - self._known:
-            self.engine.add_source(peer, peer.assoc.spec)
+            self.driver.add_source(peer, peer.assoc, peer.address)
         for peer in self._known - current:
-            self.engine.remove_source(peer)
+            self.driver.remove_source(peer)
         self._known = current
         self.peers_changed(self.peer_hosts())
         if self.responder is not None:
@@ -224,46 +269,30 @@ class Synchroniser:
         return [(p.address_int, p.family == socket.AF_INET6) for p in self.sources.peers]
 
     def _on_sample(self, peer: Peer, sample: Sample) -> None:
-        used = self.engine.on_sample(peer, sample) is not None
-        now, result = self._update()
-        if used:
-            self.stats.record_sample(now, peer, peer.address, peer.assoc.reach, result)
+        self.driver.on_sample(peer, sample)
 
-    def _update(self) -> tuple[float, SyncResult]:
-        now = self.now()
-        if self.leap_table is not None:
-            self.engine.set_leap_file(self.leap_table.leap_pending(int(now) + NTP_UNIX_OFFSET))
-        result = self.engine.update(now)
-        self._handle(result, now)
-        return now, result
-
-    def _handle(self, result: SyncResult, now: float) -> None:
-        self.last = result
-        if result.panic is not None:
-            log.error("%s", result.panic)
-            self.finish(1)
-            return
-        try:
-            apply_actions(self.clock, result.actions)
-        except ClockError as exc:
-            self.log_once.error(("clock", type(exc)), "cannot adjust the clock: %s", exc)
+    def _on_result(self, result: SyncResult, now: float) -> None:
         if result.stepped:
             log.warning("clock stepped by %+.6f s", result.step)
-            for peer in self.sources.peers:
-                peer.assoc.clock_stepped()
-            self.sources.shift_schedule(result.step)
-        for peer in self.sources.peers:
-            poll = result.polls.get(peer)
-            if poll is not None and poll != peer.assoc.poll:
-                peer.assoc.set_poll(poll)
         self.publish(result.system)
         self._log_changes(result)
-        if result.done:
-            log.info("clock set (offset %+.6f s); exiting as -q asks", result.offset)
-            self.finish(0)
-            return
-        wakeup = result.wakeup if result.wakeup is not None else now + MAX_WAKEUP
-        delay = min(max(wakeup - now, 0.0), MAX_WAKEUP)
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-        self._wakeup = asyncio.get_running_loop().call_later(delay, self._update)
+        if result.leap.expired and self.leapfile is not None and self.leapfile.table:
+            expiry = self.leapfile.table.expiry
+            self.log_once.warning(
+                ("leapfile expired", self.leapfile.path, expiry),
+                "leap second file %s expired on %s: the sources' leap indicators decide;"
+                " install a current copy", self.leapfile.path,
+                ntp_date(expiry) if expiry is not None else "(no expiry date)")
+
+    def _on_panic(self, panic: PanicExit) -> None:
+        log.error("%s", panic)
+        self.finish(1)
+
+    def _on_done(self, result: SyncResult) -> None:
+        log.info("clock set (offset %+.6f s); exiting as -q asks", result.offset)
+        self.finish(0)
+
+
+def report_leapfile(result: LeapFileResult) -> None:
+    for diagnostic in result.diagnostics:
+        log.log(logging.ERROR if diagnostic.is_error else logging.WARNING, "%s", diagnostic)

@@ -1,6 +1,6 @@
 """NTS Key Establishment (RFC 8915 §4): the record codec and both sides of the negotiation.
 
-Sans-IO: the TLS session (daemon/ntske) feeds the bytes it decrypted to a `MessageReader`
+Sans-IO: the TLS session (daemon/ntsketls) feeds the bytes it decrypted to a `MessageReader`
 and sends what `server_response` / `client_request` encode. Keys come from the TLS exporter,
 which only the daemon can call; `exporter_context` says what to ask it for.
 

@@ -47,6 +47,7 @@ No packet ever creates an association: only a configured peer's packets reach on
 from __future__ import annotations
 
 import enum
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -183,8 +184,19 @@ class Association:
         if self.spec.iburst:
             self._burst_left = BURST_COUNT
 
-    def due(self, now: float) -> bool:
+    def next_timer(self) -> float:
+        """The local time of this association's next poll (inf: it polls no more)."""
+        return self.next_poll if self.state == State.ACTIVE else math.inf
+
+    def on_timer(self, now: float) -> bool:
+        """The timer fired at `now`: True if a poll is due (the caller then builds and sends
+        the request, which reschedules); False if it fired early (the clock moved)."""
         return self.state == State.ACTIVE and now >= self.next_poll
+
+    def shift_timer(self, seconds: float) -> None:
+        """The local clock jumped by `seconds` (a step of ours, or someone setting the wall
+        clock): the next poll stays the same distance away in real time."""
+        self.next_poll += seconds
 
     def _begin_poll(self, now: float, transmit: int) -> None:
         self.reach = (self.reach << 1) & 0xFF
@@ -257,10 +269,11 @@ class Association:
         """The discipline's choice of poll interval, kept within minpoll..maxpoll."""
         self.poll = max(self.spec.minpoll, min(exponent, self.spec.maxpoll))
 
-    def clock_stepped(self) -> None:
-        """The local clock was stepped: forget the outstanding request, whose reply would
-        mix times from before and after the step. (Moving `next_poll` with the step is the
-        caller's, as for every other timer.)"""
+    def clock_stepped(self, step: float) -> None:
+        """The local clock was stepped by `step` s: the next poll moves with it, and the
+        outstanding request is forgotten, since its reply would mix times from before and
+        after the step."""
+        self.shift_timer(step)
         self._sent_transmit = 0
         # A peer's org/rec mix in our pre-step clock too: start over as at the first packet.
         self._peer_org = self._peer_rec = 0

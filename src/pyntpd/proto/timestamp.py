@@ -72,8 +72,3 @@ def seconds_to_short(seconds: float) -> int:
 def short_to_seconds(short: int) -> float:
     """NTP short (16.16) -> seconds."""
     return (short & SHORT_MAX) / 65536.0
-
-
-def log2_to_seconds(exponent: int) -> float:
-    """Poll and precision fields are signed log2 seconds."""
-    return 2.0**exponent

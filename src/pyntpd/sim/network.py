@@ -5,13 +5,22 @@ asymmetry no protocol can see), a jitter distribution per direction, loss, outag
 spikes. A `SimServer` is an upstream server with its own idea of the time (honest, lying by
 a fixed amount, stepping at some instant, going away), answering through the real
 `Responder` — the very code pyntpd serves with — from system variables stating its clock.
+
+The simulation's true time runs uniformly (like TAI); `UtcLeaps` says what UTC reads at a
+true time, leap seconds included. Servers given one keep UTC: they insert or delete the
+leap themselves at its instant and announce it beforehand (from the start of its month, as
+RFC 5905 allows, or a chosen time ahead, e.g. weeks early).
 """
 
 from __future__ import annotations
 
+import bisect
+import calendar
+import datetime
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from pyntpd.proto.access import Access, RestrictTable
 from pyntpd.proto.server import Responder
@@ -28,11 +37,6 @@ def no_jitter(rng: random.Random) -> float:
 def exponential(mean: float) -> Jitter:
     """Queueing delay: exponential with the given mean (s)."""
     return lambda rng: rng.expovariate(1.0 / mean)
-
-
-def gaussian(sigma: float) -> Jitter:
-    """Symmetric noise, folded to be non-negative (a delay cannot shrink below the base)."""
-    return lambda rng: abs(rng.gauss(0.0, sigma))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,51 @@ class Path:
         return base + jitter + (self.spikes.size if spike and self.spikes else 0.0)
 
 
+@dataclass(frozen=True)
+class UtcLeaps:
+    """UTC against the simulation's uniform true time: at true time 0 UTC reads `epoch`
+    (Unix seconds), and `leaps` are (the UTC midnight that ends the leap's day, +1 for an
+    inserted second, -1 for a deleted one), in order."""
+
+    epoch: float
+    leaps: tuple[tuple[int, int], ...] = ()
+
+    @cached_property
+    def instants(self) -> list[tuple[float, int]]:
+        """(true time, +1/-1) of each leap: for an insertion, when UTC first reads the
+        midnight and reads 23:59:59 again instead (23:59:60, as POSIX clocks show it);
+        for a deletion, when UTC would read 23:59:59 and reads midnight instead."""
+        out = []
+        behind = 0  # UTC minus (epoch + true time) so far
+        for midnight, sign in self.leaps:
+            at = (midnight if sign > 0 else midnight - 1) - self.epoch - behind
+            out.append((at, sign))
+            behind -= sign
+        return out
+
+    def offset(self, t: float) -> int:
+        """UTC minus (epoch + t), whole seconds: minus the leaps inserted by true time t,
+        plus those deleted."""
+        instants = self.instants
+        done = bisect.bisect_right(instants, t, key=lambda i: i[0])
+        return -sum(sign for _, sign in instants[:done])
+
+    def utc(self, t: float) -> float:
+        return self.epoch + t + self.offset(t)
+
+    def announced(self, t: float, ahead: float | None) -> int:
+        """The LI an honest server shows at true time t: 1 or 2 before a leap, from `ahead`
+        seconds before it or (None) from the start of the leap's UTC month; else 0."""
+        for (midnight, sign), (at, _) in zip(self.leaps, self.instants, strict=True):
+            if t >= at:
+                continue
+            last_day = datetime.datetime.fromtimestamp(midnight - 1, datetime.UTC)
+            start = (calendar.timegm((last_day.year, last_day.month, 1, 0, 0, 0))
+                     if ahead is None else midnight - ahead)
+            return (1 if sign > 0 else 2) if self.utc(t) >= start else 0
+        return 0
+
+
 @dataclass
 class SimServer:
     """An upstream server: its clock is true time plus `error(t)`."""
@@ -80,22 +129,34 @@ class SimServer:
     root_dispersion: float = 1e-5
     processing: float = 5e-6  # s between receive and transmit
     epoch: float = 1_800_000_000.0
+    utc: UtcLeaps | None = None  # keep UTC with its leap seconds (its epoch wins)
+    announce: float | None = None  # s before a leap it is announced; None: its whole month
 
     def __post_init__(self) -> None:
         self.responder = Responder(Access(RestrictTable()))
         self._vars_at = -1.0
+        self._leap_said = -1
 
     def clock_ns(self, t: float) -> int:
-        return round((self.epoch + t + self.error(t)) * 1e9)
+        base = self.utc.utc(t) if self.utc is not None else self.epoch + t
+        return round((base + self.error(t)) * 1e9)
+
+    def leap_at(self, t: float) -> int:
+        """The LI this server shows at true time t."""
+        if self.utc is None or self.leap == Leap.UNSYNCHRONISED:
+            return self.leap
+        return self.utc.announced(t, self.announce) or self.leap
 
     def answer(self, request: bytes, t: float) -> tuple[bytes, float] | None:
         """The reply to a request arriving at true time t, and when it leaves."""
         receive_ns = self.clock_ns(t)
         now = receive_ns / 1e9
-        if now - self._vars_at >= 16.0 or now < self._vars_at:
+        leap = self.leap_at(t)
+        if now - self._vars_at >= 16.0 or now < self._vars_at or leap != self._leap_said:
             self._vars_at = now
+            self._leap_said = leap
             self.responder.set_system(SystemVars(
-                leap=self.leap, stratum=self.stratum, precision=-20,
+                leap=leap, stratum=self.stratum, precision=-20,
                 root_delay=self.root_delay, root_dispersion=self.root_dispersion,
                 refid=self.refid, reference_time=unix_to_ntp(now), updated_at=now))
         head = self.responder.respond(request, 0x0A000001, False, 123,

@@ -1,13 +1,19 @@
 """The deterministic event loop: real Associations and a real SyncEngine under simulated time.
 
-It does what the daemon does, in the same order, with the same objects: each association's
-request is built by `Association.make_request`, stamped with the local clock (`sent`),
-carried by a `Path`, answered by a `SimServer`'s real `Responder`, carried back, taken
-through `Association.receive`, and the `Sample` goes to `SyncEngine.on_sample`; the engine's
-`update` result is applied to the `SimClock` with `apply_actions`, its polls go to the
-associations, its wake-up time is honoured, a step moves every timer and makes every
-association forget its outstanding request. Everything random comes from one seeded
+It does what the daemon does, with the same objects: each association's request is built
+by `Association.make_request`, stamped with the local clock (`sent`), carried by a `Path`,
+answered by a `SimServer`'s real `Responder`, carried back, taken through
+`Association.receive`, and the `Sample` goes to the one `Driver` (pyntpd/driver), which
+feeds the engine and applies its decisions to the `SimClock` exactly as it does to the
+system clock in the daemon. What is the simulator's own: the event queue on true time (the
+driver's Scheduler), the network, and the trace. Everything random comes from one seeded
 `random.Random`, so a seed always gives the same run.
+
+With leap seconds (`utc`), the trace's offsets are the local clock against UTC as it reads
+then, and the engine is given the leap second list (`leap_list`) as the daemon gives it the
+leapfile. At the one sample that falls on a leap's instant the two readings may be a whole
+second apart for as long as the clock's offset (one has done the leap, the other not yet):
+that sample takes UTC's reading from either side of the instant, whichever is nearer.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ import random
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from pyntpd.clock.base import apply_actions
 from pyntpd.clock.simclock import SimClock
+from pyntpd.driver import Driver
 from pyntpd.proto.source import Association, SourceSpec
 from pyntpd.proto.timestamp import unix_ns_to_ntp
-from pyntpd.sim.network import SimServer
+from pyntpd.sim.network import SimServer, UtcLeaps
 from pyntpd.stats.filegen import Statistics
 from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
+from pyntpd.sync.leap import LeapList
 
 
 @dataclass
@@ -50,8 +57,11 @@ class Simulation:
         rng: random.Random,
         keep_updates: bool = False,
         stats: Statistics | None = None,
+        utc: UtcLeaps | None = None,
+        leap_list: LeapList | None = None,
     ) -> None:
         self.clock = clock
+        self.utc = utc
         self.stats = stats  # written as the daemon writes them, stamped with the local clock
         self.rng = rng
         self.trace = Trace()
@@ -60,18 +70,20 @@ class Simulation:
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._poll_gen: dict[Hashable, int] = {}
-        self._wake_gen = 0
         self.servers: dict[Hashable, SimServer] = {}
         self.assocs: dict[Hashable, Association] = {}
         self.engine = SyncEngine(config, self.local())
-        self._handle(self.engine.update(self.local()))
+        self.engine.set_leap_file(leap_list)
+        self.driver = Driver(self.engine, clock, self, stats=stats, on_result=self._on_result,
+                             on_step=self._on_step, on_panic=self._on_panic)
+        self.driver.update()
         transmit = itertools.count(rng.getrandbits(63) | 1)
         for i, (server, spec) in enumerate(servers):
             key = f"{spec.address}#{i}"
             self.servers[key] = server
             assoc = Association(spec, random_transmit=lambda t=transmit: next(t))
             self.assocs[key] = assoc
-            self.engine.add_source(key, spec)
+            self.driver.add_source(key, assoc, server.address)
             assoc.start(self.local())
             self._schedule_poll(key)
 
@@ -87,6 +99,12 @@ class Simulation:
         # A microsecond late, so that float rounding never fires a timer before its time.
         self._at(max(self.clock.true, self.clock.true_at_local(local)) + 1e-6, action)
 
+    def call_at(self, local: float, callback: Callable[[], None]) -> _Event:
+        """The driver's Scheduler, on simulated time."""
+        event = _Event(callback)
+        self._at_local(local, event.fire)
+        return event
+
     def run(self, duration: float) -> Trace:
         while self._events and self.trace.panic is None:
             true, _, action = self._events[0]
@@ -100,6 +118,9 @@ class Simulation:
         return self.trace
 
     def _second(self, second: int, phase: float) -> None:
+        if self.utc is not None:
+            now, before = self.utc.offset(self.clock.true), self.utc.offset(self.clock.true - 0.5)
+            phase = min(phase - now, phase - before, key=abs)
         self.trace.offsets.append(phase)
         self.trace.frequency_errors.append(self.clock.rate_error * 1e6)
 
@@ -107,14 +128,14 @@ class Simulation:
 
     def _schedule_poll(self, key: Hashable) -> None:
         gen = self._poll_gen[key] = self._poll_gen.get(key, 0) + 1
-        self._at_local(self.assocs[key].next_poll, lambda: self._poll(key, gen))
+        self._at_local(self.assocs[key].next_timer(), lambda: self._poll(key, gen))
 
     def _poll(self, key: Hashable, gen: int) -> None:
         if gen != self._poll_gen[key]:
             return  # superseded (the clock was stepped, or the poll changed)
         assoc = self.assocs[key]
         now = self.local()
-        if assoc.due(now):
+        if assoc.on_timer(now):
             request = assoc.make_request(now)
             assoc.sent(unix_ns_to_ntp(self.clock.now()))
             self.trace.exchanges += 1
@@ -140,41 +161,39 @@ class Simulation:
         if sample is None:
             return
         self.trace.samples += 1
-        used = self.engine.on_sample(key, sample) is not None
-        now = self.local()
-        result = self.engine.update(now)
-        self._handle(result)
-        if self.stats is not None and used:
-            self.stats.record_sample(now, key, self.servers[key].address,
-                                     self.assocs[key].reach, result)
+        self.driver.on_sample(key, sample)
 
-    # --- the engine's decisions -----------------------------------------------------
+    # --- what the driver reports ----------------------------------------------------
 
-    def _wake(self, gen: int) -> None:
-        if gen == self._wake_gen:
-            self._handle(self.engine.update(self.local()))
-
-    def _handle(self, result: SyncResult) -> None:
+    def _on_result(self, result: SyncResult, now: float) -> None:
         if self.keep_updates:
             self.trace.updates.append((self.clock.true, result))
-        if result.panic is not None:
-            self.trace.panic = (self.clock.true, result.panic)
-            return
-        apply_actions(self.clock, result.actions)
         if result.stepped:
             self.trace.steps.append((self.clock.true, result.step))
-            for key, assoc in self.assocs.items():
-                assoc.clock_stepped()
-                assoc.next_poll += result.step
-                self._schedule_poll(key)
-        for key, poll in result.polls.items():
-            assoc = self.assocs.get(key)
-            if assoc is not None and poll != assoc.poll:
-                assoc.set_poll(poll)
-        if result.wakeup is not None:
-            self._wake_gen += 1
-            gen = self._wake_gen
-            self._at_local(result.wakeup, lambda: self._wake(gen))
+
+    def _on_step(self, step: float) -> None:
+        for key in self.assocs:
+            self._schedule_poll(key)  # each association has moved its timer with the step
+
+    def _on_panic(self, panic: PanicExit) -> None:
+        self.trace.panic = (self.clock.true, panic)
+        if self.keep_updates and self.driver.last is not None:
+            self.trace.updates.append((self.clock.true, self.driver.last))
+
+
+class _Event:
+    """A cancellable event on the simulator's queue."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback: Callable[[], None] | None = callback
+
+    def fire(self) -> None:
+        if self.callback is not None:
+            callback, self.callback = self.callback, None
+            callback()
+
+    def cancel(self) -> None:
+        self.callback = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +213,7 @@ class Report:
     samples: int
     final_polls: dict[str, int]
     tallies: dict[str, str]
+    kernel_leaps: tuple[tuple[float, str], ...] = ()  # (true time, what the kernel did)
 
     def lines(self) -> list[str]:
         def us(x: float) -> str:
@@ -214,6 +234,9 @@ class Report:
             "  sources           " + ", ".join(
                 f"{k} '{self.tallies.get(k, ' ')}' poll {p}" for k, p in self.final_polls.items()),
         ]
+        if self.kernel_leaps:
+            out.append("  kernel leap       " + ", ".join(
+                f"{what} at {t:.3f} s" for t, what in self.kernel_leaps))
         if self.panic:
             out.append(f"  PANIC EXIT        {self.panic}")
         return out
@@ -238,4 +261,5 @@ def summarise(
         exchanges=trace.exchanges, samples=trace.samples,
         final_polls={str(k): a.poll for k, a in sim.assocs.items()},
         tallies={str(k): str(s.tally) for k, s in result.sources.items()},
+        kernel_leaps=tuple(sim.clock.leap_events),
     )

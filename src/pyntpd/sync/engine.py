@@ -21,7 +21,8 @@ How the daemon drives it (the simulator, `pyntpd.sim`, does exactly this):
 Per source: a Kalman filter against the raw clock (`filter`); per update: sanity checks,
 intersection, clustering, combining (`select`); then the step/slew/panic policy
 (`discipline`). The local clock driver and orphan mode only stand in when no real source is
-selected, and never move the clock.
+selected, and never move the clock. Leap seconds (the LI served, when the kernel is armed,
+the TAI offset, samples ignored around midnight) are `sync.leap`'s decisions.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ import hashlib
 import ipaddress
 import math
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pyntpd.proto.source import SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
-from pyntpd.sync import select
+from pyntpd.sync import select, tuning
 from pyntpd.sync.discipline import (
     CorrectionModel,
     Decision,
@@ -43,8 +44,9 @@ from pyntpd.sync.discipline import (
     Plan,
 )
 from pyntpd.sync.filter import SourceFilter, Verdict
+from pyntpd.sync.leap import LeapDecision, LeapList, LeapPolicy
 from pyntpd.sync.localclock import LocalClockDriver
-from pyntpd.sync.tuning import TinkerConfig, TosConfig
+from pyntpd.sync.tuning import TinkerConfig, TosConfig, Tuning
 from pyntpd.types import (
     PHI,
     STRATUM_UNSYNC,
@@ -53,22 +55,13 @@ from pyntpd.types import (
     Sample,
     SetFrequency,
     SetStatus,
+    SetTai,
     Slew,
     Step,
     SystemVars,
     Tally,
 )
 
-UNREACH_POLLS = 8  # a source with no sample for this many polls is unreachable (reach 0)
-HOLD_WAKEUP = 64.0  # s: the longest the engine wants to go without an update
-POLL_SAMPLES = 4  # samples at a poll interval before it may be raised
-# Raise the poll while the prediction's error growth over the doubled interval stays below
-# this fraction of a single sample's typical error; lower it when the growth over the
-# current interval exceeds twice that. (On lan1, 0.7 lets the poll reach 1024 s and costs
-# ~56 us RMS; 0.3 settles at 256 s, ~34 us; 0.25 at 128-256 s, ~26 us.)
-POLL_RATIO = 0.25
-REACH_SLACK = 16.0  # s beyond UNREACH_POLLS polls before a silent source is unreachable
-KNOWN_FREQUENCY_SD = 5e-6  # prior uncertainty of a frequency from the driftfile
 ORPHAN_REFID = bytes([127, 0, 0, 1])
 MAXERROR_CAP = 16.0
 
@@ -98,6 +91,7 @@ class SyncConfig:
     precision: int = -20
     initial_frequency: float | None = None  # ppm, from the driftfile or `tinker freq`
     slew_time: float | None = None  # s; None: the discipline's default
+    tuning: Tuning = field(default_factory=lambda: tuning.DEFAULT)
 
     def discipline_config(self) -> DisciplineConfig:
         t = self.tinker
@@ -133,6 +127,7 @@ class SyncResult:
     step: float = 0.0  # s the clock was stepped by (0.0: not stepped)
     panic: PanicExit | None = None
     done: bool = False  # -q: the clock was set; the daemon may exit
+    leap: LeapDecision = field(default_factory=LeapDecision)
 
     @property
     def stepped(self) -> bool:
@@ -184,22 +179,26 @@ class SyncEngine:
         self._variance = math.inf
         self._offset = 0.0  # the offset still to correct after the last decision
         self._synced = False  # what the kernel was last told
-        self.leap_file: int | None = None  # the leapfile's announcement; overrides the vote
+        self._kernel_leap: int = Leap.NONE  # the leap the kernel was last armed with
+        self._tai: int | None = None  # the TAI offset the kernel was last given
+        self.leap = LeapPolicy()
 
-    def set_leap_file(self, leap: int | None) -> None:
-        """A leap second announced by the leapfile for the end of this day (1 insert,
-        2 delete), or None: the sources' majority decides."""
-        self.leap_file = leap
+    def set_leap_file(self, leap_list: LeapList | None) -> None:
+        """The leap second list (the leapfile), or None: the sources' majority decides."""
+        self.leap.set_list(leap_list)
+        self._tai = None  # tell the kernel again, whatever the new list says
 
     # --- sources --------------------------------------------------------------------
 
     def add_source(self, key: Hashable, spec: SourceSpec) -> None:
+        tune = self.config.tuning
         precision = 2.0 ** self.config.precision
         if self.config.initial_frequency is not None or math.isfinite(self._variance):
             # The driftfile's or the current estimate: a new source need not relearn it.
-            filt = SourceFilter(precision, self.frequency_ppm * 1e-6, KNOWN_FREQUENCY_SD**2)
+            filt = SourceFilter(precision, self.frequency_ppm * 1e-6,
+                                tune.known_frequency_sd**2, tuning=tune)
         else:
-            filt = SourceFilter(precision)
+            filt = SourceFilter(precision, tuning=tune)
         self.sources[key] = _Source(spec, filt, max(spec.minpoll, 0))
 
     def remove_source(self, key: Hashable) -> None:
@@ -214,8 +213,12 @@ class SyncEngine:
             return None
         measured = sample.local_time - sample.delay / 2  # the exchange's midpoint
         stepped_at = self.model.last_step_at()
-        if stepped_at is not None and sample.local_time - sample.delay <= stepped_at:
+        sent = sample.local_time - sample.delay
+        if stepped_at is not None and sent <= stepped_at:
             return None  # the request left before the last step: two timescales mixed
+        if self.leap.straddles(sent, sample.local_time):
+            self.leap.ignored += 1
+            return None  # either end may be a whole second off around a leap
         raw_t = self.model.to_raw(measured)
         raw_offset = sample.offset + self.model.correction(measured)
         verdict = src.filter.add(raw_t, raw_offset, sample.delay)
@@ -243,16 +246,15 @@ class SyncEngine:
         panic: PanicExit | None = None
         step = 0.0
         offset = jitter = 0.0
+        votes: list[int] | None = None
         if peer is not None:
-            combined, leap = self._combine(candidates, survivors, peer)
-            if self.leap_file is not None:
-                leap = self.leap_file
+            combined = self._combine(candidates, survivors, peer)
+            votes = [c.leap for c in survivors]
             offset, jitter = combined.offset, math.sqrt(combined.variance)
             self._variance = combined.variance
             self.frequency_ppm = self.discipline.frequency(combined.frequency)
             self._lost_at = now
-        else:
-            leap = Leap.NONE
+        leap = self.leap.decide(now, votes)
         if peer is not None and self._dirty and not self._done:
             plan = self.discipline.decide(now, offset, self.frequency_ppm)
             if plan.decision is Decision.PANIC and self.config.discipline:
@@ -268,16 +270,25 @@ class SyncEngine:
             # the clock runs on the frequency estimate alone.
             self._end_slew(now, actions)
         synced = peer is not None and not self.discipline.stepout_pending()
-        system = self._system_vars(now + step, peer, candidates, synced, leap)
-        if self.config.discipline and (peer is not None or actions or synced != self._synced):
-            actions.append(self._status(system, synced))
+        system = self._system_vars(now + step, peer, candidates, synced, leap.wire)
+        if self.config.discipline:
+            if (peer is not None or actions or synced != self._synced
+                    or leap.kernel != self._kernel_leap):
+                actions.append(self._status(system, synced, leap.kernel))
+            # Linux takes no negative TAI offset (ADJ_TAI ignores it); none has ever been.
+            if (leap.tai_offset is not None and leap.tai_offset >= 0
+                    and leap.tai_offset != self._tai):
+                actions.append(SetTai(leap.tai_offset))
+                self._tai = leap.tai_offset
         self._synced = synced
+        self._kernel_leap = leap.kernel
         polls = {key: self._poll(src) for key, src in self.sources.items()}
-        wakeup = self._wakeup(now + step)
+        wakeup = self._wakeup(now + step, leap.next_change)
         return SyncResult(
             actions=tuple(actions), system=system, sources=self._statuses(statuses),
             polls=polls, wakeup=wakeup, offset=offset, frequency=self.frequency_ppm,
             jitter=jitter, system_peer=peer, step=step, panic=panic, done=self._done,
+            leap=leap,
         )
 
     # --- selection ------------------------------------------------------------------
@@ -285,6 +296,7 @@ class SyncEngine:
     def _candidates(
         self, now: float, raw_now: float, correction: float
     ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus]]:
+        tune = self.config.tuning
         tos = self.config.tos
         candidates: dict[Hashable, select.Candidate | None] = {}
         statuses: dict[Hashable, SourceStatus] = {}
@@ -306,7 +318,7 @@ class SyncEngine:
             offset = est.offset - correction
             statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
                                          distance, src.poll, filt.count)
-            reachable = age <= UNREACH_POLLS * 2.0 ** src.poll + REACH_SLACK
+            reachable = age <= tune.unreach_polls * 2.0 ** src.poll + tune.reach_slack
             sane = (filt.ready and reachable and not src.spec.noselect
                     and tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
                     and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
@@ -354,15 +366,13 @@ class SyncEngine:
         candidates: dict[Hashable, select.Candidate | None],
         survivors: list[select.Candidate],
         peer: Hashable,
-    ) -> tuple[select.Combined, int]:
+    ) -> select.Combined:
         chosen = candidates[peer]
         assert chosen is not None
         if chosen.prefer:
-            combined = select.Combined(chosen.offset, chosen.frequency, chosen.variance,
-                                       chosen.jitter)
-        else:
-            combined = select.combine(survivors)
-        return combined, select.leap_vote(survivors)
+            return select.Combined(chosen.offset, chosen.frequency, chosen.variance,
+                                   chosen.jitter)
+        return select.combine(survivors)
 
     # --- discipline -----------------------------------------------------------------
 
@@ -412,7 +422,11 @@ class SyncEngine:
     ) -> SystemVars:
         precision = self.config.precision
         if peer is None or not synced:
-            return self._fallback_vars(now, peer is None)
+            fallback = self._fallback_vars(now, peer is None)
+            if fallback.synchronised and fallback.leap != leap:
+                # The local clock driver or orphan mode: the leap list still holds.
+                return replace(fallback, leap=leap)
+            return fallback
         src = self.sources[peer]
         cand = candidates[peer]
         assert src.sample is not None and cand is not None
@@ -446,12 +460,14 @@ class SyncEngine:
                               updated_at=now)
         return SystemVars(precision=precision, updated_at=now)
 
-    def _status(self, system: SystemVars, synced: bool) -> SetStatus:
+    def _status(self, system: SystemVars, synced: bool, kernel_leap: int) -> SetStatus:
+        # The kernel is armed even while unsynchronised: a leap the list or the last
+        # majority announced happens whether or not a source is selected at midnight.
         if not synced:
-            return SetStatus(False, MAXERROR_CAP, MAXERROR_CAP, Leap.UNSYNCHRONISED)
+            return SetStatus(False, MAXERROR_CAP, MAXERROR_CAP, kernel_leap)
         maxerror = min(MAXERROR_CAP, system.root_delay / 2 + system.root_dispersion)
         esterror = min(MAXERROR_CAP, math.sqrt(max(self._variance, 0.0)))
-        return SetStatus(True, maxerror, esterror, system.leap)
+        return SetStatus(True, maxerror, esterror, kernel_leap)
 
     def _statuses(self, statuses: dict[Hashable, SourceStatus]) -> dict[Hashable, SourceStatus]:
         out = {}
@@ -465,6 +481,7 @@ class SyncEngine:
 
     def _poll(self, src: _Source) -> int:
         """Adaptive poll: as long as the prediction stays good, poll less often."""
+        tune = self.config.tuning
         spec = src.spec
         filt = src.filter
         lo, hi = spec.minpoll, max(spec.minpoll, spec.maxpoll)
@@ -476,20 +493,22 @@ class SyncEngine:
         src.fresh = False
         noise = max(filt.typical_error, filt.precision)
         est = filt.estimate(filt.last_time)
-        limit = (POLL_RATIO * noise) ** 2
+        limit = (tune.poll_ratio * noise) ** 2
         up = est.offset_var_after(2.0 ** (src.poll + 1), filt.wander) - est.offset_var
         now_growth = est.offset_var_after(2.0 ** src.poll, filt.wander) - est.offset_var
         if now_growth > 4 * limit and src.poll > lo:
             src.poll -= 1
             src.at_poll = 0
-        elif up < limit and src.poll < hi and src.at_poll >= POLL_SAMPLES:
+        elif up < limit and src.poll < hi and src.at_poll >= tune.poll_samples:
             src.poll += 1
             src.at_poll = 0
         src.poll = max(lo, min(src.poll, hi))
         return src.poll
 
-    def _wakeup(self, now: float) -> float | None:
-        times = [now + HOLD_WAKEUP]
+    def _wakeup(self, now: float, leap_change: float | None) -> float | None:
+        times = [now + self.config.tuning.hold_wakeup]
         if self._slew_until is not None:
             times.append(self._slew_until)
+        if leap_change is not None:
+            times.append(leap_change)  # arm the kernel, or stop announcing, on time
         return min(times)

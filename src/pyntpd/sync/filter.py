@@ -44,6 +44,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from pyntpd.sync.tuning import DEFAULT, Tuning
+
 WINDOW = 64  # samples kept for the minimum delay and the jitter
 MIN_SAMPLES = 4  # samples before the estimate is trusted for selection
 FLOOR_FACTOR = 1.5
@@ -51,13 +53,11 @@ MEDIAN_EXCESS = 1.678  # median of Gamma(2, 1)
 SOFT_EDGE = 0.5  # the floor's share given to soft (Gaussian) interval edges
 GATE = 5.0  # innovations beyond this many sigmas are spikes
 SPIKE_RESTART = 4  # this many spikes in a row: the source moved, restart the phase
-WANDERS = tuple(10.0 ** (-20 + 0.5 * i) for i in range(13))  # 1e-20 .. 1e-14 per s
 MEMORY = 300.0  # samples over which the models' likelihoods are compared
 LIKELIHOOD_AFTER = 8  # samples before the likelihoods start to count (start-up transient)
 MIN_LIKELIHOOD = 1e-12  # a sample's likelihood under a model is floored here
 _SQRT2 = math.sqrt(2.0)
 _SQRT2PI = math.sqrt(2.0 * math.pi)
-INTERVAL_UPDATE = True  # False: Kalman updates with the interval's variance (for comparison)
 MAX_FREQUENCY = 500e-6  # the prior: any oscillator the kernel can correct
 TWELVE = 12.0
 
@@ -180,14 +180,18 @@ class SourceFilter:
         precision: float = 2e-6,
         frequency: float = 0.0,
         frequency_var: float = MAX_FREQUENCY**2,
+        *,
+        tuning: Tuning = DEFAULT,
     ) -> None:
         self.precision = precision
+        self.interval_update = tuning.interval_update
+        wanders = tuning.wanders
         self.window: deque[_Point] = deque(maxlen=WINDOW)
         self.count = 0  # samples used since the (re)start
         self.spikes = 0  # spikes in a row
         self.t = 0.0  # raw time of the last update
-        self.models = [_Model(q, 0.0, frequency, 0.0, frequency_var) for q in WANDERS]
-        self._weights = [1.0 / len(WANDERS)] * len(WANDERS)
+        self.models = [_Model(q, 0.0, frequency, 0.0, frequency_var) for q in wanders]
+        self._weights = [1.0 / len(wanders)] * len(wanders)
         self._pending: list[_Point] = []
 
     # --- reading --------------------------------------------------------------------
@@ -277,7 +281,7 @@ class SourceFilter:
             return self._spike(point)
         self.spikes = 0
         self._pending.clear()
-        bounded = INTERVAL_UPDATE and self.count >= LIKELIHOOD_AFTER
+        bounded = self.interval_update and self.count >= LIKELIHOOD_AFTER
         forget = 1.0 - 1.0 / MEMORY
         for m in self.models:
             m.update(dt, b, bounded, forget)

@@ -135,11 +135,3 @@ def combine(survivors: Sequence[Candidate]) -> Combined:
     variance /= total * total
     spread = sum(w * (c.offset - offset) ** 2 for w, c in zip(weights, survivors, strict=True))
     return Combined(offset, frequency, variance, math.sqrt(spread / total))
-
-
-def leap_vote(survivors: Sequence[Candidate]) -> int:
-    """The leap indicator more than half of the survivors announce, else none (0)."""
-    for leap in (1, 2):
-        if 2 * sum(1 for c in survivors if c.leap == leap) > len(survivors):
-            return leap
-    return 0

@@ -37,3 +37,39 @@ class TinkerConfig:
     dispersion: float = 15.0  # PPM
     huffpuff: float | None = None  # None: filter off
     freq: float | None = None  # PPM; None: from the driftfile
+
+
+# Half-decade grid of oscillator wander (q, 1/s) the filter bank spans: 1e-20 .. 1e-14.
+WANDERS = tuple(10.0 ** (-20 + 0.5 * i) for i in range(13))
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """The engine's and the filters' constants (sync/engine, sync/filter explain each).
+
+    The defaults are what pyntpd runs with; the simulator's ablations (bench/accuracy.py)
+    and tests that need a shorter horizon build another value and pass it in SyncConfig.
+    """
+
+    # A source with no sample for this many polls (plus `reach_slack` s) is unreachable.
+    unreach_polls: int = 8
+    reach_slack: float = 16.0
+    # The longest the engine goes without an update (holdover, status, a lost source).
+    hold_wakeup: float = 64.0
+    # Adaptive polling: samples at a poll interval before it may be raised, and the
+    # fraction of a sample's typical error the prediction may lose over the next interval.
+    # (On lan1, 0.7 lets the poll reach 1024 s at ~56 us RMS; 0.3 settles at 256 s, ~34 us;
+    # 0.25 at 128-256 s, ~26 us.)
+    poll_samples: int = 4
+    poll_ratio: float = 0.25
+    # Prior uncertainty (s/s) of a frequency known from the driftfile or the running estimate.
+    known_frequency_sd: float = 5e-6
+    # The filter: samples as delay-bounded intervals (False: Gaussian updates, for
+    # comparison), and the wander grid of its filter bank.
+    interval_update: bool = True
+    wanders: tuple[float, ...] = WANDERS
+
+
+# What SyncConfig starts from. Only a test that runs a real daemon with a shorter horizon
+# replaces it (in that child process); everything else passes a Tuning value.
+DEFAULT = Tuning()
