@@ -47,11 +47,13 @@ from pyntpd.daemon.privileges import (
     set_parent_death_signal,
 )
 from pyntpd.daemon.serve import ListenAddress, UdpServer, default_listen, open_sockets
+from pyntpd.daemon.signd import SigndClient
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser, SyncOptions, describe, report_leapfile
 from pyntpd.daemon.workers import POLL_INTERVAL, SharedSystemVars, WorkerSet
 from pyntpd.proto.access import Access, MruLimits, RateLimits, RestrictTable
 from pyntpd.proto.auth import KeyRing
+from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.server import Responder
 from pyntpd.sync.localclock import LocalClockDriver
 from pyntpd.types import SystemVars
@@ -263,6 +265,7 @@ class Daemon:
         self._shared_timer: asyncio.TimerHandle | None = None
         self.started_at = time.time()
         self.endpoints: Endpoints | None = None  # --metrics, --status-socket
+        self.signd: SigndClient | None = None  # `restrict ... mssntp`: Samba's ntp_signd
         self._last_status = ""
 
     # --- start-up, as root -------------------------------------------------------------
@@ -381,6 +384,8 @@ class Daemon:
             await self._first_publication()
         for sock in self.sockets:
             loop.add_reader(sock.fileno(), self.server.drain, sock)
+        self._configure_signd(self.loaded.config)
+        self.server.on_mssntp = self._sign
         _install_signal_handlers(loop, self._stop.set, self.reload)
         if self.nts is not None:
             await self.nts.start(worker=self.is_worker)
@@ -409,6 +414,8 @@ class Daemon:
                 await endpoints.stop()
             if self.nts is not None:
                 self.nts.close()
+            if self.signd is not None:
+                self.signd.close()
             if self.sync is not None:
                 self.sync.close()
             if not self.is_worker:
@@ -423,6 +430,30 @@ class Daemon:
                  "worker" if self.is_worker else "daemon", c.received, c.served,
                  c.dropped_total)
         return self.exit_code
+
+    def _configure_signd(self, config: NtpConfig) -> None:
+        """The ntp_signd client for the configuration: kept if its directory is the same,
+        replaced if it moved, closed when no restrict rule says `mssntp` any more."""
+        directory = config.signd_directory
+        if self.signd is not None and (
+                directory is None or SigndClient.socket_path(directory) != self.signd.path):
+            self.signd.close()
+            self.signd = None
+        if directory is not None and self.signd is None:
+            self.signd = SigndClient(directory, self.responder.counters,
+                                     asyncio.get_running_loop())
+            if not self.is_worker:
+                log.info("MS-SNTP (restrict ... mssntp): replies signed by ntp_signd at %s",
+                         self.signd.path)
+
+    def _sign(self, sock: socket.socket) -> None:
+        """After a batch: the MS-SNTP requests it queued go to ntp_signd."""
+        requests = self.responder.take_mssntp()
+        if self.signd is not None:
+            self.signd.submit(requests, sock)
+        else:
+            for _ in requests:
+                self.responder.counters.refuse_mssntp(MssntpFailure.UNAVAILABLE)
 
     def stop(self, code: int = 0) -> None:
         self.exit_code = code
@@ -526,6 +557,7 @@ class Daemon:
         if (new.discard, new.mru) != (old.discard, old.mru):
             self.responder.access = build_access(new)
         self.responder.keys = build_keyring(new)
+        self._configure_signd(new)
         if self.nts is not None:
             self.nts.reload(new.nts)  # new certificate for new NTS-KE sessions
         hosts = self.sync.peer_hosts() if self.sync is not None else []

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.packet import MAX_PACKET_LEN, DropReason
 from pyntpd.proto.server import Responder
 from pyntpd.proto.timestamp import unix_ns_to_ntp
@@ -49,11 +50,13 @@ def after_batch(
     on_control: Callable[[socket.socket], None] | None,
     time_ns: Callable[[], int],
     on_peer: Callable[[socket.socket], None] | None = None,
+    on_mssntp: Callable[[socket.socket], None] | None = None,
 ) -> int:
     """Send what the responder queued during a batch; returns the number of send errors.
 
     Signed replies are finished here, one by one: each MAC covers its own transmit
-    timestamp, read just before the MAC is computed and the reply sent.
+    timestamp, read just before the MAC is computed and the reply sent. MS-SNTP requests
+    go to ntp_signd (daemon/signd), whose replies are sent when they come.
     """
     errors = 0
     for signed in responder.take_signed() if responder.signed_queue else ():
@@ -69,6 +72,12 @@ def after_batch(
             on_peer(sock)  # symmetric packets from configured peers (daemon/syncloop)
         else:
             responder.take_peer()
+    if responder.mssntp_queue:
+        if on_mssntp is not None:
+            on_mssntp(sock)
+        else:
+            for _ in responder.take_mssntp():
+                responder.counters.refuse_mssntp(MssntpFailure.UNAVAILABLE)
     return errors
 
 
@@ -167,6 +176,8 @@ class UdpServer:
         self.on_control: Callable[[socket.socket], None] | None = None
         # Hands the symmetric packets of configured peers to their associations.
         self.on_peer: Callable[[socket.socket], None] | None = None
+        # Sends MS-SNTP requests to ntp_signd (daemon/signd).
+        self.on_mssntp: Callable[[socket.socket], None] | None = None
 
     def drain(self, sock: socket.socket) -> int:
         """Answer datagrams until the socket is empty or BATCH_LIMIT; returns how many."""
@@ -212,6 +223,6 @@ class UdpServer:
             except OSError:
                 self.send_errors += 1
         self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns,
-                                        self.on_peer)
+                                        self.on_peer, self.on_mssntp)
         return handled
 

@@ -134,6 +134,16 @@ class SyncResult:
         return self.step != 0.0
 
 
+def _reach_window(src: _Source, tune: Tuning) -> float:
+    """How long after its newest sample a silent source stays reachable: until
+    `unreach_polls` polls have gone unanswered. The first of them is the request the association had
+    already scheduled at the poll of that time (the engine may have lowered the poll since,
+    after a spike; the association may have backed off while the source was unreachable),
+    the others at the current poll."""
+    first = 2.0 ** max(src.heard_poll, src.poll)
+    return first + (tune.unreach_polls - 1) * 2.0 ** src.poll + tune.reach_slack
+
+
 def refid_for(address: str) -> bytes:
     """RFC 5905: an IPv4 upstream's address, or the first 4 octets of an IPv6 one's MD5."""
     try:
@@ -153,6 +163,7 @@ class _Source:
     sample: Sample | None = None  # the newest
     sample_at: float = -math.inf  # local time of the newest
     at_poll: int = 0  # samples taken at the current poll
+    heard_poll: int = 0  # the poll when the newest sample came: the next request's interval
     fresh: bool = False  # a sample arrived since the poll was last reconsidered
     tally: Tally = Tally.REJECT
 
@@ -222,6 +233,11 @@ class SyncEngine:
         raw_t = self.model.to_raw(measured)
         raw_offset = sample.offset + self.model.correction(measured)
         verdict = src.filter.add(raw_t, raw_offset, sample.delay)
+        # Back from unreachable: the association has been backing off towards maxpoll,
+        # and its next request may be that far away.
+        window = _reach_window(src, self.config.tuning)
+        back = src.sample is not None and sample.local_time - src.sample_at > window
+        src.heard_poll = max(src.spec.maxpoll, src.poll) if back else src.poll
         src.sample, src.sample_at = sample, sample.local_time
         src.at_poll += 1
         src.fresh = True
@@ -241,8 +257,8 @@ class SyncEngine:
                 actions.append(SetFrequency(self._ppm0))
         raw_now = self.model.to_raw(now)
         correction = self.model.correction(now)
-        candidates, statuses = self._candidates(now, raw_now, correction)
-        peer, survivors = self._select(candidates)
+        candidates, statuses, arriving = self._candidates(now, raw_now, correction)
+        peer, survivors = self._select(candidates, arriving)
         panic: PanicExit | None = None
         step = 0.0
         offset = jitter = 0.0
@@ -269,6 +285,9 @@ class SyncEngine:
             # The slew is done (or there is nobody left to follow: holdover): from now on
             # the clock runs on the frequency estimate alone.
             self._end_slew(now, actions)
+        # Waiting out the stepout, the clock is known to be off by more than the step
+        # threshold: unsynchronised (docs/ARCHITECTURE.md, "Decisions and why"). With an
+        # undisturbed clock and an honest source this never happens, so it is no false loss.
         synced = peer is not None and not self.discipline.stepout_pending()
         system = self._system_vars(now + step, peer, candidates, synced, leap.wire)
         if self.config.discipline:
@@ -295,11 +314,14 @@ class SyncEngine:
 
     def _candidates(
         self, now: float, raw_now: float, correction: float
-    ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus]]:
+    ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus], int]:
+        """The sane candidates, every source's status, and how many sources are arriving
+        (answering, but without enough samples yet)."""
         tune = self.config.tuning
         tos = self.config.tos
         candidates: dict[Hashable, select.Candidate | None] = {}
         statuses: dict[Hashable, SourceStatus] = {}
+        arriving = 0
         for key, src in self.sources.items():
             filt, sample = src.filter, src.sample
             if sample is None:
@@ -311,26 +333,32 @@ class SyncEngine:
             age = max(0.0, now - src.sample_at)
             delay = filt.min_delay
             dispersion = sample.dispersion + PHI * age
+            # The offset is the filter's prediction to now, and the interval must hold the
+            # truth even where that prediction is still uncertain (a source with a few
+            # iburst samples, predicted two polls on with its own rough frequency, was
+            # 5 ms off and an honest falseticker while the initial offset was slewed).
             distance = max(
                 tos.mindist,
                 (sample.root_delay + delay) / 2 + sample.root_dispersion + dispersion
-                + filt.jitter)
+                + filt.jitter + tune.prediction_sigmas * math.sqrt(max(est.offset_var, 0.0)))
             offset = est.offset - correction
             statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
                                          distance, src.poll, filt.count)
-            reachable = age <= tune.unreach_polls * 2.0 ** src.poll + tune.reach_slack
-            sane = (filt.ready and reachable and not src.spec.noselect
-                    and tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
-                    and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
+            stratum_ok = tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
+            sane = (filt.ready and age <= _reach_window(src, tune) and not src.spec.noselect
+                    and stratum_ok and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
+            if (not filt.ready and not src.spec.noselect and stratum_ok
+                    and age <= tune.arriving_polls * 2.0 ** src.poll + tune.reach_slack):
+                arriving += 1
             path = (sample.root_delay + delay) / 2 + sample.root_dispersion
             candidates[key] = select.Candidate(
                 key, offset, est.frequency * 1e6, est.offset_var, distance, filt.jitter, path,
                 sample.stratum, sample.leap, src.spec.prefer, src.spec.true,
             ) if sane else None
-        return candidates, statuses
+        return candidates, statuses, arriving
 
     def _select(
-        self, candidates: dict[Hashable, select.Candidate | None]
+        self, candidates: dict[Hashable, select.Candidate | None], arriving: int = 0
     ) -> tuple[Hashable | None, list[select.Candidate]]:
         for src in self.sources.values():
             src.tally = Tally.REJECT
@@ -339,6 +367,11 @@ class SyncEngine:
             self._system_peer = None
             return None, []
         inter = select.intersect(sane)
+        if (self._system_peer is None and arriving
+                and 2 * len(inter.truechimers) <= len(sane) + arriving):
+            # Not yet a majority of the sources answering: wait for the ones arriving
+            # rather than follow (or brand) anyone on partial evidence.
+            return None, []
         for c in inter.falsetickers:
             self.sources[c.key].tally = Tally.FALSETICKER
         if len(inter.truechimers) < max(self.config.tos.minsane, 1):
