@@ -47,6 +47,7 @@ SYMMETRIC = "tests/proto/test_symmetric.py::"
 SERVER = "tests/proto/test_server.py::"
 SERVER_AUTH = "tests/proto/test_server_auth.py::"
 SERVER_PEERS = "tests/proto/test_server_peers.py::"
+SERVER_MSSNTP = "tests/proto/test_server_mssntp.py::"
 AUTH = "tests/proto/test_auth.py::"
 ACCESS = "tests/proto/test_access.py::"
 CONTROL = "tests/proto/test_control.py::"
@@ -362,8 +363,8 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "restrict-notrust", "restrict notrust",
         "proto/server.py",
-        "        elif flags & acc.NOTRUST:\n",
-        "        elif False:\n",
+        "        if key is None and flags & acc.NOTRUST:\n",
+        "        if False:\n",
         (SERVER + "test_notrust_drops_unauthenticated_requests",
          SERVER_AUTH + "test_notrust_refuses_a_crypto_nak_as_unauthenticated"),
     ),
@@ -379,14 +380,21 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "server-mac-verified", "forged MACs get nothing (CVE-2015-7871 class)",
         "proto/server.py",
-        "            if result is not AuthResult.OK:\n"
-        "                counters.refuse_auth(result)\n"
-        "                return None\n"
-        "            key = self.keys.keys[mac.key_id]\n",
-        "            key = self.keys.keys.get(mac.key_id)\n",
+        "                if result is not AuthResult.OK:\n"
+        "                    counters.refuse_auth(result)\n"
+        "                    return None\n"
+        "                key = self.keys.keys[mac.key_id]\n",
+        "                key = self.keys.keys.get(mac.key_id)\n",
         (SERVER_AUTH + "test_a_tampered_mac_gets_no_reply_and_is_counted_by_kind",
          SERVER_AUTH + "test_an_unknown_key_gets_no_reply",
          SERVER_AUTH + "test_an_untrusted_key_gets_no_reply"),
+    ),
+    Guard(
+        "server-mssntp-permitted", "restrict mssntp (MS-SNTP signing for Samba)",
+        "proto/server.py",
+        "                if not flags & acc.MSSNTP:\n",
+        "                if False:\n",
+        (SERVER_MSSNTP + "test_without_mssntp_in_the_rule_it_gets_nothing_and_is_counted",),
     ),
     Guard(
         "auth-trusted-key", "trustedkey",
