@@ -131,6 +131,8 @@ class ControlService:
             authenable=a.spec.key is not None or a.spec.nts, authentic=a.authentic,
             # Symmetric active (1) for `peer`; the peer's mode as last heard (1 or 2).
             hmode=1 if a.spec.symmetric else 3, pmode=a.pmode or (0 if a.spec.symmetric else 4),
+            received=a.received,
+            dropped={reason.value: n for reason, n in a.drops.items()},
             **fields,  # type: ignore[arg-type]
         )
 
