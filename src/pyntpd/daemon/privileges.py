@@ -24,6 +24,7 @@ CAP_SYS_TIME = 25
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _PR_SET_PDEATHSIG = 1
 _PR_SET_KEEPCAPS = 8
+_PR_CAPBSET_READ = 23
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
@@ -94,11 +95,20 @@ def _capset(mask: int) -> None:
 
 
 def _cap_last_cap() -> int:
+    """The highest capability this kernel knows. Without /proc (inside -i's jail, where
+    the drop happens) the kernel is asked cap by cap: a fixed guess left newer capabilities
+    (38-40 on Linux 5.x) in the bounding set."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             return int(f.read().strip())
     except (OSError, ValueError):
-        return _FALLBACK_CAP_LAST_CAP
+        pass
+    last = -1
+    for cap in range(64):
+        if _lib().prctl(_PR_CAPBSET_READ, cap, 0, 0, 0) < 0:
+            break  # EINVAL: past the last capability
+        last = cap
+    return last if last >= 0 else _FALLBACK_CAP_LAST_CAP
 
 
 def current_capabilities() -> dict[str, int]:
@@ -208,6 +218,18 @@ def drop_privileges(
     if os.getresuid() != (ident.uid,) * 3 or os.getresgid() != (ident.gid,) * 3:
         raise PrivilegeError(f"privileges were not fully dropped to {ident.name}")
     return ident
+
+
+def drop_capabilities() -> None:
+    """Give up every capability for good, whatever the user (a helper process that needs
+    none: as root without -u this leaves uid 0 without its powers). Best effort for the
+    bounding set (EPERM once CAP_SETPCAP is gone, which -u already saw to); the permitted
+    and effective sets are emptied or OSError is raised."""
+    _drop_bounding_set(0)
+    with contextlib.suppress(OSError):
+        _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+    _capset(0)
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
 
 
 def set_parent_death_signal(signum: int) -> None:
