@@ -38,13 +38,17 @@ def free_tcp_port() -> int:
 
 
 @contextmanager
-def nts_server(tmp: Path, pki: Pki | None = None, cookie: Path | None = None
-               ) -> Iterator[tuple[Pyntpd, int, Pki]]:
+def nts_server(tmp: Path, pki: Pki | None = None, cookie: Path | None = None, *,
+               listen: str | None = "127.0.0.1", extra: str = "", status: bool = False,
+               args: tuple[str, ...] = ()) -> Iterator[tuple[Pyntpd, int, Pki]]:
+    """pyntpd serving NTS (`listen` None: NTS-KE where NTP listens); `extra` lines go into
+    the configuration after the NTS line."""
     pki = pki or make_pki(tmp / "pki")
     ke_port = free_tcp_port()
     conf = (f"{LOCAL_CONF}nts enable cert {pki.cert} key {pki.key} "
-            f"cookie {cookie or tmp / 'nts-keys'} listen 127.0.0.1 port {ke_port}\n")
-    with config_file(conf) as path, Pyntpd("-c", path) as d:
+            f"cookie {cookie or tmp / 'nts-keys'} "
+            f"{f'listen {listen} ' if listen else ''}port {ke_port}\n{extra}")
+    with config_file(conf) as path, Pyntpd("-c", path, *args, status=status) as d:
         yield d, ke_port, pki
 
 

@@ -37,7 +37,7 @@ from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
 from pyntpd.daemon.mode6 import ControlService
-from pyntpd.daemon.ntsketls import NtsSetupError, nts_service
+from pyntpd.daemon.ntsservice import NtsSetupError, listen_hosts, nts_service
 from pyntpd.daemon.pidfile import PidFile
 from pyntpd.daemon.privileges import (
     CAP_SYS_TIME,
@@ -292,6 +292,7 @@ class Daemon:
         self._shared_timer: asyncio.TimerHandle | None = None
         self.started_at = time.time()
         self.endpoints: Endpoints | None = None  # --metrics, --status-socket
+        self._running_endpoints: Endpoints | None = None
         self.signd: SigndClient | None = None  # `restrict ... mssntp`: Samba's ntp_signd
         self._last_status = ""
 
@@ -323,7 +324,8 @@ class Daemon:
         self.sockets = self.socket_sets[0]
         if self.nts is not None:
             try:
-                self.nts.bind(self.families)
+                # Where NTP listens (the interface rules), or `nts listen`.
+                self.nts.bind(listen_hosts(self.nts.config, [where.host for where in usable]))
             except NtsSetupError as exc:
                 self.close()
                 raise StartupError(str(exc)) from None
@@ -420,6 +422,23 @@ class Daemon:
             self.close()
         return code
 
+    def _become_ke_helper(self) -> None:
+        """In the NTS-KE helper, just forked: it serves NTS-KE only, so it lets go of the
+        NTP sockets, the status endpoints and the signd socket it inherited (the main
+        process keeps its own copies); the pidfile and systemd stay the main process's."""
+        self.pidfile = None
+        sdnotify.close()
+        os.environ.pop("NOTIFY_SOCKET", None)
+        for sock in [*self.sockets, *(s for sock_set in self.socket_sets for s in sock_set)]:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.sockets, self.socket_sets = [], []
+        for endpoints in (self.endpoints, self._running_endpoints):
+            if endpoints is not None:
+                endpoints.release(keep_path=True)
+        if self.signd is not None:
+            self.signd.forget()
+
     def run(self) -> int:
         return asyncio.run(self._main())
 
@@ -435,7 +454,8 @@ class Daemon:
         self.server.on_mssntp = self._sign
         _install_signal_handlers(loop, self._stop.set, self.reload)
         if self.nts is not None:
-            await self.nts.start(worker=self.is_worker)
+            self.nts.set_restrict(self.responder.access.table)
+            await self.nts.start(worker=self.is_worker, prepare_child=self._become_ke_helper)
         if self.is_worker:
             self._poll_shared()
         else:
@@ -452,7 +472,10 @@ class Daemon:
             self.server.on_peer = lambda sock: self.sync.peer_packets(sock) if self.sync else None
             if self.endpoints is not None:
                 endpoints, self.endpoints = self.endpoints, None  # stopped below
-                await endpoints.start(collector(self.responder, control, self.started_at))
+                self._running_endpoints = endpoints
+                await endpoints.start(collector(
+                    self.responder, control, self.started_at,
+                    nts_ke=(lambda: self.nts.counters) if self.nts is not None else None))
             state = self.describe_state()
             log.info("serving time: %s; clock %s", state,
                      "disciplined" if self.clock.can_adjust else "observed, never adjusted")
@@ -464,7 +487,7 @@ class Daemon:
             if endpoints is not None:
                 await endpoints.stop()
             if self.nts is not None:
-                self.nts.close()
+                await self.nts.stop()
             if self.signd is not None:
                 self.signd.close()
             if self.sync is not None:
@@ -580,6 +603,8 @@ class Daemon:
         if template is not None and hosts:
             table = table.with_hosts(hosts, template)
         self.responder.access.replace_table(table)
+        if self.nts is not None:
+            self.nts.set_restrict(table)
 
     async def _first_publication(self, timeout: float = 10.0) -> None:
         """Workers serve nothing until the main process has said what to serve: requests
@@ -664,7 +689,7 @@ class Daemon:
         self.sockets = []
         self.socket_sets = []
         if self.nts is not None:
-            self.nts.server.close_listeners()
+            self.nts.close()
         self._release_endpoints()
         if self.pidfile is not None:
             if self.exit_code == EXIT_PANIC:

@@ -29,6 +29,7 @@ from dataclasses import replace
 from pyntpd import __version__
 from pyntpd.daemon.ipfamilies import family_name, no_family
 from pyntpd.daemon.mode6 import ControlService
+from pyntpd.daemon.ntsketls import KeCounters
 from pyntpd.proto.metrics_text import CONTENT_TYPE, Status, exposition, status_document
 from pyntpd.proto.server import Responder
 
@@ -217,16 +218,25 @@ def response(status: int, body: bytes = b"", content_type: str = "text/plain; ch
 
 
 def collector(responder: Responder, control: ControlService, start_time: float,
-              time_ns: Callable[[], int] = time.time_ns) -> Callable[[], Status]:
-    """Status from the live daemon: the mode 6 snapshot without its MRU list, the counters."""
+              time_ns: Callable[[], int] = time.time_ns,
+              nts_ke: Callable[[], KeCounters] | None = None) -> Callable[[], Status]:
+    """Status from the live daemon: the mode 6 snapshot without its MRU list, the counters
+    (`nts_ke`: the NTS-KE server's, when it runs)."""
 
     def collect() -> Status:
         now_ns = time_ns()
-        return Status.build(
+        status = Status.build(
             control.snapshot(now_ns, mru=False), responder.counters,
             version=f"pyntpd {__version__}", start_time=start_time, now=now_ns / 1e9,
             control_requests=control.requests, mru_entries=len(responder.access.mru),
             control_dropped=control.control.drops)
+        if nts_ke is not None:
+            counts = nts_ke().as_dict()
+            errors = counts.pop("errors")
+            assert isinstance(errors, dict)
+            status = replace(status, nts_ke={k: int(v) for k, v in counts.items()},  # type: ignore[call-overload]
+                             nts_ke_errors=dict(errors))
+        return status
 
     return collect
 

@@ -1,12 +1,17 @@
-"""NTS-KE over TLS 1.3 on the event loop: the server (TCP 4460) and the client.
+"""NTS-KE over TLS 1.3: the server (TCP 4460) and the client.
 
 The standard library's ssl module has no TLS exporter (DESIGN.md §3), so TLS is pyOpenSSL
 in memory-BIO mode: asyncio owns the TCP socket, the bytes go through `bio_write`/`bio_read`,
-and nothing ever blocks the loop that also serves time. A hostile client costs a bounded
-amount: at most `MAX_SESSIONS` sessions at once, `MAX_SESSIONS_PER_ADDRESS` from one address
-(more are closed on accept), each with a
-deadline (`SESSION_TIMEOUT`, however slowly it trickles bytes) and a byte budget for the
-handshake and the request; the request itself is bounded by proto.ntske's limits.
+and nothing blocks the loop. The server runs in a process of its own (daemon.ntskehelper),
+so a flood of handshakes costs that process CPU and never the loop that serves time.
+
+A hostile client costs a bounded amount. At accept, before any TLS: `restrict ignore` and
+`noserve` refuse the connection; proto.ntskeslots shares the sessions out (per address, per
+/24 or /64, in all; a newcomer displaces the oldest session still waiting for its client
+rather than being refused) and limits how fast one address or network may open them. Each
+session has a deadline (`SESSION_TIMEOUT` from accept to the response, however slowly the
+client trickles bytes: chrony's 2 s) and a byte budget for the handshake and the request;
+the request itself is bounded by proto.ntske's limits. Every refusal is counted by reason.
 
 The certificate and key are loaded into a new TLS context on SIGHUP (`reload`); sessions
 already running keep the context they started with.
@@ -16,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import logging
 import os
@@ -24,25 +28,23 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 
 from cryptography import x509
 from OpenSSL import SSL
 
-from pyntpd.config.model import NtsConfig
-from pyntpd.daemon.ipfamilies import IpFamilies, family_name, no_family
 from pyntpd.proto import ntske
+from pyntpd.proto.access import IGNORE, NOSERVE, RestrictTable
 from pyntpd.proto.nts import KEY_LENGTH, CookieKeys, NtsSession
+from pyntpd.proto.ntskeslots import KeSlots, Refusal, SlotLimits
 
 log = logging.getLogger("pyntpd")
 
-MAX_SESSIONS = 64
-MAX_SESSIONS_PER_ADDRESS = 8  # one host cannot take every slot
-MAX_ACCEPTS_PER_ADDRESS = 16  # new sessions per address per second: handshakes cost CPU
-SESSION_TIMEOUT = 5.0  # seconds from accept to the response, whatever the client does
+SESSION_TIMEOUT = 2.0  # seconds from accept to the response, whatever the client does
 MAX_SESSION_BYTES = 32768  # TLS bytes a client may send (handshake + request)
 CLIENT_TIMEOUT = 10.0
+LISTEN_BACKLOG = 256
 _READ = 16384
 
 
@@ -227,14 +229,61 @@ class _TlsProtocol(asyncio.Protocol):
 
 @dataclass
 class KeCounters:
+    """What became of the NTS-KE connections; every one that got no cookies has a reason."""
+
     accepted: int = 0
     served: int = 0
-    refused_busy: int = 0
+    refused_restrict: int = 0  # `restrict ... ignore` / `noserve` for its address
+    refused_rate: int = 0  # its address or network opened sessions too fast
+    refused_busy: int = 0  # every slot it could take was answering
+    evicted: int = 0  # displaced by a newer session before its client finished
     timed_out: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def refuse(self, why: Refusal) -> None:
+        if why is Refusal.RATE:
+            self.refused_rate += 1
+        else:
+            self.refused_busy += 1
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: object) -> KeCounters:
+        """The counters another process sent; ValueError unless exactly their shape."""
+        names = {f for f in cls.__dataclass_fields__ if f != "errors"}
+        if not isinstance(data, dict) or set(data) != names | {"errors"}:
+            raise ValueError("not NTS-KE counters")
+        errors = data["errors"]
+        values = [data[name] for name in names]
+        if not isinstance(errors, dict) or not all(
+                isinstance(k, str) and len(k) <= 64 for k in errors) or len(errors) > 64:
+            raise ValueError("bad NTS-KE error counters")
+        values += list(errors.values())
+        if not all(type(v) is int and v >= 0 for v in values):
+            raise ValueError("NTS-KE counters must be non-negative integers")
+        return cls(**{name: data[name] for name in names}, errors=dict(errors))
+
+    def plus(self, other: KeCounters) -> KeCounters:
+        """The sum: a restarted NTS-KE process counts from zero again."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        errors = dict(self.errors)
+        for kind, n in other.errors.items():
+            errors[kind] = errors.get(kind, 0) + n
+        sums = {k: int(v) + int(theirs[k]) for k, v in mine.items()  # type: ignore[call-overload]
+                if k != "errors"}
+        return KeCounters(**sums, errors=errors)
+
+    def summary(self) -> str:
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
+        return (f"{self.accepted} connections, {self.served} served, refused: "
+                f"{self.refused_restrict} by restrict, {self.refused_rate} over the rate, "
+                f"{self.refused_busy} busy; {self.evicted} displaced, {self.timed_out} "
+                f"timed out; errors: {errors}")
 
 
 class _ServerSession(_TlsProtocol):
@@ -251,15 +300,11 @@ class _ServerSession(_TlsProtocol):
         server.counters.accepted += 1
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if peer else ""
-        if (len(server.sessions) >= MAX_SESSIONS
-                or server.per_address.get(self.address, 0) >= MAX_SESSIONS_PER_ADDRESS
-                or not server.accept_allowed(self.address)):
-            server.counters.refused_busy += 1
+        refusal = server.admit(self, peer)
+        if refusal is not None:
             self.closed = True
             transport.abort()
             return
-        server.sessions.add(self)
-        server.per_address[self.address] = server.per_address.get(self.address, 0) + 1
         self._timer = asyncio.get_running_loop().call_later(SESSION_TIMEOUT, self._timeout)
         super().connection_made(transport)
 
@@ -274,8 +319,17 @@ class _ServerSession(_TlsProtocol):
         """The deadline: whatever state the session is in (even closing, with a peer that
         never reads), it ends now."""
         self.server.counters.timed_out += 1
-        self.closed = True
         log.debug("NTS-KE session from %s timed out", self.address)
+        self.abort()
+
+    def evict(self) -> None:
+        """A newer session took this one's slot."""
+        self.server.counters.evicted += 1
+        log.debug("NTS-KE session from %s displaced by a newer one", self.address)
+        self.abort()
+
+    def abort(self) -> None:
+        self.closed = True
         if self.transport is not None:
             self.transport.abort()
 
@@ -286,6 +340,7 @@ class _ServerSession(_TlsProtocol):
 
     def on_message(self, records: list[ntske.Record]) -> None:
         server = self.server
+        server.slots.answered(self)
         try:
             negotiated = ntske.negotiate(records)
         except ntske.NtsKeError as exc:
@@ -320,42 +375,53 @@ class _ServerSession(_TlsProtocol):
     def finished(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        server = self.server
-        if self in server.sessions:
-            server.sessions.discard(self)
-            left = server.per_address.get(self.address, 1) - 1
-            if left > 0:
-                server.per_address[self.address] = left
-            else:
-                server.per_address.pop(self.address, None)
+        self.server.slots.release(self)
+        self.server.sessions.discard(self)
 
 
 class NtsKeServer:
-    """Hands out keys and cookies; `keys` are shared with the UDP responder."""
+    """Hands out keys and cookies made with `keys` (the UDP responder opens them)."""
 
-    def __init__(self, cert: str, key: str, keys: CookieKeys, ntp_port: int = 123) -> None:
+    def __init__(self, cert: str, key: str, keys: CookieKeys, ntp_port: int = 123,
+                 limits: SlotLimits | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.cert, self.key = cert, key
         self.context = server_context(cert, key)
         self.keys = keys
         self.ntp_port: int | None = None if ntp_port == 123 else ntp_port
+        self.slots: KeSlots[_ServerSession] = KeSlots(limits)
         self.sessions: set[_ServerSession] = set()
-        self.per_address: dict[str, int] = {}
-        self._accepts: dict[str, int] = {}  # this second's new sessions, by address
-        self._accepts_second = 0
+        self.restrict: RestrictTable | None = None  # `restrict` as the NTP port applies it
         self.counters = KeCounters()
+        self.monotonic = monotonic
         self._servers: list[asyncio.AbstractServer] = []
         self._listening: list[socket.socket] = []
 
-    def accept_allowed(self, address: str) -> bool:
-        second = int(time.monotonic())
-        if second != self._accepts_second:
-            self._accepts_second = second
-            self._accepts.clear()  # bounded: at most one second's worth of addresses
-        count = self._accepts.get(address, 0)
-        self._accepts[address] = count + 1
-        return count < MAX_ACCEPTS_PER_ADDRESS
+    def admit(self, session: _ServerSession, peer: object) -> Refusal | str | None:
+        """None if `session` (from `peer`, the socket address) gets a slot, else why not
+        (counted); a displaced session is closed."""
+        try:
+            host, port = peer[0], peer[1]  # type: ignore[index]
+            address = ipaddress.ip_address(str(host).split("%", 1)[0])
+        except (TypeError, IndexError, ValueError):
+            self.counters.error("no_address")
+            return "no_address"
+        table = self.restrict
+        if table is not None and table.lookup(int(address), address.version == 6,
+                                              int(port)) & (IGNORE | NOSERVE):
+            self.counters.refused_restrict += 1
+            return "restrict"
+        admission = self.slots.admit(session, str(address), self.monotonic())
+        if admission.refused is not None:
+            self.counters.refuse(admission.refused)
+            return admission.refused
+        if admission.evicted is not None:
+            self.sessions.discard(admission.evicted)
+            admission.evicted.evict()
+        self.sessions.add(session)
+        return None
 
-    def bind(self, hosts: list[str], port: int) -> None:
+    def bind(self, hosts: Sequence[str], port: int) -> None:
         """Listen on each address (IP literals), before the loop runs and before privileges
         are dropped, as the NTP sockets are; OSError (all closed again) if one cannot be."""
         try:
@@ -365,8 +431,12 @@ class NtsKeServer:
             self.close_listeners()
             raise
 
+    @property
+    def listening(self) -> list[socket.socket]:
+        return list(self._listening)
+
     def close_listeners(self) -> None:
-        """Close the listening sockets not yet served (a worker process's inherited copies)."""
+        """Close the listening sockets not yet served (copies a process does not use)."""
         for sock in self._listening:
             sock.close()
         self._listening = []
@@ -376,7 +446,7 @@ class NtsKeServer:
         listening, self._listening = self._listening, []
         for sock in listening:
             server = await loop.create_server(lambda: _ServerSession(self), sock=sock,
-                                              backlog=128)
+                                              backlog=LISTEN_BACKLOG)
             self._servers.append(server)
             where = sock.getsockname()
             log.info("NTS-KE listening on TCP %s port %d", where[0], where[1])
@@ -396,8 +466,7 @@ class NtsKeServer:
         for server in self._servers:
             server.close()
         for session in list(self.sessions):
-            if session.transport is not None:
-                session.transport.abort()
+            session.abort()
         self._servers = []
 
 
@@ -409,7 +478,7 @@ def _listen_tcp(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
-        sock.listen(128)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError:
         sock.close()
@@ -559,6 +628,7 @@ class CookieKeyKeeper:
     keys: CookieKeys
     now: Callable[[], float]
     follow: bool = False  # re-read the file written by another process instead of rotating
+    on_rotate: Callable[[CookieKeys], None] | None = None  # tell the NTS-KE helper
     _timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -576,82 +646,10 @@ class CookieKeyKeeper:
             self.keys.rotate(self.now())
             save_cookie_keys(self.path, self.keys)
             log.info("NTS: cookie key rotated")
+            if self.on_rotate is not None:
+                self.on_rotate(self.keys)
         self._timer = asyncio.get_running_loop().call_later(600.0, self._check)
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-
-
-class NtsSetupError(Exception):
-    """The NTS-KE server cannot start; the message says why and what to do."""
-
-
-class NtsService:
-    """The server half of NTS in the daemon: the NTS-KE listener and the cookie keys it
-    shares with the UDP responder. Workers (--workers) only follow the key file."""
-
-    def __init__(self, config: NtsConfig, ntp_port: int,
-                 now: Callable[[], float] = time.time) -> None:
-        assert config.cert is not None and config.key is not None
-        self.config = config
-        try:
-            self.server = NtsKeServer(config.cert, config.key, CookieKeys(), ntp_port)
-        except (SSL.Error, OSError) as exc:
-            raise NtsSetupError(f"NTS: cannot use certificate {config.cert} with key "
-                                f"{config.key}: {exc}; check 'nts cert' and 'nts key'") from None
-        self.keys = self.server.keys = load_cookie_keys(config.cookie, now())
-        self.keeper = CookieKeyKeeper(config.cookie, self.keys, now)
-
-    def bind(self, families: IpFamilies) -> None:
-        """The NTS-KE listener: `nts listen ADDRESS`, else every family this host has."""
-        if self.config.listen:
-            hosts = [self.config.listen]
-        else:
-            hosts = [host for family, host in ((socket.AF_INET, "0.0.0.0"),
-                                               (socket.AF_INET6, "::")) if families.has(family)]
-        try:
-            self.server.bind(hosts, self.config.port)
-        except OSError as exc:
-            where = self.config.listen or ", ".join(hosts)
-            hint = ""
-            if no_family(exc):
-                family = socket.AF_INET6 if ":" in where else socket.AF_INET
-                hint = f" ({family_name(family)} is not available on this host)"
-            elif exc.errno == errno.EADDRNOTAVAIL:
-                hint = " (no interface has this address)"
-            raise NtsSetupError(f"NTS: cannot listen on TCP {where} port {self.config.port}: "
-                                f"{exc.strerror}{hint}; see 'nts listen' and 'nts port'"
-                                ) from None
-
-    async def start(self, worker: bool = False) -> None:
-        self.keeper.follow = worker
-        if worker:
-            self.server.close_listeners()  # the main process answers NTS-KE
-        else:
-            await self.server.start()
-        self.keeper.start()
-
-    def reload(self, config: NtsConfig) -> None:
-        """SIGHUP: the certificate and key named now (the files may have been renewed in
-        place, or the names changed); the listener itself stays as started."""
-        if (config.enabled, config.port, config.listen, config.cookie) != (
-                self.config.enabled, self.config.port, self.config.listen, self.config.cookie):
-            log.warning("NTS: changes to 'nts enable/port/listen/cookie' take effect at the "
-                        "next restart")
-        if config.enabled and config.cert is not None and config.key is not None:
-            self.server.cert, self.server.key = config.cert, config.key
-        self.server.reload()
-
-    def close(self) -> None:
-        self.server.close()
-        self.keeper.close()
-        c = self.server.counters
-        if c.accepted:
-            errors = ", ".join(f"{k} {v}" for k, v in sorted(c.errors.items())) or "none"
-            log.info("NTS-KE: %d connections, %d served, %d refused (busy), %d timed out; "
-                     "errors: %s", c.accepted, c.served, c.refused_busy, c.timed_out, errors)
-
-
-def nts_service(config: NtsConfig, ntp_port: int) -> NtsService | None:
-    return NtsService(config, ntp_port) if config.enabled else None

@@ -26,6 +26,7 @@ it did. With the minimum, replies leave at or after their timestamp, late by the
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import socket
@@ -312,6 +313,14 @@ class SigndClient:
             self._arm_timer()
 
     # -- configuration -----------------------------------------------------------------
+
+    def forget(self) -> None:
+        """In a forked process that does not sign (the NTS-KE helper): close the inherited
+        socket and leave the reactor, the parent's loop, alone."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
 
     def close(self) -> None:
         """Shut down: what still waits gets no reply (counted CLOSED)."""

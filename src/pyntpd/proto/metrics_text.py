@@ -105,6 +105,10 @@ class Status:
     mssntp_signed: int = 0  # MS-SNTP replies signed by Samba's ntp_signd and sent
     mssntp_failed: Mapping[str, int] = field(default_factory=dict)  # every MssntpFailure
     http: Mapping[str, int] = field(default_factory=dict)  # metrics endpoint outcomes
+    # The NTS-KE server's connections (daemon.ntsketls.KeCounters), when it runs: accepted,
+    # served, refused_* and what ended the others; errors by kind.
+    nts_ke: Mapping[str, int] = field(default_factory=dict)
+    nts_ke_errors: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def synchronised(self) -> bool:
@@ -284,6 +288,22 @@ def exposition(status: Status) -> str:
              [({"reason": r}, n) for r, n in status.control_dropped.items()])
     w.gauge("ntp_server_mru_entries", "Sources in the MRU list (rate limiting, mrulist)",
             status.mru_entries)
+    if status.nts_ke:
+        ke = status.nts_ke
+        w.counter("ntp_nts_ke_connections_total", "NTS-KE connections accepted",
+                  ke.get("accepted", 0))
+        w.counter("ntp_nts_ke_served_total", "NTS-KE requests answered with keys and cookies",
+                  ke.get("served", 0))
+        w.family("ntp_nts_ke_refused_total", "counter",
+                 "NTS-KE connections closed at accept, before TLS, by reason",
+                 [({"reason": k.removeprefix("refused_")}, n) for k, n in ke.items()
+                  if k.startswith("refused_")])
+        w.family("ntp_nts_ke_ended_total", "counter",
+                 "NTS-KE sessions ended without an answer: displaced by a newer session, "
+                 "out of time, or an error of that kind",
+                 [({"reason": "evicted"}, ke.get("evicted", 0)),
+                  ({"reason": "timed_out"}, ke.get("timed_out", 0))]
+                 + [({"reason": k}, n) for k, n in sorted(status.nts_ke_errors.items())])
     if status.http:
         w.family("ntp_metrics_http_requests_total", "counter",
                  "Requests to this metrics endpoint, by outcome",
@@ -333,4 +353,6 @@ def status_document(status: Status) -> dict[str, object]:
             "mru_entries": status.mru_entries,
         },
         "metrics_http": dict(sorted(status.http.items())),
+        **({"nts_ke": {**status.nts_ke, "errors": dict(sorted(status.nts_ke_errors.items()))}}
+           if status.nts_ke else {}),
     }

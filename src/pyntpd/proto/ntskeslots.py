@@ -6,9 +6,10 @@ handshake in CPU. The limits, each enforced at accept, before any TLS:
 - at most `sessions` open at once (chrony: 100 per NTS-KE process), at most `per_network`
   from one /24 (IPv4) or /64 (IPv6: what one site is usually given), at most `per_address`
   from one address;
-- at most `accepts_per_address` new sessions a second from one address and
-  `accepts_per_network` from one network, refused beyond that: a flood of handshakes from a
-  few hosts costs them a TCP connection each and the server nothing;
+- at most `accepts_per_address` new sessions a second from one address, refused beyond that:
+  a flood of handshakes from a few hosts costs them a TCP connection each and the server
+  nothing. (Not per network: an attacker re-connecting as fast as it can would use up its
+  network's allowance and so lock out every other host of its /24.)
 - when a limit is reached, the new session does not wait for a slot: it takes the slot of the
   oldest session in the same scope (address, then network, then all) that is still waiting
   for its client, and that session is closed. A legitimate client needs its slot for a few
@@ -44,13 +45,12 @@ class SlotLimits:
     per_network: int = 32
     per_address: int = 8
     accepts_per_address: int = 16  # a second
-    accepts_per_network: int = 64  # a second
 
 
 class Refusal(enum.StrEnum):
     """Why a connection got no session; each names a counter."""
 
-    RATE = "refused_rate"  # over the accept rate of its address or network
+    RATE = "refused_rate"  # its address is over the accept rate
     BUSY = "refused_busy"  # its scope is full of sessions already answered
 
 
@@ -109,7 +109,7 @@ class KeSlots(Generic[S]):
         """Give `session` (from `address`) a slot, or say why not. ValueError if `address`
         is not an IP address."""
         address_key, network_key = keys_of(address)
-        if not self._accept_counted(address_key, network_key, now):
+        if not self._accept_counted(address_key, now):
             return Admission(Refusal.RATE)
         limits = self.limits
         scope: Iterable[S] | None = None
@@ -148,17 +148,10 @@ class KeSlots(Generic[S]):
             if not held:
                 del table[key]
 
-    def _accept_counted(self, address: Key, network: Key, now: float) -> bool:
+    def _accept_counted(self, address: Key, now: float) -> bool:
         second = int(now)
         if second != self._second or len(self._accepts) >= MAX_COUNTED_SOURCES:
             self._second = second
             self._accepts.clear()
-        # Networks and addresses share the dict; a network key is marked by a negative
-        # version so the two never collide.
-        net = (-network[0], network[1])
-        by_address = self._accepts.get(address, 0) + 1
-        by_network = self._accepts.get(net, 0) + 1
-        self._accepts[address] = by_address
-        self._accepts[net] = by_network
-        return (by_address <= self.limits.accepts_per_address
-                and by_network <= self.limits.accepts_per_network)
+        count = self._accepts[address] = self._accepts.get(address, 0) + 1
+        return count <= self.limits.accepts_per_address
