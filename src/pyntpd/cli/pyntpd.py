@@ -19,6 +19,7 @@ from pyntpd.daemon.app import (
     Daemon,
     StartupError,
     config_source,
+    listeners,
     load_config,
     report_diagnostics,
 )
@@ -46,6 +47,16 @@ def check(options: DaemonOptions) -> int:
     for diagnostic in diagnostics:
         print(diagnostic)
     errors = sum(1 for d in diagnostics if d.is_error)
+    try:
+        config = load_config(source, options.keyfile, options.trusted_keys).config
+        where = listeners(config, options)
+    except (OSError, StartupError) as exc:
+        print(f"listening: nothing: {exc}")
+        errors += 1
+    else:
+        # Every address and port the daemon would open: the exposure, at a glance.
+        for listener in where:
+            print(f"listening: {listener}")
     print(f"{source}: {errors} error(s), {len(diagnostics) - errors} warning(s)")
     return EXIT_FAILURE if errors else EXIT_OK
 

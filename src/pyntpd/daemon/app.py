@@ -214,6 +214,39 @@ def listen_addresses(config: NtpConfig, options: DaemonOptions,
     return planned
 
 
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One socket pyntpd listens on, as `--check` states it."""
+
+    service: str  # NTP, NTS-KE, metrics, JSON status
+    transport: str  # UDP, TCP, Unix
+    where: str  # an address, or a path for a Unix socket
+    port: int | None = None
+
+    def __str__(self) -> str:
+        if self.port is None:
+            return f"{self.service}: {self.transport} socket {self.where}"
+        host = f"[{self.where}]" if ":" in self.where else self.where
+        return f"{self.service}: {self.transport} {host} port {self.port}"
+
+
+def listeners(config: NtpConfig, options: DaemonOptions,
+              families: IpFamilies | None = None) -> list[Listener]:
+    """Every socket the daemon would listen on with this configuration and these flags, as
+    planned (an address this host turns out not to have is skipped at start, with a
+    warning). StartupError if the interface rules leave no address."""
+    ntp = listen_addresses(config, options, families or usable_families(probe(), options))
+    found = [Listener("NTP", "UDP", where.host, where.port) for where in ntp]
+    if config.nts.enabled:
+        found += [Listener("NTS-KE", "TCP", host, config.nts.port)
+                  for host in listen_hosts(config.nts, [where.host for where in ntp])]
+    if options.metrics:
+        found.append(Listener("metrics (--metrics)", "TCP", *options.metrics))
+    if options.status_socket:
+        found.append(Listener("JSON status (--status-socket)", "Unix", options.status_socket))
+    return found
+
+
 def check_peers_and_workers(config: NtpConfig, workers: int) -> None:
     """A peer's packets come to the NTP port, where SO_REUSEPORT may hand them to a worker,
     which holds no association: symmetric peers need the single serving process."""
