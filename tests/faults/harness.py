@@ -32,14 +32,36 @@ from pyntpd.daemon import app
 app.make_clock = lambda options, config: SimClock(epoch_ns=time.time_ns())
 """
 
+# A SimClock whose true time follows this machine's monotonic clock, so that a daemon can
+# synchronise it to an upstream stamping real time; its steps are only its own.
+LIVE_SIMCLOCK = """\
+import time
+from pyntpd.clock.simclock import SimClock
+from pyntpd.daemon import app
 
-def program(directory: Path, *, simclock: bool = False, tuning: dict[str, float] | None = None,
-            **constants: dict[str, float]) -> Path:
+class LiveSimClock(SimClock):
+    def __init__(self):
+        super().__init__(epoch_ns=time.time_ns())
+        self._start = time.monotonic()
+
+    def now(self):
+        self.advance_to(time.monotonic() - self._start)
+        return super().now()
+
+app.make_clock = lambda options, config: LiveSimClock()
+"""
+
+
+def program(directory: Path, *, simclock: bool | str = False,
+            tuning: dict[str, float] | None = None, **constants: dict[str, float]) -> Path:
     """An executable that runs pyntpd after the patches: constants={"pyntpd.daemon.sources":
     {"RESOLVE_RETRY_MIN": 0.5}} sets that module's constant first; tuning={"hold_wakeup": 2.0}
-    makes the sync engine's default Tuning (sync/tuning.DEFAULT) start from those values."""
+    makes the sync engine's default Tuning (sync/tuning.DEFAULT) start from those values;
+    simclock="live" gives the daemon a simulated clock that runs (LIVE_SIMCLOCK)."""
     lines = ["import importlib, sys"]
-    if simclock:
+    if simclock == "live":
+        lines.append(LIVE_SIMCLOCK)
+    elif simclock:
         lines.append(SIMCLOCK)
     if tuning:
         lines += ["import dataclasses, pyntpd.sync.tuning as _t",
