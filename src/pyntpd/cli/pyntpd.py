@@ -106,8 +106,10 @@ def _detach(wait_sync: float | None) -> int | None:
     """Fork into the background. Returns the write end of the readiness pipe in the child;
     in the parent, waits for the child's word and exits with the outcome."""
     read_fd, write_fd = os.pipe()
-    if os.fork():
+    child = os.fork()
+    if child:
         os.close(write_fd)
+        os.waitpid(child, 0)  # the session leader below exits at once: no zombie left
         try:
             code = wait_for_child(read_fd, wait_sync)
         except KeyboardInterrupt:
@@ -195,7 +197,32 @@ def run(options: DaemonOptions) -> int:
         daemon.close()
 
 
+def retitle() -> str | None:
+    """Make the process's argument line read as invoked; returns the title set, if any.
+
+    A script run through its interpreter shows up in `ps -Ao args` as `/usr/bin/python3
+    /usr/bin/pyntpd -g ...`, and ntpd's init scripts decide whether the daemon started by
+    grepping for `^$NTPD $NTPD_OPTS`: so the line must read `/usr/bin/pyntpd -g ...`, as it
+    would for a binary. Only then, though: `python -m pyntpd.cli.pyntpd` was invoked as
+    exactly that and stays so."""
+    argv, orig = sys.argv, getattr(sys, "orig_argv", [])
+    if not argv or len(orig) <= len(argv) or orig[-len(argv):] != argv:
+        return None
+    try:
+        import setproctitle  # a dependency; a missing one must not stop the daemon
+    except ImportError:
+        return None
+    title = " ".join(argv)
+    setproctitle.setproctitle(title)
+    # setproctitle also renames the thread (/proc/PID/comm) to the title's start; pidof,
+    # killall and pgrep look there for the program's name, as the kernel set it.
+    setproctitle.setthreadtitle(os.path.basename(argv[0]))
+    return title
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        retitle()
     try:
         options = parse_args(sys.argv[1:] if argv is None else argv)
     except OptionError as exc:
