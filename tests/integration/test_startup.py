@@ -233,7 +233,7 @@ def test_capital_g_steps_the_clock_once_at_start_however_small_and_minus_g_does_
     with Upstreams(stratum=2) as up:
         up.come_back("127.0.0.1")
         conf = _upstream_conf(tmp_path, up.port)
-        prog = program(tmp_path, simclock="live")
+        prog = program(tmp_path, running_clock=True)
         with Pyntpd(flag, "-c", str(conf), observe=False, wrap=wrapper(prog)) as daemon:
             daemon.wait_synced(30)
             # Sixteen seconds of polls after that: any second step would show.
