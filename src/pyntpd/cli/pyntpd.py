@@ -63,33 +63,41 @@ SYNCED = "SYNC\n"
 MAX_MESSAGE = 4096
 
 
-def _read_line(fd: int, deadline: float | None) -> str | None:
-    """One line from the child: "" at end of file, None if `deadline` (monotonic) passed."""
-    data = b""
-    while not data.endswith(b"\n") and len(data) < MAX_MESSAGE:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-        chunk = os.read(fd, MAX_MESSAGE - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data.decode("utf-8", "replace")
+class _Words:
+    """The child's words, a line each; both may come in one read."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+
+    def line(self, deadline: float | None) -> str | None:
+        """The next line: "" at end of file, None once `deadline` (monotonic) has passed."""
+        while b"\n" not in self.buffer and len(self.buffer) < MAX_MESSAGE:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                    return None
+            chunk = os.read(self.fd, MAX_MESSAGE)
+            if not chunk:
+                break
+            self.buffer += chunk
+        line, sep, self.buffer = self.buffer.partition(b"\n")
+        return (line + sep).decode("utf-8", "replace")
 
 
 def wait_for_child(fd: int, wait_sync: float | None) -> int:
     """The forking parent: the exit status for the child's words on `fd`."""
     deadline = time.monotonic() + wait_sync if wait_sync else None
-    first = _read_line(fd, None)  # start-up is bounded by the child itself
+    words = _Words(fd)
+    first = words.line(None)  # start-up is bounded by the child itself
     if first != READY:
-        rest = _read_line(fd, time.monotonic() + 1.0) or ""
+        rest = words.line(time.monotonic() + 1.0) or ""
         sys.stderr.write(first + rest if first else
                          "pyntpd: the daemon exited during start-up\n")
         return EXIT_FAILURE
     if deadline is None:
         return EXIT_OK
-    word = _read_line(fd, deadline)
+    word = words.line(deadline)
     if word == SYNCED:
         return EXIT_OK
     if word is None:
