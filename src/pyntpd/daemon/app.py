@@ -328,6 +328,8 @@ class Daemon:
         self._running_endpoints: Endpoints | None = None
         self.signd: SigndClient | None = None  # `restrict ... mssntp`: Samba's ntp_signd
         self._last_status = ""
+        # -w: the forking parent's pipe, told "SYNC" once synchronised, then closed.
+        self.sync_waiter: int | None = None
 
     # --- start-up, as root -------------------------------------------------------------
 
@@ -438,6 +440,7 @@ class Daemon:
         try:
             self.is_worker = True
             self.pidfile = None  # the main process owns it
+            self._close_sync_waiter()  # the main process tells the parent
             self._release_endpoints(keep_path=True)  # the main process reports (and owns it)
             self.workers = WorkerSet()
             sdnotify.close()
@@ -583,7 +586,7 @@ class Daemon:
 
     def _new_synchroniser(self, config: NtpConfig) -> Synchroniser:
         options = SyncOptions(
-            panic_gate=self.options.panic_gate or self.options.force_step_once,
+            panic_gate=self.options.panic_gate, force_step_once=self.options.force_step_once,
             slew_only=self.options.slew_only, once=self.options.quit_after_set,
             family=self.families.lookup_family,
             driftfile=self.options.driftfile or config.driftfile,
@@ -622,11 +625,31 @@ class Daemon:
         self.responder.set_system(system)
         if self.shared is not None:
             self.shared.publish(system)
+        if self.sync_waiter is not None and self.synchronised_to_a_source():
+            # OSError: the parent is gone (killed by hand), so nobody is waiting.
+            with contextlib.suppress(OSError):
+                os.write(self.sync_waiter, b"SYNC\n")
+            self._close_sync_waiter()
         # Every engine update lands here; systemd hears only when the state reads differently.
         state = self.describe_state()
         if state != self._last_status:
             self._last_status = state
             sdnotify.status(state)
+
+    def synchronised_to_a_source(self) -> bool:
+        """Synchronised as -w means it: to a configured server or peer. The local clock
+        driver and orphan mode stand in when those are missing, so they count only when the
+        configuration names no other source."""
+        if not self.responder.system.synchronised:
+            return False
+        peer = self.sync.last.system_peer if self.sync and self.sync.last else None
+        return isinstance(peer, Peer) or not self.loaded.config.servers
+
+    def _close_sync_waiter(self) -> None:
+        if self.sync_waiter is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.sync_waiter)
+            self.sync_waiter = None
 
     def _peers_changed(self, hosts: list[tuple[int, bool]]) -> None:
         """`restrict source`: the template applies to the servers' addresses as resolved."""

@@ -50,6 +50,7 @@ SYSSTATS_INTERVAL = 3600.0  # ntpd writes sysstats (and resets its counters) hou
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
     panic_gate: bool = False
+    force_step_once: bool = False  # -G
     slew_only: bool = False
     once: bool = False
     family: int = 0
@@ -104,6 +105,7 @@ class Synchroniser:
         self.engine = SyncEngine(
             SyncConfig(
                 tos=config.tos, tinker=config.tinker, panic_gate=options.panic_gate,
+                force_step_once=options.force_step_once,
                 slew_only=options.slew_only, once=options.once,
                 discipline=clock.can_adjust, local_clock=local_clock, precision=precision,
                 initial_frequency=initial, own_refids=options.own_refids,

@@ -86,6 +86,7 @@ class SyncConfig:
     tos: TosConfig = field(default_factory=TosConfig)
     tinker: TinkerConfig = field(default_factory=TinkerConfig)
     panic_gate: bool = False  # -g
+    force_step_once: bool = False  # -G
     slew_only: bool = False  # -x
     once: bool = False  # -q: set the clock once, then `done`
     discipline: bool = True  # False: observe only (`disable ntp`, ObserveClock)
@@ -107,7 +108,8 @@ class SyncConfig:
         extra = {} if self.slew_time is None else {"slew_time": self.slew_time}
         return DisciplineConfig(
             step=t.step, stepback=t.stepback, stepfwd=t.stepfwd, stepout=t.stepout,
-            panic=t.panic, panic_gate=self.panic_gate, slew_only=self.slew_only, **extra)
+            panic=t.panic, panic_gate=self.panic_gate, force_step_once=self.force_step_once,
+            slew_only=self.slew_only, **extra)
 
 
 @dataclass(frozen=True, slots=True)
