@@ -463,6 +463,7 @@ class Daemon:
         NTP sockets, the status endpoints and the signd socket it inherited (the main
         process keeps its own copies); the pidfile and systemd stay the main process's."""
         self.pidfile = None
+        self._close_sync_waiter()  # the main process tells the parent (-w)
         sdnotify.close()
         os.environ.pop("NOTIFY_SOCKET", None)
         for sock in [*self.sockets, *(s for sock_set in self.socket_sets for s in sock_set)]:
