@@ -32,7 +32,7 @@ def test_ipv4_networks_are_24_bits_and_ipv6_networks_64() -> None:
     assert keys_of("2001:db8:1:2::1")[0] != keys_of("2001:db8:1:2::2")[0]
 
 
-def test_one_address_beyond_its_limit_displaces_its_own_oldest_session() -> None:
+def test_one_address_beyond_its_limit_displaces_its_own_longest_silent_session() -> None:
     slots: KeSlots[str] = KeSlots(SlotLimits(per_address=8, **ROOMY))
     held = fill(slots, "a", ["192.0.2.1"], 8)
     admission = slots.admit("new", "192.0.2.1", NOW)
@@ -41,7 +41,7 @@ def test_one_address_beyond_its_limit_displaces_its_own_oldest_session() -> None
     assert slots.held_by_address("192.0.2.1") == 8
 
 
-def test_one_network_beyond_its_limit_displaces_its_own_oldest_session() -> None:
+def test_one_network_beyond_its_limit_displaces_its_own_longest_silent_session() -> None:
     slots: KeSlots[str] = KeSlots(SlotLimits(per_network=32, per_address=8, **ROOMY))
     held = fill(slots, "a", [f"192.0.2.{i}" for i in range(1, 5)], 8)
     admission = slots.admit("newcomer", "192.0.2.200", NOW)
@@ -69,11 +69,40 @@ def test_other_networks_are_served_while_one_network_holds_its_share() -> None:
     assert not any(a in slots for a in attackers)  # displaced by their own re-openings
 
 
-def test_a_full_server_displaces_the_oldest_waiting_session_of_all() -> None:
+def test_a_full_server_displaces_the_longest_silent_session_of_all() -> None:
     slots: KeSlots[str] = KeSlots(SlotLimits(sessions=4, **ROOMY))
     held = fill(slots, "a", ["192.0.2.1", "198.51.100.1", "203.0.113.1", "203.0.113.2"], 1)
-    admission = slots.admit("new", "10.0.0.1", NOW)
-    assert admission.evicted == held[0] and len(slots) == 4
+    slots.heard(held[0], NOW + 0.2)
+    admission = slots.admit("new", "10.0.0.1", NOW + 0.6)
+    assert admission.evicted == held[1] and len(slots) == 4
+
+
+def test_across_networks_a_session_heard_within_min_silence_is_not_displaced() -> None:
+    slots: KeSlots[str] = KeSlots(SlotLimits(sessions=2, min_silence=0.5, **ROOMY))
+    fill(slots, "a", ["192.0.2.1", "198.51.100.1"], 1)
+    assert slots.admit("early", "10.0.0.1", NOW + 0.4).refused is Refusal.BUSY
+    assert slots.admit("later", "10.0.0.1", NOW + 0.5).admitted
+
+
+def test_within_a_network_the_newcomer_always_wins() -> None:
+    slots: KeSlots[str] = KeSlots(SlotLimits(per_network=2, min_silence=0.5, **ROOMY))
+    held = fill(slots, "a", ["192.0.2.1", "192.0.2.2"], 1)
+    assert slots.admit("same-instant", "192.0.2.3", NOW).evicted == held[0]
+
+
+def test_a_client_that_keeps_talking_outlasts_silent_ones_opened_after_it() -> None:
+    """A handshake flood from many networks: a legitimate client that answers each flight
+    keeps its slot while the flood's abandoned handshakes around it are displaced."""
+    slots: KeSlots[str] = KeSlots(SlotLimits(sessions=8, **ROOMY))
+    assert slots.admit("legit", "192.0.2.1", NOW).admitted
+    displaced, now = [], NOW
+    for i in range(40):
+        now += 0.1
+        displaced.append(slots.admit(f"flood{i}", f"10.{i}.0.1", now).evicted)
+        if i % 4 == 3:
+            slots.heard("legit", now)  # its next flight, every 0.4 s
+    assert "legit" in slots and "legit" not in displaced
+    assert [d for d in displaced if d is not None][:3] == ["flood0", "flood1", "flood2"]
 
 
 def test_answered_sessions_are_never_displaced() -> None:
@@ -116,7 +145,7 @@ def test_a_non_address_is_a_value_error() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["admit", "answer", "release"]),
+@given(st.lists(st.tuples(st.sampled_from(["admit", "answer", "heard", "release"]),
                           st.integers(0, 40), st.integers(0, 5), st.integers(0, 3)),
                 max_size=300))
 def test_no_limit_is_ever_exceeded(ops: list[tuple[str, int, int, int]]) -> None:
@@ -132,6 +161,8 @@ def test_no_limit_is_ever_exceeded(ops: list[tuple[str, int, int, int]]) -> None
             slots.admit(session, address, now)
         elif op == "answer":
             slots.answered(session)
+        elif op == "heard":
+            slots.heard(session, now)
         else:
             slots.release(session)
         assert len(slots) <= limits.sessions

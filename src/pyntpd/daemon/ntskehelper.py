@@ -141,10 +141,29 @@ class KeHelper:
         return self._finished.plus(self.current)
 
     async def start(self) -> None:
+        """Fork the helper; if that fails (EAGAIN, ENOMEM) say so and try again after the
+        back-off: the daemon has already said it is serving, and NTP does not need this."""
+        try:
+            await self._fork()
+        except OSError as exc:
+            self._retry_later(f"cannot start the NTS-KE helper: {exc.strerror or exc}")
+
+    def _retry_later(self, why: str) -> None:
+        delay, self._backoff = self._backoff, min(RESTART_MAX, self._backoff * 2)
+        log.error("%s; trying again in %.0f s", why, delay)
+        loop = asyncio.get_running_loop()
+        self._restart = loop.call_later(delay, lambda: loop.create_task(self._start_again()))
+
+    async def _fork(self) -> None:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         main_pid = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:
             code = 1
             try:
@@ -196,25 +215,14 @@ class KeHelper:
         ran = time.monotonic() - self._started_at
         if ran >= STABLE_RUN:
             self._backoff = RESTART_MIN
-        delay, self._backoff = self._backoff, min(RESTART_MAX, self._backoff * 2)
-        log.error("NTS-KE helper (pid %d) %s after %.0f s; starting another in %.0f s",
-                  pid, how, ran, delay)
-        loop = asyncio.get_running_loop()
-        self._restart = loop.call_later(delay, lambda: loop.create_task(self._start_again()))
+        self._retry_later(f"NTS-KE helper (pid {pid}) {how} after {ran:.0f} s")
 
     async def _start_again(self) -> None:
         self._restart = None
         if self._stopping:
             return
         self.restarts += 1
-        try:
-            await self.start()
-        except OSError as exc:  # fork failed (EAGAIN, ENOMEM): try again later
-            delay, self._backoff = self._backoff, min(RESTART_MAX, self._backoff * 2)
-            log.error("cannot start the NTS-KE helper: %s; trying again in %.0f s",
-                      exc.strerror, delay)
-            loop = asyncio.get_running_loop()
-            self._restart = loop.call_later(delay, lambda: loop.create_task(self._start_again()))
+        await self.start()
 
     async def stop(self) -> None:
         """SIGTERM, its last counters (bounded wait), reaped; SIGKILL if it lingers."""

@@ -7,8 +7,8 @@ so a flood of handshakes costs that process CPU and never the loop that serves t
 
 A hostile client costs a bounded amount. At accept, before any TLS: `restrict ignore` and
 `noserve` refuse the connection; proto.ntskeslots shares the sessions out (per address, per
-/24 or /64, in all; a newcomer displaces the oldest session still waiting for its client
-rather than being refused) and limits how fast one address or network may open them. Each
+/24 or /64, in all; a newcomer displaces the session whose client has kept it waiting
+longest rather than being refused) and limits how fast one address or network may open them. Each
 session has a deadline (`SESSION_TIMEOUT` from accept to the response, however slowly the
 client trickles bytes: chrony's 2 s) and a byte budget for the handshake and the request;
 the request itself is bounded by proto.ntske's limits. Every refusal is counted by reason.
@@ -313,6 +313,7 @@ class _ServerSession(_TlsProtocol):
             self.server.counters.error("oversized")
             self.fail("too many bytes")
             return
+        self.server.slots.heard(self, self.server.monotonic())
         super().data_received(data)
 
     def _timeout(self) -> None:
