@@ -340,7 +340,23 @@ class Server:
             f"listen {HOST} port {self.ke_port}\n")
         src = self.spec.src or REPO_ROOT / "src"
         return ["env", f"PYTHONPATH={src}", sys.executable, "-m", "pyntpd.cli.pyntpd", "-n",
-                "--observe", "--port", str(self.ntp_port), "-c", str(conf)]
+                "--observe", "--port", str(self.ntp_port), "-c", str(conf),
+                "--status-socket", str(self.workdir / "status")]
+
+    def nts_ke_counters(self) -> Result:
+        """pyntpd's NTS-KE counters from its JSON status ({} for chronyd, or a pyntpd
+        without them)."""
+        if self.spec.kind != "pyntpd":
+            return {}
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(5.0)
+                s.connect(str(self.workdir / "status"))
+                data = b"".join(iter(lambda: s.recv(65536), b""))
+            counters: Result = json.loads(data).get("nts_ke", {})
+        except (OSError, ValueError):
+            return {}
+        return counters
 
     def cpu(self) -> float:
         from serve import _all_cpu, _descendants
@@ -400,6 +416,7 @@ def measure(server: Server, args: argparse.Namespace) -> Result:
     attack_result = collect(attack, attack_seconds + 30)
     time.sleep(3.0)  # the attack's connections time out before the next phase
     # The handshake flood, with round trips and legitimate clients while it runs.
+    ke0 = server.nts_ke_counters()
     cpu0 = server.cpu()
     flooding = spawn(pin, "flood", "--port", str(server.ke_port), "--ca", ca, "--rate",
                      str(args.flood_rate), "--seconds", str(args.seconds + 4.0), "--sources",
@@ -415,6 +432,8 @@ def measure(server: Server, args: argparse.Namespace) -> Result:
     cpu_per_s = (server.cpu() - cpu0) / max(time.monotonic() - wall0 + 2.0, 1e-3)
     during_flood = collect(legit_flood, args.seconds * 2 + 60)
     flood_result = collect(flooding, args.seconds + 40)
+    ke1 = server.nts_ke_counters()
+    ke_flood = {k: v - ke0.get(k, 0) for k, v in ke1.items() if isinstance(v, int)}
     base, flooded = rtt_summary(baseline), rtt_summary(under_flood)
 
     def ratio(key: str) -> float | None:
@@ -426,7 +445,7 @@ def measure(server: Server, args: argparse.Namespace) -> Result:
         "legit_slot_attack": during_attack, "slot_attack": attack_result,
         "legit_flood": during_flood, "handshake_flood": flood_result,
         "flood_answered_per_s": flood_result.get("answered", 0) / (args.seconds + 4.0),
-        "server_cpu_per_s": cpu_per_s,
+        "server_cpu_per_s": cpu_per_s, "nts_ke_during_flood": ke_flood,
     }
 
 
@@ -450,6 +469,9 @@ def report(results: dict[str, Result]) -> None:
          lambda r: f"{r['baseline']['lost']} / {r['flood']['lost']}"),
         ("flood handshakes answered /s", lambda r: fmt(r["flood_answered_per_s"], ".0f")),
         ("server CPU s/s during flood", lambda r: fmt(r["server_cpu_per_s"], ".2f")),
+        ("pyntpd: refused busy / evicted, flood", lambda r: (
+            f"{r['nts_ke_during_flood']['refused_busy']} / {r['nts_ke_during_flood']['evicted']}"
+            if r["nts_ke_during_flood"] else "-")),
     ]
     names = list(results)
     width = max(len(label) for label, _ in rows)
@@ -553,6 +575,9 @@ def summarise(rounds: list[Result]) -> Result:
         "legit_slot_attack": served("legit_slot_attack"), "legit_flood": served("legit_flood"),
         "flood_answered_per_s": _median([r["flood_answered_per_s"] for r in rounds]),
         "server_cpu_per_s": _median([r["server_cpu_per_s"] for r in rounds]),
+        "nts_ke_during_flood": ({k: sum(r["nts_ke_during_flood"][k] for r in rounds)
+                                 for k in rounds[0]["nts_ke_during_flood"]}
+                                if all(r["nts_ke_during_flood"] for r in rounds) else {}),
         "foreign_load": _median([r["foreign_load"] for r in rounds]),
     }
 
