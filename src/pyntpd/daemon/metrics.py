@@ -212,7 +212,7 @@ def collector(responder: Responder, control: ControlService, start_time: float,
     def collect() -> Status:
         now_ns = time_ns()
         return Status.build(
-            control.snapshot(now_ns, mru=False), responder.counters,
+            control.snapshot(now_ns), responder.counters,
             version=f"pyntpd {__version__}", start_time=start_time, now=now_ns / 1e9,
             control_requests=control.requests, mru_entries=len(responder.access.mru))
 

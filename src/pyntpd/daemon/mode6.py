@@ -2,8 +2,11 @@
 
 The serving path queues mode 6 requests (Responder.take_control) and calls `answer` after each
 batch with the socket they came in on; restrict has been applied already (ignore and noquery
-never get here). The snapshot is built per batch from the live state: the system variables
-the responder serves, the engine's last result, every association, the MRU list.
+never get here). Each request costs what it asks for, never the size of the MRU list: the
+responder refuses what it refuses before asking for anything, and LiveState builds only what
+a request needs — the system variables (from the responder's and the engine's last result)
+for readvar, one association for its id, every association for readstat, and for mrulist a
+view of the MRU list read in place, a page at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import platform
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from pyntpd import __version__
 from pyntpd.daemon.serve import address_text
@@ -21,10 +25,10 @@ from pyntpd.daemon.syncloop import Synchroniser
 from pyntpd.proto.access import address_key
 from pyntpd.proto.control import (
     SST_LOCAL,
+    AccessMru,
     ControlResponder,
     ControlSnapshot,
     PeerInfo,
-    mru_items,
 )
 from pyntpd.proto.server import Responder
 from pyntpd.proto.source import State
@@ -58,27 +62,34 @@ class ControlService:
             self._next_id += 1
         return associd
 
-    def snapshot(self, now_ns: int, mru: bool = True) -> ControlSnapshot:
-        """`mru=False` leaves the MRU list out (the metrics endpoint needs only its size)."""
+    def _refresh_ids(self, sync: Synchroniser) -> None:
+        """Association ids for the live associations (new ones numbered on), none for gone
+        ones: as many steps as there are associations."""
+        live = set(sync.sources.peers)
+        if any(p not in live for p in self._ids):
+            self._ids = {p: i for p, i in self._ids.items() if p in live}
+        for peer in sync.sources.peers:
+            self._associd(peer)
+
+    def _system_peer(self, sync: Synchroniser | None) -> int:
+        """The association id of the system peer (the local clock's when it is served), 0."""
+        if sync is None:
+            return 0
+        self._refresh_ids(sync)
+        last = sync.last
+        if last is not None and last.system_peer is not None:
+            associd = self._ids.get(last.system_peer, 0)
+            if associd:
+                return associd
+        local = self._local_clock(sync, self.responder.system.synchronised)
+        return LOCAL_ASSOCID if local is not None and local.tally == "*" else 0
+
+    def system(self, now_ns: int) -> ControlSnapshot:
+        """The system variables alone (no associations, no MRU list): what readvar needs."""
         s = self.responder.system
         sync = self.synchroniser()
         last = sync.last if sync is not None else None
-        peers: list[PeerInfo] = []
-        system_peer = 0
-        if sync is not None:
-            live = set(sync.sources.peers)
-            self._ids = {p: i for p, i in self._ids.items() if p in live}
-            for peer in sync.sources.peers:
-                associd = self._associd(peer)
-                status = last.sources.get(peer) if last is not None else None
-                if last is not None and last.system_peer is peer:
-                    system_peer = associd
-                peers.append(self._peer_info(peer, associd, status))
-            local = self._local_clock(sync, system_peer == 0 and s.synchronised)
-            if local is not None:
-                peers.insert(0, local)
-                if local.tally == "*":
-                    system_peer = LOCAL_ASSOCID
+        system_peer = self._system_peer(sync)
         uname = platform.uname()
         return ControlSnapshot(
             version=f"pyntpd {__version__}", processor=uname.machine,
@@ -90,9 +101,36 @@ class ControlService:
             offset=last.offset if last is not None else 0.0,
             frequency=last.frequency if last is not None else 0.0,
             sys_jitter=last.jitter if last is not None else 0.0,
-            peers=tuple(peers),
-            mru=tuple(mru_items(self.responder.access.entries())) if mru else (),
         )
+
+    def associations(self) -> list[PeerInfo]:
+        """Every association as ntpq sees it, the local clock first."""
+        sync = self.synchroniser()
+        if sync is None:
+            return []
+        system_peer = self._system_peer(sync)
+        peers = [self._peer_info(peer, self._ids[peer], sync)
+                 for peer in sync.sources.peers]
+        local = self._local_clock(sync, system_peer == LOCAL_ASSOCID)
+        return [local, *peers] if local is not None else peers
+
+    def association(self, associd: int) -> PeerInfo | None:
+        """One association, without building the others."""
+        sync = self.synchroniser()
+        if sync is None:
+            return None
+        system_peer = self._system_peer(sync)
+        if associd == LOCAL_ASSOCID:
+            return self._local_clock(sync, system_peer == LOCAL_ASSOCID)
+        for peer, known in self._ids.items():
+            if known == associd:
+                return self._peer_info(peer, associd, sync)
+        return None
+
+    def snapshot(self, now_ns: int) -> ControlSnapshot:
+        """The system variables and every association, without the MRU list (the metrics
+        endpoint, which needs only the list's size)."""
+        return replace(self.system(now_ns), peers=tuple(self.associations()))
 
     def _local_clock(self, sync: Synchroniser, serving_it: bool) -> PeerInfo | None:
         """127.127.1.0 as ntpq shows it: LOCAL(0), '*' while it is what we serve."""
@@ -108,7 +146,9 @@ class ControlService:
                         tally="*" if selected else " ")
 
     @staticmethod
-    def _peer_info(peer: Peer, associd: int, status: object) -> PeerInfo:
+    def _peer_info(peer: Peer, associd: int, sync: Synchroniser) -> PeerInfo:
+        last = sync.last
+        status = last.sources.get(peer) if last is not None else None
         a = peer.assoc
         sample = a.last_sample
         fields: dict[str, object] = {}
@@ -142,12 +182,46 @@ class ControlService:
         self.control.control_key = sync.config.control_key if sync is not None else None
         self.requests += len(queued)
         now_ns = self.time_ns()
-        snapshot = self.snapshot(now_ns)
+        state = LiveState(self, now_ns)
         for data, address, is_v6, port, flags in queued:
             key = address_key(address, is_v6)
-            for fragment in self.control.respond(data, key, flags, now_ns / 1e9, snapshot):
+            for fragment in self.control.respond(data, key, flags, now_ns / 1e9, state):
                 try:
                     sock.sendto(fragment, (address_text(address, is_v6), port))
                     self.sent += 1
                 except OSError:
                     self.send_errors += 1
+
+
+class LiveState:
+    """The daemon's state for one batch of mode 6 requests (proto.control.ControlState): each
+    part is built when a request first needs it and kept for the rest of the batch, and the
+    MRU list is read in place, a page at a time. A refused request builds nothing."""
+
+    def __init__(self, service: ControlService, now_ns: int) -> None:
+        self._service = service
+        self._now_ns = now_ns
+        self._system: ControlSnapshot | None = None
+        self._associations: list[PeerInfo] | None = None
+
+    @property
+    def leap(self) -> int:
+        return self._service.responder.system.leap
+
+    def system_snapshot(self) -> ControlSnapshot:
+        if self._system is None:
+            self._system = self._service.system(self._now_ns)
+        return self._system
+
+    def associations(self) -> list[PeerInfo]:
+        if self._associations is None:
+            self._associations = self._service.associations()
+        return self._associations
+
+    def association(self, associd: int) -> PeerInfo | None:
+        if self._associations is not None:
+            return next((p for p in self._associations if p.associd == associd), None)
+        return self._service.association(associd)
+
+    def mru_view(self, now: float) -> AccessMru:
+        return AccessMru(self._service.responder.access)
