@@ -21,6 +21,7 @@ same address, so a spoofed source never receives the (large) list.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -132,9 +133,13 @@ RES_WIRE: dict[RestrictFlag, int] = {
 }
 
 
+_RES_BITS = tuple((flag.value, bit) for flag, bit in RES_WIRE.items())
+
+
+@functools.lru_cache(maxsize=1024)  # a handful of distinct values: the restrict rules'
 def restrict_wire(flags: int) -> int:
     """Our restrict flag int -> ntpd's RES_* bits."""
-    return sum(bit for flag, bit in RES_WIRE.items() if flags & flag.value)
+    return sum(bit for value, bit in _RES_BITS if flags & value)
 
 
 SELECT_CODES: dict[str, int] = {
@@ -340,23 +345,22 @@ def reassemble(datagrams: Iterable[bytes]) -> tuple[ControlHeader, bytes]:
 
 
 def join_text(items: Sequence[str]) -> bytes:
-    """ntpd's ctl_putdata layout: `a=1, b=2,\\r\\nc=3\\r\\n` (lines kept under 72)."""
-    out: list[str] = []
-    line = 0
-    for index, item in enumerate(items):
-        if index:
-            out.append(",")
-            line += 1
-            if len(item) + line + 1 >= MAX_LINE:
-                out.append("\r\n")
-                line = 0
-            else:
-                out.append(" ")
-                line += 1
+    """ntpd's ctl_putdata layout: `a=1, b=2,\r\nc=3\r\n` (lines kept under 72)."""
+    if not items:
+        return b""
+    out = [items[0]]
+    line = len(items[0])  # characters on the current line
+    for item in items[1:]:
+        width = len(item)
+        # The comma, the item and one more must fit, or the item starts a new line.
+        if line + width + 2 >= MAX_LINE:
+            out.append(",\r\n")
+            line = width
+        else:
+            out.append(", ")
+            line += width + 2
         out.append(item)
-        line += len(item)
-    if items:
-        out.append("\r\n")
+    out.append("\r\n")
     return "".join(out).encode("ascii", "replace")
 
 
@@ -595,7 +599,8 @@ def _split_address(text: str) -> tuple[int, bool, int] | None:
 def _address_text(address: int, is_v6: bool, port: int) -> str:
     if is_v6:
         return f"[{ipaddress.IPv6Address(address)}]:{port}"
-    return f"{ipaddress.IPv4Address(address)}:{port}"
+    # What str(IPv4Address) gives, in a fraction of its time (a page names up to 256).
+    return f"{address >> 24}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}:{port}"
 
 
 class AccessMru:
@@ -1016,7 +1021,7 @@ class ControlResponder:
                 f"mv.{sent}={record.mode_version & 0xFF}",
                 f"rs.{sent}=0x{wire:x}",
             ]
-            extra = sum(len(r) + 4 for r in row)
+            extra = sum(map(len, row)) + 4 * len(row)
             if size + extra + 64 > budget:
                 break
             rows.extend(row)
