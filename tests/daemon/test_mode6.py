@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyntpd.daemon.mode6 import ControlService
 from pyntpd.proto.access import Access, MonEntry, MruLimits, RestrictTable
@@ -156,3 +158,21 @@ def test_mrulist_pages_through_the_whole_list_across_requests() -> None:
         n = len(rows) - 1
         named = f", addr.0={page[f'addr.{n}']}, last.0={page[f'last.{n}']}"
     assert got == [f"10.0.{i >> 8}.{i & 255}:123" for i in range(3000)]
+
+
+SMALL = Daemon(50)  # one list for every example: each asks for a fresh nonce
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["addr.0=", "last.0=", "addr.1=", "last.1=", "mincount=",
+                                 "resany=", "resall=", "maxlstint=", "recent=", "limit=",
+                                 "frags=", "10.0.0.5:123", "[::1]:1", "0x", "ffffffff.",
+                                 "00000000", ",", " ", "1", "-", "[", "]", ":", "\xff"]),
+                max_size=40))
+def test_any_mrulist_body_gets_an_answer_or_an_error_never_an_exception(parts: list[str]) -> None:
+    daemon = SMALL
+    body = f"nonce={daemon.nonce()}, " + "".join(parts)
+    fragments = daemon.ask(request(Opcode.READ_MRU, body.encode("latin-1")[:400]))
+    assert fragments  # the nonce is good: a page or an error, always an answer
+    reassemble(fragments)
+
