@@ -1,0 +1,45 @@
+"""A real daemon keeps what its ntp.conf asks for, and fails closed when it cannot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from pyntpd.proto.packet import decode
+from tests.support import Pyntpd, client_request, config_file, exchange, free_udp_port
+
+LOCAL = "server 127.127.1.0 burst iburst prefer\nfudge 127.127.1.0 stratum 10\n"
+SAMBA = "restrict -4 default kod limited nomodify notrap nopeer noquery mssntp\n"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyntpd.cli.pyntpd", "--observe", *args],
+                          capture_output=True, text=True, timeout=30.0)
+
+
+def test_samba_default_line_applies_rate_limiting_and_kod_on_the_wire():
+    """Samba's `restrict -4 default ... mssntp` line: before, `mssntp` dropped the line and
+    the server ran with no default restriction; now every other flag applies."""
+    with config_file(LOCAL + SAMBA) as conf, Pyntpd("-4", "-c", conf) as d:
+        replies = [exchange(d.port, client_request(), timeout=0.5) for _ in range(5)]
+        output = d.output()
+    decoded = [decode(r) for r in replies if r is not None]
+    assert decoded[0].header.stratum == 11  # the local clock line with its options is kept
+    assert [p.header.refid for p in decoded[1:]] == [b"RATE"]
+    assert "restrict flag 'mssntp' has no effect" in output
+
+
+def test_restrict_line_it_cannot_honour_stops_the_start_with_the_reason():
+    with config_file(LOCAL + "restrict default kod limited nomodify noqeury\n") as conf:
+        result = run_cli("-n", "--port", str(free_udp_port()), "-c", conf)
+    assert result.returncode == 1
+    assert "refusing to start: 1 security setting(s)" in result.stderr
+    assert "unknown restrict flag 'noqeury'" in result.stderr
+
+
+def test_forking_start_refused_for_a_restrict_line_tells_the_parent():
+    with config_file(LOCAL + "restrict 192.0.2.300 ignore\n") as conf:
+        result = run_cli("--port", str(free_udp_port()), "-c", conf)
+    assert result.returncode == 1
+    assert "pyntpd: refusing to start" in result.stderr
+    assert "'192.0.2.300' is not a valid IPv4 address" in result.stderr
