@@ -218,7 +218,7 @@ class Synchroniser:
     def _sources_changed(self) -> None:
         current = set(self.sources.peers)
         for peer in current - self._known:
-            self.driver.add_source(peer, peer.assoc, peer.address)
+            self.driver.add_source(peer, peer.assoc, peer.address, peer.local_address())
         for peer in self._known - current:
             self.driver.remove_source(peer)
         self._known = current
