@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -43,3 +44,24 @@ def test_forking_start_refused_for_a_restrict_line_tells_the_parent():
     assert result.returncode == 1
     assert "pyntpd: refusing to start" in result.stderr
     assert "'192.0.2.300' is not a valid IPv4 address" in result.stderr
+
+
+SYNCED_TO = re.compile(r"synchronised to 127\.0\.0\.1 port (\d+) \(stratum (\d+)\)")
+
+
+def test_peer_without_key_is_polled_as_a_server_and_followed():
+    """The Puppet/Chef/Salt/Juju templates' `peer HOST` (no key): the source is kept, polled
+    in client mode, and followed."""
+    port_a = free_udp_port()
+    with config_file("server 127.127.1.0\nfudge 127.127.1.0 stratum 7\nrestrict default\n"
+                     ) as conf_a, \
+            config_file(f"peer 127.0.0.1 port {port_a} iburst minpoll 3 maxpoll 3\n"
+                        "restrict default\n") as conf_b, \
+            Pyntpd("-c", conf_a, port=port_a), Pyntpd("-c", conf_b) as b:
+        match = b.search_log(SYNCED_TO, 30.0)
+        output = b.output()
+    assert match is not None, output
+    assert (int(match.group(1)), match.group(2)) == (port_a, "9")
+    assert "'peer' without 'key': polled as 'server' (client mode)" in output
+    assert "association with 127.0.0.1 port" in output
+    assert "symmetric association" not in output
