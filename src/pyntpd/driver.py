@@ -20,10 +20,8 @@ from typing import Protocol
 
 from pyntpd.clock.base import Clock, apply_actions
 from pyntpd.clock.kernel import ClockError
-from pyntpd.config.leapfile import LeapTable
 from pyntpd.logonce import LOGGER_NAME, LogOnce
 from pyntpd.proto.source import Association
-from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
 from pyntpd.stats.filegen import Statistics
 from pyntpd.sync.engine import PanicExit, SyncEngine, SyncResult
 from pyntpd.types import Sample
@@ -61,7 +59,6 @@ class Driver:
         scheduler: Scheduler,
         *,
         stats: Statistics | None = None,
-        leap_table: LeapTable | None = None,
         on_result: Callable[[SyncResult, float], None] = _ignore,
         on_step: Callable[[float], None] = _ignore,
         on_panic: Callable[[PanicExit], None] = _ignore,
@@ -71,7 +68,6 @@ class Driver:
         self.clock = clock
         self.scheduler = scheduler
         self.stats = stats
-        self.leap_table = leap_table
         self.on_result = on_result  # every result, after it was applied, with its `now`
         self.on_step = on_step  # after a step moved the associations' timers
         self.on_panic = on_panic  # nothing was applied; the caller must stop
@@ -126,8 +122,6 @@ class Driver:
 
     def _update(self) -> tuple[float, SyncResult]:
         now = self.now()
-        if self.leap_table is not None:
-            self.engine.set_leap_file(self.leap_table.leap_pending(int(now) + NTP_UNIX_OFFSET))
         result = self.engine.update(now)
         self._apply(result, now)
         return now, result

@@ -97,7 +97,12 @@ class SetStatus:
     synchronised: bool
     maxerror: float
     esterror: float
-    leap: int
+    leap: int  # what the kernel is armed with: 0, 1 (STA_INS), 2 (STA_DEL)
 
 
-ClockAction = SetFrequency | Step | Slew | SetStatus
+@dataclass(frozen=True, slots=True)
+class SetTai:
+    offset: int  # TAI-UTC, s (the kernel's ADJ_TAI)
+
+
+ClockAction = SetFrequency | Step | Slew | SetStatus | SetTai

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pyntpd.config.leapfile import (
     LeapEntry,
+    LeapFileWatch,
     LeapTable,
     hash_input,
     load_leapfile,
@@ -317,3 +318,65 @@ def test_never_raises(text, checkhash):
         assert not result.errors
         now = result.table.entries[-1].ntp_seconds
         assert result.table.leap_pending(now) in (-1, 0, 1)
+
+
+# -- the table for the engine, and the daemon's watch on the file -----------------------
+
+
+def test_the_engine_gets_the_table_in_unix_seconds(table):
+    listed = table.leap_list()
+    assert listed.changes[0] == (63_072_000, 10)  # 1972-01-01
+    assert listed.changes[-1] == (1_483_228_800, 37)  # 2017-01-01
+    assert listed.expires == EXPIRES - 2_208_988_800
+    assert listed.tai_offset(1_483_228_800 - 1) == 36
+
+
+def test_the_watch_reads_the_file_once_until_it_changes(tmp_path):
+    path = tmp_path / "leap-seconds.list"
+    path.write_text(sample(hash_line=IERS_HASH))
+    reads = []
+    watch = LeapFileWatch(str(path), read_file=lambda p: reads.append(p) or Path(p).read_bytes())
+    first = watch.check(EXPIRES - DAY)
+    assert first is not None and first.table is not None and watch.table is first.table
+    assert watch.check(EXPIRES - DAY) is None
+    assert len(reads) == 1
+
+
+def test_the_watch_reads_a_new_copy_renamed_over_the_file(tmp_path):
+    path = tmp_path / "leap-seconds.list"
+    path.write_text(sample(hash_line=IERS_HASH))
+    watch = LeapFileWatch(str(path))
+    watch.check(EXPIRES - DAY)
+    newer = tmp_path / "new"
+    later = EXPIRES + 180 * DAY
+    newer.write_text(rehash(sample(expires=later)))
+    newer.replace(path)
+    result = watch.check(EXPIRES - DAY)
+    assert result is not None and watch.table is not None and watch.table.expiry == later
+
+
+def test_a_changed_file_that_does_not_parse_leaves_the_last_good_table(tmp_path):
+    path = tmp_path / "leap-seconds.list"
+    path.write_text(sample(hash_line=IERS_HASH))
+    watch = LeapFileWatch(str(path))
+    good = watch.check(EXPIRES - DAY)
+    assert good is not None
+    path.write_text(sample(hash_line=IERS_HASH) + "3723753600 38\n")  # and the hash fails
+    damaged = watch.check(EXPIRES - DAY)
+    assert damaged is not None and damaged.table is None and damaged.errors
+    assert watch.table is good.table
+
+
+def test_a_file_that_goes_away_and_comes_back_is_read_again(tmp_path):
+    path = tmp_path / "leap-seconds.list"
+    text = sample(hash_line=IERS_HASH)
+    path.write_text(text)
+    watch = LeapFileWatch(str(path))
+    watch.check(EXPIRES - DAY)
+    path.unlink()
+    gone = watch.check(EXPIRES - DAY)
+    assert gone is not None and gone.table is None and watch.table is not None
+    assert watch.check(EXPIRES - DAY) is None  # still gone: not read (or logged) again
+    path.write_text(text)
+    back = watch.check(EXPIRES - DAY)
+    assert back is not None and back.table is not None

@@ -72,3 +72,88 @@ def test_sync_status_is_recorded():
     c = SimClock()
     c.set_sync_status(True, 0.01, 1e-5, 0)
     assert (c.synchronised, c.maxerror, c.esterror, c.leap) == (True, 0.01, 1e-5, 0)
+
+
+# --- the kernel's leap second handling (Linux kernel/time/ntp.c) --------------------------
+
+JAN_2017_NS = 1_483_228_800 * 1_000_000_000
+NOON = 12 * 3600.0  # true time of a clock started at noon before the midnight
+
+
+def _noon_before(midnight_ns=JAN_2017_NS):
+    return SimClock(epoch_ns=midnight_ns - int(NOON * 1e9))
+
+
+def test_sta_ins_repeats_the_last_second_of_the_current_day():
+    c = _noon_before()
+    c.set_tai_offset(36)
+    c.set_sync_status(True, 0.01, 1e-5, 1)
+    c.advance_to(NOON - 0.5)
+    assert c.now() == JAN_2017_NS - 500_000_000  # 23:59:59.5
+    c.advance_to(NOON + 0.5)
+    assert c.now() == JAN_2017_NS - 500_000_000  # 23:59:60.5, shown as 23:59:59.5 again
+    c.advance_to(NOON + 1.5)
+    assert c.now() == JAN_2017_NS + 500_000_000
+    assert c.leap_events[-1] == (NOON, "inserted")
+    assert (c.tai, c.leap_state) == (37, "WAIT")
+
+
+def test_sta_del_skips_23_59_59():
+    c = _noon_before()
+    c.set_tai_offset(37)
+    c.set_sync_status(True, 0.01, 1e-5, 2)
+    c.advance_to(NOON - 1.5)
+    assert c.now() == JAN_2017_NS - 1_500_000_000  # 23:59:58.5
+    c.advance_to(NOON - 0.5)
+    assert c.now() == JAN_2017_NS + 500_000_000  # 00:00:00.5: 23:59:59 never was
+    assert c.leap_events[-1] == (NOON - 1.0, "deleted")
+    assert (c.tai, c.leap_state) == (36, "WAIT")
+
+
+def test_the_leap_happens_when_the_local_clock_reaches_midnight():
+    c = SimClock(offset=0.25, epoch_ns=JAN_2017_NS - int(NOON * 1e9))  # a quarter second fast
+    c.set_sync_status(True, 0.01, 1e-5, 1)
+    c.advance_to(NOON + 1.0)
+    assert c.leap_events[-1] == (pytest.approx(NOON - 0.25), "inserted")
+
+
+def test_armed_on_any_day_the_kernel_acts_that_night():
+    # Why the engine must not arm early: on 5 December the second is inserted that night.
+    dec_6_ns = JAN_2017_NS - 26 * 86400 * 1_000_000_000
+    c = _noon_before(dec_6_ns)
+    c.set_sync_status(True, 0.01, 1e-5, 1)
+    c.advance_to(NOON + 1.0)
+    assert [e for _, e in c.leap_events] == ["armed INS", "inserted"]
+
+
+def test_the_kernel_acts_once_until_the_flag_is_cleared():
+    c = _noon_before()
+    c.set_sync_status(True, 0.01, 1e-5, 1)
+    c.advance_to(NOON + 1.0)
+    c.set_sync_status(True, 0.01, 1e-5, 1)  # still set: TIME_WAIT, no second insertion
+    c.advance_to(NOON + 86400.0 + 2.0)
+    assert [e for _, e in c.leap_events] == ["armed INS", "inserted"]
+    c.set_sync_status(True, 0.01, 1e-5, 0)
+    assert c.leap_state == "OK"
+
+
+def test_clearing_the_flag_before_midnight_disarms():
+    c = _noon_before()
+    c.set_sync_status(True, 0.01, 1e-5, 1)
+    c.advance_to(NOON - 10.0)
+    c.set_sync_status(True, 0.01, 1e-5, 0)
+    c.advance_to(NOON + 10.0)
+    assert [e for _, e in c.leap_events] == ["armed INS", "disarmed"]
+    assert c.now() == JAN_2017_NS + 10_000_000_000
+
+
+def test_a_slewing_clock_still_leaps_exactly_at_its_midnight():
+    c = _noon_before()
+    c.set_sync_status(True, 0.01, 1e-5, 1)
+    c.advance_to(NOON - 2.0)
+    c.slew(0.002)  # 4 s at 500 ppm: still slewing at midnight
+    c.advance_to(NOON + 3.0)
+    t, what = c.leap_events[-1]
+    assert what == "inserted"
+    # The local clock reads midnight when (t - (NOON - 2)) * 500e-6 = NOON - t.
+    assert t == pytest.approx(NOON - 0.001 / 1.0005, abs=1e-9)

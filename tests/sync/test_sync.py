@@ -15,27 +15,33 @@ from pyntpd.config.model import TinkerConfig, TosConfig
 from pyntpd.proto.source import SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
 from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, refid_for
+from pyntpd.sync.leap import LeapList
 from pyntpd.sync.localclock import LocalClockDriver
-from pyntpd.types import Sample, SetFrequency, SetStatus, Slew, Step, Tally
+from pyntpd.types import Sample, SetFrequency, SetStatus, SetTai, Slew, Step, Tally
 
 T0 = 1_800_000_000.0
 DELAY = 0.002
+DAY = 86_400
+DEC_5_2016 = 1_480_896_000.0
+JAN_2017 = 1_483_228_800.0
+JUL_2027 = 1_814_400_000.0
+DELETE_2027 = LeapList(((int(JAN_2017), 37), (int(JUL_2027), 36)), expires=1_829_952_000)
 
 
 class World:
-    def __init__(self, config=None, **sources):
-        self.engine = SyncEngine(config or SyncConfig(), T0)
-        self.t = T0
-        self.result = self.engine.update(T0)
+    def __init__(self, config=None, start=T0, **sources):
+        self.engine = SyncEngine(config or SyncConfig(), start)
+        self.t = start
+        self.result = self.engine.update(start)
         self.done = list(self.result.actions)  # every action so far
         for i, (name, spec) in enumerate(sources.items()):
             self.engine.add_source(name, spec or SourceSpec(f"192.0.2.{i + 1}"))
 
-    def sample(self, key, raw_offset, *, stratum=1, leap=0, delay=DELAY):
+    def sample(self, key, raw_offset, *, stratum=1, leap=0, delay=DELAY, root_dispersion=1e-5):
         e = self.engine
         offset = raw_offset - e.model.correction(self.t)
         return e.on_sample(key, Sample(offset, delay, 1e-6, self.t, stratum, leap, -20, 0.0,
-                                       1e-5, b"GPS\0", 0))
+                                       root_dispersion, b"GPS\0", 0))
 
     def update(self, t):
         self.t = t
@@ -100,6 +106,27 @@ def test_falseticker_is_marked_and_never_followed():
     assert abs(r.offset) < 1e-4
 
 
+def test_issue_figures_asymmetric_path_both_servers_selected_from_the_first_update():
+    # Issue 10: -2.485 ms over a path 5 ms longer one way (delay 5.137 ms, root dispersion
+    # 0.488 ms) and +0.011 ms (delay 0.176 ms) from a near server.
+    w = World(far=None, near=None)
+    peers = []
+    for i in range(1, 40):
+        while w.result.wakeup is not None and w.result.wakeup < T0 + 16.0 * i:
+            w.update(w.result.wakeup)
+        w.t = T0 + 16.0 * i
+        w.sample("far", -2.485e-3, delay=5.137e-3, root_dispersion=0.488e-3)
+        w.sample("near", 0.011e-3, delay=0.176e-3)
+        r = w.update(w.t)
+        if r.sources["near"].samples >= 4:
+            peers.append(r.system_peer)
+            assert {r.sources[k].tally for k in ("far", "near")} <= {Tally.SYSPEER,
+                                                                      Tally.CANDIDATE}
+    assert peers == ["near"] * len(peers) and len(peers) > 30
+    assert r.system.stratum == 2
+    assert abs(r.offset) < 0.5e-3  # the near server's weight dominates
+
+
 def test_prefer_source_decides_the_offset():
     w = World(a=None, b=None, p=SourceSpec("192.0.2.9", prefer=True))
     r = w.run(160, {"a": 0.0, "b": 0.0, "p": 0.0003})
@@ -161,6 +188,82 @@ def test_later_offset_waits_stepout_then_steps():
     assert 300 <= stepped_at[0] - (T0 + 320) <= 300 + 6 * 16
 
 
+def test_a_spike_lowering_the_poll_leaves_the_source_reachable_until_8_polls_are_missed():
+    w = World(a=SourceSpec("192.0.2.1", minpoll=6, maxpoll=10))
+    w.run(20000, {"a": 0.0}, noise=random.Random(3), every=64)
+    assert w.engine.sources["a"].poll == 10
+    assert w.sample("a", 0.010).name == "SPIKE"
+    assert w.engine.sources["a"].poll == 6  # look again soon...
+    spiked = w.t
+    # ...but the association's next request was already due 1024 s on: from there,
+    # 8 polls unanswered (the first at 1024 s, 7 at 64 s) before it is unreachable.
+    assert w.update(spiked + 1024 + 7 * 64).system_peer == "a"
+    assert w.update(spiked + 1024 + 7 * 64 + 60).system_peer is None
+
+
+def test_a_source_back_from_unreachable_stays_reachable_while_its_association_backs_off():
+    # The association polls ever less often while nobody answers (towards maxpoll): the
+    # request after the first reply back may be 2^maxpoll s away.
+    w = World(a=SourceSpec("192.0.2.1", minpoll=6, maxpoll=10))
+    w.run(2000, {"a": 0.0}, noise=random.Random(3), every=64)
+    assert w.engine.sources["a"].poll < 10
+    w.t += 3000
+    assert w.update(w.t).system_peer is None  # unreachable
+    w.sample("a", 0.0)
+    back = w.t
+    assert w.update(back).system_peer == "a"
+    assert w.update(back + 1024 + 6 * 2 ** w.engine.sources["a"].poll).system_peer == "a"
+
+
+def test_a_source_predicted_on_a_rough_frequency_keeps_an_interval_that_holds_the_truth():
+    # Four iburst samples whose queueing noise looks like a 40 ppm drift, then silence:
+    # two polls on, the prediction is 5 ms off. Its interval widens with the prediction's
+    # uncertainty, so the honest source is not outvoted as a falseticker.
+    w = World(a=None, b=None, c=None)
+    for i in range(4):
+        w.t = T0 + 2.0 * i
+        w.sample("a", 80e-6 * i)
+        w.sample("b", 0.0)
+        w.sample("c", 0.0)
+        w.update(w.t)
+    r = w.run(128, {"b": 0.0, "c": 0.0})
+    assert r.sources["a"].offset > 4e-3
+    assert r.sources["a"].tally is Tally.CANDIDATE
+
+
+def test_the_first_selection_waits_for_sources_still_arriving():
+    # A liar's samples happen to arrive first: following it, or outvoting the first honest
+    # server to be ready with it, would be acting on a minority.
+    w = World(a=None, b=None, c=None, liar=None)
+    for i in range(4):
+        w.t = T0 + 2.0 * i
+        w.sample("liar", 0.050)
+        if i < 2:
+            for key in "abc":
+                w.sample(key, 0.0)
+        r = w.update(w.t)
+    assert r.system_peer is None and not w.actions(SetFrequency)[1:]
+    w.t += 2.0
+    w.sample("a", 0.0)
+    w.sample("a", 0.0)
+    r = w.update(w.t)  # a and the liar ready, b and c arriving: still no majority
+    assert r.system_peer is None
+    assert {s.tally for s in r.sources.values()} == {Tally.REJECT}
+    for key in "bc":
+        w.sample(key, 0.0)
+        w.sample(key, 0.0)
+    r = w.update(w.t)
+    assert r.system_peer in ("a", "b", "c") and r.sources["liar"].tally is Tally.FALSETICKER
+    assert abs(r.offset) < 1e-4
+
+
+def test_without_anyone_arriving_a_split_is_two_falsetickers():
+    w = World(a=None, b=None)
+    r = w.run(160, {"a": 0.0, "b": 0.050})
+    assert r.system_peer is None
+    assert {r.sources[k].tally for k in "ab"} == {Tally.FALSETICKER}
+
+
 def test_holdover_keeps_the_frequency_when_sources_go():
     w = World(a=None)
     w.run(3000, {"a": lambda t: 40e-6 * (t - T0)})
@@ -189,16 +292,78 @@ def test_orphan_mode_after_orphanwait():
     assert r.system.stratum == 10 and r.system.refid == bytes([127, 0, 0, 1])
 
 
-def test_leap_from_the_majority_and_the_leapfile():
-    w = World(a=None, b=None, c=None)
-    for _ in range(10):
+def _voting(start, leaps=(1, 1, 0), seconds=160, leap_list=None):
+    w = World(start=start, a=None, b=None, c=None)
+    w.engine.set_leap_file(leap_list)
+    return _vote(w, seconds, leaps)
+
+
+def _vote(w, seconds, leaps=(1, 1, 0)):
+    """Samples from a, b and c every 16 s, with these LIs, and an update after each."""
+    for _ in range(int(seconds // 16)):
         w.t += 16
-        for key, leap in (("a", 1), ("b", 1), ("c", 0)):
+        for key, leap in zip("abc", leaps, strict=True):
             w.sample(key, 0.0, leap=leap)
-        r = w.engine.update(w.t)
-    assert r.system.leap == 1
-    w.engine.set_leap_file(0)
-    assert w.engine.update(w.t).system.leap == 0
+        w.update(w.t)
+    return w
+
+
+def test_a_majoritys_leap_on_5_december_is_remembered_but_neither_served_nor_armed():
+    w = _voting(DEC_5_2016)
+    assert w.result.system.stratum == 2 and w.result.system.leap == 0
+    assert {a.leap for a in w.actions(SetStatus)} == {0}
+    assert w.result.leap.at == JAN_2017
+    assert w.result.leap.next_change == JAN_2017 - DAY  # to be served and armed then
+
+
+def test_a_majority_announcing_from_5_december_is_served_on_31_december_until_the_leap():
+    # Upstreams announcing all month, as RFC 5905 allows; the weeks between are skipped
+    # (their silence unsynchronises us, and the first samples after it select them again).
+    w = _voting(DEC_5_2016)
+    assert w.result.system.leap == 0
+    w.update(JAN_2017 - DAY - 600)  # 30 December, 23:50
+    assert _vote(w, 480).result.system.leap == 0
+    assert _vote(w, 160).result.system.leap == 1  # 31 December, 00:00:40
+    assert w.actions(SetStatus)[-1].leap == 1
+    w.update(JAN_2017 - 600)
+    assert _vote(w, 576).result.system.leap == 1  # 23:59:36
+    w.update(JAN_2017 + 16)  # the majority still says LI=1 from before midnight
+    assert _vote(w, 160).result.system.leap == 0
+    assert w.actions(SetStatus)[-1].leap == 0
+
+
+def test_on_31_december_the_kernel_is_armed_to_insert():
+    w = _voting(JAN_2017 - 3600)
+    assert w.result.system.leap == 1
+    assert w.actions(SetStatus)[-1] == SetStatus(True, pytest.approx(0.001, abs=1e-3),
+                                                 pytest.approx(0.0, abs=1e-4), 1)
+
+
+def test_a_leapfile_with_a_negative_leap_serves_li_2_and_arms_sta_del_on_30_june_only():
+    w = _voting(JUL_2027 - DAY - 3600, leaps=(0, 0, 0), leap_list=DELETE_2027)
+    assert w.result.system.leap == 0  # 29 June: known, neither served nor armed
+    assert w.result.leap.at == JUL_2027
+    assert {a.leap for a in w.actions(SetStatus)} == {0}
+    w.run(3600 + 160, {"a": 0.0, "b": 0.0, "c": 0.0})
+    assert w.result.system.leap == 2
+    assert w.actions(SetStatus)[-1].leap == 2  # 30 June: STA_DEL
+    assert w.actions(SetTai) == [SetTai(37)]  # once, from the list
+
+
+def test_the_kernel_stays_armed_when_no_source_is_left():
+    w = _voting(JAN_2017 - 3600)
+    r = w.update(w.t + 3000)  # every source silent far beyond its reach
+    assert r.system_peer is None
+    assert w.actions(SetStatus)[-1] == SetStatus(False, 16.0, 16.0, 1)
+
+
+def test_a_sample_across_the_leap_is_not_used_and_counted():
+    w = _voting(JAN_2017 - 320)  # the last samples 160 s before midnight
+    w.t = JAN_2017 + 0.001
+    assert w.sample("a", 0.0, delay=0.004) is None
+    assert w.engine.leap.ignored == 1
+    w.t = JAN_2017 + 10
+    assert w.sample("a", 0.0) is not None
 
 
 def test_once_sets_the_clock_and_is_done():

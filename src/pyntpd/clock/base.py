@@ -20,15 +20,19 @@ Conventions, shared by every implementation:
   `adjust_frequency`, chrony-style, so that it knows exactly when each correction is
   applied); it is used for one-shot `-q` slews.
 - `set_sync_status` tells the kernel (and through it ntpstat, adjtimex readers, the RTC
-  11-minute mode) whether the clock is synchronised, how wrong it may be and the leap
-  indicator to insert or delete at the end of the day (0 none, 1 insert, 2 delete, 3 unknown).
+  11-minute mode) whether the clock is synchronised, how wrong it may be and the leap to
+  insert or delete at the end of the current UTC day (0 none, 1 insert, 2 delete; 3 counts
+  as unsynchronised). Linux acts on the flag at the next midnight, whichever day it is:
+  the engine arms it only on the leap's day (sync/leap.py).
+- `set_tai_offset` gives the kernel TAI-UTC (ADJ_TAI), so that CLOCK_TAI is right; the
+  kernel itself moves it by one when it inserts or deletes a second.
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from pyntpd.types import ClockAction, SetFrequency, SetStatus, Slew, Step
+from pyntpd.types import ClockAction, SetFrequency, SetStatus, SetTai, Slew, Step
 
 NS_PER_S = 1_000_000_000
 MAX_FREQUENCY_PPM = 500.0  # the kernel's frequency range, and ntpd's frequency tolerance
@@ -66,6 +70,10 @@ class Clock(Protocol):
         """Report synchronisation state (kernel STA_UNSYNC, maxerror, esterror, leap)."""
         ...
 
+    def set_tai_offset(self, tai_utc: int) -> None:
+        """Tell the kernel TAI-UTC in seconds (from the leap second list)."""
+        ...
+
 
 def apply_actions(clock: Clock, actions: tuple[ClockAction, ...]) -> None:
     """Apply the SyncEngine's actions, in order (nothing at all if the clock is observed)."""
@@ -81,3 +89,5 @@ def apply_actions(clock: Clock, actions: tuple[ClockAction, ...]) -> None:
                 clock.slew(offset)
             case SetStatus(synced, maxerror, esterror, leap):
                 clock.set_sync_status(synced, maxerror, esterror, leap)
+            case SetTai(offset):
+                clock.set_tai_offset(offset)

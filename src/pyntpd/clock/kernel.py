@@ -14,7 +14,7 @@ What each Clock method does to the kernel (include/uapi/linux/timex.h, kernel/ti
   written is STA_UNSYNC unless synchronised (leap 3 counts as not synchronised), plus
   STA_INS/STA_DEL for a pending leap. Every other writable bit is cleared, STA_PLL included:
   the kernel must not run its own PLL/FLL/PPS discipline against ours.
-- set_tai_offset(s) (beyond the Clock protocol): ADJ_TAI, so CLOCK_TAI is right.
+- set_tai_offset(s): ADJ_TAI (`constant`), so CLOCK_TAI is right.
 
 The library is resolved with ctypes.CDLL(None) (the process's global namespace, so an
 LD_PRELOAD interposer sees the calls) and can be injected: tests pass a fake that records

@@ -31,6 +31,12 @@ Unlike ntpd (which keeps only the last 10 entries) the whole table is kept. Any 
 the whole file: a leap table with a line missing would report a wrong TAI offset. Times are
 NTP seconds as unbounded integers (`unix_seconds + 2_208_988_800`), not 32-bit era values,
 so the table stays correct after 2036.
+
+The daemon keeps the file under watch (`LeapFileWatch`): it is read again when its
+modification time, size or inode change (an update in place or a new copy renamed over
+it), checked hourly and at SIGHUP. A new copy that does not parse leaves the table read
+before in force. What the table means for the clock is `sync.leap`'s business: the engine
+gets it as a `LeapList` in Unix seconds.
 """
 
 from __future__ import annotations
@@ -38,12 +44,15 @@ from __future__ import annotations
 import bisect
 import datetime
 import hashlib
+import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
+from pyntpd.sync.leap import LeapList
 
 from . import files
 from .diagnostics import Diagnostic, DiagnosticSink, Location
@@ -110,6 +119,12 @@ class LeapTable:
     def expired(self, now: int) -> bool:
         """True once NTP second `now` is past the expiry (a table without one is expired)."""
         return self.expiry is None or now >= self.expiry
+
+    def leap_list(self) -> LeapList:
+        """The table in Unix seconds, as the synchronisation engine takes it."""
+        return LeapList(
+            tuple((e.ntp_seconds - NTP_UNIX_OFFSET, e.tai_offset) for e in self.entries),
+            None if self.expiry is None else self.expiry - NTP_UNIX_OFFSET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,3 +369,39 @@ def load_leapfile(
         )
         return LeapFileResult(None, (diag,), "missing")
     return parse_leapfile(data, path, checkhash=checkhash, now_ntp=now_ntp)
+
+
+class LeapFileWatch:
+    """The `leapfile`, read again whenever it changes; `table` is the last good one."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        checkhash: bool = True,
+        stat: Callable[[str], os.stat_result] = os.stat,
+        read_file: files.ReadFile = files.read_file,
+    ) -> None:
+        self.path = path
+        self.checkhash = checkhash
+        self.table: LeapTable | None = None
+        self._stat = stat
+        self._read_file = read_file
+        self._seen: tuple[object, ...] | None = None
+
+    def check(self, now_ntp: int | None = None) -> LeapFileResult | None:
+        """Read and parse the file if it is new or changed since the last check (or could
+        not be examined then, and can now); None when nothing changed."""
+        try:
+            st = self._stat(self.path)
+            seen: tuple[object, ...] = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+        except OSError as exc:
+            seen = ("unreadable", exc.errno)
+        if seen == self._seen:
+            return None
+        self._seen = seen
+        result = load_leapfile(self.path, checkhash=self.checkhash, now_ntp=now_ntp,
+                               read_file=self._read_file)
+        if result.table is not None:
+            self.table = result.table
+        return result

@@ -26,7 +26,7 @@ from pyntpd.clock.kernel import SystemClock
 from pyntpd.clock.observe import ObserveClock
 from pyntpd.config import parse_file, parse_text
 from pyntpd.config.defaults import DEFAULT_CONFIG, DEFAULT_CONFIG_TEXT
-from pyntpd.config.leapfile import LeapTable, load_leapfile
+from pyntpd.config.leapfile import LeapFileWatch
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
 from pyntpd.daemon.interfaces import local_addresses, plan_listen
@@ -48,7 +48,7 @@ from pyntpd.daemon.privileges import (
 )
 from pyntpd.daemon.serve import ListenAddress, UdpServer, default_listen, open_sockets
 from pyntpd.daemon.sources import Peer
-from pyntpd.daemon.syncloop import Synchroniser, SyncOptions, describe
+from pyntpd.daemon.syncloop import Synchroniser, SyncOptions, describe, report_leapfile
 from pyntpd.daemon.workers import POLL_INTERVAL, SharedSystemVars, WorkerSet
 from pyntpd.proto.access import Access, MruLimits, RateLimits, RestrictTable
 from pyntpd.proto.auth import KeyRing
@@ -63,7 +63,7 @@ BUILTIN = "<built-in default>"
 
 def _sync_relevant(config: NtpConfig) -> tuple[object, ...]:
     return (config.servers, config.local_clocks, config.tos, config.tinker, config.driftfile,
-            config.leapfile, config.flags.ntp, config.nts.ca)
+            config.leapfile, config.leapfile_checkhash, config.flags.ntp, config.nts.ca)
 
 
 def make_clock(options: DaemonOptions, config: NtpConfig) -> Clock:
@@ -73,13 +73,15 @@ def make_clock(options: DaemonOptions, config: NtpConfig) -> Clock:
     return SystemClock()
 
 
-def load_leap_table(config: NtpConfig) -> LeapTable | None:
+def open_leapfile(config: NtpConfig) -> LeapFileWatch | None:
+    """The leapfile, read once now (at start-up as root, before -u and -i)."""
     if not config.leapfile:
         return None
-    result = load_leapfile(config.leapfile, checkhash=config.leapfile_checkhash)
-    for diagnostic in result.diagnostics:
-        log.log(logging.ERROR if diagnostic.is_error else logging.WARNING, "%s", diagnostic)
-    return result.table
+    watch = LeapFileWatch(config.leapfile, checkhash=config.leapfile_checkhash)
+    result = watch.check()
+    if result is not None:
+        report_leapfile(result)
+    return watch
 
 
 class StartupError(Exception):
@@ -248,7 +250,7 @@ class Daemon:
             MmsgServer(self.responder) if mmsg_available() else UdpServer(self.responder))
         self.clock = make_clock(options, loaded.config)
         self.sync: Synchroniser | None = None
-        self.leap_table = load_leap_table(loaded.config)
+        self.leapfile = open_leapfile(loaded.config)
         self.exit_code = 0
         self.sockets: list[socket.socket] = []
         self.socket_sets: list[list[socket.socket]] = []
@@ -448,7 +450,7 @@ class Daemon:
         )
         return Synchroniser(config, options, self.clock, self.precision,
                             local_driver(config, self.precision), self._publish, self.stop,
-                            self.leap_table, self._peers_changed,
+                            self.leapfile, self._peers_changed,
                             counters=lambda: self.responder.counters,
                             responder=self.responder, serving=self.sockets)
 
@@ -532,11 +534,15 @@ class Daemon:
             # New sources or discipline settings: start over with them, keeping what the
             # old engine learnt about the oscillator (written to the driftfile on close).
             self.sync.close()
-            self.leap_table = load_leap_table(new)
+            if (new.leapfile, new.leapfile_checkhash) != (old.leapfile, old.leapfile_checkhash):
+                self.leapfile = open_leapfile(new)
+            elif self.leapfile is not None and (result := self.leapfile.check()) is not None:
+                report_leapfile(result)
             self.sync = self._new_synchroniser(new)
             self.sync.start()
         elif self.sync is not None:
             self.sync.reconfigure_stats(new)
+            self.sync.check_leapfile()
         log.info("configuration reloaded from %s: %s", loaded.source, self.describe_state())
         sdnotify.ready(self.describe_state())
 

@@ -6,6 +6,9 @@ What is the daemon's own: the asyncio scheduler, publishing the system variables
 responder (and worker processes), the log lines an administrator reads, the drift file and
 the hourly sysstats record, and exiting on panic or after -q.
 
+The leapfile is watched here: read again when it changes (hourly, and at SIGHUP through
+`check_leapfile`), its list handed to the engine, its expiry warned about once.
+
 Symmetric peers (`peer HOST key N`) share the serving sockets: given the `responder`, this
 tells it the configured peers' addresses and ports (the only sources of symmetric packets it
 hands over), and `peer_packets` passes those to their associations after each batch.
@@ -21,13 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyntpd.clock.base import Clock
-from pyntpd.config.leapfile import LeapTable
+from pyntpd.config.leapfile import LeapFileResult, LeapFileWatch, ntp_date
 from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.driver import Driver, Timer
+from pyntpd.logonce import LogOnce
 from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.server import Responder, ServerCounters
+from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
 from pyntpd.stats.filegen import Statistics, StatsSettings
 from pyntpd.stats.statsformat import SysCounts, sys_counts
 from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
@@ -37,6 +42,7 @@ from pyntpd.types import Sample, SystemVars, Tally
 log = logging.getLogger("pyntpd")
 
 DRIFT_CHECK_INTERVAL = 3600.0
+LEAPFILE_CHECK_INTERVAL = 3600.0  # ntpd looks at its leapfile hourly, too
 SYSSTATS_INTERVAL = 3600.0  # ntpd writes sysstats (and resets its counters) hourly
 
 
@@ -65,7 +71,7 @@ class Synchroniser:
         local_clock: LocalClockDriver | None,
         publish: Callable[[SystemVars], None],
         finish: Callable[[int], None],
-        leap_table: LeapTable | None = None,
+        leapfile: LeapFileWatch | None = None,
         peers_changed: Callable[[list[tuple[int, bool]]], None] = lambda hosts: None,
         counters: Callable[[], ServerCounters] | None = None,
         responder: Responder | None = None,
@@ -79,6 +85,8 @@ class Synchroniser:
         self.clock = clock
         self.publish = publish
         self.finish = finish
+        self.leapfile = leapfile
+        self.log_once = LogOnce(log)
         self.drift = DriftFile(options.driftfile) if options.driftfile else None
         initial = config.tinker.freq
         if initial is None and self.drift is not None and clock.can_adjust:
@@ -94,6 +102,8 @@ class Synchroniser:
             ),
             self.now(),
         )
+        if leapfile is not None and leapfile.table is not None:
+            self.engine.set_leap_file(leapfile.table.leap_list())
         self.sources = SourceManager(
             config.servers, self._on_sample, clock.now, local_precision=precision,
             max_distance=config.tos.maxdist, max_sources=config.tos.maxclock,
@@ -105,24 +115,17 @@ class Synchroniser:
         self._known: set[Peer] = set()
         self._drift_timer: asyncio.TimerHandle | None = None
         self._sysstats_timer: asyncio.TimerHandle | None = None
+        self._leapfile_timer: asyncio.TimerHandle | None = None
         self.stats = Statistics(StatsSettings.from_config(config, options.statsdir),
                                 started=self.now(), counts=self._sys_counts())
         self.driver = Driver(
-            self.engine, clock, self, stats=self.stats, leap_table=leap_table,
+            self.engine, clock, self, stats=self.stats,
             on_result=self._on_result, on_step=lambda step: self.sources.clock_stepped(),
             on_panic=self._on_panic, on_done=self._on_done)
 
     @property
     def last(self) -> SyncResult | None:
         return self.driver.last
-
-    @property
-    def leap_table(self) -> LeapTable | None:
-        return self.driver.leap_table
-
-    @leap_table.setter
-    def leap_table(self, table: LeapTable | None) -> None:
-        self.driver.leap_table = table
 
     def call_at(self, local: float, callback: Callable[[], None]) -> Timer:
         """The driver's Scheduler: the asyncio loop waits on the monotonic clock."""
@@ -139,10 +142,12 @@ class Synchroniser:
         if self.drift is not None and self.clock.can_adjust:
             self._schedule_drift()
         self._schedule_sysstats()
+        if self.leapfile is not None:
+            self._schedule_leapfile()
 
     def close(self) -> None:
         self.driver.stop()
-        for timer in (self._drift_timer, self._sysstats_timer):
+        for timer in (self._drift_timer, self._sysstats_timer, self._leapfile_timer):
             if timer is not None:
                 timer.cancel()
         self.sources.close()
@@ -182,6 +187,32 @@ class Synchroniser:
     def _write_sysstats(self) -> None:
         if self.counters is not None:
             self.stats.record_sys(self.now(), self._sys_counts())
+
+    def _schedule_leapfile(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._leapfile_timer = loop.call_later(LEAPFILE_CHECK_INTERVAL, self._leapfile_due)
+
+    def _leapfile_due(self) -> None:
+        self.check_leapfile()
+        self._schedule_leapfile()
+
+    def check_leapfile(self) -> None:
+        """Hourly and at SIGHUP: a changed leapfile is read again and takes effect at once;
+        one that no longer parses leaves the list read before in force."""
+        if self.leapfile is None:
+            return
+        result = self.leapfile.check(int(self.now()) + NTP_UNIX_OFFSET)
+        if result is None:
+            return
+        report_leapfile(result)
+        if result.table is None:
+            if self.leapfile.table is not None:
+                log.error("keeping the leap second list read before from %s",
+                          self.leapfile.path)
+            return
+        self.engine.set_leap_file(result.table.leap_list())
+        self.driver.update()
+        log.info("leap second file %s read again", self.leapfile.path)
 
     def _drift_due(self) -> None:
         assert self.drift is not None
@@ -245,6 +276,13 @@ class Synchroniser:
             log.warning("clock stepped by %+.6f s", result.step)
         self.publish(result.system)
         self._log_changes(result)
+        if result.leap.expired and self.leapfile is not None and self.leapfile.table:
+            expiry = self.leapfile.table.expiry
+            self.log_once.warning(
+                ("leapfile expired", self.leapfile.path, expiry),
+                "leap second file %s expired on %s: the sources' leap indicators decide;"
+                " install a current copy", self.leapfile.path,
+                ntp_date(expiry) if expiry is not None else "(no expiry date)")
 
     def _on_panic(self, panic: PanicExit) -> None:
         log.error("%s", panic)
@@ -253,3 +291,8 @@ class Synchroniser:
     def _on_done(self, result: SyncResult) -> None:
         log.info("clock set (offset %+.6f s); exiting as -q asks", result.offset)
         self.finish(0)
+
+
+def report_leapfile(result: LeapFileResult) -> None:
+    for diagnostic in result.diagnostics:
+        log.log(logging.ERROR if diagnostic.is_error else logging.WARNING, "%s", diagnostic)

@@ -8,6 +8,12 @@ feeds the engine and applies its decisions to the `SimClock` exactly as it does 
 system clock in the daemon. What is the simulator's own: the event queue on true time (the
 driver's Scheduler), the network, and the trace. Everything random comes from one seeded
 `random.Random`, so a seed always gives the same run.
+
+With leap seconds (`utc`), the trace's offsets are the local clock against UTC as it reads
+then, and the engine is given the leap second list (`leap_list`) as the daemon gives it the
+leapfile. At the one sample that falls on a leap's instant the two readings may be a whole
+second apart for as long as the clock's offset (one has done the leap, the other not yet):
+that sample takes UTC's reading from either side of the instant, whichever is nearer.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from pyntpd.clock.simclock import SimClock
 from pyntpd.driver import Driver
 from pyntpd.proto.source import Association, SourceSpec
 from pyntpd.proto.timestamp import unix_ns_to_ntp
-from pyntpd.sim.network import SimServer
+from pyntpd.sim.network import SimServer, UtcLeaps
 from pyntpd.stats.filegen import Statistics
 from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
+from pyntpd.sync.leap import LeapList
+from pyntpd.types import STRATUM_UNSYNC
 
 
 @dataclass
@@ -39,6 +47,32 @@ class Trace:
     panic: tuple[float, PanicExit] | None = None
     exchanges: int = 0
     samples: int = 0
+    synced_at: float | None = None  # true time of the first update with a system peer
+    # (true time, s) of every stretch after that without one, or serving stratum 16:
+    # with honest reachable servers, each is a false loss of synchronisation.
+    unsynchronised: list[tuple[float, float]] = field(default_factory=list)
+    _lost_at: float | None = None
+
+    def track_sync(self, true: float, result: SyncResult) -> None:
+        synced = result.system_peer is not None and result.system.stratum < STRATUM_UNSYNC
+        if self.synced_at is None:
+            if synced:
+                self.synced_at = true
+        elif not synced and self._lost_at is None:
+            self._lost_at = true
+        elif synced and self._lost_at is not None:
+            self.unsynchronised.append((self._lost_at, true - self._lost_at))
+            self._lost_at = None
+
+    def close(self, true: float) -> None:
+        """End the run at `true`: a loss still going on counts up to there."""
+        if self._lost_at is not None and true > self._lost_at:
+            self.unsynchronised.append((self._lost_at, true - self._lost_at))
+            self._lost_at = None
+
+    @property
+    def unsynchronised_time(self) -> float:
+        return sum(length for _, length in self.unsynchronised)
 
 
 class Simulation:
@@ -50,8 +84,11 @@ class Simulation:
         rng: random.Random,
         keep_updates: bool = False,
         stats: Statistics | None = None,
+        utc: UtcLeaps | None = None,
+        leap_list: LeapList | None = None,
     ) -> None:
         self.clock = clock
+        self.utc = utc
         self.stats = stats  # written as the daemon writes them, stamped with the local clock
         self.rng = rng
         self.trace = Trace()
@@ -63,6 +100,7 @@ class Simulation:
         self.servers: dict[Hashable, SimServer] = {}
         self.assocs: dict[Hashable, Association] = {}
         self.engine = SyncEngine(config, self.local())
+        self.engine.set_leap_file(leap_list)
         self.driver = Driver(self.engine, clock, self, stats=stats, on_result=self._on_result,
                              on_step=self._on_step, on_panic=self._on_panic)
         self.driver.update()
@@ -104,9 +142,13 @@ class Simulation:
             action()
         if self.trace.panic is None:
             self.clock.advance_to(duration)
+        self.trace.close(self.clock.true)
         return self.trace
 
     def _second(self, second: int, phase: float) -> None:
+        if self.utc is not None:
+            now, before = self.utc.offset(self.clock.true), self.utc.offset(self.clock.true - 0.5)
+            phase = min(phase - now, phase - before, key=abs)
         self.trace.offsets.append(phase)
         self.trace.frequency_errors.append(self.clock.rate_error * 1e6)
 
@@ -154,6 +196,7 @@ class Simulation:
     def _on_result(self, result: SyncResult, now: float) -> None:
         if self.keep_updates:
             self.trace.updates.append((self.clock.true, result))
+        self.trace.track_sync(self.clock.true, result)
         if result.stepped:
             self.trace.steps.append((self.clock.true, result.step))
 
@@ -199,6 +242,10 @@ class Report:
     samples: int
     final_polls: dict[str, int]
     tallies: dict[str, str]
+    synced_at: float | None = None  # s of true time until a source was first selected
+    unsynchronised: float = 0.0  # s without a selected source after that
+    losses: int = 0  # how many times the selection was lost after that
+    kernel_leaps: tuple[tuple[float, str], ...] = ()  # (true time, what the kernel did)
 
     def lines(self) -> list[str]:
         def us(x: float) -> str:
@@ -211,6 +258,9 @@ class Report:
             f"  RMS offset        {us(self.rms)}",
             f"  max |offset|      {us(self.max_abs)}",
             f"  first sync (1 ms) {first}",
+            f"  unsynchronised    {self.unsynchronised:.0f} s in {self.losses} losses after the"
+            " first selection" + ("" if self.synced_at is None
+                                  else f" at {self.synced_at:.0f} s"),
             f"  frequency error   {self.frequency_error:+.4f} ppm at the end",
             f"  final offset      {us(self.final_offset)}",
             f"  steps             {len(self.steps)}"
@@ -219,6 +269,9 @@ class Report:
             "  sources           " + ", ".join(
                 f"{k} '{self.tallies.get(k, ' ')}' poll {p}" for k, p in self.final_polls.items()),
         ]
+        if self.kernel_leaps:
+            out.append("  kernel leap       " + ", ".join(
+                f"{what} at {t:.3f} s" for t, what in self.kernel_leaps))
         if self.panic:
             out.append(f"  PANIC EXIT        {self.panic}")
         return out
@@ -243,4 +296,8 @@ def summarise(
         exchanges=trace.exchanges, samples=trace.samples,
         final_polls={str(k): a.poll for k, a in sim.assocs.items()},
         tallies={str(k): str(s.tally) for k, s in result.sources.items()},
+        synced_at=trace.synced_at,
+        unsynchronised=trace.unsynchronised_time,
+        losses=len(trace.unsynchronised),
+        kernel_leaps=tuple(sim.clock.leap_events),
     )

@@ -1,8 +1,12 @@
-"""The scenarios of issue 3 §5, and running them.
+"""The scenarios of issue 3 §5 and of the leap seconds (issue 10 §4), and running them.
 
 Every scenario's client is a clock 100 ppm fast whose frequency random-walks (normal steps,
 sigma 1e-9, once per simulated second), configured as `server ADDRESS iburst` lines with the
 chosen minpoll/maxpoll. Statistics are taken from 2000 s on unless a scenario says otherwise.
+
+The leap scenarios start at a chosen UTC date (`epoch`); their servers keep UTC through the
+leap (`leaps`) and announce it (`announce`); `leap_list` is the client's leapfile, if any.
+The offsets are then measured against UTC.
 """
 
 from __future__ import annotations
@@ -10,15 +14,17 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from pyntpd.clock.simclock import SimClock
 from pyntpd.config.diagnostics import Location
 from pyntpd.config.model import TinkerConfig
 from pyntpd.proto.source import SourceSpec
-from pyntpd.sim.network import Path, SimServer, exponential
+from pyntpd.sim.network import Path, SimServer, UtcLeaps, exponential
 from pyntpd.sim.runner import Report, Simulation, summarise
 from pyntpd.stats.filegen import FileSet, Statistics, StatsSettings, check_statsdir
 from pyntpd.sync.engine import SyncConfig
+from pyntpd.sync.leap import LeapList
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -40,6 +46,10 @@ class Setup:
     maxpoll: int = 10
     iburst: bool = True
     config: SyncConfig = field(default_factory=SyncConfig)
+    epoch: float = 1_800_000_000.0  # UTC (Unix seconds) when the run starts
+    leaps: tuple[tuple[int, int], ...] = ()  # UTC's leaps: (midnight ending the day, +1/-1)
+    announce: float | None = None  # s before a leap the servers announce it; None: its month
+    leap_list: LeapList | None = None  # the client's leapfile
 
 
 def lan_path() -> Path:
@@ -97,6 +107,59 @@ def stepping_single(rng: random.Random) -> list[SimServer]:
     return servers
 
 
+def asymmetric(rng: random.Random) -> list[SimServer]:
+    """Two honest servers: one near (0.176 ms round trip), one whose way back is 5 ms
+    longer than its way there -- issue 10's case: it measures -2.5 ms, which no protocol
+    can tell from a clock error, yet its interval still contains the truth."""
+    near = Path(88e-6, 88e-6, exponential(5e-6), exponential(5e-6))
+    far = Path(68e-6, 5.068e-3, exponential(5e-6), exponential(5e-6))
+    return [SimServer("192.0.2.1", near),
+            SimServer("198.51.100.9", far, stratum=2, refid=b"\xc0\x00\x02\x01",
+                      root_dispersion=0.488e-3)]
+
+
+def chronyd_like(address: str, rng: random.Random, **kw: Any) -> SimServer:
+    """A chronyd server on the LAN: random bits below its precision (2^-20 s) in T2 and T3,
+    and a processing time (50 ns) shorter than that, so that T3 precedes T2 in about half
+    of its replies (issue 10 item 2)."""
+    return SimServer(address, lan_path(), precision=-20, fuzz=True, processing=50e-9,
+                     rng=random.Random(rng.getrandbits(64)), **kw)
+
+
+def chronyd(rng: random.Random) -> list[SimServer]:
+    return [chronyd_like("192.0.2.1", rng)]
+
+
+def chronyd_falseticker(rng: random.Random) -> list[SimServer]:
+    """Four chronyd servers and one lying by 50 ms, every path losing 30 % of the packets
+    each way, so that the sources become ready at different times."""
+    servers = [chronyd_like(f"192.0.2.{i + 1}", rng) for i in range(4)]
+    servers.append(chronyd_like("192.0.2.66", rng, error=lambda t: 0.050))
+    for s in servers:
+        s.path.loss = 0.3
+    return servers
+
+
+# The leap second at the end of 2016 (TAI-UTC 36 -> 37), and a negative one, which has never
+# happened, at the end of June 2027 (37 -> 36).
+JAN_2017 = 1_483_228_800
+JUL_2027 = 1_814_400_000
+LEAPFILE_2016 = LeapList(((1_435_708_800, 36), (JAN_2017, 37)), expires=1_498_608_000)
+# What a host had before Bulletin C 52 (July 2016) was installed: no 2016 leap, and expired
+# on 28 December 2016, three days before it.
+LEAPFILE_EXPIRED_2016 = LeapList(((1_435_708_800, 36),), expires=1_482_883_200)
+LEAPFILE_DELETE_2027 = LeapList(((JAN_2017, 37), (JUL_2027, 36)), expires=1_829_952_000)
+
+
+def leap_setup(
+    name: str, description: str, epoch: float, leaps: tuple[tuple[int, int], ...],
+    announce: float | None = None, leap_list: LeapList | None = None,
+) -> Setup:
+    """Three LAN servers keeping UTC through `leaps`, from `epoch` for 40 hours."""
+    return Setup(name, lan(3), description, epoch=epoch, duration=40 * HOUR, leaps=leaps,
+                 announce=announce, leap_list=leap_list)
+
+
 SCENARIOS: dict[str, Setup] = {
     "lan1": Setup("lan1", lan(1), "one server, 1 ms + exp(100 us) each way"),
     "lan4": Setup("lan4", lan(4), "four such servers"),
@@ -116,6 +179,36 @@ SCENARIOS: dict[str, Setup] = {
     "cold-start-2000-g": Setup("cold-start-2000-g", lan(4), "2000 s behind with -g: steps",
                                offset=-2000.0, duration=6 * HOUR,
                                config=SyncConfig(panic_gate=True)),
+    "asymmetric": Setup("asymmetric", asymmetric,
+                        "2 honest servers, one path 5 ms longer back than there"),
+    "chronyd": Setup("chronyd", chronyd,
+                     "one chronyd server (sub-precision noise: T3 < T2 in half the replies),"
+                     " poll 16-64 s", minpoll=4, maxpoll=6),
+    "chronyd-300ppm": Setup("chronyd-300ppm", chronyd, "the chronyd server, a 300 ppm clock",
+                            frequency_ppm=300.0),
+    "chronyd-0.5s": Setup("chronyd-0.5s", chronyd,
+                          "the chronyd server, the clock 0.5 s off at start", offset=0.5),
+    "chronyd-falseticker": Setup("chronyd-falseticker", chronyd_falseticker,
+                                 "4 chronyd servers + 1 liar by 50 ms, 30 % loss each way",
+                                 minpoll=4, maxpoll=6),
+
+
+    "leap-insert": leap_setup(
+        "leap-insert", "3 servers announcing the 2016-12-31 leap all December; from "
+        "30 Dec 12:00 UTC: armed on the 31st, inserted at midnight", JAN_2017 - 1.5 * DAY,
+        leaps=((JAN_2017, 1),)),
+    "leap-announced-early": leap_setup(
+        "leap-announced-early", "the same servers from 5 Dec 12:00 UTC: the leap remembered, "
+        "LI=1 not passed on before the 31st, nothing inserted on 5 or 6 December",
+        JAN_2017 - 26.5 * DAY, leaps=((JAN_2017, 1),)),
+    "leap-weeks-early": leap_setup(
+        "leap-weeks-early", "servers announcing the 2016-12-31 leap 6 weeks early; from "
+        "29 Nov 12:00 UTC: nothing passed on or inserted for November",
+        JAN_2017 - 32.5 * DAY, leaps=((JAN_2017, 1),), announce=6 * 7 * DAY),
+    "leap-delete": leap_setup(
+        "leap-delete", "a leapfile with a negative leap on 2027-06-30, servers deleting it "
+        "without announcing it: LI=2 served and STA_DEL on the 30th", JUL_2027 - 1.5 * DAY,
+        leaps=((JUL_2027, -1),), announce=0.0, leap_list=LEAPFILE_DELETE_2027),
 }
 
 
@@ -138,14 +231,20 @@ def run(
     hi = setup.maxpoll if maxpoll is None else maxpoll
     hi = max(lo, hi)
     clock = SimClock(offset=setup.offset, frequency_ppm=setup.frequency_ppm,
-                     wander=setup.wander, rng=random.Random(rng.getrandbits(64)))
+                     wander=setup.wander, rng=random.Random(rng.getrandbits(64)),
+                     epoch_ns=round(setup.epoch * 1e9))
+    utc = UtcLeaps(setup.epoch, setup.leaps) if setup.leaps else None
     servers = setup.servers(rng)
+    for server in servers:
+        server.epoch = setup.epoch
+        if utc is not None and server.utc is None:
+            server.utc, server.announce = utc, setup.announce
     pairs = [(s, SourceSpec(s.address, minpoll=lo, maxpoll=hi, iburst=setup.iburst))
              for s in servers]
     cfg = config or setup.config
     stats = None if stats_dir is None else simulation_stats(stats_dir, clock.now() / 1e9)
     sim = Simulation(clock, pairs, cfg, random.Random(rng.getrandbits(64)), keep_updates,
-                     stats)
+                     stats, utc, setup.leap_list)
     length = setup.duration if duration is None else duration
     start = setup.stats_from if stats_from is None else stats_from
     try:

@@ -21,7 +21,8 @@ How the daemon drives it (the simulator, `pyntpd.sim`, does exactly this):
 Per source: a Kalman filter against the raw clock (`filter`); per update: sanity checks,
 intersection, clustering, combining (`select`); then the step/slew/panic policy
 (`discipline`). The local clock driver and orphan mode only stand in when no real source is
-selected, and never move the clock.
+selected, and never move the clock. Leap seconds (the LI served, when the kernel is armed,
+the TAI offset, samples ignored around midnight) are `sync.leap`'s decisions.
 
 Orphan mode (`tos orphan N`) follows ntpd 4.2.8's clock_select: a source at the orphan
 stratum N is not a candidate but may be elected orphan parent, the one with the lowest
@@ -39,7 +40,7 @@ import hashlib
 import ipaddress
 import math
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pyntpd.proto.source import SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
@@ -52,6 +53,7 @@ from pyntpd.sync.discipline import (
     Plan,
 )
 from pyntpd.sync.filter import SourceFilter, Verdict
+from pyntpd.sync.leap import LeapDecision, LeapList, LeapPolicy
 from pyntpd.sync.localclock import LocalClockDriver
 from pyntpd.sync.tuning import TinkerConfig, TosConfig, Tuning
 from pyntpd.types import (
@@ -62,6 +64,7 @@ from pyntpd.types import (
     Sample,
     SetFrequency,
     SetStatus,
+    SetTai,
     Slew,
     Step,
     SystemVars,
@@ -134,6 +137,7 @@ class SyncResult:
     step: float = 0.0  # s the clock was stepped by (0.0: not stepped)
     panic: PanicExit | None = None
     done: bool = False  # -q: the clock was set; the daemon may exit
+    leap: LeapDecision = field(default_factory=LeapDecision)
 
     @property
     def stepped(self) -> bool:
@@ -143,6 +147,16 @@ class SyncResult:
 def orphan_metric(address: str | None) -> int:
     """ntpd's orphan election metric: the address as a refid, as an unsigned number."""
     return NO_METRIC if address is None else int.from_bytes(refid_for(address), "big")
+
+
+def _reach_window(src: _Source, tune: Tuning) -> float:
+    """How long after its newest sample a silent source stays reachable: until
+    `unreach_polls` polls have gone unanswered. The first of them is the request the association had
+    already scheduled at the poll of that time (the engine may have lowered the poll since,
+    after a spike; the association may have backed off while the source was unreachable),
+    the others at the current poll."""
+    first = 2.0 ** max(src.heard_poll, src.poll)
+    return first + (tune.unreach_polls - 1) * 2.0 ** src.poll + tune.reach_slack
 
 
 def refid_for(address: str) -> bytes:
@@ -164,6 +178,7 @@ class _Source:
     sample: Sample | None = None  # the newest
     sample_at: float = -math.inf  # local time of the newest
     at_poll: int = 0  # samples taken at the current poll
+    heard_poll: int = 0  # the poll when the newest sample came: the next request's interval
     fresh: bool = False  # a sample arrived since the poll was last reconsidered
     tally: Tally = Tally.REJECT
     local_metric: int = NO_METRIC  # ours towards this source, for the orphan election
@@ -191,12 +206,14 @@ class SyncEngine:
         self._variance = math.inf
         self._offset = 0.0  # the offset still to correct after the last decision
         self._synced = False  # what the kernel was last told
-        self.leap_file: int | None = None  # the leapfile's announcement; overrides the vote
+        self._kernel_leap: int = Leap.NONE  # the leap the kernel was last armed with
+        self._tai: int | None = None  # the TAI offset the kernel was last given
+        self.leap = LeapPolicy()
 
-    def set_leap_file(self, leap: int | None) -> None:
-        """A leap second announced by the leapfile for the end of this day (1 insert,
-        2 delete), or None: the sources' majority decides."""
-        self.leap_file = leap
+    def set_leap_file(self, leap_list: LeapList | None) -> None:
+        """The leap second list (the leapfile), or None: the sources' majority decides."""
+        self.leap.set_list(leap_list)
+        self._tai = None  # tell the kernel again, whatever the new list says
 
     # --- sources --------------------------------------------------------------------
 
@@ -226,11 +243,20 @@ class SyncEngine:
             return None
         measured = sample.local_time - sample.delay / 2  # the exchange's midpoint
         stepped_at = self.model.last_step_at()
-        if stepped_at is not None and sample.local_time - sample.delay <= stepped_at:
+        sent = sample.local_time - sample.delay
+        if stepped_at is not None and sent <= stepped_at:
             return None  # the request left before the last step: two timescales mixed
+        if self.leap.straddles(sent, sample.local_time):
+            self.leap.ignored += 1
+            return None  # either end may be a whole second off around a leap
         raw_t = self.model.to_raw(measured)
         raw_offset = sample.offset + self.model.correction(measured)
         verdict = src.filter.add(raw_t, raw_offset, sample.delay)
+        # Back from unreachable: the association has been backing off towards maxpoll,
+        # and its next request may be that far away.
+        window = _reach_window(src, self.config.tuning)
+        back = src.sample is not None and sample.local_time - src.sample_at > window
+        src.heard_poll = max(src.spec.maxpoll, src.poll) if back else src.poll
         src.sample, src.sample_at = sample, sample.local_time
         src.at_poll += 1
         src.fresh = True
@@ -250,23 +276,22 @@ class SyncEngine:
                 actions.append(SetFrequency(self._ppm0))
         raw_now = self.model.to_raw(now)
         correction = self.model.correction(now)
-        candidates, statuses = self._candidates(now, raw_now, correction)
-        peer, survivors = self._select(candidates)
+        candidates, statuses, arriving = self._candidates(now, raw_now, correction)
+        peer, survivors = self._select(candidates, arriving)
         if peer is None:
             peer, survivors = self._orphan_parent(candidates)
         panic: PanicExit | None = None
         step = 0.0
         offset = jitter = 0.0
+        votes: list[int] | None = None
         if peer is not None:
-            combined, leap = self._combine(candidates, survivors, peer)
-            if self.leap_file is not None:
-                leap = self.leap_file
+            combined = self._combine(candidates, survivors, peer)
+            votes = [c.leap for c in survivors]
             offset, jitter = combined.offset, math.sqrt(combined.variance)
             self._variance = combined.variance
             self.frequency_ppm = self.discipline.frequency(combined.frequency)
             self._lost_at = now
-        else:
-            leap = Leap.NONE
+        leap = self.leap.decide(now, votes)
         if peer is not None and self._dirty and not self._done:
             plan = self.discipline.decide(now, offset, self.frequency_ppm)
             if plan.decision is Decision.PANIC and self.config.discipline:
@@ -281,28 +306,43 @@ class SyncEngine:
             # The slew is done (or there is nobody left to follow: holdover): from now on
             # the clock runs on the frequency estimate alone.
             self._end_slew(now, actions)
+        # Waiting out the stepout, the clock is known to be off by more than the step
+        # threshold: unsynchronised (docs/ARCHITECTURE.md, "Decisions and why"). With an
+        # undisturbed clock and an honest source this never happens, so it is no false loss.
         synced = peer is not None and not self.discipline.stepout_pending()
-        system = self._system_vars(now + step, peer, candidates, synced, leap)
-        if self.config.discipline and (peer is not None or actions or synced != self._synced):
-            actions.append(self._status(system, synced))
+        system = self._system_vars(now + step, peer, candidates, synced, leap.wire)
+        if self.config.discipline:
+            if (peer is not None or actions or synced != self._synced
+                    or leap.kernel != self._kernel_leap):
+                actions.append(self._status(system, synced, leap.kernel))
+            # Linux takes no negative TAI offset (ADJ_TAI ignores it); none has ever been.
+            if (leap.tai_offset is not None and leap.tai_offset >= 0
+                    and leap.tai_offset != self._tai):
+                actions.append(SetTai(leap.tai_offset))
+                self._tai = leap.tai_offset
         self._synced = synced
+        self._kernel_leap = leap.kernel
         polls = {key: self._poll(src) for key, src in self.sources.items()}
-        wakeup = self._wakeup(now + step)
+        wakeup = self._wakeup(now + step, leap.next_change)
         return SyncResult(
             actions=tuple(actions), system=system, sources=self._statuses(statuses),
             polls=polls, wakeup=wakeup, offset=offset, frequency=self.frequency_ppm,
             jitter=jitter, system_peer=peer, step=step, panic=panic, done=self._done,
+            leap=leap,
         )
 
     # --- selection ------------------------------------------------------------------
 
     def _candidates(
         self, now: float, raw_now: float, correction: float
-    ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus]]:
+    ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus], int]:
+        """The sane candidates, every source's status, and how many sources are arriving
+        (answering, but without enough samples yet)."""
         tune = self.config.tuning
         tos = self.config.tos
         candidates: dict[Hashable, select.Candidate | None] = {}
         statuses: dict[Hashable, SourceStatus] = {}
+        arriving = 0
         for key, src in self.sources.items():
             filt, sample = src.filter, src.sample
             if sample is None:
@@ -314,23 +354,30 @@ class SyncEngine:
             age = max(0.0, now - src.sample_at)
             delay = filt.min_delay
             dispersion = sample.dispersion + PHI * age
+            # The offset is the filter's prediction to now, and the interval must hold the
+            # truth even where that prediction is still uncertain (a source with a few
+            # iburst samples, predicted two polls on with its own rough frequency, was
+            # 5 ms off and an honest falseticker while the initial offset was slewed).
             distance = max(
                 tos.mindist,
                 (sample.root_delay + delay) / 2 + sample.root_dispersion + dispersion
-                + filt.jitter)
+                + filt.jitter + tune.prediction_sigmas * math.sqrt(max(est.offset_var, 0.0)))
             offset = est.offset - correction
             statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
                                          distance, src.poll, filt.count)
-            reachable = age <= tune.unreach_polls * 2.0 ** src.poll + tune.reach_slack
-            sane = (filt.ready and reachable and not src.spec.noselect
-                    and tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
-                    and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
+            stratum_ok = tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
+            orphaned = tos.orphan < STRATUM_UNSYNC and sample.stratum >= tos.orphan
+            sane = (filt.ready and age <= _reach_window(src, tune) and not src.spec.noselect
+                    and stratum_ok and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
+            if (not filt.ready and not src.spec.noselect and stratum_ok and not orphaned
+                    and age <= tune.arriving_polls * 2.0 ** src.poll + tune.reach_slack):
+                arriving += 1
             path = (sample.root_delay + delay) / 2 + sample.root_dispersion
             candidates[key] = select.Candidate(
                 key, offset, est.frequency * 1e6, est.offset_var, distance, filt.jitter, path,
                 sample.stratum, sample.leap, src.spec.prefer, src.spec.true,
             ) if sane else None
-        return candidates, statuses
+        return candidates, statuses, arriving
 
     def _orphaned(self, candidate: select.Candidate | None) -> bool:
         """At or above the orphan stratum: not a normal candidate (see the module doc)."""
@@ -339,7 +386,7 @@ class SyncEngine:
 
 
     def _select(
-        self, candidates: dict[Hashable, select.Candidate | None]
+        self, candidates: dict[Hashable, select.Candidate | None], arriving: int = 0
     ) -> tuple[Hashable | None, list[select.Candidate]]:
         for src in self.sources.values():
             src.tally = Tally.REJECT
@@ -348,6 +395,11 @@ class SyncEngine:
             self._system_peer = None
             return None, []
         inter = select.intersect(sane)
+        if (self._system_peer is None and arriving
+                and 2 * len(inter.truechimers) <= len(sane) + arriving):
+            # Not yet a majority of the sources answering: wait for the ones arriving
+            # rather than follow (or brand) anyone on partial evidence.
+            return None, []
         for c in inter.falsetickers:
             self.sources[c.key].tally = Tally.FALSETICKER
         if len(inter.truechimers) < max(self.config.tos.minsane, 1):
@@ -411,15 +463,13 @@ class SyncEngine:
         candidates: dict[Hashable, select.Candidate | None],
         survivors: list[select.Candidate],
         peer: Hashable,
-    ) -> tuple[select.Combined, int]:
+    ) -> select.Combined:
         chosen = candidates[peer]
         assert chosen is not None
         if chosen.prefer:
-            combined = select.Combined(chosen.offset, chosen.frequency, chosen.variance,
-                                       chosen.jitter)
-        else:
-            combined = select.combine(survivors)
-        return combined, select.leap_vote(survivors)
+            return select.Combined(chosen.offset, chosen.frequency, chosen.variance,
+                                   chosen.jitter)
+        return select.combine(survivors)
 
     # --- discipline -----------------------------------------------------------------
 
@@ -469,7 +519,11 @@ class SyncEngine:
     ) -> SystemVars:
         precision = self.config.precision
         if peer is None or not synced:
-            return self._fallback_vars(now, peer is None)
+            fallback = self._fallback_vars(now, peer is None)
+            if fallback.synchronised and fallback.leap != leap:
+                # The local clock driver or orphan mode: the leap list still holds.
+                return replace(fallback, leap=leap)
+            return fallback
         src = self.sources[peer]
         cand = candidates[peer]
         assert src.sample is not None and cand is not None
@@ -503,12 +557,14 @@ class SyncEngine:
                               updated_at=now)
         return SystemVars(precision=precision, updated_at=now)
 
-    def _status(self, system: SystemVars, synced: bool) -> SetStatus:
+    def _status(self, system: SystemVars, synced: bool, kernel_leap: int) -> SetStatus:
+        # The kernel is armed even while unsynchronised: a leap the list or the last
+        # majority announced happens whether or not a source is selected at midnight.
         if not synced:
-            return SetStatus(False, MAXERROR_CAP, MAXERROR_CAP, Leap.UNSYNCHRONISED)
+            return SetStatus(False, MAXERROR_CAP, MAXERROR_CAP, kernel_leap)
         maxerror = min(MAXERROR_CAP, system.root_delay / 2 + system.root_dispersion)
         esterror = min(MAXERROR_CAP, math.sqrt(max(self._variance, 0.0)))
-        return SetStatus(True, maxerror, esterror, system.leap)
+        return SetStatus(True, maxerror, esterror, kernel_leap)
 
     def _statuses(self, statuses: dict[Hashable, SourceStatus]) -> dict[Hashable, SourceStatus]:
         out = {}
@@ -546,8 +602,10 @@ class SyncEngine:
         src.poll = max(lo, min(src.poll, hi))
         return src.poll
 
-    def _wakeup(self, now: float) -> float | None:
+    def _wakeup(self, now: float, leap_change: float | None) -> float | None:
         times = [now + self.config.tuning.hold_wakeup]
         if self._slew_until is not None:
             times.append(self._slew_until)
+        if leap_change is not None:
+            times.append(leap_change)  # arm the kernel, or stop announcing, on time
         return min(times)
