@@ -243,3 +243,17 @@ def test_missing_address_is_an_error():
     assert "missing address, 'default' or 'source' after 'restrict'" in only_error(
         parse("restrict")
     )
+
+
+def test_delrestrict_removes_the_entry_an_earlier_line_made():
+    rules = _rules("restrict default noquery\nrestrict 10.0.0.0 mask 255.0.0.0 nomodify\n"
+                   "restrict 192.0.2.1 ignore\ndelrestrict 10.0.0.0 mask 255.0.0.0")
+    assert [r.describe() for r in rules] == ["default", "-6 default", "192.0.2.1"]
+
+
+def test_delrestrict_of_nothing_is_a_warning():
+    assert "nothing to remove" in only_warning(parse("delrestrict 10.0.0.1"))
+
+
+def test_delrestrict_that_cannot_be_read_is_fatal_like_restrict():
+    assert parse("delrestrict 10.0.0.300").fatal

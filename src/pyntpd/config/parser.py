@@ -42,6 +42,7 @@ HANDLERS: dict[str, Handler] = {
     "unconfig": assoc.handle_unpeer,
     "fudge": assoc.handle_fudge,
     "restrict": access.handle_restrict,
+    "delrestrict": access.handle_delrestrict,
     "interface": access.handle_interface,
     "nic": access.handle_interface,
     "listen": access.handle_listen,

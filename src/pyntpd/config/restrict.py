@@ -195,6 +195,28 @@ def _restrict_rules(ctx: Context, head: Token, args: list[Token]) -> list[Restri
     return rules
 
 
+def handle_delrestrict(ctx: Context, head: Token, args: list[Token]) -> None:
+    """`delrestrict ADDRESS [mask MASK]` (ntpd 4.2.8p18): removes the entry an earlier
+    `restrict` line made for exactly that address and mask; ntpd applies restrict lines in
+    order, so a later `restrict` for it applies again."""
+    if args and args[0].text == "source":
+        ctx.warning(head, "'delrestrict source' only removes run-time entries; ignored")
+        return
+    rules = _restrict_rules(ctx, head, args)
+    if ctx.line_ok:
+        for rule in rules:
+            key = (rule.network, rule.mask, 0)
+            index = ctx.b.restrict_index.pop(key, None)
+            if index is None:
+                ctx.warning(head, f"no 'restrict {rule.describe()}' line before this one; "
+                            "nothing to remove")
+                continue
+            del ctx.b.restrictions[index]
+            ctx.b.restrict_index = {k: i - (i > index) for k, i in ctx.b.restrict_index.items()}
+    else:
+        ctx.fail_closed("delrestrict")
+
+
 def _add_rule(ctx: Context, new: RestrictRule) -> None:
     """ntpd keeps one entry per (address, mask, ntpport): a repeated line adds its flags to
     the existing entry. `restrict source` instead replaces the previous template."""

@@ -79,6 +79,8 @@ class RestrictRule:
         net = self.network
         if net is None:
             return "source"
+        if self.is_default:
+            return "default" if net.version == 4 else "-6 default"
         if self.mask is not None:
             mask = (ipaddress.IPv4Address(self.mask) if net.version == 4
                     else ipaddress.IPv6Address(self.mask))
