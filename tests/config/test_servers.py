@@ -62,8 +62,9 @@ def test_peer_without_key_is_polled_as_a_server_with_a_warning_saying_why():
     result = parse("peer 192.0.2.1 iburst minpoll 4")
     assert only_warning(result) == (
         "ntp.conf:1:1: warning: 'peer' without 'key': polled as 'server' (client mode), as "
-        "ntpsec does; an unauthenticated symmetric peer could set this clock "
-        "(CVE-2015-7871 class); add 'key N' with a trusted key to keep symmetric mode"
+        "ntpsec does; in symmetric mode a forged packet from the peer's address could set "
+        "this clock (CVE-2016-1549 class); add 'key N' with a trusted key to keep symmetric "
+        "mode"
     )
     (server,) = result.config.servers
     assert (server.kind, server.address, server.iburst, server.minpoll, server.key) == (

@@ -62,8 +62,8 @@ _WIDE = (-(2**31), 2**31 - 1)  # what ntpd's parser takes as an integer
 _KINDS: dict[str, ServerKind] = {"server": "server", "pool": "pool", "peer": "peer"}
 
 PEER_AS_SERVER = (
-    "'peer' without 'key': polled as 'server' (client mode), as ntpsec does; an "
-    "unauthenticated symmetric peer could set this clock (CVE-2015-7871 class)"
+    "'peer' without 'key': polled as 'server' (client mode), as ntpsec does; in symmetric "
+    "mode a forged packet from the peer's address could set this clock (CVE-2016-1549 class)"
 )
 PEER_AS_SERVER_HINT = "add 'key N' with a trusted key to keep symmetric mode"
 
