@@ -323,7 +323,7 @@ class SyncEngine:
         self._synced = synced
         self._kernel_leap = leap.kernel
         polls = {key: self._poll(src) for key, src in self.sources.items()}
-        wakeup = self._wakeup(now + step, leap.next_change)
+        wakeup = self._wakeup(now + step, leap.next_change, lost=peer is None)
         return SyncResult(
             actions=tuple(actions), system=system, sources=self._statuses(statuses),
             polls=polls, wakeup=wakeup, offset=offset, frequency=self.frequency_ppm,
@@ -602,8 +602,12 @@ class SyncEngine:
         src.poll = max(lo, min(src.poll, hi))
         return src.poll
 
-    def _wakeup(self, now: float, leap_change: float | None) -> float | None:
+    def _wakeup(self, now: float, leap_change: float | None, lost: bool = False
+                ) -> float | None:
         times = [now + self.config.tuning.hold_wakeup]
+        orphan_at = self._lost_at + self.config.tos.orphanwait
+        if lost and self.config.tos.orphan < STRATUM_UNSYNC and orphan_at > now:
+            times.append(orphan_at)  # orphan mode starts when orphanwait is over, not later
         if self._slew_until is not None:
             times.append(self._slew_until)
         if leap_change is not None:
