@@ -257,3 +257,17 @@ def test_delrestrict_of_nothing_is_a_warning():
 
 def test_delrestrict_that_cannot_be_read_is_fatal_like_restrict():
     assert parse("delrestrict 10.0.0.300").fatal
+
+
+@pytest.mark.parametrize("line", ["interface listen eth0!!", "interface ignor all",
+                                  "nic drop 10.0.0.300", "listen 10.0.0.300",
+                                  "interface listen"])
+def test_interface_line_that_cannot_be_honoured_is_fatal(line):
+    result = parse(line)
+    assert result.errors and all(d.fatal for d in result.errors)
+    assert result.config.interfaces == ()
+
+
+def test_bracketed_interface_address_is_accepted():
+    (rule,) = parse("interface listen [::1]").config.interfaces
+    assert rule.network == ipaddress.ip_network("::1/128")
