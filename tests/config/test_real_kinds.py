@@ -181,7 +181,7 @@ def test_juju_render_keeps_its_orphan_mesh() -> None:
     assert config.tinker.panic == 0.0
 
 
-def test_samba_dc_keeps_every_restrict_flag_with_mssntp_in_the_rule() -> None:
+def test_samba_dc_keeps_every_restrict_flag_and_its_signd_socket() -> None:
     result = _load("samba-dc.conf")
     config = result.config
     default = F.KOD | F.LIMITED | F.NOMODIFY | F.NOTRAP | F.NOPEER | F.NOQUERY | F.MSSNTP
@@ -192,10 +192,9 @@ def test_samba_dc_keeps_every_restrict_flag_with_mssntp_in_the_rule() -> None:
     assert config.local_clocks == (LocalClock(unit=0, stratum=10),)
     assert [(s.address, s.prefer) for s in config.servers] == [
         ("0.pool.ntp.org", True), ("1.pool.ntp.org", True)]
-    assert config.logfile == "/var/log/ntp"
-    warnings = _warnings(result)
-    assert sum("restrict flag 'mssntp' has no effect" in w for w in warnings) == 2
-    assert not any("mask" in w for w in warnings)  # mask 255.255.255.255 on a name
+    assert (config.logfile, config.signd_directory) == ("/var/log/ntp",
+                                                        "/var/lib/samba/ntp_signd/")
+    assert not result.diagnostics, messages(result)  # no "mask ignored" for 255.255.255.255
 
 
 def test_kinds_directory_has_every_kind_the_brief_names() -> None:

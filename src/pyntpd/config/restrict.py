@@ -4,12 +4,12 @@
 `mask` is a single host; `restrict default` without -4/-6 sets both the IPv4 and the IPv6
 default; a host name is resolved once, at parse time, into one host rule per address.
 
-These lines are the server's exposure, so they fail closed. A flag ntpd knows and pyntpd does
-not act on is kept out of the rule with a warning naming it, and the rest of the line
-applies. A line pyntpd cannot honour (an unknown word, an address or mask it cannot read, a
-host name that does not resolve when dropping the rule would open up more than the
-defaults) is a fatal error: the daemon does not start, and a reload keeps the running
-configuration. ntpd drops such a line and runs without it, however open that leaves it.
+These lines are the server's exposure, so they fail closed. A flag ntpd knows and pyntpd
+has no use for is accepted with a warning naming it, and the rest of the line applies. A
+line pyntpd cannot honour (an unknown word, an address or mask it cannot read, a host name
+that does not resolve when dropping the rule would open up more than the defaults) is a
+fatal error: the daemon does not start, and a reload keeps the running configuration.
+ntpd drops such a line and runs without it, however open that leaves it.
 """
 
 from __future__ import annotations
@@ -35,19 +35,11 @@ IGNORED_VALUE_FLAGS = {
     "ippeerlimit": "pyntpd never creates ephemeral peer associations",
     "serverresponse": "server response fuzzing is not supported",
 }
-# Flags kept in the rule that this pyntpd does not act on (yet): a warning says so when the
-# rule is read, and the rest of the line applies.
-NOT_ACTED_ON = {
-    "mssntp": (
-        "MS-SNTP signing (Samba's ntp_signd) is not supported: a request asking for a "
-        "signed reply gets no answer; every other request is served as the rest of the line "
-        "says"
-    ),
-}
 ALL_FLAGS = [*RESTRICT_KEYWORDS, *IGNORED_FLAGS, *IGNORED_VALUE_FLAGS, "mask"]
 # Flags that change nothing in pyntpd whether given or not (it never takes mode 6 writes and
-# sends no traps), or that only say how a rule matches: left out when judging whether a rule
-# that cannot be applied would have restricted anything.
+# sends no traps), that only say how a rule matches, or that add a service (MS-SNTP
+# signing) rather than restrict one: left out when judging whether a rule that cannot be
+# applied would have restricted anything.
 _NO_RESTRICTION = (RestrictFlag.NOMODIFY | RestrictFlag.NOTRAP | RestrictFlag.LOWPRIOTRAP
                    | RestrictFlag.NTPPORT | RestrictFlag.SOURCE | RestrictFlag.MSSNTP)
 
@@ -136,8 +128,6 @@ def _restrict_rules(ctx: Context, head: Token, args: list[Token]) -> list[Restri
         name = tok.text
         if name in RESTRICT_KEYWORDS:
             flags |= RESTRICT_KEYWORDS[name]
-            if name in NOT_ACTED_ON:
-                ctx.warning(tok, f"restrict flag '{name}' has no effect: {NOT_ACTED_ON[name]}")
         elif name in IGNORED_FLAGS:
             ctx.warning(tok, f"restrict flag '{name}' ignored: {IGNORED_FLAGS[name]}")
         elif name in IGNORED_VALUE_FLAGS:

@@ -113,8 +113,10 @@ def asymmetric(rng: random.Random) -> list[SimServer]:
     can tell from a clock error, yet its interval still contains the truth."""
     near = Path(88e-6, 88e-6, exponential(5e-6), exponential(5e-6))
     far = Path(68e-6, 5.068e-3, exponential(5e-6), exponential(5e-6))
+    # The far server follows a primary of its own (203.0.113.1): had it followed the near
+    # one, RFC 5905's loop test would rightly keep it out while we follow that one too.
     return [SimServer("192.0.2.1", near),
-            SimServer("198.51.100.9", far, stratum=2, refid=b"\xc0\x00\x02\x01",
+            SimServer("198.51.100.9", far, stratum=2, refid=b"\xcb\x00\x71\x01",
                       root_dispersion=0.488e-3)]
 
 

@@ -14,7 +14,7 @@ How the daemon drives it (the simulator, `pyntpd.sim`, does exactly this):
     result = engine.update(now)
     apply_actions(clock, result.actions)          # immediately: the engine assumes `now`
     if result.stepped: every Association.clock_stepped(); move timers by result.step
-    if result.panic: log str(result.panic) and exit(1)
+    if result.panic: log str(result.panic) and exit(150: daemon/exitcodes.EXIT_PANIC)
     responder.set_system(result.system); assoc.set_poll(result.polls[key]) for each
     ... and call update(now) again at result.wakeup (an end of slew, a source ageing out).
 
@@ -69,6 +69,7 @@ from pyntpd.types import (
     Step,
     SystemVars,
     Tally,
+    Unfit,
 )
 
 ORPHAN_REFID = bytes([127, 0, 0, 1])
@@ -84,7 +85,8 @@ class PanicExit(Exception):
         self.threshold = threshold
         super().__init__(
             f"time correction of {offset:+.0f} s exceeds the sanity limit of {threshold:.0f} s;"
-            " set the clock manually (or start with -g) and restart")
+            " check the sources, then set the clock manually (or, if they are right, start"
+            " once with -g)")
 
 
 # --- clock actions: applied in order by the daemon ------------------------------------
@@ -102,6 +104,9 @@ class SyncConfig:
     initial_frequency: float | None = None  # ppm, from the driftfile or `tinker freq`
     slew_time: float | None = None  # s; None: the discipline's default
     tuning: Tuning = field(default_factory=lambda: tuning.DEFAULT)
+    # refid_for() of every address of this host: a source whose reference is one of them is
+    # synchronised to us (RFC 5905 fit(): a timing loop). The daemon lists them.
+    own_refids: frozenset[bytes] = frozenset()
 
     def discipline_config(self) -> DisciplineConfig:
         t = self.tinker
@@ -121,6 +126,7 @@ class SourceStatus:
     root_distance: float
     poll: int
     samples: int
+    unfit: Unfit = Unfit.NONE  # why it could not be selected (REJECT), if a test said so
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +215,7 @@ class SyncEngine:
         self._kernel_leap: int = Leap.NONE  # the leap the kernel was last armed with
         self._tai: int | None = None  # the TAI offset the kernel was last given
         self.leap = LeapPolicy()
+        self._refid: bytes | None = None  # the refid we state while synchronised
 
     def set_leap_file(self, leap_list: LeapList | None) -> None:
         """The leap second list (the leapfile), or None: the sources' majority decides."""
@@ -311,6 +318,7 @@ class SyncEngine:
         # undisturbed clock and an honest source this never happens, so it is no false loss.
         synced = peer is not None and not self.discipline.stepout_pending()
         system = self._system_vars(now + step, peer, candidates, synced, leap.wire)
+        self._refid = system.refid if system.synchronised else None
         if self.config.discipline:
             if (peer is not None or actions or synced != self._synced
                     or leap.kernel != self._kernel_leap):
@@ -363,12 +371,20 @@ class SyncEngine:
                 (sample.root_delay + delay) / 2 + sample.root_dispersion + dispersion
                 + filt.jitter + tune.prediction_sigmas * math.sqrt(max(est.offset_var, 0.0)))
             offset = est.offset - correction
-            statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
-                                         distance, src.poll, filt.count)
+            unfit = Unfit.NONE
+            if age > _reach_window(src, tune):
+                unfit |= Unfit.UNREACHABLE
             stratum_ok = tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
+            if not stratum_ok:
+                unfit |= Unfit.STRATUM
+            if distance > tos.maxdist + PHI * 2.0 ** src.poll:
+                unfit |= Unfit.DISTANCE
+            if self._loop(sample):
+                unfit |= Unfit.LOOP
+            statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
+                                         distance, src.poll, filt.count, unfit)
+            sane = filt.ready and not src.spec.noselect and not unfit
             orphaned = tos.orphan < STRATUM_UNSYNC and sample.stratum >= tos.orphan
-            sane = (filt.ready and age <= _reach_window(src, tune) and not src.spec.noselect
-                    and stratum_ok and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
             if (not filt.ready and not src.spec.noselect and stratum_ok and not orphaned
                     and age <= tune.arriving_polls * 2.0 ** src.poll + tune.reach_slack):
                 arriving += 1
@@ -384,6 +400,18 @@ class SyncEngine:
         orphan = self.config.tos.orphan
         return candidate is not None and orphan < STRATUM_UNSYNC and candidate.stratum >= orphan
 
+    def _loop(self, sample: Sample) -> bool:
+        """RFC 5905 fit(): the source is synchronised to us (its reference is one of our
+        addresses) or to our own system peer (its refid is the one we state). Following it
+        would close a timing loop; counting it beside our system peer would count that
+        peer twice. As ntpd 4.2.8: not for a primary server (its refid is a code) nor an
+        orphan parent (127.0.0.1), and the refid we state on the local clock (LOCL)
+        counts too: a server on its own local clock is no better than ours."""
+        if sample.stratum <= 1 or sample.refid == ORPHAN_REFID:
+            return False
+        if sample.refid in self.config.own_refids:
+            return True
+        return self._refid is not None and sample.refid == self._refid
 
     def _select(
         self, candidates: dict[Hashable, select.Candidate | None], arriving: int = 0
@@ -571,7 +599,7 @@ class SyncEngine:
         for key, st in statuses.items():
             src = self.sources[key]
             out[key] = SourceStatus(src.tally, st.offset, st.delay, st.jitter, st.dispersion,
-                                    st.root_distance, src.poll, st.samples)
+                                    st.root_distance, src.poll, st.samples, st.unfit)
         return out
 
     # --- polling --------------------------------------------------------------------
