@@ -245,5 +245,10 @@ class ParseResult:
         return [d for d in self.diagnostics if d.is_error]
 
     @property
+    def fatal(self) -> list[Diagnostic]:
+        """Errors that stop the daemon from starting (config.context.Context.fail_closed)."""
+        return [d for d in self.diagnostics if d.fatal]
+
+    @property
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if not d.is_error]

@@ -38,8 +38,11 @@ HANDLERS: dict[str, Handler] = {
     "server": assoc.handle_association,
     "pool": assoc.handle_association,
     "peer": assoc.handle_association,
+    "unpeer": assoc.handle_unpeer,
+    "unconfig": assoc.handle_unpeer,
     "fudge": assoc.handle_fudge,
     "restrict": access.handle_restrict,
+    "delrestrict": access.handle_delrestrict,
     "interface": access.handle_interface,
     "nic": access.handle_interface,
     "listen": access.handle_listen,
@@ -68,7 +71,7 @@ for _name in (*refused.AUTOKEY_DIRECTIVES, *refused.ONE_TO_MANY_DIRECTIVES):
 for _name in refused.IGNORED_DIRECTIVES:
     HANDLERS[_name] = refused.handle_ignored
 
-DIRECTIVES = frozenset([*HANDLERS, "includefile"])
+DIRECTIVES = frozenset([*HANDLERS, "includefile", "end"])
 _SERVER_USES = ("server", "pool", "peer")
 
 
@@ -95,6 +98,10 @@ class _Parser:
         self.stack.append(os.path.normpath(filename))
         self.files.append(filename)
         for line in lex(text, filename, self.sink):
+            if self.ctx.stopped:
+                self.ctx.warning(line.tokens[0], "not read: ntpd stops reading its "
+                                 f"configuration at 'end' ({self.ctx.stopped.loc})")
+                break
             head, args = line.tokens[0], list(line.tokens[1:])
             self.ctx.start_line()
             try:
@@ -110,6 +117,9 @@ class _Parser:
     def _dispatch(self, head: Token, args: list[Token]) -> None:
         if head.text == "includefile":
             self._include(head, args)
+            return
+        if head.text == "end":
+            self._end(head, args)
             return
         handler = HANDLERS.get(head.text)
         if handler is None:
@@ -146,6 +156,12 @@ class _Parser:
                              f"{files.describe_os_error(exc)}")
             return
         self.run(files.decode(data, path, self.sink), path)
+
+    def _end(self, head: Token, args: list[Token]) -> None:
+        """ntpd stops reading its configuration at `end`, in every file it has open."""
+        self.ctx.no_more(args, 0, "end")
+        if self.ctx.line_ok:
+            self.ctx.stopped = head
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -216,7 +232,9 @@ class _Parser:
     def finish(self) -> ParseResult:
         ctx = self.ctx
         b = ctx.b
+        assoc.apply_unpeers(ctx)
         assoc.apply_fudges(ctx)
+        access.check_unresolved(ctx)
         keys_file, keys = self._load_keys()
         s = b.scalars
 

@@ -55,7 +55,7 @@ IGNORED_DIRECTIVES: dict[str, str] = {
     "pollskewlist": "poll skewing is not supported",
     "reset": "counter resets are a run-time operation",
     "nonvolatile": "the driftfile write threshold is fixed",
-    "unpeer": "unpeer is a run-time operation",
+    "tick": "pyntpd uses the kernel's tick",
 }
 
 

@@ -121,6 +121,19 @@ class Peer:
     def address_int(self) -> int:
         return int(ipaddress.ip_address(self.address))
 
+    def local_address(self) -> str | None:
+        """The address we reach the peer from (ntpd's orphan election compares it with the
+        peer's): our connected socket's, or, for a symmetric peer that shares the serving
+        sockets, the one the kernel would choose (connecting a UDP socket sends nothing)."""
+        try:
+            if self.sock is not None:
+                return str(self.sock.getsockname()[0]).split("%", 1)[0]
+            with socket.socket(self.family, socket.SOCK_DGRAM) as probe:
+                probe.connect((self.address, self.ntp_port))
+                return str(probe.getsockname()[0]).split("%", 1)[0]
+        except OSError:
+            return None
+
     def open(self) -> None:
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:

@@ -36,7 +36,7 @@ from pyntpd.proto.server import Responder, ServerCounters
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
 from pyntpd.stats.filegen import Statistics, StatsSettings
 from pyntpd.stats.statsformat import SysCounts, sys_counts
-from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
+from pyntpd.sync.engine import ORPHAN_REFID, PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.sync.localclock import LocalClockDriver
 from pyntpd.types import Sample, SystemVars, Tally, Unfit
 
@@ -237,16 +237,24 @@ class Synchroniser:
     def _log_changes(self, result: SyncResult) -> None:
         """What an administrator wants in the log: who we follow, and who is lying."""
         previous = self.last_logged
-        if result.system_peer is not previous.get("peer"):
-            peer = result.system_peer
+        # Who we follow; without anyone, whether we serve as synchronised all the same (the
+        # local clock, orphan mode). The start, unsynchronised, is no news.
+        peer = result.system_peer
+        state = (result.system.synchronised, result.system.refid)
+        changed = state != previous.get("state", (False, SystemVars().refid))
+        if peer is not previous.get("peer") or (peer is None and changed):
             if isinstance(peer, Peer):
                 log.info("synchronised to %s (stratum %d), offset %+.6f s", describe(peer),
                          result.system.stratum, result.offset)
+            elif result.system.synchronised and result.system.refid == ORPHAN_REFID:
+                log.info("orphan parent: no source left, serving stratum %d (tos orphan)",
+                         result.system.stratum)
             elif result.system.synchronised:
                 log.info("synchronised to the local clock (stratum %d)", result.system.stratum)
             else:
                 log.warning("no selectable source: serving as unsynchronised")
-            previous["peer"] = peer
+        previous["peer"] = peer
+        previous["state"] = state
         for peer, status in result.sources.items():
             if not isinstance(peer, Peer):
                 continue
@@ -272,7 +280,7 @@ class Synchroniser:
     def _sources_changed(self) -> None:
         current = set(self.sources.peers)
         for peer in current - self._known:
-            self.driver.add_source(peer, peer.assoc, peer.address)
+            self.driver.add_source(peer, peer.assoc, peer.address, peer.local_address())
         for peer in self._known - current:
             self.driver.remove_source(peer)
         self._known = current
