@@ -29,7 +29,8 @@ from pyntpd.config.defaults import DEFAULT_CONFIG, DEFAULT_CONFIG_TEXT
 from pyntpd.config.leapfile import LeapFileWatch
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
-from pyntpd.daemon.interfaces import local_addresses, plan_listen
+from pyntpd.daemon.broadcast import GroupMembership, cast_listen
+from pyntpd.daemon.interfaces import cast_interfaces, local_addresses, plan_listen
 from pyntpd.daemon.invocation import DaemonOptions
 from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
 from pyntpd.daemon.mmsg import MmsgServer
@@ -63,7 +64,9 @@ BUILTIN = "<built-in default>"
 
 def _sync_relevant(config: NtpConfig) -> tuple[object, ...]:
     return (config.servers, config.local_clocks, config.tos, config.tinker, config.driftfile,
-            config.leapfile, config.leapfile_checkhash, config.flags.ntp, config.nts.ca)
+            config.leapfile, config.leapfile_checkhash, config.flags.ntp, config.nts.ca,
+            config.broadcasts, config.ttl_map, config.broadcast_client, config.keys,
+            config.trusted_keys)
 
 
 def make_clock(options: DaemonOptions, config: NtpConfig) -> Clock:
@@ -193,12 +196,18 @@ def listen_addresses(config: NtpConfig, options: DaemonOptions) -> list[ListenAd
 
 def check_peers_and_workers(config: NtpConfig, workers: int) -> None:
     """A peer's packets come to the NTP port, where SO_REUSEPORT may hand them to a worker,
-    which holds no association: symmetric peers need the single serving process."""
+    which holds no association: symmetric peers need the single serving process. So do
+    broadcasts, for the broadcast client."""
     peers = [s for s in config.servers if s.kind == "peer"]
     if peers and workers > 1:
         raise StartupError(
             f"{peers[0].location}: symmetric 'peer' associations need a single serving "
             f"process; remove --workers {workers} or use 'server' instead of 'peer'")
+    client = config.broadcast_client
+    if client.listening and workers > 1:
+        raise StartupError(
+            f"{client.location}: a broadcast client needs a single serving process; remove "
+            f"--workers {workers} or the broadcastclient/multicastclient line")
 
 
 def _ignore_signals_while_exiting() -> None:
@@ -241,6 +250,7 @@ class Daemon:
         self.loaded = loaded
         self.precision = measure_precision()
         self.responder = Responder(build_access(loaded.config), keys=build_keyring(loaded.config))
+        self.responder.broadcast_client = loaded.config.broadcast_client.listening
         try:
             self.nts = nts_service(loaded.config.nts, options.port)
         except NtsSetupError as exc:
@@ -254,6 +264,9 @@ class Daemon:
         self.exit_code = 0
         self.sockets: list[socket.socket] = []
         self.socket_sets: list[list[socket.socket]] = []
+        # Broadcast client sockets beyond the serving ones (interface rules: daemon/broadcast)
+        self.cast_sockets: list[socket.socket] = []
+        self.groups = GroupMembership()
         self.pidfile: PidFile | None = None
         self.shared: SharedSystemVars | None = None
         self.workers = WorkerSet()
@@ -277,15 +290,37 @@ class Daemon:
             self.close()
             raise
         self.sockets = self.socket_sets[0]
+        client = self.loaded.config.broadcast_client
+        if client.listening:
+            try:
+                self.cast_sockets = open_sockets(cast_listen(addresses, client,
+                                                             cast_interfaces()))
+            except BaseException:
+                self.close()
+                raise
+            self._join_groups(self.loaded.config)
         if self.options.metrics or self.options.status_socket:
             try:
                 self.endpoints = Endpoints(self.options.metrics, self.options.status_socket)
             except MetricsBindError as exc:
                 self.close()
                 raise StartupError(str(exc)) from None
-        for sock in self.sockets:
+        for sock in self.sockets + self.cast_sockets:
             where = sock.getsockname()
             log.info("listening on %s port %d", where[0], where[1])
+
+    def _join_groups(self, config: NtpConfig) -> None:
+        """multicastclient: join the groups (again, after a reload that changed them)."""
+        self.groups.leave()
+        groups = config.broadcast_client.groups
+        if groups:
+            joined = self.groups.join(self.sockets + self.cast_sockets, groups,
+                                      cast_interfaces())
+            if joined:
+                log.info("joined multicast group %s", ", ".join(joined))
+            else:
+                log.error("multicastclient: could not join %s on any multicast-capable "
+                          "interface; no multicast broadcast will be heard", ", ".join(groups))
 
     def write_pidfile(self) -> None:
         path = self.options.pidfile or self.loaded.config.pidfile
@@ -379,7 +414,7 @@ class Daemon:
         endpoints: Endpoints | None = None
         if self.is_worker:
             await self._first_publication()
-        for sock in self.sockets:
+        for sock in self.sockets + self.cast_sockets:
             loop.add_reader(sock.fileno(), self.server.drain, sock)
         _install_signal_handlers(loop, self._stop.set, self.reload)
         if self.nts is not None:
@@ -416,7 +451,7 @@ class Daemon:
                 self.workers.stop()
             if self._shared_timer is not None:
                 self._shared_timer.cancel()
-            for sock in self.sockets:
+            for sock in self.sockets + self.cast_sockets:
                 loop.remove_reader(sock.fileno())
         c = self.responder.counters
         log.info("%s exiting: %d packets received, %d served, %d dropped",
@@ -526,6 +561,9 @@ class Daemon:
         if (new.discard, new.mru) != (old.discard, old.mru):
             self.responder.access = build_access(new)
         self.responder.keys = build_keyring(new)
+        self.responder.broadcast_client = new.broadcast_client.listening
+        if new.broadcast_client.groups != old.broadcast_client.groups:
+            self._join_groups(new)
         if self.nts is not None:
             self.nts.reload(new.nts)  # new certificate for new NTS-KE sessions
         hosts = self.sync.peer_hosts() if self.sync is not None else []
@@ -548,11 +586,13 @@ class Daemon:
 
     def close(self) -> None:
         self.workers.stop()
-        for sock_set in [self.sockets, *self.socket_sets]:
+        self.groups.leave()
+        for sock_set in [self.sockets, self.cast_sockets, *self.socket_sets]:
             for sock in sock_set:
                 with contextlib.suppress(OSError):
                     sock.close()
         self.sockets = []
+        self.cast_sockets = []
         self.socket_sets = []
         self._release_endpoints()
         if self.pidfile is not None:

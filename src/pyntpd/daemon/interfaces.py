@@ -21,7 +21,15 @@ from pyntpd.config.model import InterfaceRule
 from pyntpd.daemon.serve import ListenAddress
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _SIOCGIFADDR = 0x8915
+_SIOCGIFFLAGS = 0x8913
+_SIOCGIFBRDADDR = 0x8919
+_SIOCGIFNETMASK = 0x891B
+_IFF_BROADCAST = 0x2
+_IFF_LOOPBACK = 0x8
+_IFF_UP = 0x1
+_IFF_MULTICAST = 0x1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +116,70 @@ def plan_listen(
             family = socket.AF_INET6 if v6 else socket.AF_INET
             chosen.append(ListenAddress(family, str(local.address), port))
     return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class CastInterface:
+    """An interface address as broadcasting needs it: its network, broadcast address and
+    whether it is up, multicast-capable, loopback."""
+
+    name: str
+    index: int
+    address: IPAddress
+    network: IPNetwork
+    broadcast: ipaddress.IPv4Address | None
+    multicast: bool
+    loopback: bool
+
+
+def _ifreq(name: str, request: int) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            return fcntl.ioctl(s.fileno(), request, struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            return None
+
+
+def _flags(name: str) -> int:
+    raw = _ifreq(name, _SIOCGIFFLAGS)
+    return struct.unpack_from("H", raw, 16)[0] if raw is not None else 0
+
+
+def cast_interfaces() -> list[CastInterface]:
+    """The interfaces that are up, each IPv4 address (the primary one) with its netmask and
+    broadcast address, and each IPv6 address with its prefix."""
+    found: list[CastInterface] = []
+    for index, name in socket.if_nameindex():
+        flags = _flags(name)
+        if not flags & _IFF_UP:
+            continue
+        addr = _ipv4_address(name)
+        mask = _ifreq(name, _SIOCGIFNETMASK)
+        if addr is None or mask is None:
+            continue
+        network = ipaddress.IPv4Network(f"{addr}/{ipaddress.IPv4Address(mask[20:24])}",
+                                        strict=False)
+        brd = _ifreq(name, _SIOCGIFBRDADDR) if flags & _IFF_BROADCAST else None
+        found.append(CastInterface(
+            name, index, addr, network,
+            ipaddress.IPv4Address(brd[20:24]) if brd is not None else None,
+            bool(flags & _IFF_MULTICAST), bool(flags & _IFF_LOOPBACK)))
+    try:
+        with open("/proc/net/if_inet6") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []  # no IPv6 in this kernel or namespace
+    for line in lines:
+        fields = line.split()
+        if len(fields) != 6:
+            continue
+        name = fields[5]
+        flags = _flags(name)
+        if not flags & _IFF_UP:
+            continue
+        addr6 = ipaddress.IPv6Address(int(fields[0], 16))
+        found.append(CastInterface(
+            name, int(fields[1], 16), addr6,
+            ipaddress.IPv6Network(f"{addr6}/{int(fields[2], 16)}", strict=False), None,
+            bool(flags & _IFF_MULTICAST), bool(flags & _IFF_LOOPBACK)))
+    return found

@@ -68,6 +68,16 @@ class SourceState:
 
 
 @dataclass(frozen=True, slots=True)
+class BroadcastCounts:
+    """The broadcaster's and the broadcast client's counters (proto.broadcast)."""
+
+    sent: int = 0
+    unsynchronised: int = 0  # broadcasts not sent: we were unsynchronised
+    send_errors: int = 0
+    heard: Mapping[str, int] = field(default_factory=dict)  # "sample", or why not
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     version: str
     start_time: float  # Unix s
@@ -94,6 +104,8 @@ class Status:
     peer_packets: int = 0  # mode 1/2 packets from configured peers, handed to them
     nts_failed: Mapping[str, int] = field(default_factory=dict)  # every NtsFailure
     http: Mapping[str, int] = field(default_factory=dict)  # metrics endpoint outcomes
+    broadcast_packets: int = 0  # broadcasts the responder handed to the broadcast client
+    broadcast: BroadcastCounts = BroadcastCounts()
 
     @property
     def synchronised(self) -> bool:
@@ -102,7 +114,8 @@ class Status:
     @staticmethod
     def build(snapshot: ControlSnapshot, counters: ServerCounters, *, version: str,
               start_time: float, now: float, control_requests: int = 0,
-              mru_entries: int = 0, http: Mapping[str, int] | None = None) -> Status:
+              mru_entries: int = 0, http: Mapping[str, int] | None = None,
+              broadcast: BroadcastCounts | None = None) -> Status:
         reftime = ntp_to_unix(snapshot.reftime, now) if snapshot.reftime else None
         dropped = {reason.value: counters.dropped.get(reason, 0) for reason in DropReason}
         kod = {_text(code): counters.kod_sent.get(code, 0) for code in KISS_CODES}
@@ -122,7 +135,8 @@ class Status:
             auth_failed=auth, nts_served=counters.nts_served,
             peer_packets=counters.peer_packets,
             nts_failed={f.value: counters.nts_failed.get(f, 0) for f in NtsFailure},
-            http=dict(http or {}))
+            http=dict(http or {}), broadcast_packets=counters.broadcast_packets,
+            broadcast=broadcast or BroadcastCounts())
 
 
 # --- Prometheus text ---------------------------------------------------------------------
@@ -250,6 +264,17 @@ def exposition(status: Status) -> str:
              [({"kind": k}, n) for k, n in status.auth_failed.items()])
     w.counter("ntp_server_control_requests_total", "Mode 6 (ntpq) requests answered",
               status.control_requests)
+    b = status.broadcast
+    w.counter("ntp_broadcast_sent_total", "Broadcasts sent ('broadcast' lines)", b.sent)
+    w.family("ntp_broadcast_not_sent_total", "counter",
+             "Broadcasts not sent: unsynchronised (ntpd says nothing then), or a send error",
+             [({"reason": "unsynchronised"}, b.unsynchronised),
+              ({"reason": "send_error"}, b.send_errors)])
+    w.counter("ntp_broadcast_received_total", "Broadcasts handed to the broadcast client",
+              status.broadcast_packets)
+    w.family("ntp_broadcast_heard_total", "counter",
+             "What the broadcast client made of them: a sample, or why not",
+             [({"outcome": k}, n) for k, n in sorted({"sample": 0, **b.heard}.items())])
     w.gauge("ntp_server_mru_entries", "Sources in the MRU list (rate limiting, mrulist)",
             status.mru_entries)
     if status.http:
@@ -294,6 +319,13 @@ def status_document(status: Status) -> dict[str, object]:
             "nts_served": status.nts_served, "nts_failed": dict(status.nts_failed),
             "peer_packets": status.peer_packets,
             "control_requests": status.control_requests, "mru_entries": status.mru_entries,
+        },
+        "broadcast": {
+            "sent": status.broadcast.sent,
+            "not_sent_unsynchronised": status.broadcast.unsynchronised,
+            "send_errors": status.broadcast.send_errors,
+            "received": status.broadcast_packets,
+            "heard": dict(sorted(status.broadcast.heard.items())),
         },
         "metrics_http": dict(sorted(status.http.items())),
     }
