@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from pyntpd.config.broadcast import with_command_line
 from pyntpd.config.model import DEFAULT_TTL_MAP, BroadcastClientConfig, BroadcastConfig
 
 from .helpers import messages, only_error, only_warning, parse
@@ -145,3 +146,23 @@ def test_broadcastdelay_zero_means_ntpds_default_calibration():
 def test_novolley_is_not_ntpd_428_syntax():
     error = only_error(parse(TRUSTED + "broadcastclient novolley", files=KEYS))
     assert "'novolley' is not ntpd 4.2.8 syntax" in error and "broadcastdelay" in error
+
+
+def test_b_flag_enables_the_client_over_a_file_with_a_trusted_key():
+    result = with_command_line(parse(TRUSTED, files=KEYS), True, (), None)
+    assert result.config.broadcast_client.enabled and not result.errors
+
+
+def test_m_and_r_flags_add_a_group_and_set_the_delay():
+    result = with_command_line(parse(TRUSTED + "multicastclient 224.0.1.1", files=KEYS),
+                               False, ("ff05::101",), 0.004)
+    client = result.config.broadcast_client
+    assert client.groups == ("224.0.1.1", "ff05::101") and client.delay == 0.004
+
+
+def test_b_flag_without_a_trusted_key_is_refused_with_the_reason():
+    result = with_command_line(parse("restrict default"), True, (), None)
+    assert only_error(result).startswith(
+        "<command line>: error: -b without a trusted key is refused: pyntpd accepts only "
+        "broadcasts signed with a trusted key")
+    assert not result.config.broadcast_client.listening

@@ -18,11 +18,12 @@ not a daemon that quietly listens to nobody. `manycastserver`/`manycastclient` s
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from . import refused
 from .context import Context, KeyRef
-from .diagnostics import Location
+from .diagnostics import DiagnosticSink, Location
 from .keys import SymmetricKey
 from .lexer import Token
 from .model import (
@@ -30,6 +31,7 @@ from .model import (
     MAX_TTL,
     BroadcastClientConfig,
     BroadcastConfig,
+    ParseResult,
 )
 
 POLL_MIN, POLL_MAX = 3, 17
@@ -231,3 +233,31 @@ def finish(
             ctx.b.flags["bclient"] = False
             client = BroadcastClientConfig(delay=client.delay)
     return tuple(cast.broadcasts), cast.ttl_map, client
+
+
+def with_command_line(
+    result: ParseResult, bclient: bool, groups: Sequence[str], delay: float | None
+) -> ParseResult:
+    """ntpd's -b (broadcastclient), -m GROUP (multicastclient GROUP) and -r SECONDS
+    (broadcastdelay), applied over the file, under the same rule: a trusted key, or refused."""
+    if not bclient and not groups and delay is None:
+        return result
+    config = result.config
+    client = config.broadcast_client
+    where = Location("<command line>")
+    merged = tuple(dict.fromkeys((*client.groups, *groups)))
+    client = replace(client, enabled=client.enabled or bclient, groups=merged,
+                     delay=client.delay if delay is None else delay or DEFAULT_BROADCAST_DELAY,
+                     location=client.location if client.listening else where)
+    flags = config.flags
+    diagnostics = list(result.diagnostics)
+    if client.listening and not {k.key_id for k in config.keys} & config.trusted_keys:
+        sink = DiagnosticSink()
+        sink.error(where, f"{'-b' if bclient else '-m'} without a trusted key is refused: "
+                          f"{CLIENT_WHY}", CLIENT_FIX)
+        diagnostics += sink.items
+        client = BroadcastClientConfig(delay=client.delay)
+    elif bclient:
+        flags = replace(flags, bclient=True)
+    return replace(result, config=replace(config, broadcast_client=client, flags=flags),
+                   diagnostics=diagnostics)

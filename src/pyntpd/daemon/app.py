@@ -25,6 +25,7 @@ from pyntpd.clock.base import Clock
 from pyntpd.clock.kernel import SystemClock
 from pyntpd.clock.observe import ObserveClock
 from pyntpd.config import parse_file, parse_text
+from pyntpd.config.broadcast import with_command_line as broadcast_options
 from pyntpd.config.defaults import DEFAULT_CONFIG, DEFAULT_CONFIG_TEXT
 from pyntpd.config.leapfile import LeapFileWatch
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
@@ -110,10 +111,11 @@ def config_source(options: DaemonOptions) -> str:
 
 
 def load_config(
-    source: str, keys_file: str | None = None, trusted_keys: tuple[int, ...] = ()
+    source: str, keys_file: str | None = None, trusted_keys: tuple[int, ...] = (),
+    options: DaemonOptions | None = None,
 ) -> LoadedConfig:
     """Parse the configuration; `keys_file` is -k, which overrides the `keys` directive, and
-    `trusted_keys` are -t's, added to `trustedkey`."""
+    `trusted_keys` are -t's, added to `trustedkey`; `options` adds -b, -m and -r."""
     if source == BUILTIN:
         result = parse_text(DEFAULT_CONFIG_TEXT, BUILTIN, keys_file=keys_file)
     else:
@@ -122,6 +124,9 @@ def load_config(
         config = result.config
         result = dataclasses.replace(result, config=dataclasses.replace(
             config, trusted_keys=config.trusted_keys | frozenset(trusted_keys)))
+    if options is not None:
+        result = broadcast_options(result, options.broadcast_client, options.multicast_groups,
+                                   options.broadcast_delay)
     return LoadedConfig(source, result)
 
 
@@ -537,7 +542,7 @@ class Daemon:
         self.workers.signal_all(signal.SIGHUP)
         try:
             loaded = load_config(self.loaded.source, self.options.keyfile,
-                                 self.options.trusted_keys)
+                                 self.options.trusted_keys, self.options)
         except Exception as exc:  # the running daemon must survive any reload failure
             log.error("reload failed: %s; keeping the running configuration", exc)
             sdnotify.ready(self.describe_state())
