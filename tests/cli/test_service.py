@@ -18,6 +18,7 @@ import pytest
 
 from pyntpd.cli import service
 from pyntpd.cli.pyntpctl import build_parser
+from pyntpd.daemon.exitcodes import EXIT_PANIC
 from pyntpd.proto.packet import NtpHeader, decode, encode_header, li_vn_mode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -259,6 +260,14 @@ def test_unit_conflicts_with_the_other_time_daemons() -> None:
     assert {"systemd-timesyncd.service", "ntp.service", "ntpsec.service",
             "chrony.service"} <= conflicts
     assert "time-sync.target" in u["Before"]
+
+
+def test_unit_restarts_after_a_failure_but_never_after_a_panic_exit() -> None:
+    s = unit()["Service"]
+    assert s["Restart"] == "on-failure"
+    # A restarted daemon with -g would step the clock to the sources that made it panic.
+    assert s["RestartPreventExitStatus"].split() == [str(EXIT_PANIC)]
+    assert "-g" in (PACKAGING / "pyntpd.default").read_text()  # why it matters
 
 
 def require_tool(name: str) -> str:

@@ -169,8 +169,24 @@ def test_ippeerlimit_consumes_its_value():
     assert result.config.restrictions[0].flags == F.NOQUERY
 
 
-def test_mssntp_is_an_error():
-    assert "'mssntp' is not supported" in only_error(parse("restrict default mssntp"))
+def test_samba_restrict_line_with_mssntp_keeps_every_flag():
+    rules = _rules("restrict -4 default kod limited nomodify notrap nopeer noquery mssntp")
+    assert rules == (RestrictRule(
+        V4_ALL, F.KOD | F.LIMITED | F.NOMODIFY | F.NOTRAP | F.NOPEER | F.NOQUERY | F.MSSNTP,
+        True),)
+
+
+def test_ntpsigndsocket_names_the_signd_directory():
+    config = parse("ntpsigndsocket /var/lib/samba/ntp_signd/\nrestrict default mssntp").config
+    assert config.signd_directory == "/var/lib/samba/ntp_signd/"
+
+
+def test_mssntp_without_ntpsigndsocket_uses_ntpds_default_directory():
+    assert parse("restrict default mssntp").config.signd_directory == "/var/run/ntp_signd"
+
+
+def test_ntpsigndsocket_without_an_mssntp_rule_signs_nothing():
+    assert parse("ntpsigndsocket /run/signd\nrestrict default kod").config.signd_directory is None
 
 
 def test_missing_address_is_an_error():

@@ -14,6 +14,7 @@ from pyntpd.proto.metrics_text import (
     format_value,
     status_document,
 )
+from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.nts import NtsFailure
 from pyntpd.proto.packet import DropReason
 from pyntpd.proto.server import ServerCounters
@@ -143,6 +144,18 @@ def test_nts_counters_are_exported_by_kind_even_at_zero():
     assert 'ntp_server_nts_failed_total{kind="nts_bad_cookie"} 2' in lines
     assert 'ntp_server_nts_failed_total{kind="nts_malformed"} 0' in lines
     assert status_document(status)["server"]["nts_failed"]["nts_bad_cookie"] == 2  # type: ignore[index]
+
+
+def test_mssntp_counters_are_exported_by_kind_even_at_zero():
+    counters = ServerCounters(mssntp_signed=4)
+    counters.refuse_mssntp(MssntpFailure.UNAVAILABLE)
+    status = Status.build(ControlSnapshot(), counters, version="v", start_time=0.0, now=NOW)
+    lines = exposition(status).splitlines()
+    assert "ntp_server_mssntp_signed_total 4" in lines
+    assert 'ntp_server_mssntp_failed_total{kind="signd_unavailable"} 1' in lines
+    assert 'ntp_server_mssntp_failed_total{kind="signd_timeout"} 0' in lines
+    assert 'ntp_server_packets_dropped_total{reason="mssntp"} 1' in lines
+    assert status_document(status)["server"]["mssntp_signed"] == 4  # type: ignore[index]
 
 
 def test_http_outcomes_only_when_counted():

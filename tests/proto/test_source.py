@@ -6,7 +6,7 @@ import pytest
 
 from pyntpd.proto.packet import HEADER, NtpHeader, decode, li_vn_mode
 from pyntpd.proto.source import Association, SourceDrop, SourceSpec, State
-from pyntpd.proto.timestamp import ntp_add, seconds_to_short, unix_to_ntp
+from pyntpd.proto.timestamp import ntp_add, ntp_diff, seconds_to_short, unix_to_ntp
 
 T0 = 1_800_000_000.0
 SERVER_AHEAD = 0.005
@@ -27,10 +27,11 @@ def request(a, now=T0):
 
 
 def reply_to(req: NtpHeader, now=T0, *, stratum=2, leap=0, origin=None, transmit=None,
-             refid=b"GPS\0", root_delay=0.01, root_disp=0.01, mode=4, trailer=b""):
+             refid=b"GPS\0", root_delay=0.01, root_disp=0.01, mode=4, trailer=b"",
+             precision=-20):
     t2 = unix_to_ntp(now + ONE_WAY + SERVER_AHEAD)
     t3 = transmit if transmit is not None else ntp_add(t2, 1e-5)
-    data = HEADER.pack(li_vn_mode(leap, 4, mode), stratum, req.poll, -20,
+    data = HEADER.pack(li_vn_mode(leap, 4, mode), stratum, req.poll, precision,
                        seconds_to_short(root_delay), seconds_to_short(root_disp), refid,
                        unix_to_ntp(now - 10), req.transmit if origin is None else origin,
                        t2, t3) + trailer
@@ -147,7 +148,45 @@ def test_transmit_before_receive_is_refused():
     a = assoc()
     req = request(a)
     data, t4 = reply_to(req, transmit=unix_to_ntp(T0 - 100))
-    assert a.receive(data, t4, T0) is None and a.drops[SourceDrop.BAD_TIMESTAMPS] == 1
+    assert a.receive(data, t4, T0) is None
+    assert a.drops == {SourceDrop.TRANSMIT_BEFORE_RECEIVE: 1}
+
+
+def test_zero_receive_timestamp_is_refused():
+    a = assoc()
+    data, t4 = reply_to(request(a))
+    data = data[:32] + bytes(8) + data[40:]
+    assert a.receive(data, t4, T0) is None and a.drops == {SourceDrop.BAD_TIMESTAMPS: 1}
+
+
+def t2_of(data):
+    return decode(data).header.receive
+
+
+@pytest.mark.parametrize("precision", [-20, -23])
+def test_transmit_before_receive_within_the_server_precision_is_noise_and_accepted(precision):
+    # chronyd randomises the bits below its precision in T2 and T3: with a processing time
+    # shorter than that, T3 may come out earlier than T2.
+    a = assoc()
+    req = request(a)
+    data, _ = reply_to(req, precision=precision)
+    t3 = ntp_add(t2_of(data), -0.9 * 2.0**precision)
+    data, t4 = reply_to(req, transmit=t3, precision=precision)
+    s = a.receive(data, t4, T0 + 0.002)
+    assert s is not None and a.drops == {}
+    t1, t2 = unix_to_ntp(T0), t2_of(data)
+    # no processing time to take off: the delay is the whole round trip, t4 - t1
+    assert s.delay == ntp_diff(t4, t1)
+    assert s.offset == (ntp_diff(t2, t1) + ntp_diff(t3, t4)) / 2
+
+
+def test_transmit_before_receive_beyond_the_server_precision_is_refused():
+    a = assoc()
+    req = request(a)
+    data, _ = reply_to(req, precision=-20)
+    data, t4 = reply_to(req, transmit=ntp_add(t2_of(data), -1.1 * 2.0**-20), precision=-20)
+    assert a.receive(data, t4, T0) is None
+    assert a.drops == {SourceDrop.TRANSMIT_BEFORE_RECEIVE: 1}
 
 
 def test_rate_kiss_with_matching_origin_slows_polling():

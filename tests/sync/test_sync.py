@@ -37,11 +37,11 @@ class World:
         for i, (name, spec) in enumerate(sources.items()):
             self.engine.add_source(name, spec or SourceSpec(f"192.0.2.{i + 1}"))
 
-    def sample(self, key, raw_offset, *, stratum=1, leap=0, delay=DELAY):
+    def sample(self, key, raw_offset, *, stratum=1, leap=0, delay=DELAY, root_dispersion=1e-5):
         e = self.engine
         offset = raw_offset - e.model.correction(self.t)
         return e.on_sample(key, Sample(offset, delay, 1e-6, self.t, stratum, leap, -20, 0.0,
-                                       1e-5, b"GPS\0", 0))
+                                       root_dispersion, b"GPS\0", 0))
 
     def update(self, t):
         self.t = t
@@ -106,6 +106,27 @@ def test_falseticker_is_marked_and_never_followed():
     assert abs(r.offset) < 1e-4
 
 
+def test_issue_figures_asymmetric_path_both_servers_selected_from_the_first_update():
+    # Issue 10: -2.485 ms over a path 5 ms longer one way (delay 5.137 ms, root dispersion
+    # 0.488 ms) and +0.011 ms (delay 0.176 ms) from a near server.
+    w = World(far=None, near=None)
+    peers = []
+    for i in range(1, 40):
+        while w.result.wakeup is not None and w.result.wakeup < T0 + 16.0 * i:
+            w.update(w.result.wakeup)
+        w.t = T0 + 16.0 * i
+        w.sample("far", -2.485e-3, delay=5.137e-3, root_dispersion=0.488e-3)
+        w.sample("near", 0.011e-3, delay=0.176e-3)
+        r = w.update(w.t)
+        if r.sources["near"].samples >= 4:
+            peers.append(r.system_peer)
+            assert {r.sources[k].tally for k in ("far", "near")} <= {Tally.SYSPEER,
+                                                                      Tally.CANDIDATE}
+    assert peers == ["near"] * len(peers) and len(peers) > 30
+    assert r.system.stratum == 2
+    assert abs(r.offset) < 0.5e-3  # the near server's weight dominates
+
+
 def test_prefer_source_decides_the_offset():
     w = World(a=None, b=None, p=SourceSpec("192.0.2.9", prefer=True))
     r = w.run(160, {"a": 0.0, "b": 0.0, "p": 0.0003})
@@ -165,6 +186,82 @@ def test_later_offset_waits_stepout_then_steps():
             assert r.system.stratum in (2, 16)
     assert len(stepped_at) == 1
     assert 300 <= stepped_at[0] - (T0 + 320) <= 300 + 6 * 16
+
+
+def test_a_spike_lowering_the_poll_leaves_the_source_reachable_until_8_polls_are_missed():
+    w = World(a=SourceSpec("192.0.2.1", minpoll=6, maxpoll=10))
+    w.run(20000, {"a": 0.0}, noise=random.Random(3), every=64)
+    assert w.engine.sources["a"].poll == 10
+    assert w.sample("a", 0.010).name == "SPIKE"
+    assert w.engine.sources["a"].poll == 6  # look again soon...
+    spiked = w.t
+    # ...but the association's next request was already due 1024 s on: from there,
+    # 8 polls unanswered (the first at 1024 s, 7 at 64 s) before it is unreachable.
+    assert w.update(spiked + 1024 + 7 * 64).system_peer == "a"
+    assert w.update(spiked + 1024 + 7 * 64 + 60).system_peer is None
+
+
+def test_a_source_back_from_unreachable_stays_reachable_while_its_association_backs_off():
+    # The association polls ever less often while nobody answers (towards maxpoll): the
+    # request after the first reply back may be 2^maxpoll s away.
+    w = World(a=SourceSpec("192.0.2.1", minpoll=6, maxpoll=10))
+    w.run(2000, {"a": 0.0}, noise=random.Random(3), every=64)
+    assert w.engine.sources["a"].poll < 10
+    w.t += 3000
+    assert w.update(w.t).system_peer is None  # unreachable
+    w.sample("a", 0.0)
+    back = w.t
+    assert w.update(back).system_peer == "a"
+    assert w.update(back + 1024 + 6 * 2 ** w.engine.sources["a"].poll).system_peer == "a"
+
+
+def test_a_source_predicted_on_a_rough_frequency_keeps_an_interval_that_holds_the_truth():
+    # Four iburst samples whose queueing noise looks like a 40 ppm drift, then silence:
+    # two polls on, the prediction is 5 ms off. Its interval widens with the prediction's
+    # uncertainty, so the honest source is not outvoted as a falseticker.
+    w = World(a=None, b=None, c=None)
+    for i in range(4):
+        w.t = T0 + 2.0 * i
+        w.sample("a", 80e-6 * i)
+        w.sample("b", 0.0)
+        w.sample("c", 0.0)
+        w.update(w.t)
+    r = w.run(128, {"b": 0.0, "c": 0.0})
+    assert r.sources["a"].offset > 4e-3
+    assert r.sources["a"].tally is Tally.CANDIDATE
+
+
+def test_the_first_selection_waits_for_sources_still_arriving():
+    # A liar's samples happen to arrive first: following it, or outvoting the first honest
+    # server to be ready with it, would be acting on a minority.
+    w = World(a=None, b=None, c=None, liar=None)
+    for i in range(4):
+        w.t = T0 + 2.0 * i
+        w.sample("liar", 0.050)
+        if i < 2:
+            for key in "abc":
+                w.sample(key, 0.0)
+        r = w.update(w.t)
+    assert r.system_peer is None and not w.actions(SetFrequency)[1:]
+    w.t += 2.0
+    w.sample("a", 0.0)
+    w.sample("a", 0.0)
+    r = w.update(w.t)  # a and the liar ready, b and c arriving: still no majority
+    assert r.system_peer is None
+    assert {s.tally for s in r.sources.values()} == {Tally.REJECT}
+    for key in "bc":
+        w.sample(key, 0.0)
+        w.sample(key, 0.0)
+    r = w.update(w.t)
+    assert r.system_peer in ("a", "b", "c") and r.sources["liar"].tally is Tally.FALSETICKER
+    assert abs(r.offset) < 1e-4
+
+
+def test_without_anyone_arriving_a_split_is_two_falsetickers():
+    w = World(a=None, b=None)
+    r = w.run(160, {"a": 0.0, "b": 0.050})
+    assert r.system_peer is None
+    assert {r.sources[k].tally for k in "ab"} == {Tally.FALSETICKER}
 
 
 def test_holdover_keeps_the_frequency_when_sources_go():

@@ -22,15 +22,13 @@ from pyntpd.daemon.app import (
     load_config,
     report_diagnostics,
 )
+from pyntpd.daemon.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from pyntpd.daemon.pidfile import PidFileError
 from pyntpd.daemon.privileges import PrivilegeError
 from pyntpd.daemon.serve import BindError
 
 log = logging.getLogger("pyntpd")
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 _EXPECTED = (StartupError, BindError, PidFileError, PrivilegeError, OptionError)
 
 

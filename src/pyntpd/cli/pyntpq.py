@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyntpd.cli import ntpqformat as fmt
 from pyntpd.proto.control import CERR_UNKNOWNVAR, Opcode
@@ -65,14 +66,25 @@ class Server:
         except (OSError, UnicodeError) as exc:
             raise QueryError(f"{host}: cannot resolve: {exc}") from None
         infos.sort(key=lambda i: i[0] != socket.AF_INET)  # ntpq tries IPv4 first
-        af, _, _, _, address = infos[0]
-        self.sock = socket.socket(af, socket.SOCK_DGRAM)
-        try:
-            self.sock.connect(address)
-        except OSError as exc:
-            self.sock.close()
-            raise QueryError(f"{self.label}: {exc.strerror or exc}") from None
+        self.sock = self._connect(infos)
         self.sequence = int.from_bytes(os.urandom(2), "big")
+
+    def _connect(self, infos: list[tuple[Any, ...]]) -> socket.socket:
+        """The first address this host can use: a name may resolve to a family it lacks
+        (IPv6 with ipv6.disable=1 or disabled by sysctl)."""
+        failure = ""
+        for af, _, _, _, address in infos:
+            sock = None
+            try:
+                sock = socket.socket(af, socket.SOCK_DGRAM)
+                sock.connect(address)
+            except OSError as exc:
+                if sock is not None:
+                    sock.close()
+                failure = f"{self.label}: {address[0]}: {exc.strerror or exc}"
+                continue
+            return sock
+        raise QueryError(failure or f"{self.label}: no address")
 
     def close(self) -> None:
         self.sock.close()

@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pyntpd.proto.access_types import RestrictRule
+from pyntpd.proto.access_types import RestrictFlag, RestrictRule
 from pyntpd.sync.tuning import TinkerConfig, TosConfig
 
 from .diagnostics import Diagnostic, Location
@@ -29,6 +29,9 @@ AF_INET = int(socket.AF_INET)
 AF_INET6 = int(socket.AF_INET6)
 
 NO_LOCATION = Location("<none>")
+# ntpd's --enable-ntp-signd default, and what RHEL/CentOS's ntp was built with; Debian's
+# Samba listens in /var/lib/samba/ntp_signd, which `ntpsigndsocket` then has to say.
+DEFAULT_SIGND_DIRECTORY = "/var/run/ntp_signd"
 
 ServerKind = Literal["server", "pool", "peer"]
 InterfaceAction = Literal["listen", "ignore", "drop"]
@@ -223,6 +226,8 @@ class NtpConfig:
     leapfile: str | None = None
     leapfile_checkhash: bool = True
     pidfile: str | None = None
+    # Samba's ntp_signd socket directory (DIR/socket), for `restrict ... mssntp`.
+    ntpsigndsocket: str | None = None
     tos: TosConfig = field(default_factory=TosConfig)
     tinker: TinkerConfig = field(default_factory=TinkerConfig)
     flags: SystemFlags = SystemFlags()
@@ -241,6 +246,14 @@ class NtpConfig:
             if k.key_id == key_id:
                 return k
         return None
+
+    @property
+    def signd_directory(self) -> str | None:
+        """Where ntp_signd listens, if any restrict rule asks for MS-SNTP signing: the
+        `ntpsigndsocket` directory, else ntpd's compiled-in default (as RHEL builds it)."""
+        if not any(rule.flags & RestrictFlag.MSSNTP for rule in self.restrictions):
+            return None
+        return self.ntpsigndsocket or DEFAULT_SIGND_DIRECTORY
 
     def stats_enabled(self, name: str) -> bool:
         """Whether statistics set `name` is written, combining `statistics`, `filegen` and

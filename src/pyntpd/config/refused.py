@@ -42,7 +42,6 @@ IGNORED_DIRECTIVES: dict[str, str] = {
     "phone": "modem reference clocks are not supported",
     "device": "reference clock devices are not supported",
     "rlimit": "pyntpd does not change its resource limits",
-    "ntpsigndsocket": "MS-SNTP signing is not supported",
     "calldelay": "modem reference clocks are not supported",
     "dscp": "pyntpd does not set DSCP",
     "mdnstries": "mDNS registration is not supported",

@@ -27,9 +27,7 @@ IGNORED_VALUE_FLAGS = {
     "ippeerlimit": "pyntpd never creates ephemeral peer associations",
     "serverresponse": "server response fuzzing is not supported",
 }
-REFUSED_FLAGS = {
-    "mssntp": "MS-SNTP signing (Samba) is not supported",
-}
+REFUSED_FLAGS: dict[str, str] = {}
 ALL_FLAGS = [*RESTRICT_KEYWORDS, *IGNORED_FLAGS, *IGNORED_VALUE_FLAGS, *REFUSED_FLAGS, "mask"]
 
 INTERFACE_ACTIONS: dict[str, InterfaceAction] = {

@@ -72,9 +72,9 @@ def _single_path(ctx: Context, head: Token, args: list[Token], what: str) -> str
 
 
 def handle_path(ctx: Context, head: Token, args: list[Token]) -> None:
-    """statsdir, logfile, pidfile."""
+    """statsdir, logfile, pidfile, ntpsigndsocket."""
     name = head.text
-    what = "directory" if name == "statsdir" else "file name"
+    what = "directory" if name in ("statsdir", "ntpsigndsocket") else "file name"
     path = _single_path(ctx, head, args, what)
     ctx.no_more(args, 1, name)
     if path is not None and ctx.line_ok:

@@ -31,8 +31,16 @@ from pyntpd.config.leapfile import LeapFileWatch
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
 from pyntpd.daemon.broadcast import GroupMembership, cast_listen
-from pyntpd.daemon.interfaces import cast_interfaces, local_addresses, plan_listen
+from pyntpd.daemon.exitcodes import EXIT_PANIC
+from pyntpd.daemon.interfaces import (
+    cast_interfaces,
+    local_addresses,
+    own_refids,
+    own_refids_of,
+    plan_listen,
+)
 from pyntpd.daemon.invocation import DaemonOptions
+from pyntpd.daemon.ipfamilies import IpFamilies, family_name, probe
 from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
@@ -48,12 +56,20 @@ from pyntpd.daemon.privileges import (
     resolve_identity,
     set_parent_death_signal,
 )
-from pyntpd.daemon.serve import ListenAddress, UdpServer, default_listen, open_sockets
+from pyntpd.daemon.serve import (
+    ListenAddress,
+    UdpServer,
+    default_listen,
+    open_available,
+    open_sockets,
+)
+from pyntpd.daemon.signd import SigndClient
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser, SyncOptions, describe, report_leapfile
 from pyntpd.daemon.workers import POLL_INTERVAL, SharedSystemVars, WorkerSet
 from pyntpd.proto.access import Access, MruLimits, RateLimits, RestrictTable
 from pyntpd.proto.auth import KeyRing
+from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.server import Responder
 from pyntpd.sync.localclock import LocalClockDriver
 from pyntpd.types import SystemVars
@@ -187,11 +203,23 @@ def interface_rules(config: NtpConfig, options: DaemonOptions) -> list[Interface
     return rules
 
 
-def listen_addresses(config: NtpConfig, options: DaemonOptions) -> list[ListenAddress]:
-    ipv4 = not options.ipv6_only
-    ipv6 = not options.ipv4_only
+def usable_families(host: IpFamilies, options: DaemonOptions) -> IpFamilies:
+    """What the host has, narrowed by -4 / -6; StartupError if that leaves nothing."""
+    usable = host.restricted(ipv4=not options.ipv6_only, ipv6=not options.ipv4_only)
+    if not (usable.ipv4 or usable.ipv6):
+        absent = "; ".join(f"{family_name(f)}: {why}" for f, why in host.missing)
+        flag = " (-4)" if options.ipv4_only else " (-6)" if options.ipv6_only else ""
+        raise StartupError(f"no IP family to serve on{flag}: {absent or 'excluded'}")
+    return usable
+
+
+def listen_addresses(config: NtpConfig, options: DaemonOptions,
+                     families: IpFamilies | None = None) -> list[ListenAddress]:
+    families = families or usable_families(IpFamilies(), options)
+    ipv4, ipv6 = families.ipv4, families.ipv6
     rules = interface_rules(config, options)
-    planned = plan_listen(rules, options.port, local_addresses() if rules else (), ipv4, ipv6)
+    planned = plan_listen(rules, options.port, local_addresses(ipv4, ipv6) if rules else (),
+                          ipv4, ipv6)
     if planned is None:
         return default_listen(options.port, ipv4, ipv6)
     if not planned:
@@ -254,6 +282,12 @@ class Daemon:
         self.options = options
         self.loaded = loaded
         self.precision = measure_precision()
+        # Once, at start (ntpd: ipv4_works / ipv6_works): every socket follows from this.
+        self.host_families = probe()
+        for family, why in self.host_families.missing:
+            log.warning("%s is not available on this host (%s): serving and polling over "
+                        "%s only", family_name(family), why,
+                        "IPv4" if family == socket.AF_INET6 else "IPv6")
         self.responder = Responder(build_access(loaded.config), keys=build_keyring(loaded.config))
         self.responder.broadcast_client = loaded.config.broadcast_client.listening
         try:
@@ -281,16 +315,31 @@ class Daemon:
         self._shared_timer: asyncio.TimerHandle | None = None
         self.started_at = time.time()
         self.endpoints: Endpoints | None = None  # --metrics, --status-socket
+        self.signd: SigndClient | None = None  # `restrict ... mssntp`: Samba's ntp_signd
         self._last_status = ""
 
     # --- start-up, as root -------------------------------------------------------------
 
+    @property
+    def families(self) -> IpFamilies:
+        return usable_families(self.host_families, self.options)
+
     def bind(self) -> None:
-        addresses = listen_addresses(self.loaded.config, self.options)
+        addresses = listen_addresses(self.loaded.config, self.options, self.families)
         count = self.options.workers
         try:
-            for _ in range(count):
-                self.socket_sets.append(open_sockets(addresses, reuse_port=count > 1))
+            # The first set shows which addresses this host has; the workers' sets are
+            # made of exactly those, so every process serves the same addresses.
+            first, skipped = open_available(addresses, reuse_port=count > 1)
+            for exc in skipped:
+                log.warning("%s: not listening there", exc.strerror)
+            if not first:
+                raise StartupError("no address to listen on: " + "; ".join(
+                    str(exc.strerror) for exc in skipped))
+            self.socket_sets.append([sock for _, sock in first])
+            usable = [where for where, _ in first]
+            for _ in range(1, count):
+                self.socket_sets.append(open_sockets(usable, reuse_port=True))
         except BaseException:
             self.close()
             raise
@@ -298,12 +347,18 @@ class Daemon:
         client = self.loaded.config.broadcast_client
         if client.listening:
             try:
-                self.cast_sockets = open_sockets(cast_listen(addresses, client,
+                self.cast_sockets = open_sockets(cast_listen(usable, client,
                                                              cast_interfaces()))
             except BaseException:
                 self.close()
                 raise
             self._join_groups(self.loaded.config)
+        if self.nts is not None:
+            try:
+                self.nts.bind(self.families)
+            except NtsSetupError as exc:
+                self.close()
+                raise StartupError(str(exc)) from None
         if self.options.metrics or self.options.status_socket:
             try:
                 self.endpoints = Endpoints(self.options.metrics, self.options.status_socket)
@@ -421,6 +476,8 @@ class Daemon:
             await self._first_publication()
         for sock in self.sockets + self.cast_sockets:
             loop.add_reader(sock.fileno(), self.server.drain, sock)
+        self._configure_signd(self.loaded.config)
+        self.server.on_mssntp = self._sign
         _install_signal_handlers(loop, self._stop.set, self.reload)
         if self.nts is not None:
             await self.nts.start(worker=self.is_worker)
@@ -449,6 +506,8 @@ class Daemon:
                 await endpoints.stop()
             if self.nts is not None:
                 self.nts.close()
+            if self.signd is not None:
+                self.signd.close()
             if self.sync is not None:
                 self.sync.close()
             if not self.is_worker:
@@ -464,8 +523,36 @@ class Daemon:
                  c.dropped_total)
         return self.exit_code
 
+    def _configure_signd(self, config: NtpConfig) -> None:
+        """The ntp_signd client for the configuration: kept if its directory is the same,
+        replaced if it moved, closed when no restrict rule says `mssntp` any more."""
+        directory = config.signd_directory
+        if self.signd is not None and (
+                directory is None or SigndClient.socket_path(directory) != self.signd.path):
+            self.signd.close()
+            self.signd = None
+        if directory is not None and self.signd is None:
+            self.signd = SigndClient(directory, self.responder.counters,
+                                     asyncio.get_running_loop())
+            if not self.is_worker:
+                log.info("MS-SNTP (restrict ... mssntp): replies signed by ntp_signd at %s",
+                         self.signd.path)
+
+    def _sign(self, sock: socket.socket) -> None:
+        """After a batch: the MS-SNTP requests it queued go to ntp_signd."""
+        requests = self.responder.take_mssntp()
+        if self.signd is not None:
+            self.signd.submit(requests, sock)
+        else:
+            for _ in requests:
+                self.responder.counters.refuse_mssntp(MssntpFailure.UNAVAILABLE)
+
     def stop(self, code: int = 0) -> None:
         self.exit_code = code
+        if code == EXIT_PANIC:
+            # systemctl status shows the last STATUS= beside "status=150".
+            sdnotify.status("panic: the sources' time is beyond the panic threshold; set the "
+                            "clock by hand, then start pyntpd again")
         if self._stop is not None:
             self._stop.set()
 
@@ -483,16 +570,26 @@ class Daemon:
         options = SyncOptions(
             panic_gate=self.options.panic_gate or self.options.force_step_once,
             slew_only=self.options.slew_only, once=self.options.quit_after_set,
-            family=(socket.AF_INET if self.options.ipv4_only
-                    else socket.AF_INET6 if self.options.ipv6_only else 0),
+            family=self.families.lookup_family,
             driftfile=self.options.driftfile or config.driftfile,
-            statsdir=self.options.statsdir,
+            statsdir=self.options.statsdir, own_refids=self._own_refids(),
         )
         return Synchroniser(config, options, self.clock, self.precision,
                             local_driver(config, self.precision), self._publish, self.stop,
                             self.leapfile, self._peers_changed,
                             counters=lambda: self.responder.counters,
                             responder=self.responder, serving=self.sockets)
+
+    def _own_refids(self) -> frozenset[bytes]:
+        """This host's addresses as refids (a source stating one is synchronised to us),
+        listed again at each (re)start of the engine: addresses come and go."""
+        bound = [sock.getsockname()[0] for sock in self.sockets]
+        try:
+            return own_refids(bound)
+        except OSError as exc:
+            log.warning("cannot list this host's addresses (%s): timing loops through them "
+                        "go unnoticed", exc.strerror or exc)
+            return own_refids_of(bound)
 
     def _publish(self, system: SystemVars) -> None:
         self.responder.set_system(system)
@@ -569,6 +666,7 @@ class Daemon:
         self.responder.broadcast_client = new.broadcast_client.listening
         if new.broadcast_client.groups != old.broadcast_client.groups:
             self._join_groups(new)
+        self._configure_signd(new)
         if self.nts is not None:
             self.nts.reload(new.nts)  # new certificate for new NTS-KE sessions
         hosts = self.sync.peer_hosts() if self.sync is not None else []
@@ -599,8 +697,12 @@ class Daemon:
         self.sockets = []
         self.cast_sockets = []
         self.socket_sets = []
+        if self.nts is not None:
+            self.nts.server.close_listeners()
         self._release_endpoints()
         if self.pidfile is not None:
+            if self.exit_code == EXIT_PANIC:
+                self.pidfile.note_panic()  # what `pyntpctl status` reports, under SysV
             self.pidfile.release()
             self.pidfile = None
 

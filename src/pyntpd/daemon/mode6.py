@@ -30,6 +30,7 @@ from pyntpd.proto.control import (
 from pyntpd.proto.server import Responder
 from pyntpd.proto.source import State
 from pyntpd.proto.timestamp import unix_ns_to_ntp, unix_to_ntp
+from pyntpd.sync.engine import SourceStatus
 
 LOCAL_ASSOCID = 1
 
@@ -128,14 +129,15 @@ class ControlService:
         return infos
 
     @staticmethod
-    def _peer_info(peer: Peer, associd: int, status: object) -> PeerInfo:
+    def _peer_info(peer: Peer, associd: int, status: SourceStatus | None) -> PeerInfo:
         a = peer.assoc
         sample = a.last_sample
         fields: dict[str, object] = {}
+        flash = 0 if a.state == State.ACTIVE else 0x400
         if status is not None:
-            fields = {"tally": status.tally, "offset": status.offset,  # type: ignore[attr-defined]
-                      "delay": status.delay, "jitter": status.jitter,  # type: ignore[attr-defined]
-                      "dispersion": status.dispersion}  # type: ignore[attr-defined]
+            fields = {"tally": status.tally, "offset": status.offset, "delay": status.delay,
+                      "jitter": status.jitter, "dispersion": status.dispersion}
+            flash |= int(status.unfit)  # ntpd's peer tests: why it is not selected
         if sample is not None:
             fields.update(rootdelay=sample.root_delay, rootdisp=sample.root_dispersion,
                           reftime=sample.reference_time, precision=sample.precision,
@@ -143,7 +145,7 @@ class ControlService:
         return PeerInfo(
             associd=associd, srcadr=peer.address, srcport=peer.ntp_port,
             leap=a.leap, stratum=a.stratum, refid=a.refid, reach=a.reach, unreach=a.unreach,
-            hpoll=a.poll, ppoll=a.ppoll or a.poll, flash=0 if a.state == State.ACTIVE else 0x400,
+            hpoll=a.poll, ppoll=a.ppoll or a.poll, flash=flash,
             srchost=None if peer.address == peer.config.address else peer.config.address,
             keyid=a.spec.key.key_id if a.spec.key is not None else 0,
             authenable=a.spec.key is not None or a.spec.nts, authentic=a.authentic,

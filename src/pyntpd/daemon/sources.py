@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pyntpd.config.diagnostics import Location
 from pyntpd.config.keys import SymmetricKey
 from pyntpd.config.model import NO_LOCATION, ServerConfig
+from pyntpd.daemon.ipfamilies import family_name, unreachable
 from pyntpd.daemon.ntsketls import KeFailure, key_exchange
 from pyntpd.daemon.serve import SO_TIMESTAMPNS, address_text, receive_timestamp_ns
 from pyntpd.logonce import LogOnce
@@ -91,6 +92,10 @@ def is_literal(host: str) -> bool:
     return True
 
 
+def address_family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
 @dataclass(eq=False)
 class Peer:
     """One association and its socket."""
@@ -120,7 +125,7 @@ class Peer:
 
     @property
     def family(self) -> int:
-        return socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        return address_family(self.address)
 
     @property
     def address_int(self) -> int:
@@ -155,7 +160,8 @@ class SourceManager:
     local_precision: int = -20
     max_distance: float = 1.5
     max_sources: int = 10  # `tos maxclock`: no pool grows the set beyond this
-    family: int = socket.AF_UNSPEC  # -4 / -6
+    # -4 / -6, or the one family this host has (daemon/ipfamilies): names resolve to it only
+    family: int = socket.AF_UNSPEC
     peers: list[Peer] = field(default_factory=list)
     on_change: Callable[[], None] = lambda: None
     keys: KeyRing = field(default_factory=KeyRing)
@@ -169,7 +175,7 @@ class SourceManager:
     _timer: asyncio.TimerHandle | None = None
     _skew: float | None = None  # wall clock minus monotonic clock at the last reschedule
     _closed: bool = False
-    _log_once: LogOnce = field(default_factory=lambda: LogOnce(log))
+    _once: LogOnce = field(default_factory=lambda: LogOnce(log))
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -179,6 +185,8 @@ class SourceManager:
                 # Polling without the key would quietly trade authentication away.
                 log.error("%s: key %d is not a trusted key in the keys file: %s is not "
                           "polled", server.location, server.key, server.address)
+                continue
+            if not self._family_allowed(server):
                 continue
             self._spawn(self._nts_start(server) if server.nts else self._resolve_loop(server))
 
@@ -201,6 +209,19 @@ class SourceManager:
         task.add_done_callback(self._tasks.discard)
 
     # --- resolution -------------------------------------------------------------------
+
+    def _family_allowed(self, server: ServerConfig) -> bool:
+        """A literal address of a family we cannot use is never polled: said once, at start."""
+        if not is_literal(server.address):
+            return True
+        family = address_family(server.address)
+        if self.family in (socket.AF_UNSPEC, family):
+            return True
+        name = family_name(family)
+        log.error("%s: %s is an %s address, and %s is not used here (not available on this "
+                  "host, or -%s): not polled", server.location, server.address, name, name,
+                  "4" if family == socket.AF_INET6 else "6")
+        return False
 
     async def _lookup(self, host: str, port: int) -> list[str]:
         if is_literal(host):
@@ -253,7 +274,8 @@ class SourceManager:
 
     async def _key_exchange(self, server: ServerConfig) -> NtsSession | None:
         try:
-            return await key_exchange(server.address, server.nts_port, self.nts_ca)
+            return await key_exchange(server.address, server.nts_port, self.nts_ca,
+                                      family=self.family)
         except (KeFailure, OSError) as exc:
             log.warning("NTS-KE with %s port %d failed: %s", server.address, server.nts_port,
                         getattr(exc, "strerror", None) or exc)
@@ -312,9 +334,20 @@ class SourceManager:
             try:
                 peer.open()
             except OSError as exc:
-                log.warning("cannot open a socket to %s (%s): %s", address, server.address,
-                            exc.strerror)
+                if not unreachable(exc):
+                    log.warning("cannot open a socket to %s (%s): %s", address,
+                                server.address, exc.strerror)
+                else:
+                    # IPv6 disabled by sysctl (no source address), no route: every address
+                    # of the family fails alike, so it is said once while it lasts, and
+                    # the other addresses (a pool's IPv4 members) are used instead.
+                    self._once.warning(("unreachable", peer.family),
+                                       "cannot reach %s addresses (%s, for %s): %s; using "
+                                       "other addresses while this lasts",
+                                       family_name(peer.family), address, server.address,
+                                       exc.strerror)
                 return False
+            self._once.reset(("unreachable", peer.family))
             assert peer.sock is not None
             asyncio.get_running_loop().add_reader(peer.sock.fileno(), self._readable, peer)
         assoc.start(self._now())
@@ -447,7 +480,7 @@ class SourceManager:
 
     def _broadcast_refused(self, packet: PeerPacket, heard: Heard) -> None:
         where = packet.address, packet.is_v6
-        self._log_once.warning(
+        self._once.warning(
             ("broadcast refused", where, heard.drop),
             "broadcast from %s dropped (%s): pyntpd listens only to broadcasts signed with a "
             "trusted key from a synchronised broadcaster", address_text(*where), heard.drop)

@@ -30,6 +30,7 @@ from pyntpd.config.leapfile import LeapFileResult, LeapFileWatch, ntp_date
 from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.broadcast import BroadcastSender
 from pyntpd.daemon.driftfile import DriftFile
+from pyntpd.daemon.exitcodes import EXIT_PANIC
 from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.driver import Driver, Timer
 from pyntpd.logonce import LogOnce
@@ -41,7 +42,7 @@ from pyntpd.stats.filegen import Statistics, StatsSettings
 from pyntpd.stats.statsformat import SysCounts, sys_counts
 from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.sync.localclock import LocalClockDriver
-from pyntpd.types import Sample, SystemVars, Tally
+from pyntpd.types import Sample, SystemVars, Tally, Unfit
 
 log = logging.getLogger("pyntpd")
 
@@ -58,6 +59,7 @@ class SyncOptions:
     family: int = 0
     driftfile: str | None = None
     statsdir: str | None = None  # -s: wins over the statsdir directive
+    own_refids: frozenset[bytes] = frozenset()  # this host's addresses (timing loops)
 
 
 def describe(peer: Peer) -> str:
@@ -102,7 +104,7 @@ class Synchroniser:
                 tos=config.tos, tinker=config.tinker, panic_gate=options.panic_gate,
                 slew_only=options.slew_only, once=options.once,
                 discipline=clock.can_adjust, local_clock=local_clock, precision=precision,
-                initial_frequency=initial,
+                initial_frequency=initial, own_refids=options.own_refids,
             ),
             self.now(),
         )
@@ -253,14 +255,26 @@ class Synchroniser:
                 log.warning("no selectable source: serving as unsynchronised")
             previous["peer"] = peer
         for peer, status in result.sources.items():
+            if not isinstance(peer, Peer):
+                continue
             tally = status.tally
-            if isinstance(peer, Peer) and previous.get(peer) != tally:
+            if previous.get(peer) != tally:
                 if tally == Tally.FALSETICKER:
                     log.warning("%s is a falseticker (offset %+.6f s): not followed",
                                 describe(peer), status.offset)
                 elif previous.get(peer) == Tally.FALSETICKER:
                     log.info("%s is no longer a falseticker", describe(peer))
                 previous[peer] = tally
+            loop = bool(status.unfit & Unfit.LOOP)
+            if previous.get((peer, "loop"), False) != loop:
+                if loop:
+                    refid = peer.assoc.refid
+                    log.warning("%s is synchronised to us or to our own system peer (its "
+                                "reference %s): a timing loop, not followed", describe(peer),
+                                ".".join(str(b) for b in refid) if refid else "?")
+                else:
+                    log.info("%s no longer closes a timing loop", describe(peer))
+                previous[(peer, "loop")] = loop
 
     def _sources_changed(self) -> None:
         current = set(self.sources.peers)
@@ -307,8 +321,8 @@ class Synchroniser:
                 ntp_date(expiry) if expiry is not None else "(no expiry date)")
 
     def _on_panic(self, panic: PanicExit) -> None:
-        log.error("%s", panic)
-        self.finish(1)
+        log.error("%s; exiting with status %d (panic)", panic, EXIT_PANIC)
+        self.finish(EXIT_PANIC)
 
     def _on_done(self, result: SyncResult) -> None:
         log.info("clock set (offset %+.6f s); exiting as -q asks", result.offset)

@@ -34,6 +34,7 @@ NOTRUST = RestrictFlag.NOTRUST.value
 NTPPORT = RestrictFlag.NTPPORT.value
 VERSION = RestrictFlag.VERSION.value
 NOMRULIST = RestrictFlag.NOMRULIST.value
+MSSNTP = RestrictFlag.MSSNTP.value
 
 # Set on the result of `Access.check`, never in a rule: the source is over its rate.
 OVER_RATE = 1 << 30

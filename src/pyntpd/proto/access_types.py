@@ -32,6 +32,7 @@ class RestrictFlag(enum.Flag):
     NOMRULIST = enum.auto()     # deny mrulist queries (ntpd 4.2.8p? / ntpsec)
     # Not ntpd keywords but ntp.conf syntax for a restrict *line*; carried for completeness.
     SOURCE = enum.auto()        # template for associations' own addresses (`restrict source`)
+    MSSNTP = enum.auto()        # sign replies through Samba's ntp_signd (MS-SNTP)
 
 
 # Keyword -> flag, exactly as ntpd spells them in ntp.conf.
@@ -49,6 +50,7 @@ RESTRICT_KEYWORDS: dict[str, RestrictFlag] = {
     "ntpport": RestrictFlag.NTPPORT,
     "version": RestrictFlag.VERSION,
     "nomrulist": RestrictFlag.NOMRULIST,
+    "mssntp": RestrictFlag.MSSNTP,
 }
 
 

@@ -123,6 +123,7 @@ RES_WIRE: dict[RestrictFlag, int] = {
     RestrictFlag.NOTRAP: 0x0100,
     RestrictFlag.LOWPRIOTRAP: 0x0200,
     RestrictFlag.KOD: 0x0400,
+    RestrictFlag.MSSNTP: 0x0800,
     RestrictFlag.NOMRULIST: 0x2000,
 }
 

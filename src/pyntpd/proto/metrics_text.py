@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from pyntpd.proto.auth import AuthResult
 from pyntpd.proto.control import ControlSnapshot, PeerInfo
+from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.nts import NtsFailure
 from pyntpd.proto.packet import DropReason
 from pyntpd.proto.server import KISS_DENY, KISS_RATE, KISS_RSTR, ServerCounters
@@ -103,6 +104,8 @@ class Status:
     nts_served: int = 0
     peer_packets: int = 0  # mode 1/2 packets from configured peers, handed to them
     nts_failed: Mapping[str, int] = field(default_factory=dict)  # every NtsFailure
+    mssntp_signed: int = 0  # MS-SNTP replies signed by Samba's ntp_signd and sent
+    mssntp_failed: Mapping[str, int] = field(default_factory=dict)  # every MssntpFailure
     http: Mapping[str, int] = field(default_factory=dict)  # metrics endpoint outcomes
     broadcast_packets: int = 0  # broadcasts the responder handed to the broadcast client
     broadcast: BroadcastCounts = BroadcastCounts()
@@ -135,6 +138,8 @@ class Status:
             auth_failed=auth, nts_served=counters.nts_served,
             peer_packets=counters.peer_packets,
             nts_failed={f.value: counters.nts_failed.get(f, 0) for f in NtsFailure},
+            mssntp_signed=counters.mssntp_signed,
+            mssntp_failed={f.value: counters.mssntp_failed.get(f, 0) for f in MssntpFailure},
             http=dict(http or {}), broadcast_packets=counters.broadcast_packets,
             broadcast=broadcast or BroadcastCounts())
 
@@ -259,6 +264,12 @@ def exposition(status: Status) -> str:
     w.family("ntp_server_nts_failed_total", "counter",
              "NTS requests not answered (or answered with an NTS NAK), by why",
              [({"kind": k}, n) for k, n in status.nts_failed.items()])
+    w.family("ntp_server_mssntp_signed_total", "counter",
+             "MS-SNTP replies signed by Samba's ntp_signd and sent",
+             [({}, status.mssntp_signed)])
+    w.family("ntp_server_mssntp_failed_total", "counter",
+             "MS-SNTP requests left unanswered, by why",
+             [({"kind": k}, n) for k, n in status.mssntp_failed.items()])
     w.family("ntp_server_auth_failed_total", "counter",
              "Signed requests left unanswered because the MAC did not verify, by why",
              [({"kind": k}, n) for k, n in status.auth_failed.items()])
@@ -318,6 +329,8 @@ def status_document(status: Status) -> dict[str, object]:
             "auth_failed": dict(status.auth_failed),
             "nts_served": status.nts_served, "nts_failed": dict(status.nts_failed),
             "peer_packets": status.peer_packets,
+            "mssntp_signed": status.mssntp_signed,
+            "mssntp_failed": dict(status.mssntp_failed),
             "control_requests": status.control_requests, "mru_entries": status.mru_entries,
         },
         "broadcast": {

@@ -90,6 +90,8 @@ class SourceDrop(enum.StrEnum):
     BOGUS_ORIGIN = "bogus_origin"
     DUPLICATE = "duplicate"
     BAD_TIMESTAMPS = "bad_timestamps"
+    # T3 before T2 by more than the server's stated precision: beyond sub-precision noise
+    TRANSMIT_BEFORE_RECEIVE = "transmit_before_receive"
     UNSYNCHRONISED = "server_unsynchronised"
     BAD_STRATUM = "bad_stratum"
     DISTANCE = "root_distance"
@@ -402,15 +404,24 @@ class Association:
         if h.leap == Leap.UNSYNCHRONISED or h.stratum >= 16:
             self._drop(SourceDrop.UNSYNCHRONISED)
             return None
-        if not h.receive or not h.transmit or ntp_diff(h.transmit, h.receive) < 0:
+        if not h.receive or not h.transmit:
             self._drop(SourceDrop.BAD_TIMESTAMPS)
+            return None
+        # chronyd fills the bits of T2 and T3 below its precision with random noise, so a
+        # server that answers faster than its precision may send T3 < T2 by up to that
+        # much; only an earlier T3 is really inconsistent. (The precision a server states is
+        # also in the sample's dispersion, so stating a coarse one buys nothing.)
+        processing = ntp_diff(h.transmit, h.receive)
+        if processing < -(2.0 ** min(h.precision, 0)):
+            self._drop(SourceDrop.TRANSMIT_BEFORE_RECEIVE)
             return None
         if h.reference and ntp_diff(h.transmit, h.reference) < 0:
             self._drop(SourceDrop.BAD_TIMESTAMPS)  # a reference time after its own transmit
             return None
         t2, t3 = h.receive, h.transmit
         offset = (ntp_diff(t2, t1) + ntp_diff(t3, t4)) / 2
-        delay = ntp_diff(t4, t1) - ntp_diff(t3, t2)
+        # Within the noise the server's processing took no measurable time.
+        delay = ntp_diff(t4, t1) - max(processing, 0.0)
         precision = 2.0**h.precision + 2.0**self.local_precision
         delay = max(delay, precision)
         dispersion = precision + PHI * max(ntp_diff(t4, t1), 0.0)

@@ -5,6 +5,9 @@ asymmetry no protocol can see), a jitter distribution per direction, loss, outag
 spikes. A `SimServer` is an upstream server with its own idea of the time (honest, lying by
 a fixed amount, stepping at some instant, going away), answering through the real
 `Responder` — the very code pyntpd serves with — from system variables stating its clock.
+With `fuzz` it randomises the bits of its receive and transmit timestamps below its
+precision, as chronyd does: with a processing time shorter than that precision, its transmit
+timestamp then precedes its receive timestamp in about half of its replies.
 
 The simulation's true time runs uniformly (like TAI); `UtcLeaps` says what UTC reads at a
 true time, leap seconds included. Servers given one keep UTC: they insert or delete the
@@ -24,10 +27,11 @@ from functools import cached_property
 
 from pyntpd.proto.access import Access, RestrictTable
 from pyntpd.proto.server import Responder
-from pyntpd.proto.timestamp import ntp_add, unix_ns_to_ntp, unix_to_ntp
+from pyntpd.proto.timestamp import ntp_add, ntp_diff, unix_ns_to_ntp, unix_to_ntp
 from pyntpd.types import Leap, SystemVars
 
 Jitter = Callable[[random.Random], float]
+UPDATE_INTERVAL = 16.0  # s between a server's own clock updates (its reference time)
 
 
 def no_jitter(rng: random.Random) -> float:
@@ -129,12 +133,16 @@ class SimServer:
     root_dispersion: float = 1e-5
     processing: float = 5e-6  # s between receive and transmit
     epoch: float = 1_800_000_000.0
+    precision: int = -20  # log2 s, as stated in its replies
+    fuzz: bool = False  # random bits below the precision in T2 and T3 (chronyd)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
     utc: UtcLeaps | None = None  # keep UTC with its leap seconds (its epoch wins)
     announce: float | None = None  # s before a leap it is announced; None: its whole month
 
     def __post_init__(self) -> None:
         self.responder = Responder(Access(RestrictTable()))
         self._vars_at = -1.0
+        self.reversed = 0  # replies sent with T3 before T2 (the noise of `fuzz`)
         self._leap_said = -1
 
     def clock_ns(self, t: float) -> int:
@@ -152,16 +160,30 @@ class SimServer:
         receive_ns = self.clock_ns(t)
         now = receive_ns / 1e9
         leap = self.leap_at(t)
-        if now - self._vars_at >= 16.0 or now < self._vars_at or leap != self._leap_said:
-            self._vars_at = now
+        if (now - self._vars_at >= UPDATE_INTERVAL or now < self._vars_at
+                or leap != self._leap_said):
+            # Its clock was last updated at the latest whole interval: a reference time
+            # equal to the receive time would precede a fuzzed transmit time.
+            self._vars_at = now - now % UPDATE_INTERVAL
             self._leap_said = leap
             self.responder.set_system(SystemVars(
-                leap=leap, stratum=self.stratum, precision=-20,
+                leap=leap, stratum=self.stratum, precision=self.precision,
                 root_delay=self.root_delay, root_dispersion=self.root_dispersion,
-                refid=self.refid, reference_time=unix_to_ntp(now), updated_at=now))
+                refid=self.refid, reference_time=unix_to_ntp(self._vars_at),
+                updated_at=now))
+        receive = unix_ns_to_ntp(receive_ns)
         head = self.responder.respond(request, 0x0A000001, False, 123,
-                                      unix_ns_to_ntp(receive_ns), now)
+                                      self._fuzzed(receive), now)
         if head is None:
             return None
-        transmit = ntp_add(unix_ns_to_ntp(receive_ns), self.processing)
+        transmit = self._fuzzed(ntp_add(receive, self.processing))
+        if ntp_diff(transmit, int.from_bytes(head[32:40], "big")) < 0:
+            self.reversed += 1
         return head + transmit.to_bytes(8, "big"), t + self.processing
+
+    def _fuzzed(self, timestamp: int) -> int:
+        """`timestamp` with the bits below the precision random, if `fuzz`."""
+        bits = 32 + self.precision  # NTP fraction bits below the precision
+        if not self.fuzz or bits <= 0:
+            return timestamp
+        return (timestamp & ~((1 << bits) - 1)) | self.rng.getrandbits(bits)

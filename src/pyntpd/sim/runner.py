@@ -33,6 +33,7 @@ from pyntpd.sim.network import SimServer, UtcLeaps
 from pyntpd.stats.filegen import Statistics
 from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.sync.leap import LeapList
+from pyntpd.types import STRATUM_UNSYNC
 
 
 @dataclass
@@ -46,6 +47,32 @@ class Trace:
     panic: tuple[float, PanicExit] | None = None
     exchanges: int = 0
     samples: int = 0
+    synced_at: float | None = None  # true time of the first update with a system peer
+    # (true time, s) of every stretch after that without one, or serving stratum 16:
+    # with honest reachable servers, each is a false loss of synchronisation.
+    unsynchronised: list[tuple[float, float]] = field(default_factory=list)
+    _lost_at: float | None = None
+
+    def track_sync(self, true: float, result: SyncResult) -> None:
+        synced = result.system_peer is not None and result.system.stratum < STRATUM_UNSYNC
+        if self.synced_at is None:
+            if synced:
+                self.synced_at = true
+        elif not synced and self._lost_at is None:
+            self._lost_at = true
+        elif synced and self._lost_at is not None:
+            self.unsynchronised.append((self._lost_at, true - self._lost_at))
+            self._lost_at = None
+
+    def close(self, true: float) -> None:
+        """End the run at `true`: a loss still going on counts up to there."""
+        if self._lost_at is not None and true > self._lost_at:
+            self.unsynchronised.append((self._lost_at, true - self._lost_at))
+            self._lost_at = None
+
+    @property
+    def unsynchronised_time(self) -> float:
+        return sum(length for _, length in self.unsynchronised)
 
 
 class Simulation:
@@ -115,6 +142,7 @@ class Simulation:
             action()
         if self.trace.panic is None:
             self.clock.advance_to(duration)
+        self.trace.close(self.clock.true)
         return self.trace
 
     def _second(self, second: int, phase: float) -> None:
@@ -168,6 +196,7 @@ class Simulation:
     def _on_result(self, result: SyncResult, now: float) -> None:
         if self.keep_updates:
             self.trace.updates.append((self.clock.true, result))
+        self.trace.track_sync(self.clock.true, result)
         if result.stepped:
             self.trace.steps.append((self.clock.true, result.step))
 
@@ -213,6 +242,9 @@ class Report:
     samples: int
     final_polls: dict[str, int]
     tallies: dict[str, str]
+    synced_at: float | None = None  # s of true time until a source was first selected
+    unsynchronised: float = 0.0  # s without a selected source after that
+    losses: int = 0  # how many times the selection was lost after that
     kernel_leaps: tuple[tuple[float, str], ...] = ()  # (true time, what the kernel did)
 
     def lines(self) -> list[str]:
@@ -226,6 +258,9 @@ class Report:
             f"  RMS offset        {us(self.rms)}",
             f"  max |offset|      {us(self.max_abs)}",
             f"  first sync (1 ms) {first}",
+            f"  unsynchronised    {self.unsynchronised:.0f} s in {self.losses} losses after the"
+            " first selection" + ("" if self.synced_at is None
+                                  else f" at {self.synced_at:.0f} s"),
             f"  frequency error   {self.frequency_error:+.4f} ppm at the end",
             f"  final offset      {us(self.final_offset)}",
             f"  steps             {len(self.steps)}"
@@ -261,5 +296,8 @@ def summarise(
         exchanges=trace.exchanges, samples=trace.samples,
         final_polls={str(k): a.poll for k, a in sim.assocs.items()},
         tallies={str(k): str(s.tally) for k, s in result.sources.items()},
+        synced_at=trace.synced_at,
+        unsynchronised=trace.unsynchronised_time,
+        losses=len(trace.unsynchronised),
         kernel_leaps=tuple(sim.clock.leap_events),
     )

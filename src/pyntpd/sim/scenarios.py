@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from pyntpd.clock.simclock import SimClock
 from pyntpd.config.diagnostics import Location
@@ -106,6 +107,41 @@ def stepping_single(rng: random.Random) -> list[SimServer]:
     return servers
 
 
+def asymmetric(rng: random.Random) -> list[SimServer]:
+    """Two honest servers: one near (0.176 ms round trip), one whose way back is 5 ms
+    longer than its way there -- issue 10's case: it measures -2.5 ms, which no protocol
+    can tell from a clock error, yet its interval still contains the truth."""
+    near = Path(88e-6, 88e-6, exponential(5e-6), exponential(5e-6))
+    far = Path(68e-6, 5.068e-3, exponential(5e-6), exponential(5e-6))
+    # The far server follows a primary of its own (203.0.113.1): had it followed the near
+    # one, RFC 5905's loop test would rightly keep it out while we follow that one too.
+    return [SimServer("192.0.2.1", near),
+            SimServer("198.51.100.9", far, stratum=2, refid=b"\xcb\x00\x71\x01",
+                      root_dispersion=0.488e-3)]
+
+
+def chronyd_like(address: str, rng: random.Random, **kw: Any) -> SimServer:
+    """A chronyd server on the LAN: random bits below its precision (2^-20 s) in T2 and T3,
+    and a processing time (50 ns) shorter than that, so that T3 precedes T2 in about half
+    of its replies (issue 10 item 2)."""
+    return SimServer(address, lan_path(), precision=-20, fuzz=True, processing=50e-9,
+                     rng=random.Random(rng.getrandbits(64)), **kw)
+
+
+def chronyd(rng: random.Random) -> list[SimServer]:
+    return [chronyd_like("192.0.2.1", rng)]
+
+
+def chronyd_falseticker(rng: random.Random) -> list[SimServer]:
+    """Four chronyd servers and one lying by 50 ms, every path losing 30 % of the packets
+    each way, so that the sources become ready at different times."""
+    servers = [chronyd_like(f"192.0.2.{i + 1}", rng) for i in range(4)]
+    servers.append(chronyd_like("192.0.2.66", rng, error=lambda t: 0.050))
+    for s in servers:
+        s.path.loss = 0.3
+    return servers
+
+
 # The leap second at the end of 2016 (TAI-UTC 36 -> 37), and a negative one, which has never
 # happened, at the end of June 2027 (37 -> 36).
 JAN_2017 = 1_483_228_800
@@ -145,6 +181,20 @@ SCENARIOS: dict[str, Setup] = {
     "cold-start-2000-g": Setup("cold-start-2000-g", lan(4), "2000 s behind with -g: steps",
                                offset=-2000.0, duration=6 * HOUR,
                                config=SyncConfig(panic_gate=True)),
+    "asymmetric": Setup("asymmetric", asymmetric,
+                        "2 honest servers, one path 5 ms longer back than there"),
+    "chronyd": Setup("chronyd", chronyd,
+                     "one chronyd server (sub-precision noise: T3 < T2 in half the replies),"
+                     " poll 16-64 s", minpoll=4, maxpoll=6),
+    "chronyd-300ppm": Setup("chronyd-300ppm", chronyd, "the chronyd server, a 300 ppm clock",
+                            frequency_ppm=300.0),
+    "chronyd-0.5s": Setup("chronyd-0.5s", chronyd,
+                          "the chronyd server, the clock 0.5 s off at start", offset=0.5),
+    "chronyd-falseticker": Setup("chronyd-falseticker", chronyd_falseticker,
+                                 "4 chronyd servers + 1 liar by 50 ms, 30 % loss each way",
+                                 minpoll=4, maxpoll=6),
+
+
     "leap-insert": leap_setup(
         "leap-insert", "3 servers announcing the 2016-12-31 leap all December; from "
         "30 Dec 12:00 UTC: armed on the 31st, inserted at midnight", JAN_2017 - 1.5 * DAY,

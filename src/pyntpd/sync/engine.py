@@ -14,7 +14,7 @@ How the daemon drives it (the simulator, `pyntpd.sim`, does exactly this):
     result = engine.update(now)
     apply_actions(clock, result.actions)          # immediately: the engine assumes `now`
     if result.stepped: every Association.clock_stepped(); move timers by result.step
-    if result.panic: log str(result.panic) and exit(1)
+    if result.panic: log str(result.panic) and exit(150: daemon/exitcodes.EXIT_PANIC)
     responder.set_system(result.system); assoc.set_poll(result.polls[key]) for each
     ... and call update(now) again at result.wakeup (an end of slew, a source ageing out).
 
@@ -60,6 +60,7 @@ from pyntpd.types import (
     Step,
     SystemVars,
     Tally,
+    Unfit,
 )
 
 ORPHAN_REFID = bytes([127, 0, 0, 1])
@@ -74,7 +75,8 @@ class PanicExit(Exception):
         self.threshold = threshold
         super().__init__(
             f"time correction of {offset:+.0f} s exceeds the sanity limit of {threshold:.0f} s;"
-            " set the clock manually (or start with -g) and restart")
+            " check the sources, then set the clock manually (or, if they are right, start"
+            " once with -g)")
 
 
 # --- clock actions: applied in order by the daemon ------------------------------------
@@ -92,6 +94,9 @@ class SyncConfig:
     initial_frequency: float | None = None  # ppm, from the driftfile or `tinker freq`
     slew_time: float | None = None  # s; None: the discipline's default
     tuning: Tuning = field(default_factory=lambda: tuning.DEFAULT)
+    # refid_for() of every address of this host: a source whose reference is one of them is
+    # synchronised to us (RFC 5905 fit(): a timing loop). The daemon lists them.
+    own_refids: frozenset[bytes] = frozenset()
 
     def discipline_config(self) -> DisciplineConfig:
         t = self.tinker
@@ -111,6 +116,7 @@ class SourceStatus:
     root_distance: float
     poll: int
     samples: int
+    unfit: Unfit = Unfit.NONE  # why it could not be selected (REJECT), if a test said so
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,16 @@ class SyncResult:
         return self.step != 0.0
 
 
+def _reach_window(src: _Source, tune: Tuning) -> float:
+    """How long after its newest sample a silent source stays reachable: until
+    `unreach_polls` polls have gone unanswered. The first of them is the request the association had
+    already scheduled at the poll of that time (the engine may have lowered the poll since,
+    after a spike; the association may have backed off while the source was unreachable),
+    the others at the current poll."""
+    first = 2.0 ** max(src.heard_poll, src.poll)
+    return first + (tune.unreach_polls - 1) * 2.0 ** src.poll + tune.reach_slack
+
+
 def refid_for(address: str) -> bytes:
     """RFC 5905: an IPv4 upstream's address, or the first 4 octets of an IPv6 one's MD5."""
     try:
@@ -153,6 +169,7 @@ class _Source:
     sample: Sample | None = None  # the newest
     sample_at: float = -math.inf  # local time of the newest
     at_poll: int = 0  # samples taken at the current poll
+    heard_poll: int = 0  # the poll when the newest sample came: the next request's interval
     fresh: bool = False  # a sample arrived since the poll was last reconsidered
     tally: Tally = Tally.REJECT
 
@@ -182,6 +199,7 @@ class SyncEngine:
         self._kernel_leap: int = Leap.NONE  # the leap the kernel was last armed with
         self._tai: int | None = None  # the TAI offset the kernel was last given
         self.leap = LeapPolicy()
+        self._refid: bytes | None = None  # the refid we state while synchronised
 
     def set_leap_file(self, leap_list: LeapList | None) -> None:
         """The leap second list (the leapfile), or None: the sources' majority decides."""
@@ -222,6 +240,11 @@ class SyncEngine:
         raw_t = self.model.to_raw(measured)
         raw_offset = sample.offset + self.model.correction(measured)
         verdict = src.filter.add(raw_t, raw_offset, sample.delay)
+        # Back from unreachable: the association has been backing off towards maxpoll,
+        # and its next request may be that far away.
+        window = _reach_window(src, self.config.tuning)
+        back = src.sample is not None and sample.local_time - src.sample_at > window
+        src.heard_poll = max(src.spec.maxpoll, src.poll) if back else src.poll
         src.sample, src.sample_at = sample, sample.local_time
         src.at_poll += 1
         src.fresh = True
@@ -241,8 +264,8 @@ class SyncEngine:
                 actions.append(SetFrequency(self._ppm0))
         raw_now = self.model.to_raw(now)
         correction = self.model.correction(now)
-        candidates, statuses = self._candidates(now, raw_now, correction)
-        peer, survivors = self._select(candidates)
+        candidates, statuses, arriving = self._candidates(now, raw_now, correction)
+        peer, survivors = self._select(candidates, arriving)
         panic: PanicExit | None = None
         step = 0.0
         offset = jitter = 0.0
@@ -269,8 +292,12 @@ class SyncEngine:
             # The slew is done (or there is nobody left to follow: holdover): from now on
             # the clock runs on the frequency estimate alone.
             self._end_slew(now, actions)
+        # Waiting out the stepout, the clock is known to be off by more than the step
+        # threshold: unsynchronised (docs/ARCHITECTURE.md, "Decisions and why"). With an
+        # undisturbed clock and an honest source this never happens, so it is no false loss.
         synced = peer is not None and not self.discipline.stepout_pending()
         system = self._system_vars(now + step, peer, candidates, synced, leap.wire)
+        self._refid = system.refid if system.synchronised else None
         if self.config.discipline:
             if (peer is not None or actions or synced != self._synced
                     or leap.kernel != self._kernel_leap):
@@ -295,11 +322,14 @@ class SyncEngine:
 
     def _candidates(
         self, now: float, raw_now: float, correction: float
-    ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus]]:
+    ) -> tuple[dict[Hashable, select.Candidate | None], dict[Hashable, SourceStatus], int]:
+        """The sane candidates, every source's status, and how many sources are arriving
+        (answering, but without enough samples yet)."""
         tune = self.config.tuning
         tos = self.config.tos
         candidates: dict[Hashable, select.Candidate | None] = {}
         statuses: dict[Hashable, SourceStatus] = {}
+        arriving = 0
         for key, src in self.sources.items():
             filt, sample = src.filter, src.sample
             if sample is None:
@@ -311,26 +341,53 @@ class SyncEngine:
             age = max(0.0, now - src.sample_at)
             delay = filt.min_delay
             dispersion = sample.dispersion + PHI * age
+            # The offset is the filter's prediction to now, and the interval must hold the
+            # truth even where that prediction is still uncertain (a source with a few
+            # iburst samples, predicted two polls on with its own rough frequency, was
+            # 5 ms off and an honest falseticker while the initial offset was slewed).
             distance = max(
                 tos.mindist,
                 (sample.root_delay + delay) / 2 + sample.root_dispersion + dispersion
-                + filt.jitter)
+                + filt.jitter + tune.prediction_sigmas * math.sqrt(max(est.offset_var, 0.0)))
             offset = est.offset - correction
+            unfit = Unfit.NONE
+            if age > _reach_window(src, tune):
+                unfit |= Unfit.UNREACHABLE
+            stratum_ok = tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
+            if not stratum_ok:
+                unfit |= Unfit.STRATUM
+            if distance > tos.maxdist + PHI * 2.0 ** src.poll:
+                unfit |= Unfit.DISTANCE
+            if self._loop(sample):
+                unfit |= Unfit.LOOP
             statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
-                                         distance, src.poll, filt.count)
-            reachable = age <= tune.unreach_polls * 2.0 ** src.poll + tune.reach_slack
-            sane = (filt.ready and reachable and not src.spec.noselect
-                    and tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
-                    and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
+                                         distance, src.poll, filt.count, unfit)
+            sane = filt.ready and not src.spec.noselect and not unfit
+            if (not filt.ready and not src.spec.noselect and stratum_ok
+                    and age <= tune.arriving_polls * 2.0 ** src.poll + tune.reach_slack):
+                arriving += 1
             path = (sample.root_delay + delay) / 2 + sample.root_dispersion
             candidates[key] = select.Candidate(
                 key, offset, est.frequency * 1e6, est.offset_var, distance, filt.jitter, path,
                 sample.stratum, sample.leap, src.spec.prefer, src.spec.true,
             ) if sane else None
-        return candidates, statuses
+        return candidates, statuses, arriving
+
+    def _loop(self, sample: Sample) -> bool:
+        """RFC 5905 fit(): the source is synchronised to us (its reference is one of our
+        addresses) or to our own system peer (its refid is the one we state). Following it
+        would close a timing loop; counting it beside our system peer would count that
+        peer twice. As ntpd 4.2.8: not for a primary server (its refid is a code) nor an
+        orphan parent (127.0.0.1), and the refid we state on the local clock (LOCL)
+        counts too: a server on its own local clock is no better than ours."""
+        if sample.stratum <= 1 or sample.refid == ORPHAN_REFID:
+            return False
+        if sample.refid in self.config.own_refids:
+            return True
+        return self._refid is not None and sample.refid == self._refid
 
     def _select(
-        self, candidates: dict[Hashable, select.Candidate | None]
+        self, candidates: dict[Hashable, select.Candidate | None], arriving: int = 0
     ) -> tuple[Hashable | None, list[select.Candidate]]:
         for src in self.sources.values():
             src.tally = Tally.REJECT
@@ -339,6 +396,11 @@ class SyncEngine:
             self._system_peer = None
             return None, []
         inter = select.intersect(sane)
+        if (self._system_peer is None and arriving
+                and 2 * len(inter.truechimers) <= len(sane) + arriving):
+            # Not yet a majority of the sources answering: wait for the ones arriving
+            # rather than follow (or brand) anyone on partial evidence.
+            return None, []
         for c in inter.falsetickers:
             self.sources[c.key].tally = Tally.FALSETICKER
         if len(inter.truechimers) < max(self.config.tos.minsane, 1):
@@ -474,7 +536,7 @@ class SyncEngine:
         for key, st in statuses.items():
             src = self.sources[key]
             out[key] = SourceStatus(src.tally, st.offset, st.delay, st.jitter, st.dispersion,
-                                    st.root_distance, src.poll, st.samples)
+                                    st.root_distance, src.poll, st.samples, st.unfit)
         return out
 
     # --- polling --------------------------------------------------------------------

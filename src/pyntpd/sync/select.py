@@ -3,11 +3,17 @@
 Pure functions over `Candidate`s — sources that passed the sanity checks (reachable, a
 trusted estimate, stratum within floor/ceiling, root distance within maxdist).
 
-- `intersect`: Marzullo's algorithm as ntpd runs it. Each candidate is the interval
-  offset +- root distance; the smallest intersection containing the most of them
-  (allowing f falsetickers, f < n/2) is the truth. A candidate whose interval misses it is a
-  falseticker and is never followed. `true` candidates always survive. With no majority,
-  nobody survives.
+- `intersect`: Marzullo's algorithm as ntpd 4.2.8 runs it. Each candidate is the interval
+  offset +- root distance, which contains the true time if the source is honest, whatever
+  the path's asymmetry (an offset error is at most half the delay). Allowing f falsetickers
+  (f < n/2), the intersection is the span from the first to the last point that n - f of the
+  intervals share, for the smallest such f; every candidate whose interval reaches that span
+  is a truechimer, the others are falsetickers and are never followed. (The RFC 5905
+  appendix also required each candidate's *offset*, its interval's midpoint, to lie in the
+  intersection; ntpd 4.2.8 dropped that rule, since on an asymmetric path an honest server's
+  offset sits up to half the delay away from the truth: two honest servers, one on a path
+  5 ms longer one way, would both be falsetickers under it.) Intervals that merely touch
+  share that point. `true` candidates always survive. With no majority, nobody survives.
 - `cluster`: while more than `minclock` survive, drop the survivor whose offset differs most
   from the others (selection jitter), unless that is already smaller than the best
   survivor's own jitter. A `prefer` source is never dropped.
@@ -55,40 +61,37 @@ class Intersection:
     falsetickers: tuple[Candidate, ...]
 
 
+def _first_shared(edges: Sequence[tuple[float, int]], need: int, rising: bool) -> float | None:
+    """The first value, scanning `edges` upwards (`rising`) or downwards, that `need`
+    intervals share; None if no point is shared by that many."""
+    count = 0
+    for value, kind in edges if rising else reversed(edges):
+        # kind 0 opens an interval scanning upwards, 1 opens it scanning downwards.
+        count += 1 if (kind == 0) == rising else -1
+        if count >= need:
+            return value
+    return None
+
+
 def intersect(candidates: Sequence[Candidate]) -> Intersection:
     n = len(candidates)
-    edges: list[tuple[float, int]] = []
-    for c in candidates:
-        edges += [(c.offset - c.root_distance, -1), (c.offset, 0),
-                  (c.offset + c.root_distance, 1)]
-    edges.sort()
+    # Lower ends sort before upper ends of the same value, so that touching intervals
+    # share their common point in both scans.
+    edges = sorted(edge for c in candidates
+                   for edge in ((c.offset - c.root_distance, 0), (c.offset + c.root_distance, 1)))
     low, high = math.inf, -math.inf
     allow = 0
     while 2 * allow < n:
-        found = chime = 0
-        for value, kind in edges:
-            chime -= kind
-            if chime >= n - allow:
-                low = value
-                break
-            if kind == 0:
-                found += 1
-        chime = 0
-        for value, kind in reversed(edges):
-            chime += kind
-            if chime >= n - allow:
-                high = value
-                break
-            if kind == 0:
-                found += 1
-        if found <= allow and high > low:
+        first = _first_shared(edges, n - allow, rising=True)
+        last = _first_shared(edges, n - allow, rising=False)
+        if first is not None and last is not None:
+            low, high = first, last
             break
         allow += 1
-        low, high = math.inf, -math.inf
     truechimers, falsetickers = [], []
     for c in candidates:
-        inside = c.offset + c.root_distance >= low and c.offset - c.root_distance <= high
-        (truechimers if inside or c.true else falsetickers).append(c)
+        reaches = c.offset - c.root_distance <= high and c.offset + c.root_distance >= low
+        (truechimers if reaches or c.true else falsetickers).append(c)
     return Intersection(low, high, tuple(truechimers), tuple(falsetickers))
 
 

@@ -54,6 +54,14 @@ class Tuning:
     # A source with no sample for this many polls (plus `reach_slack` s) is unreachable.
     unreach_polls: int = 8
     reach_slack: float = 16.0
+    # Before anything is selected, a source with samples but not yet ready is still arriving
+    # if its newest sample is within this many polls: the ready ones wait for it unless they
+    # are already a majority (chrony waits the same way), so that a liar ready first is not
+    # followed and the honest one ready next is not outvoted with it.
+    arriving_polls: int = 2
+    # A source's correctness interval also holds this many standard deviations of its
+    # offset prediction (wide while its frequency is known from a few samples only).
+    prediction_sigmas: float = 3.0
     # The longest the engine goes without an update (holdover, status, a lost source).
     hold_wakeup: float = 64.0
     # Adaptive polling: samples at a poll interval before it may be raised, and the
