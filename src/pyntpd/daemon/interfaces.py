@@ -219,54 +219,81 @@ class CastInterface:
     loopback: bool
 
 
-def _ifreq(name: str, request: int) -> bytes | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            return fcntl.ioctl(s.fileno(), request, struct.pack("256s", name.encode()[:15]))
-        except OSError:
-            return None
+def _ifreq(probe: socket.socket, name: str, request: int) -> bytes | None:
+    try:
+        return fcntl.ioctl(probe.fileno(), request, struct.pack("256s", name.encode()[:15]))
+    except OSError:
+        return None
 
 
-def _flags(name: str) -> int:
-    raw = _ifreq(name, _SIOCGIFFLAGS)
-    return struct.unpack_from("H", raw, 16)[0] if raw is not None else 0
+def _ip(entry: ctypes._Pointer[_Sockaddr], version: int) -> IPAddress:  # type: ignore[name-defined]
+    if version == 4:
+        return ipaddress.IPv4Address(bytes(ctypes.cast(entry, ctypes.POINTER(_SockaddrIn))
+                                           .contents.addr))
+    return ipaddress.IPv6Address(bytes(ctypes.cast(entry, ctypes.POINTER(_SockaddrIn6))
+                                       .contents.addr))
+
+
+def _cast_getifaddrs() -> list[CastInterface]:
+    """getifaddrs(3): every address with its netmask, broadcast address and flags."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    head = ctypes.POINTER(_Ifaddrs)()
+    if libc.getifaddrs(ctypes.byref(head)) != 0:
+        raise OSError(ctypes.get_errno(), "getifaddrs failed")
+    found = []
+    try:
+        node = head
+        while node:
+            entry = node.contents
+            node = entry.next
+            if not (entry.addr and entry.netmask and entry.name) or not entry.flags & _IFF_UP:
+                continue
+            family = entry.addr.contents.family
+            if family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            version = 4 if family == socket.AF_INET else 6
+            name = entry.name.decode("utf-8", "replace")
+            addr = _ip(entry.addr, version)
+            mask = _ip(entry.netmask, version)
+            network = ipaddress.ip_network(f"{addr}/{mask}" if version == 4
+                                           else f"{addr}/{bin(int(mask)).count('1')}",
+                                           strict=False)
+            broadcast = None
+            if version == 4 and entry.flags & _IFF_BROADCAST and entry.ifu:
+                broadcast = _ip(entry.ifu, 4)
+            found.append(CastInterface(
+                name, socket.if_nametoindex(name), addr, network,
+                broadcast if isinstance(broadcast, ipaddress.IPv4Address) else None,
+                bool(entry.flags & _IFF_MULTICAST), bool(entry.flags & _IFF_LOOPBACK)))
+    finally:
+        libc.freeifaddrs(head)
+    return found
 
 
 def cast_interfaces() -> list[CastInterface]:
-    """The interfaces that are up, each IPv4 address (the primary one) with its netmask and
-    broadcast address, and each IPv6 address with its prefix."""
-    found: list[CastInterface] = []
-    for index, name in socket.if_nameindex():
-        flags = _flags(name)
-        if not flags & _IFF_UP:
-            continue
-        addr = _ipv4_address(name)
-        mask = _ifreq(name, _SIOCGIFNETMASK)
-        if addr is None or mask is None:
-            continue
-        network = ipaddress.IPv4Network(f"{addr}/{ipaddress.IPv4Address(mask[20:24])}",
-                                        strict=False)
-        brd = _ifreq(name, _SIOCGIFBRDADDR) if flags & _IFF_BROADCAST else None
-        found.append(CastInterface(
-            name, index, addr, network,
-            ipaddress.IPv4Address(brd[20:24]) if brd is not None else None,
-            bool(flags & _IFF_MULTICAST), bool(flags & _IFF_LOOPBACK)))
+    """The interfaces that are up: every address with its network, broadcast address and
+    flags (from getifaddrs; else each primary IPv4 address through ioctls)."""
     try:
-        with open("/proc/net/if_inet6") as f:
-            lines = f.read().splitlines()
+        return _cast_getifaddrs()
+    except (OSError, AttributeError):
+        pass
+    found: list[CastInterface] = []
+    try:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     except OSError:
-        lines = []  # no IPv6 in this kernel or namespace
-    for line in lines:
-        fields = line.split()
-        if len(fields) != 6:
-            continue
-        name = fields[5]
-        flags = _flags(name)
-        if not flags & _IFF_UP:
-            continue
-        addr6 = ipaddress.IPv6Address(int(fields[0], 16))
-        found.append(CastInterface(
-            name, int(fields[1], 16), addr6,
-            ipaddress.IPv6Network(f"{addr6}/{int(fields[2], 16)}", strict=False), None,
-            bool(flags & _IFF_MULTICAST), bool(flags & _IFF_LOOPBACK)))
+        return found
+    with probe:
+        for index, name in socket.if_nameindex():
+            raw = _ifreq(probe, name, _SIOCGIFFLAGS)
+            flags = struct.unpack_from("H", raw, 16)[0] if raw is not None else 0
+            addr = _ipv4_address(probe, name)
+            mask = _ifreq(probe, name, _SIOCGIFNETMASK)
+            if not flags & _IFF_UP or addr is None or mask is None:
+                continue
+            brd = _ifreq(probe, name, _SIOCGIFBRDADDR) if flags & _IFF_BROADCAST else None
+            found.append(CastInterface(
+                name, index, addr, ipaddress.IPv4Network(
+                    f"{addr}/{ipaddress.IPv4Address(mask[20:24])}", strict=False),
+                ipaddress.IPv4Address(brd[20:24]) if brd is not None else None,
+                bool(flags & _IFF_MULTICAST), bool(flags & _IFF_LOOPBACK)))
     return found
