@@ -129,6 +129,21 @@ def test_pyntpd_follows_a_signed_pyntpd_broadcaster(require: Require) -> None:
     assert source["address"] == SERVER and source["stratum"] == 11  # type: ignore[index]
 
 
+def test_unsynchronised_pyntpd_broadcasts_nothing(require: Require) -> None:
+    """ntpd's transmit(): no broadcast while sys_leap is 'not synchronised'."""
+    unsynced = f"restrict default\nkeys {{keys}}\ntrustedkey {KEY_ID}\n" \
+        f"broadcast {BROADCAST} key {KEY_ID} minpoll 3\n"
+    with veth_pair() as (server_ns, client_ns), keys_file() as keys, \
+            daemon(unsynced.format(keys=keys), server_ns) as (_server, server_sock), \
+            daemon(listening(keys), client_ns) as (_client, client_sock):
+        def skipped() -> dict[str, int] | None:
+            sent = status(server_sock)["broadcast"]
+            return sent if sent["not_sent_unsynchronised"] >= 2 else None  # type: ignore[index,return-value]
+        sent = poll_until(skipped, 20.0, "two broadcast times to pass unsynchronised")
+        received = status(client_sock)["broadcast"]["received"]  # type: ignore[index]
+    assert sent["sent"] == 0 and received == 0
+
+
 def test_pyntpd_follows_a_signed_multicast_broadcaster(require: Require) -> None:
     with veth_pair() as (server_ns, client_ns), keys_file() as keys, \
             daemon(broadcasting(keys, GROUP, "ttl 1"), server_ns) as (server, _), \
