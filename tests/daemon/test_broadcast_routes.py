@@ -76,3 +76,7 @@ def test_bound_addresses_get_a_socket_on_each_multicast_group():
     planned = [ListenAddress(V4, "10.9.0.1", 123)]
     client = BroadcastClientConfig(groups=("224.0.1.1",))
     assert cast_listen(planned, client, INTERFACES) == [ListenAddress(V4, "224.0.1.1", 123)]
+
+
+def test_broadcast_to_a_unicast_address_leaves_a_bound_socket_the_kernel_routes():
+    assert route("172.16.5.5", BOUND) == [(0, None)]

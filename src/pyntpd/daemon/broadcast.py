@@ -92,14 +92,17 @@ def plan_routes(
         return routes
     if wildcard is not None:
         return [(wildcard.index, None)]
+    limited = dest == ipaddress.IPv4Address("255.255.255.255")
+    known_broadcast = limited
     for iface in interfaces:
-        if iface.loopback or iface.address.version != dest.version:
+        if iface.address.version != dest.version or (limited and iface.loopback):
             continue
-        on_net = dest == iface.broadcast or dest in iface.network
-        limited = dest == ipaddress.IPv4Address("255.255.255.255")
+        known_broadcast |= dest == iface.broadcast
         sock = next((b for b in same if b.host == str(iface.address)), None)
-        if sock is not None and (on_net or limited):
+        if sock is not None and (limited or dest == iface.broadcast or dest in iface.network):
             return [(sock.index, iface)]
+    if same and not known_broadcast:
+        return [(same[0].index, None)]  # a unicast address: the kernel routes it
     return []
 
 
