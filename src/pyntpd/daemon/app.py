@@ -82,8 +82,11 @@ BUILTIN = "<built-in default>"
 def _sync_relevant(config: NtpConfig) -> tuple[object, ...]:
     return (config.servers, config.local_clocks, config.tos, config.tinker, config.driftfile,
             config.leapfile, config.leapfile_checkhash, config.flags.ntp, config.nts.ca,
-            config.broadcasts, config.ttl_map, config.broadcast_client, config.keys,
-            config.trusted_keys)
+            config.broadcasts, config.ttl_map, config.broadcast_client,
+            # Broadcast keys are taken when the synchroniser starts (so are servers' keys:
+            # a reload that only changes keys does not reach a `server ... key N` yet).
+            *((config.keys, config.trusted_keys)
+              if config.broadcasts or config.broadcast_client.listening else ()))
 
 
 def make_clock(options: DaemonOptions, config: NtpConfig) -> Clock:
