@@ -80,3 +80,14 @@ def test_bound_addresses_get_a_socket_on_each_multicast_group():
 
 def test_broadcast_to_a_unicast_address_leaves_a_bound_socket_the_kernel_routes():
     assert route("172.16.5.5", BOUND) == [(0, None)]
+
+
+def test_an_address_added_without_brd_has_its_prefixs_broadcast_address():
+    from pyntpd.daemon.interfaces import _broadcast_of
+
+    addr = ipaddress.ip_address("10.99.0.2")
+    net = ipaddress.ip_network("10.99.0.0/24")
+    assert _broadcast_of(addr, net, addr) == ipaddress.ip_address("10.99.0.255")
+    assert _broadcast_of(addr, net, None) == ipaddress.ip_address("10.99.0.255")
+    assert _broadcast_of(addr, net, ipaddress.ip_address("10.99.0.127")) == \
+        ipaddress.ip_address("10.99.0.127")

@@ -129,6 +129,21 @@ def test_pyntpd_follows_a_signed_pyntpd_broadcaster(require: Require) -> None:
     assert source["address"] == SERVER and source["stratum"] == 11  # type: ignore[index]
 
 
+def test_broadcast_under_interface_rules_that_bind_addresses(require: Require) -> None:
+    """No wildcard socket: the broadcaster sends from the socket on 10.124.0.1, and the
+    client binds 10.124.0.255 beside 10.124.0.2 to hear broadcasts at all (as ntpd does)."""
+    rules = "interface ignore all\ninterface listen {}\n"
+    with veth_pair() as (server_ns, client_ns), keys_file() as keys, \
+            daemon(rules.format(SERVER) + broadcasting(keys), server_ns) as (server, _), \
+            daemon(rules.format(CLIENT) + listening(keys), client_ns) as (client, sock):
+        wait_synced_to_server(client)
+        counts = heard(sock)
+        client_log, server_log = client.output(), server.output()
+    assert "broadcasting to 10.124.0.255 every 8 s (key 4) from 10.124.0.1 (bc0)" in server_log
+    assert "listening on 10.124.0.255 port 123" in client_log
+    assert counts["sample"] >= 1, counts
+
+
 def test_unsynchronised_pyntpd_broadcasts_nothing(require: Require) -> None:
     """ntpd's transmit(): no broadcast while sys_leap is 'not synchronised'."""
     unsynced = f"restrict default\nkeys {{keys}}\ntrustedkey {KEY_ID}\n" \

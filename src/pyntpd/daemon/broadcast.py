@@ -119,7 +119,8 @@ def cast_listen(
     if client.enabled and 4 not in wild:
         for iface in interfaces:
             where = hosts.get(str(iface.address))
-            if where is not None and iface.broadcast is not None:
+            if (where is not None and iface.broadcast is not None
+                    and str(iface.broadcast) not in hosts):
                 listen = ListenAddress(socket.AF_INET, str(iface.broadcast), where.port)
                 if listen not in extra:
                     extra.append(listen)

@@ -259,15 +259,28 @@ def _cast_getifaddrs() -> list[CastInterface]:
                                            else f"{addr}/{bin(int(mask)).count('1')}",
                                            strict=False)
             broadcast = None
-            if version == 4 and entry.flags & _IFF_BROADCAST and entry.ifu:
-                broadcast = _ip(entry.ifu, 4)
+            if version == 4 and entry.flags & _IFF_BROADCAST:
+                broadcast = _broadcast_of(
+                    addr, network, _ip(entry.ifu, 4) if entry.ifu else None)
             found.append(CastInterface(
-                name, socket.if_nametoindex(name), addr, network,
-                broadcast if isinstance(broadcast, ipaddress.IPv4Address) else None,
+                name, socket.if_nametoindex(name), addr, network, broadcast,
                 bool(entry.flags & _IFF_MULTICAST), bool(entry.flags & _IFF_LOOPBACK)))
     finally:
         libc.freeifaddrs(head)
     return found
+
+
+def _broadcast_of(
+    addr: IPAddress, network: IPNetwork, stated: IPAddress | None
+) -> ipaddress.IPv4Address | None:
+    """The interface's broadcast address. An address added without `brd` states none (or
+    itself), yet the kernel still routes the prefix's broadcast address to it: that one."""
+    if isinstance(stated, ipaddress.IPv4Address) and stated not in (
+            addr, ipaddress.IPv4Address(0)):
+        return stated
+    if isinstance(network, ipaddress.IPv4Network) and network.prefixlen < 31:
+        return network.broadcast_address
+    return None
 
 
 def cast_interfaces() -> list[CastInterface]:
@@ -291,9 +304,13 @@ def cast_interfaces() -> list[CastInterface]:
             if not flags & _IFF_UP or addr is None or mask is None:
                 continue
             brd = _ifreq(probe, name, _SIOCGIFBRDADDR) if flags & _IFF_BROADCAST else None
-            found.append(CastInterface(
-                name, index, addr, ipaddress.IPv4Network(
-                    f"{addr}/{ipaddress.IPv4Address(mask[20:24])}", strict=False),
-                ipaddress.IPv4Address(brd[20:24]) if brd is not None else None,
-                bool(flags & _IFF_MULTICAST), bool(flags & _IFF_LOOPBACK)))
+            network = ipaddress.IPv4Network(f"{addr}/{ipaddress.IPv4Address(mask[20:24])}",
+                                            strict=False)
+            broadcast = None
+            if flags & _IFF_BROADCAST:
+                broadcast = _broadcast_of(
+                    addr, network, ipaddress.IPv4Address(brd[20:24]) if brd else None)
+            found.append(CastInterface(name, index, addr, network, broadcast,
+                                       bool(flags & _IFF_MULTICAST),
+                                       bool(flags & _IFF_LOOPBACK)))
     return found
