@@ -181,6 +181,19 @@ def test_limited_with_kod_sends_one_rate_kiss_per_burst():
     assert kisses[0].header.stratum == 0 and r.counters.kod_sent == {b"RATE": 1}
 
 
+@pytest.mark.parametrize("flag, code", [(F.NOSERVE, b"RSTR"), (F.NOTRUST, b"DENY")])
+def test_refusal_kisses_are_rate_limited_too(flag, code):
+    """A refused source that floods us (or spoofs a victim's address) gets one kiss per
+    burst, not one per packet: a kiss must never make us a reflector."""
+    r = responder(flag | F.KOD)
+    replies = [ask(r, request(), now=NOW + 0.01 * i) for i in range(10)]
+    kisses = [p for p in replies if p is not None]
+    assert [k.header.refid for k in kisses] == [code, code]  # the first packet, then a burst's
+    assert r.counters.kod_sent == {code: 2}
+    assert r.counters.dropped[DropReason.RESTRICTED if flag == F.NOSERVE
+                              else DropReason.AUTH_REQUIRED] == 10
+
+
 def test_kod_is_never_larger_than_the_request():
     r = responder(F.NOSERVE | F.KOD)
     assert len(r.respond(request(), 1, False, 1, RX, NOW)) + 8 <= 48

@@ -166,6 +166,21 @@ def test_g_steps_the_first_time():
     assert step.offset == pytest.approx(2000.0, abs=1e-3)
 
 
+def test_capital_g_steps_a_small_first_offset_once_then_slews():
+    w = World(SyncConfig(force_step_once=True), a=None)
+    w.run(64, {"a": 0.003})
+    [step] = w.actions(Step)
+    assert step.offset == pytest.approx(0.003, abs=1e-4)
+    r = w.run(640, {"a": 0.003})
+    assert len(w.actions(Step)) == 1 and abs(r.offset) < 1e-4
+
+
+def test_without_capital_g_a_small_first_offset_is_slewed_not_stepped():
+    w = World(a=None)
+    r = w.run(640, {"a": 0.003})
+    assert not w.actions(Step) and abs(r.offset) < 1e-4
+
+
 def test_start_up_step_then_slews():
     w = World(a=None)
     w.run(64, {"a": 30.0})

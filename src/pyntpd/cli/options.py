@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--var", action="append", default=[], help="ntpd setvar; ignored")
     p.add_argument("--dvar", action="append", default=[], help="ntpd setvar; ignored")
     p.add_argument("-w", "--wait-sync", type=float, metavar="S",
-                   help="with a forking start, wait up to S seconds for synchronisation")
+                   help="forking start: the parent returns once the daemon is synchronised "
+                        "(exit 0) or after S seconds (exit ETIMEDOUT, 110)")
     p.add_argument("-x", "--slew", action="store_true",
                    help="slew only: raise the step threshold to 600 s")
     p.add_argument("--version", action="version", version=f"pyntpd {__version__}")
@@ -211,11 +212,15 @@ def parse_args(argv: list[str]) -> DaemonOptions:
     if args.configfile and args.builtin_config:
         raise OptionError("-c and --builtin-config contradict each other; choose one")
     debug = args.set_debug_level if args.set_debug_level is not None else args.debug_level
+    foreground = args.nofork or debug > 0 or args.check
+    if args.wait_sync and args.wait_sync > 0 and foreground:
+        # ntpd forks anyway; under a service manager (-n) that would break its tracking.
+        warnings.append("-w ignored: it makes the forking parent wait, and -n/-d do not fork")
     user, group = args.user if args.user else (None, None)
     return DaemonOptions(
         config_file=args.configfile,
         builtin_config=args.builtin_config,
-        foreground=args.nofork or debug > 0 or args.check,
+        foreground=foreground,
         debug_level=debug,
         pidfile=args.pidfile,
         user=user,

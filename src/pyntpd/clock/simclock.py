@@ -2,9 +2,22 @@
 
 The oscillator has a frequency error (ppm, positive: it runs fast) that wanders as a random
 walk, one normal step of `wander` (fractional frequency) per simulated second. On top of it
-the disciplined corrections act as on Linux: the frequency correction multiplies the rate
-(`adjust_frequency`), a step moves the clock at once, and `slew` is adjtime(): the offset is
-worked off at 500 ppm on top of everything else.
+the disciplined corrections act as in the Linux kernel, which this models rather than an
+ideal clock:
+
+- the frequency correction (`adjust_frequency`, ADJ_FREQUENCY) multiplies the rate;
+- a step moves the clock at once (and, as ADJ_SETOFFSET, moves its time against the
+  uninterruptible clock: `boot_epoch_ns`, as the kernel's own leap seconds do);
+- `slew` is adjtime(): the offset is worked off at 500 ppm on top of everything else, and
+  what is left keeps being applied until someone cancels it;
+- the kernel PLL offset (ADJ_OFFSET, written only while STA_PLL is on) is worked off every
+  second by 1/2**(SHIFT_PLL + time constant) of what is left, whatever the status bits say
+  by then: a previous daemon's offset goes on moving the clock until it is zeroed;
+- the status bits are a set of names (`flags`); `set_sync_status` writes UNSYNC/INS/DEL and
+  turns every discipline bit off, as SystemClock does.
+
+What another process can do to the kernel is here too (`pll_adjust`, `write_status`, and the
+Clock setters themselves), so tests can play the daemon that was there before, or a meddler.
 
 The simulation owns true time and moves it forward with `advance_to`; the phase (local minus
 true) is kept in float seconds, which resolves ~1e-17 s around the offsets of interest, and
@@ -24,15 +37,26 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from pyntpd.clock.base import MAX_FREQUENCY_PPM, NS_PER_S, SLEW_RATE
+from pyntpd.clock.base import (
+    DISCIPLINE_FLAGS,
+    MAX_ERROR_S,
+    MAX_FREQUENCY_PPM,
+    NS_PER_S,
+    SLEW_RATE,
+    ClockState,
+    TakeOver,
+    status_flags,
+)
 
 DEFAULT_EPOCH_NS = 1_800_000_000 * NS_PER_S  # 2027-01-15, inside NTP era 0
 DAY = 86_400
 # Within a nanosecond of the leap's instant counts as there: float rounding must never
 # leave the clock a hair short of midnight with no time left to advance.
 LEAP_TOLERANCE = 1e-9
+SHIFT_PLL = 2  # Linux include/linux/timex.h
+PLL_TIME_CONSTANT = 2  # the kernel's default time_constant
 
 
 class SimClock:
@@ -47,6 +71,11 @@ class SimClock:
         rng: random.Random | None = None,
         epoch_ns: int = DEFAULT_EPOCH_NS,
         on_second: Callable[[int, float], None] | None = None,
+        kernel_frequency_ppm: float = 0.0,
+        adjtime_left: float = 0.0,
+        pll_offset: float = 0.0,
+        flags: Iterable[str] = ("UNSYNC",),
+        time_constant: int = PLL_TIME_CONSTANT,
     ) -> None:
         self.true = 0.0  # simulated true time, s since the epoch
         self.phase = offset  # local minus true, s
@@ -54,12 +83,18 @@ class SimClock:
         self.wander = wander
         self.rng = rng or random.Random(0)
         self.epoch_ns = epoch_ns
-        self.correction_ppm = 0.0
-        self.slew_left = 0.0
+        # What the kernel holds (a previous daemon may have left any of it).
+        self.correction_ppm = kernel_frequency_ppm
+        self.slew_left = adjtime_left
+        self.pll_offset = pll_offset  # s still to be worked off by the kernel PLL
+        self.flags = frozenset(flags)
+        self.time_constant = time_constant
+        self._pll_rate = 0.0  # s/s: this second's share of the PLL offset (from the next)
         self.on_second = on_second  # called with (second, phase) at every whole second
-        self.steps: list[float] = []
+        self.steps: list[float] = []  # every step, ours or anyone's
+        self._set_total = 0.0  # s the clock was set by (steps and leaps): its boot epoch
         self.synchronised = False
-        self.maxerror = self.esterror = 16.0
+        self.maxerror = self.esterror = MAX_ERROR_S
         self.leap = 3
         self.tai = 0  # the kernel's TAI-UTC
         self.leap_state = "OK"  # Linux's time_state: OK, INS, DEL, WAIT
@@ -88,13 +123,20 @@ class SimClock:
             self._integrate(end - self.true)
             self.true = end
             if end == next_second:
+                self._pll_share()
                 if self.wander:
                     self.natural += self.rng.gauss(0.0, self.wander)
                 if self.on_second is not None:
                     self.on_second(int(end), self.phase)
 
+    def _pll_share(self) -> None:
+        # Linux second_overflow(): the next second's tick carries this much of the offset.
+        share = self.pll_offset / 2 ** (SHIFT_PLL + self.time_constant)
+        self.pll_offset -= share
+        self._pll_rate = share
+
     def _integrate(self, dt: float) -> None:
-        self.phase += self.rate_error * dt
+        self.phase += (self.rate_error + self._pll_rate) * dt
         if self.slew_left:
             amount = min(abs(self.slew_left), SLEW_RATE * dt)
             amount = math.copysign(amount, self.slew_left)
@@ -104,7 +146,7 @@ class SimClock:
     def _local_rate(self) -> float:
         """How fast the local clock runs now, slew included (s/s)."""
         slew = math.copysign(SLEW_RATE, self.slew_left) if self.slew_left else 0.0
-        return 1.0 + self.rate_error + slew
+        return 1.0 + self.rate_error + self._pll_rate + slew
 
     def _leap_trigger(self) -> float | None:
         """Local time since the epoch (s) at which the armed kernel acts, if it is armed
@@ -119,10 +161,12 @@ class SimClock:
     def _leap(self) -> None:
         if self.leap_state == "INS":
             self.phase -= 1.0
+            self._set_total -= 1.0
             self.tai += 1
             self.leap_events.append((self.true, "inserted"))
         else:
             self.phase += 1.0
+            self._set_total += 1.0
             self.tai -= 1
             self.leap_events.append((self.true, "deleted"))
         self.leap_state = "WAIT"
@@ -148,27 +192,72 @@ class SimClock:
         local_now = self.epoch_ns / NS_PER_S + self.true + self.phase
         return self.true + (local_s - local_now) / (1.0 + self.rate_error)
 
+    # --- what any process may do to the kernel (a previous daemon, a meddler) --------
+
+    def pll_adjust(self, offset_s: float) -> None:
+        """ADJ_OFFSET: hand the kernel PLL an offset; ignored unless STA_PLL is on."""
+        if "PLL" in self.flags:
+            self.pll_offset = offset_s
+
+    def write_status(self, flags: Iterable[str]) -> None:
+        """ADJ_STATUS with these bits (the leap state machine follows `set_sync_status`)."""
+        self.flags = frozenset(flags)
+
     # --- the Clock interface --------------------------------------------------------
 
     def now(self) -> int:
         return self.epoch_ns + round((self.true + self.phase) * NS_PER_S)
 
-    def adjust_frequency(self, ppm: float) -> None:
+    def adjust_frequency(self, ppm: float) -> int:
         self.correction_ppm = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, ppm))
+        return self.now()
 
-    def slew(self, offset_s: float) -> None:
+    def slew(self, offset_s: float) -> int:
         self.slew_left = offset_s
+        return self.now()
 
-    def step(self, offset_s: float) -> None:
+    def step(self, offset_s: float) -> int:
         self.phase += offset_s
+        self._set_total += offset_s
         self.steps.append(offset_s)
+        return self.now()
 
     def set_sync_status(
         self, synchronised: bool, maxerror_s: float, esterror_s: float, leap: int
-    ) -> None:
+    ) -> int:
         self.synchronised = synchronised
         self.maxerror, self.esterror, self.leap = maxerror_s, esterror_s, leap
+        self.flags = status_flags(synchronised, leap)
         self._kernel_status()
+        return self.now()
 
-    def set_tai_offset(self, tai_utc: int) -> None:
+    def set_tai_offset(self, tai_utc: int) -> int:
         self.tai = tai_utc
+        return self.now()
+
+    def read_back(self) -> ClockState:
+        return ClockState(
+            time_ns=self.now(),
+            frequency_ppm=self.correction_ppm,
+            flags=self.flags,
+            pll_offset_s=self.pll_offset,
+            slew_s=self.slew_left,
+            maxerror_s=self.maxerror,
+            boot_epoch_ns=self.epoch_ns + round(self._set_total * NS_PER_S),
+        )
+
+    def take_over(self) -> TakeOver:
+        found = self.read_back()
+        slew, self.slew_left = self.slew_left, 0.0
+        if found.pll_offset_s or found.discipline_flags:
+            self.write_status({"PLL", "UNSYNC"})
+            self.pll_adjust(0.0)
+            self.write_status({"UNSYNC"})
+            # Turning STA_PLL off also disarms a leap second (Linux resets time_state).
+            self.leap = 3
+            self._kernel_status()
+        return TakeOver(found, self.now(), slew_s=slew, pll_offset_s=found.pll_offset_s,
+                        flags=found.flags & DISCIPLINE_FLAGS)
+
+    def hand_back(self, frequency_ppm: float) -> int:
+        return self.adjust_frequency(frequency_ppm)

@@ -110,6 +110,8 @@ class _Review:
     def __init__(self, config: NtpConfig, resolve: files.Resolver, filename: str) -> None:
         self.config = config
         self.resolve = resolve
+        # Names looked up with a deadline (config.check) know which got no answer in time.
+        self.lookups = resolve if isinstance(resolve, files.Lookups) else None
         self.file = Location(filename)
         self._resolved: dict[tuple[str, int | None], int] = {}
 
@@ -123,11 +125,27 @@ class _Review:
         return self._resolved[key]
 
     def unresolved(self) -> Iterator[Finding]:
+        lookups = self.lookups
         for server in self.config.servers:
             if not _is_literal(server.address) and self.addresses(server) == 0:
-                yield Finding("unresolved", "warning", server.location,
-                              f"{server.kind} '{server.address}' does not resolve now; "
-                              "pyntpd will retry", basic=True)
+                if lookups is not None and lookups.is_pending(server.address, server.family):
+                    yield Finding("unresolved", "warning", server.location,
+                                  f"{server.kind} '{server.address}': the resolver did not "
+                                  f"answer within {lookups.budget:g} s; pyntpd will retry",
+                                  basic=True)
+                else:
+                    yield Finding("unresolved", "warning", server.location,
+                                  f"{server.kind} '{server.address}' does not resolve now; "
+                                  "pyntpd will retry", basic=True)
+        if lookups is not None and lookups.pending:
+            names = ", ".join(name for name, _ in lookups.pending)
+            yield Finding(
+                "resolver-pending", "warning", self.file,
+                f"no answer from the resolver within {lookups.budget:g} s for "
+                f"{len(lookups.pending)} name(s): {names}",
+                "they are reported as not resolving; the check does not wait longer, so "
+                "that it always finishes",
+                "check the nameservers in /etc/resolv.conf, or write addresses", basic=True)
 
     def source_count(self) -> Iterator[Finding]:
         config = self.config

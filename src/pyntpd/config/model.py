@@ -271,6 +271,10 @@ class NtpConfig:
 class ParseResult:
     config: NtpConfig
     diagnostics: list[Diagnostic]
+    # Files this configuration needs that could not be read: the file itself, an include
+    # file that exists, the keys file whose keys it uses. Each is also in `diagnostics`.
+    # The daemon refuses to start on any: without them it would run more open than written.
+    unreadable: tuple[Diagnostic, ...] = ()
 
     @property
     def has_errors(self) -> bool:

@@ -15,7 +15,7 @@ from . import assoc, broadcast, files, refused, system
 from . import ntsconfig as nts
 from . import restrict as access
 from .context import Context
-from .diagnostics import DiagnosticSink, Location
+from .diagnostics import Diagnostic, DiagnosticSink, Location
 from .keys import SymmetricKey, parse_keys
 from .lexer import Token, lex
 from .model import (
@@ -92,6 +92,7 @@ class _Parser:
         self.keys_override = keys_file
         self.stack: list[str] = []
         self.files: list[str] = []
+        self.unreadable: list[Diagnostic] = []
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -146,7 +147,8 @@ class _Parser:
             ctx.warning(tok, f"include file '{path}' does not exist; skipped")
             return
         except OSError as exc:
-            ctx.error(tok, f"cannot read include file '{path}': {files.describe_os_error(exc)}")
+            self._unreadable(tok, f"cannot read include file '{path}': "
+                             f"{files.describe_os_error(exc)}")
             return
         self.run(files.decode(data, path, self.sink), path)
 
@@ -178,7 +180,7 @@ class _Parser:
             why = files.describe_os_error(exc)
             if refs:
                 ref = refs[0]
-                self.ctx.error(
+                self._unreadable(
                     where,
                     f"cannot read keys file '{path}': {why}",
                     f"key {ref.key_id} is needed by '{ref.use}' at {ref.token.loc}",
@@ -209,6 +211,10 @@ class _Parser:
                     "ntpd does not authenticate with untrusted keys; add it to 'trustedkey'",
                 )
         return path, tuple(keys[k] for k in sorted(keys))
+
+    def _unreadable(self, at: Token | Location, message: str, hint: str | None = None) -> None:
+        self.ctx.error(at, message, hint)
+        self.unreadable.append(self.sink.items[-1])
 
     # -- result ----------------------------------------------------------------------------
 
@@ -262,7 +268,7 @@ class _Parser:
             **({} if ttl_map is None else {"ttl_map": ttl_map}),
             files=tuple(self.files),
         )
-        return ParseResult(config, list(self.sink.items))
+        return ParseResult(config, list(self.sink.items), tuple(self.unreadable))
 
 
 def parse_text(
@@ -298,7 +304,7 @@ def parse_file(
         data = read_file(name)
     except OSError as exc:
         sink.error(Location(name), f"cannot read configuration: {files.describe_os_error(exc)}")
-        return ParseResult(NtpConfig(), sink.items)
+        return ParseResult(NtpConfig(), sink.items, tuple(sink.items))
     text = files.decode(data, name, sink)
     result = parse_text(
         text,
@@ -308,4 +314,4 @@ def parse_file(
         file_mode=file_mode,
         keys_file=keys_file,
     )
-    return ParseResult(result.config, sink.items + result.diagnostics)
+    return ParseResult(result.config, sink.items + result.diagnostics, result.unreadable)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyntpd.clock.base import Clock
+from pyntpd.clock.base import Clock, ClockError
 from pyntpd.clock.kernel import SystemClock
 from pyntpd.clock.observe import ObserveClock
 from pyntpd.config import parse_file, parse_text
@@ -67,6 +67,7 @@ from pyntpd.daemon.signd import SigndClient
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser, SyncOptions, describe, report_leapfile
 from pyntpd.daemon.workers import POLL_INTERVAL, SharedSystemVars, WorkerSet
+from pyntpd.driver import take_over
 from pyntpd.proto.access import Access, MruLimits, RateLimits, RestrictTable
 from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.mssntp import MssntpFailure
@@ -320,6 +321,8 @@ class Daemon:
         self.endpoints: Endpoints | None = None  # --metrics, --status-socket
         self.signd: SigndClient | None = None  # `restrict ... mssntp`: Samba's ntp_signd
         self._last_status = ""
+        # -w: the forking parent's pipe, told "SYNC" once synchronised, then closed.
+        self.sync_waiter: int | None = None
 
     # --- start-up, as root -------------------------------------------------------------
 
@@ -451,6 +454,7 @@ class Daemon:
         try:
             self.is_worker = True
             self.pidfile = None  # the main process owns it
+            self._close_sync_waiter()  # the main process tells the parent
             self._release_endpoints(keep_path=True)  # the main process reports (and owns it)
             self.workers = WorkerSet()
             sdnotify.close()
@@ -487,6 +491,10 @@ class Daemon:
         if self.is_worker:
             self._poll_shared()
         else:
+            # The clock becomes ours: whatever another daemon left running stops here.
+            # Every way out of this process goes through the finally below, where the
+            # synchroniser hands it back.
+            take_over(self.clock)
             self.sync = self._new_synchroniser(self.loaded.config)
             self.sync.start()
             # Mode 6 is answered by the main process only: workers do not hold the
@@ -571,11 +579,12 @@ class Daemon:
 
     def _new_synchroniser(self, config: NtpConfig) -> Synchroniser:
         options = SyncOptions(
-            panic_gate=self.options.panic_gate or self.options.force_step_once,
+            panic_gate=self.options.panic_gate, force_step_once=self.options.force_step_once,
             slew_only=self.options.slew_only, once=self.options.quit_after_set,
             family=self.families.lookup_family,
             driftfile=self.options.driftfile or config.driftfile,
             statsdir=self.options.statsdir, own_refids=self._own_refids(),
+            start_frequency=self._kernel_frequency(),
         )
         return Synchroniser(config, options, self.clock, self.precision,
                             local_driver(config, self.precision), self._publish, self.stop,
@@ -594,15 +603,46 @@ class Daemon:
                         "go unnoticed", exc.strerror or exc)
             return own_refids_of(bound)
 
+    def _kernel_frequency(self) -> float | None:
+        """The frequency the clock runs at now: taken over at start, or handed back by the
+        synchroniser a reload replaced. None if only observed (or unreadable)."""
+        if not self.clock.can_adjust:
+            return None
+        try:
+            return self.clock.read_back().frequency_ppm
+        except ClockError as exc:
+            log.error("cannot read the clock's frequency: %s", exc)
+            return None
+
     def _publish(self, system: SystemVars) -> None:
         self.responder.set_system(system)
         if self.shared is not None:
             self.shared.publish(system)
+        if self.sync_waiter is not None and self.synchronised_to_a_source():
+            # OSError: the parent is gone (killed by hand), so nobody is waiting.
+            with contextlib.suppress(OSError):
+                os.write(self.sync_waiter, b"SYNC\n")
+            self._close_sync_waiter()
         # Every engine update lands here; systemd hears only when the state reads differently.
         state = self.describe_state()
         if state != self._last_status:
             self._last_status = state
             sdnotify.status(state)
+
+    def synchronised_to_a_source(self) -> bool:
+        """Synchronised as -w means it: to a configured server or peer. The local clock
+        driver and orphan mode stand in when those are missing, so they count only when the
+        configuration names no other source."""
+        if not self.responder.system.synchronised:
+            return False
+        peer = self.sync.last.system_peer if self.sync and self.sync.last else None
+        return isinstance(peer, Peer) or not self.loaded.config.servers
+
+    def _close_sync_waiter(self) -> None:
+        if self.sync_waiter is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.sync_waiter)
+            self.sync_waiter = None
 
     def _peers_changed(self, hosts: list[tuple[int, bool]]) -> None:
         """`restrict source`: the template applies to the servers' addresses as resolved."""

@@ -154,6 +154,8 @@ class ControlService:
             hmode=(1 if a.spec.symmetric
                    else 6 if isinstance(a, BroadcastAssociation) and not a.calibrating else 3),
             pmode=a.pmode or (0 if a.spec.symmetric else 4),
+            received=a.received,
+            dropped={reason.value: n for reason, n in a.drops.items()},
             **fields,  # type: ignore[arg-type]
         )
 

@@ -183,8 +183,10 @@ class SourceManager:
         for server in self.servers:
             if server.key is not None and self.keys.trusted_key(server.key) is None:
                 # Polling without the key would quietly trade authentication away.
-                log.error("%s: key %d is not a trusted key in the keys file: %s is not "
-                          "polled", server.location, server.key, server.address)
+                why = ("is not listed in 'trustedkey'" if server.key in self.keys.keys
+                       else "is not in the keys file")
+                log.error("%s: key %d %s: %s is not polled", server.location, server.key, why,
+                          server.address)
                 continue
             if not self._family_allowed(server):
                 continue

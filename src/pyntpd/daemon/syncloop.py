@@ -54,12 +54,16 @@ SYSSTATS_INTERVAL = 3600.0  # ntpd writes sysstats (and resets its counters) hou
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
     panic_gate: bool = False
+    force_step_once: bool = False  # -G
     slew_only: bool = False
     once: bool = False
     family: int = 0
     driftfile: str | None = None
     statsdir: str | None = None  # -s: wins over the statsdir directive
     own_refids: frozenset[bytes] = frozenset()  # this host's addresses (timing loops)
+    # ppm the kernel was running at when the clock became ours (taken over at start, or
+    # handed back by the engine a reload replaced); None if only observed.
+    start_frequency: float | None = None
 
 
 def describe(peer: Peer) -> str:
@@ -99,12 +103,17 @@ class Synchroniser:
             initial = self.drift.read()
             if initial is not None:
                 log.info("frequency %.3f ppm from %s", initial, options.driftfile)
+        if initial is None and options.start_frequency is not None:
+            log.info("no frequency from a drift file: starting from the kernel's, %+.3f ppm",
+                     options.start_frequency)
         self.engine = SyncEngine(
             SyncConfig(
                 tos=config.tos, tinker=config.tinker, panic_gate=options.panic_gate,
+                force_step_once=options.force_step_once,
                 slew_only=options.slew_only, once=options.once,
                 discipline=clock.can_adjust, local_clock=local_clock, precision=precision,
                 initial_frequency=initial, own_refids=options.own_refids,
+                start_frequency=options.start_frequency,
             ),
             self.now(),
         )
@@ -137,7 +146,7 @@ class Synchroniser:
         self.driver = Driver(
             self.engine, clock, self, stats=self.stats,
             on_result=self._on_result, on_step=self._on_step,
-            on_panic=self._on_panic, on_done=self._on_done)
+            on_panic=self._on_panic, on_done=self._on_done, on_error=self._on_error)
 
     @property
     def last(self) -> SyncResult | None:
@@ -184,7 +193,7 @@ class Synchroniser:
 
     def write_drift(self) -> None:
         """At exit (and hourly): keep what the discipline learnt about the oscillator."""
-        if self.drift is not None and self.clock.can_adjust and self.engine.frequency_ppm:
+        if self.drift is not None and self.clock.can_adjust and self.engine.frequency_known:
             self.drift.write(self.engine.frequency_ppm)
 
     def _schedule_drift(self) -> None:
@@ -235,7 +244,7 @@ class Synchroniser:
     def _drift_due(self) -> None:
         assert self.drift is not None
         ppm = self.engine.frequency_ppm
-        if self.drift.should_write(time.monotonic(), ppm):
+        if self.engine.frequency_known and self.drift.should_write(time.monotonic(), ppm):
             self.drift.write(ppm)
         self._schedule_drift()
 
@@ -323,6 +332,10 @@ class Synchroniser:
     def _on_panic(self, panic: PanicExit) -> None:
         log.error("%s; exiting with status %d (panic)", panic, EXIT_PANIC)
         self.finish(EXIT_PANIC)
+
+    def _on_error(self, exc: BaseException) -> None:
+        log.error("synchronisation failed, exiting: %s", exc, exc_info=exc)
+        self.finish(1)
 
     def _on_done(self, result: SyncResult) -> None:
         log.info("clock set (offset %+.6f s); exiting as -q asks", result.offset)

@@ -41,7 +41,7 @@ from typing import NamedTuple
 from pyntpd.proto.auth import AuthResult, KeyRing, SymmetricKey, mac_trailer, signed_part
 from pyntpd.proto.packet import Mode, NtpPacket, PacketError, decode, li_vn_mode
 from pyntpd.proto.server import stated_system
-from pyntpd.proto.source import MAX_POLL, MIN_POLL, Association, SourceSpec
+from pyntpd.proto.source import MAX_POLL, MIN_POLL, Association, SourceDrop, SourceSpec
 from pyntpd.proto.timestamp import ntp_diff, short_to_seconds
 from pyntpd.types import PHI, STRATUM_UNSYNC, Leap, Sample, SystemVars
 
@@ -185,7 +185,9 @@ class BroadcastAssociation(Association):
     def receive(self, data: bytes, t4: int, now: float) -> Sample | None:
         """A reply to the calibration exchange (on the association's own socket)."""
         if not self.calibrating:
-            return None  # a late reply: the exchange is over
+            self.received += 1
+            self._drop(SourceDrop.NO_REQUEST)  # a late reply: the exchange is over
+            return None
         sample = super().receive(data, t4, now)
         if sample is not None:
             self.unicast_offset = sample.offset
@@ -212,6 +214,7 @@ class BroadcastAssociation(Association):
     def receive_broadcast(self, packet: NtpPacket, t4: int, now: float) -> Sample | BroadcastDrop:
         """An authentic broadcast from this association's address (MAC checked by the
         caller under a trusted key)."""
+        self.received += 1
         h = packet.header
         key = self.spec.key
         if key is None or packet.mac is None or packet.mac.key_id != key.key_id:

@@ -26,7 +26,7 @@ import hmac
 import ipaddress
 import re
 import struct
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pyntpd.proto.access import NOMRULIST, NOQUERY
@@ -456,6 +456,10 @@ class PeerInfo:
     authenable: bool = False
     authentic: bool = False
     srchost: str | None = None  # the configured name, if it was one
+    # Datagrams the association received, and those that gave no sample by reason. Not
+    # mode 6 variables (ntpq has no names for them): the metrics and JSON status show them.
+    received: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)
 
     def status_word(self) -> int:
         flags = PST_CONFIG if self.configured else 0

@@ -23,10 +23,10 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pyntpd.clock.simclock import SimClock
-from pyntpd.driver import Driver
+from pyntpd.driver import Driver, take_over
 from pyntpd.proto.source import Association, SourceSpec
 from pyntpd.proto.timestamp import unix_ns_to_ntp
 from pyntpd.sim.network import SimServer, UtcLeaps
@@ -99,6 +99,11 @@ class Simulation:
         self._poll_gen: dict[Hashable, int] = {}
         self.servers: dict[Hashable, SimServer] = {}
         self.assocs: dict[Hashable, Association] = {}
+        # As the daemon starts: the clock is taken over first, and without a drift file the
+        # engine starts from the frequency the (simulated) kernel had.
+        took = take_over(clock)
+        if took is not None and config.start_frequency is None:
+            config = replace(config, start_frequency=took.frequency_ppm)
         self.engine = SyncEngine(config, self.local())
         self.engine.set_leap_file(leap_list)
         self.driver = Driver(self.engine, clock, self, stats=stats, on_result=self._on_result,
@@ -131,6 +136,10 @@ class Simulation:
         event = _Event(callback)
         self._at_local(local, event.fire)
         return event
+
+    def stop(self) -> None:
+        """As the daemon exits: no more updates, the clock handed back."""
+        self.driver.stop()
 
     def run(self, duration: float) -> Trace:
         while self._events and self.trace.panic is None:

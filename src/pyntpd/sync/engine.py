@@ -86,12 +86,17 @@ class SyncConfig:
     tos: TosConfig = field(default_factory=TosConfig)
     tinker: TinkerConfig = field(default_factory=TinkerConfig)
     panic_gate: bool = False  # -g
+    force_step_once: bool = False  # -G
     slew_only: bool = False  # -x
     once: bool = False  # -q: set the clock once, then `done`
     discipline: bool = True  # False: observe only (`disable ntp`, ObserveClock)
     local_clock: LocalClockDriver | None = None
     precision: int = -20
     initial_frequency: float | None = None  # ppm, from the driftfile or `tinker freq`
+    # ppm the kernel was running at when the daemon took the clock over: where the clock
+    # stays until there is an estimate, when there is no initial frequency. Not a prior for
+    # the filters: it may be anything a previous daemon left (even mid-slew).
+    start_frequency: float | None = None
     slew_time: float | None = None  # s; None: the discipline's default
     tuning: Tuning = field(default_factory=lambda: tuning.DEFAULT)
     # refid_for() of every address of this host: a source whose reference is one of them is
@@ -103,7 +108,8 @@ class SyncConfig:
         extra = {} if self.slew_time is None else {"slew_time": self.slew_time}
         return DisciplineConfig(
             step=t.step, stepback=t.stepback, stepfwd=t.stepfwd, stepout=t.stepout,
-            panic=t.panic, panic_gate=self.panic_gate, slew_only=self.slew_only, **extra)
+            panic=t.panic, panic_gate=self.panic_gate, force_step_once=self.force_step_once,
+            slew_only=self.slew_only, **extra)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +180,22 @@ class _Source:
     tally: Tally = Tally.REJECT
 
 
+@dataclass(slots=True)
+class _ClockSide:
+    """The engine's state that assumes its clock actions took effect, as it was before an
+    update: put back if the clock did not carry them out."""
+
+    model: CorrectionModel
+    adjusted: bool
+    spike_since: float | None
+    started: bool
+    slew_until: float | None
+    done: bool
+    offset: float
+    last_update: float
+    synced: bool | None
+
+
 @dataclass
 class SyncEngine:
     config: SyncConfig
@@ -182,7 +204,8 @@ class SyncEngine:
 
     def __post_init__(self) -> None:
         freq = self.config.initial_frequency
-        self._ppm0 = 0.0 if freq is None or not self.config.discipline else freq
+        start = freq if freq is not None else self.config.start_frequency
+        self._ppm0 = 0.0 if start is None or not self.config.discipline else start
         self.model = CorrectionModel(self.start, self._ppm0)
         self.discipline = Discipline(self.config.discipline_config())
         self.frequency_ppm = self._ppm0 if freq is None else freq
@@ -195,11 +218,12 @@ class SyncEngine:
         self._done = False
         self._variance = math.inf
         self._offset = 0.0  # the offset still to correct after the last decision
-        self._synced = False  # what the kernel was last told
+        self._synced: bool | None = False  # what the kernel was last told (None: unknown)
         self._kernel_leap: int = Leap.NONE  # the leap the kernel was last armed with
         self._tai: int | None = None  # the TAI offset the kernel was last given
         self.leap = LeapPolicy()
         self._refid: bytes | None = None  # the refid we state while synchronised
+        self._before: _ClockSide | None = None  # before the last update's actions
 
     def set_leap_file(self, leap_list: LeapList | None) -> None:
         """The leap second list (the leapfile), or None: the sources' majority decides."""
@@ -257,6 +281,7 @@ class SyncEngine:
     # --- the update -----------------------------------------------------------------
 
     def update(self, now: float) -> SyncResult:
+        self._before = self._clock_side()
         actions: list[ClockAction] = []
         if not self._started:
             self._started = True
@@ -317,6 +342,81 @@ class SyncEngine:
             jitter=jitter, system_peer=peer, step=step, panic=panic, done=self._done,
             leap=leap,
         )
+
+    # --- what the clock really did ---------------------------------------------------
+
+    @property
+    def resting_frequency(self) -> float:
+        """The frequency to leave the clock at when the daemon stops: the estimate, with no
+        slew in it. Under -q, which never changes the frequency (a few seconds of samples
+        cannot tell it), the one the clock started with."""
+        return self._ppm0 if self.config.once else self.frequency_ppm
+
+    @property
+    def frequency_known(self) -> bool:
+        """The estimate rests on something: the drift file (or `tinker freq`), or samples;
+        not merely on the frequency the kernel happened to have (worth no drift file)."""
+        return self.config.initial_frequency is not None or math.isfinite(self._variance)
+
+    def _clock_side(self) -> _ClockSide:
+        d = self.discipline
+        return _ClockSide(self.model.copy(), d.adjusted, d.spike_since, self._started,
+                          self._slew_until, self._done, self._offset, self._last_update,
+                          self._synced)
+
+    def clock_failed(
+        self, result: SyncResult, applied: tuple[ClockAction, ...], now: float
+    ) -> SyncResult:
+        """The clock carried out only `applied`, the first of `result.actions` (the next one
+        failed; the rest were not tried). The engine's picture of the clock goes back to
+        what it was before that update plus what took effect, and the decision is taken
+        again at the next update. Returns `result` as it really happened (its step, its
+        -q completion)."""
+        before = self._before
+        if before is None:
+            return result
+        self.model = before.model
+        self.discipline.adjusted, self.discipline.spike_since = (before.adjusted,
+                                                                  before.spike_since)
+        self._started, self._slew_until, self._done = (before.started, before.slew_until,
+                                                        before.done)
+        self._offset, self._last_update = before.offset, before.last_update
+        self._synced = None  # whatever the kernel now says, tell it again
+        if any(isinstance(a, SetTai) for a in result.actions):
+            self._tai = None  # and the TAI offset too, unless it took effect below
+        step = 0.0
+        for action in applied:
+            match action:
+                case SetFrequency(ppm):
+                    self.model.set_frequency(now + step, ppm)
+                    self._started = True
+                case Step(amount):
+                    self.model.step(now + step, amount)
+                    step += amount
+                    self._done = self._done or self.config.once
+                case Slew():
+                    self._done = self._done or self.config.once
+                case SetStatus(synced):
+                    self._synced = synced
+                case SetTai(offset):
+                    self._tai = offset
+        self._dirty = True
+        self._before = None
+        return replace(result, actions=applied, step=step, done=self._done,
+                       wakeup=self._wakeup(now + step, result.leap.next_change))
+
+    def foreign_step(self, now: float, amount: float) -> None:
+        """Someone else stepped the clock by `amount` s, noticed at local time `now` (after
+        it). Accounted for as a step of the engine's own, so that the raw clock the filters
+        work on stays continuous; samples whose exchange began before `now` are not used."""
+        self.model.step(now - amount, amount)
+        if self._slew_until is not None:
+            self._slew_until += amount
+        if self.discipline.spike_since is not None:
+            self.discipline.spike_since += amount
+        self._last_update += amount
+        self._lost_at += amount
+        self._dirty = True
 
     # --- selection ------------------------------------------------------------------
 
