@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyntpd.config.keys import SymmetricKey
 from pyntpd.proto.access import Access, RestrictTable
@@ -392,3 +394,17 @@ def test_sample_offset_is_the_broadcasters_clock_minus_ours() -> None:
     sample = hear(c, broadcast_at(T0), T0).sample
     assert sample is not None
     assert ntp_diff(unix_to_ntp(T0 + AHEAD), unix_to_ntp(T0)) == pytest.approx(sample.offset)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=120), st.booleans())
+def test_any_datagram_is_counted_once_and_never_raises(data: bytes, mode5: bool) -> None:
+    if mode5 and data:
+        data = bytes([(data[0] & 0xF8) | Mode.BROADCAST]) + data[1:]
+    c = client(delay=0.004)
+    heard = hear(c, data, T0)
+    assert sum(c.counts.values()) == 1
+    assert (heard.sample is None) == (heard.drop is not None)
