@@ -172,6 +172,12 @@ def test_broadcast_under_an_unknown_key_is_dropped() -> None:
     assert c.counts == {"unknown_key": 1}
 
 
+def test_our_own_broadcast_heard_back_is_dropped() -> None:
+    c = client(own_addresses=frozenset({(BCAST_ADDR, False)}))
+    hear(c, broadcast_at(T0), T0)
+    assert c.counts == {"own_broadcast": 1} and not c.associations
+
+
 # --- mobilising ------------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.broadcast import BroadcastSender
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.exitcodes import EXIT_PANIC
+from pyntpd.daemon.interfaces import cast_interfaces
 from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.driver import Driver, Timer
 from pyntpd.logonce import LogOnce
@@ -124,7 +125,10 @@ class Synchroniser:
         self.broadcast_client = BroadcastClient(
             keys, delay=cast.delay, max_associations=config.tos.maxclock,
             floor=config.tos.floor, ceiling=config.tos.ceiling, local_precision=precision,
-            max_distance=config.tos.maxdist) if cast.listening else None
+            max_distance=config.tos.maxdist,
+            own_addresses=frozenset((int(i.address), i.address.version == 6)
+                                    for i in cast_interfaces()),
+        ) if cast.listening else None
         self.sources = SourceManager(
             config.servers, self._on_sample, clock.now, local_precision=precision,
             max_distance=config.tos.maxdist, max_sources=config.tos.maxclock,

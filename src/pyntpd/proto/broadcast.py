@@ -126,6 +126,7 @@ class BroadcastDrop(enum.StrEnum):
     """Why a broadcast gave no sample (besides the MAC failures of proto.auth)."""
 
     MALFORMED = "malformed"
+    OWN = "own_broadcast"  # from one of our own addresses: we hear our own broadcasts
     WRONG_KEY = "wrong_key"  # authentic, but not under the key its association started with
     UNSYNCHRONISED = "unsynchronised"  # leap 3, stratum 0 or 16, or outside floor..ceiling
     BAD_POLL = "bad_poll"
@@ -297,6 +298,9 @@ class BroadcastClient:
     ceiling: int = 15
     local_precision: int = -20
     max_distance: float = 1.5
+    # This host's addresses: a broadcaster that also listens hears itself, and under its
+    # own key; following that would be a loop.
+    own_addresses: frozenset[tuple[int, bool]] = frozenset()
     associations: dict[Route, BroadcastAssociation] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # "sample", or why not
 
@@ -310,6 +314,8 @@ class BroadcastClient:
     def receive(
         self, data: bytes, address: int, is_v6: bool, port: int, t4: int, now: float
     ) -> Heard:
+        if (address, is_v6) in self.own_addresses:
+            return self._drop(BroadcastDrop.OWN)
         try:
             packet = decode(data)
         except PacketError:
