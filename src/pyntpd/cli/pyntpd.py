@@ -47,7 +47,7 @@ def check(options: DaemonOptions) -> int:
     restrict defaults are judged (config.check)."""
     source = config_source(options)
     if source == BUILTIN:
-        result = load_config(source, options.keyfile, options.trusted_keys).result
+        result = load_config(source, options.keyfile, options.trusted_keys, options).result
         diagnostics = result.diagnostics + check_config(result.config, filename=BUILTIN)
     else:
         diagnostics = check_file(source, keys_file=options.keyfile)
@@ -160,7 +160,7 @@ def _refuse_unreadable(options: DaemonOptions, unreadable: tuple[Diagnostic, ...
 
 def run(options: DaemonOptions) -> int:
     source = config_source(options)
-    loaded = load_config(source, options.keyfile, options.trusted_keys)
+    loaded = load_config(source, options.keyfile, options.trusted_keys, options)
     logfile = options.logfile or loaded.config.logfile
     try:
         logsetup.configure_logging(foreground=options.foreground, logfile=logfile,

@@ -23,7 +23,7 @@ from pyntpd.proto.access_types import RestrictFlag, RestrictRule
 from . import files
 from .diagnostics import Diagnostic, DiagnosticSink, Location, suggest
 from .lexer import Token
-from .model import FilegenConfig, InterfaceRule, LocalClock, ServerConfig
+from .model import BroadcastConfig, FilegenConfig, InterfaceRule, LocalClock, ServerConfig
 
 _INT = re.compile(r"[+-]?[0-9]{1,12}")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]{1,15}(?:\.[0-9]{0,15})?|\.[0-9]{1,15})(?:[eE][+-]?[0-9]{1,3})?")
@@ -44,6 +44,17 @@ class KeyRef:
     key_id: int
     token: Token
     use: str  # "server", "trustedkey", "controlkey", "requestkey"
+
+
+@dataclass(slots=True)
+class CastBuilder:
+    """`broadcast`, `broadcastclient`, `multicastclient`, `broadcastdelay`, `ttl` so far."""
+
+    broadcasts: list[BroadcastConfig] = field(default_factory=list)
+    client_token: Token | None = None  # the line that turned the broadcast client on
+    groups: list[str] = field(default_factory=list)
+    delay: float | None = None
+    ttl_map: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -75,6 +86,7 @@ class Builder:
     flags: dict[str, bool] = field(default_factory=dict)
     discard: dict[str, int] = field(default_factory=dict)
     mru: dict[str, int | None] = field(default_factory=dict)
+    cast: CastBuilder = field(default_factory=CastBuilder)
 
 
 class Context:

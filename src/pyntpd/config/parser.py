@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 
-from . import assoc, files, refused, system
+from . import assoc, broadcast, files, refused, system
 from . import ntsconfig as nts
 from . import restrict as access
 from .context import Context
@@ -65,14 +65,19 @@ HANDLERS: dict[str, Handler] = {
     "enable": system.handle_enable,
     "disable": system.handle_enable,
     "nts": nts.handle_nts,
+    "broadcast": broadcast.handle_broadcast,
+    "broadcastclient": broadcast.handle_broadcastclient,
+    "multicastclient": broadcast.handle_multicastclient,
+    "broadcastdelay": broadcast.handle_broadcastdelay,
+    "ttl": broadcast.handle_ttl,
 }
-for _name in (*refused.AUTOKEY_DIRECTIVES, *refused.ONE_TO_MANY_DIRECTIVES):
+for _name in (*refused.AUTOKEY_DIRECTIVES, *refused.MANYCAST_DIRECTIVES):
     HANDLERS[_name] = refused.handle_refused
 for _name in refused.IGNORED_DIRECTIVES:
     HANDLERS[_name] = refused.handle_ignored
 
 DIRECTIVES = frozenset([*HANDLERS, "includefile", "end"])
-_SERVER_USES = ("server", "pool", "peer")
+_SERVER_USES = ("server", "pool", "peer", "broadcast")
 
 
 class _Parser:
@@ -246,6 +251,7 @@ class _Parser:
             value = s.get(name)
             return value if isinstance(value, int) else None
 
+        broadcasts, ttl_map, broadcast_client = broadcast.finish(ctx, keys, b.trusted_keys)
         tos = dict(b.tos)
         if "cohort" in tos:
             tos["cohort"] = bool(tos["cohort"])
@@ -275,6 +281,9 @@ class _Parser:
             mru=replace(MruConfig(), **b.mru),
             interfaces=tuple(b.interfaces),
             nts=nts.check_nts(ctx),
+            broadcasts=broadcasts,
+            broadcast_client=broadcast_client,
+            **({} if ttl_map is None else {"ttl_map": ttl_map}),
             files=tuple(self.files),
         )
         return ParseResult(config, list(self.sink.items), tuple(self.unreadable))

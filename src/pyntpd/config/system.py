@@ -17,7 +17,7 @@ from .context import Context, KeyRef
 from .diagnostics import Location
 from .lexer import Token
 from .model import STATISTICS_NAMES, FilegenConfig, FilegenType
-from .refused import MODE7_FIX, MODE7_WHY, ONE_TO_MANY_FIX
+from .refused import MODE7_FIX, MODE7_WHY
 
 INT_MAX = 2**31 - 1
 BIG = 1e9  # s or PPM: far beyond any meaningful tinker/tos value, still a finite float
@@ -322,7 +322,8 @@ TOS_OPTIONS = {
 }
 TOS_IGNORED = {
     "basedate": "pyntpd derives the era from its build",
-    "bcpollbstep": "broadcast modes are not supported",
+    "bcpollbstep": "pyntpd always waits one poll interval before it believes a broadcaster's "
+    "time going backwards",
 }
 _TOS_DEFAULTS = {"minclock": 3, "maxclock": 10, "floor": 0, "ceiling": 15}
 
@@ -455,13 +456,7 @@ def handle_enable(ctx: Context, head: Token, args: list[Token]) -> None:
             ctx.error(tok, f"'enable mode7' is refused: {MODE7_WHY}", MODE7_FIX)
             continue
         if enable and name == "bclient":
-            ctx.error(
-                tok,
-                "'enable bclient' is refused: a broadcast client accepts time from any host "
-                "on the network segment",
-                ONE_TO_MANY_FIX,
-            )
-            continue
+            ctx.b.cast.client_token = tok  # checked with the keys (config/broadcast)
         if not enable and name == "auth":
             ctx.warning(
                 tok,
