@@ -43,7 +43,15 @@ def test_the_tick_adjustment_stops_at_a_twelfth_of_the_tick():
     assert c.frequency_ppm == pytest.approx(-83_800.0)
 
 
-def test_a_frequency_change_takes_effect_at_the_next_kernel_tick():
+def test_a_frequency_change_takes_effect_at_once_as_since_linux_4_19():
+    c = SimClock()
+    c.advance_to(0.0025)
+    c.adjust_frequency(1000.0)
+    c.advance_to(1.0025)
+    assert c.phase == pytest.approx(1000e-6, rel=1e-9)
+
+
+def test_on_an_old_kernel_a_frequency_change_waits_for_the_next_tick():
     c = SimClock(hz=100)
     c.advance_to(0.0025)  # a quarter of a 10 ms tick
     c.adjust_frequency(1000.0)

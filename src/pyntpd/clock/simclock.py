@@ -6,8 +6,10 @@ thermal cycle if asked (`thermal_ppm`: the amplitude of a sine with a period of 
 the disciplined corrections act as in the Linux kernel, which this models rather than an
 ideal clock:
 
-- the frequency correction (`adjust_frequency`, ADJ_FREQUENCY) multiplies the rate, and
-  takes effect at the kernel's next tick (`hz` a second), not at the instant of the call;
+- the frequency correction (`adjust_frequency`, ADJ_FREQUENCY) multiplies the rate. Since
+  Linux 4.19 do_adjtimex() updates the timekeeper's multiplier at once for ADJ_FREQUENCY
+  and ADJ_TICK (timekeeping_advance(TK_ADV_FREQ)), the default here; before it (`hz` > 0,
+  e.g. 250 for a 3.10 kernel) the new rate waits for the next tick;
 - beyond the kernel's +-500 ppm of ADJ_FREQUENCY the correction is carried by the tick
   length as well (ADJ_TICK: microseconds per 1/USER_HZ s tick, within +-10 % of 10000, so
   100 ppm a unit), as `SystemClock` does it: `tick_us` and `correction_ppm` read back as
@@ -64,7 +66,7 @@ DAY = 86_400
 LEAP_TOLERANCE = 1e-9
 SHIFT_PLL = 2  # Linux include/linux/timex.h
 PLL_TIME_CONSTANT = 2  # the kernel's default time_constant
-HZ = 250  # kernel ticks a second (CONFIG_HZ): a frequency change waits for the next one
+HZ = 250  # a common CONFIG_HZ: an old kernel's frequency change waits up to 1/HZ s
 USER_HZ = 100
 NOMINAL_TICK_US = 1_000_000 // USER_HZ  # adjtimex's `tick` at no correction
 PPM_PER_TICK_US = 1e6 / NOMINAL_TICK_US  # 100 ppm per microsecond of tick
@@ -107,7 +109,7 @@ class SimClock:
         pll_offset: float = 0.0,
         flags: Iterable[str] = ("UNSYNC",),
         time_constant: int = PLL_TIME_CONSTANT,
-        hz: int = HZ,
+        hz: int = 0,
         thermal_ppm: float = 0.0,
         thermal_phase: float = 0.0,
         max_frequency_ppm: float = FAST_FREQUENCY_PPM,
@@ -120,7 +122,7 @@ class SimClock:
         self.epoch_ns = epoch_ns
         self.thermal_ppm = thermal_ppm  # amplitude of the daily cycle
         self.thermal_phase = thermal_phase  # rad at true time 0
-        self.hz = hz
+        self.hz = hz  # 0: a frequency change takes effect at once (Linux >= 4.19)
         # What the clock accepts: the kernel's 500 ppm, or (default) with the tick as well.
         self.max_frequency_ppm = max_frequency_ppm
         # What the kernel holds (a previous daemon may have left any of it): the tick and
@@ -267,9 +269,17 @@ class SimClock:
             self.leap_events.append((self.true, f"armed {self.leap_state}"))
 
     def true_at_local(self, local_s: float) -> float:
-        """When (true time) the local clock will read `local_s`, at the current rate."""
+        """When (true time) the local clock will read `local_s`, at the current rate and,
+        from the next tick, at the one just set."""
         local_now = self.epoch_ns / NS_PER_S + self.true + self.phase
-        return self.true + (local_s - local_now) / (1.0 + self.rate_error)
+        if self._pending is None:
+            return self.true + (local_s - local_now) / (1.0 + self.rate_error)
+        at, ppm = self._pending
+        local_at = local_now + (at - self.true) * (1.0 + self.rate_error)
+        if local_s <= local_at:
+            return self.true + (local_s - local_now) / (1.0 + self.rate_error)
+        rate = (1.0 + self.oscillator) * (1.0 + ppm * 1e-6)
+        return at + (local_s - local_at) / rate
 
     # --- what any process may do to the kernel (a previous daemon, a meddler) --------
 
@@ -293,7 +303,10 @@ class SimClock:
             self.correction_ppm = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, ppm))
         else:
             self.tick_us, self.correction_ppm = split_frequency(ppm)
-        # The new rate starts with the kernel's next tick; the call returns the time now.
+        if self.hz <= 0:
+            self._take_effect(self.frequency_ppm)
+            return self.now()
+        # An old kernel: the new rate starts with the next tick; the call returns now.
         tick = math.ceil(self.true * self.hz - 1e-9)
         self._pending = (tick / self.hz, self.frequency_ppm)
         return self.now()

@@ -109,6 +109,8 @@ class Simulation:
         took = take_over(clock)
         if took is not None and config.start_frequency is None:
             config = replace(config, start_frequency=took.frequency_ppm)
+        if not config.fast_slew_ppm:
+            config = replace(config, fast_slew_ppm=clock.max_frequency_ppm)
         self.engine = SyncEngine(config, self.local())
         self.engine.set_leap_file(leap_list)
         self.driver = Driver(self.engine, clock, self, stats=stats, on_result=self._on_result,

@@ -62,6 +62,7 @@ class Setup:
     leap_list: LeapList | None = None  # the client's leapfile
     host: Host = IDEAL_HOST  # the client machine's latencies (REAL_HOST: a real one's)
     thermal_ppm: float = 0.0  # amplitude of a daily cycle of the oscillator's frequency
+    kernel_hz: int = 0  # > 0: an old kernel whose frequency changes wait for the next tick
 
 
 def lan_path() -> Path:
@@ -228,6 +229,9 @@ SCENARIOS: dict[str, Setup] = {
     "lan1-real": Setup("lan1-real", lan(1), "lan1 on a real host: t1 10-30 us before the "
                        "wire, receive timestamps 2 us late, timers late, +-0.2 ppm daily",
                        host=REAL_HOST, thermal_ppm=0.2),
+    "lan1-old-kernel": Setup("lan1-old-kernel", lan(1), "lan1-real on a kernel before 4.19 "
+                             "(HZ 250): a frequency change waits up to 4 ms for the next "
+                             "tick", host=REAL_HOST, thermal_ppm=0.2, kernel_hz=250),
     "lan1-asymmetric": Setup("lan1-asymmetric", lan_one(0.001, 0.00104),
                              "lan1-real with the way back 40 us longer: 20 us no protocol "
                              "can see", host=REAL_HOST, thermal_ppm=0.2),
@@ -285,7 +289,8 @@ def run(
     hi = max(lo, hi)
     clock = SimClock(offset=setup.offset, frequency_ppm=setup.frequency_ppm,
                      wander=setup.wander, rng=random.Random(rng.getrandbits(64)),
-                     epoch_ns=round(setup.epoch * 1e9), thermal_ppm=setup.thermal_ppm)
+                     epoch_ns=round(setup.epoch * 1e9), thermal_ppm=setup.thermal_ppm,
+                     hz=setup.kernel_hz)
     utc = UtcLeaps(setup.epoch, setup.leaps) if setup.leaps else None
     servers = setup.servers(rng)
     for server in servers:

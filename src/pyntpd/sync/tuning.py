@@ -69,7 +69,16 @@ class Tuning:
     # (On lan1, 0.7 lets the poll reach 1024 s at ~56 us RMS; 0.3 settles at 256 s, ~34 us;
     # 0.25 at 128-256 s, ~26 us.)
     poll_samples: int = 4
-    poll_ratio: float = 0.25
+    poll_ratio: float = 1.0
+    # A slew is spread over this many poll intervals of the system peer (issue 13: the
+    # rate moves by offset / (slew_polls * poll), not by tens of ppm for 2 s).
+    slew_polls: float = 0.5
+    # After the first sync a slew runs the clock at most this far off the frequency
+    # estimate (an offset left by the fast slew, or after an outage, takes longer instead).
+    slew_ppm: float = 5.0
+    # How late a kernel may apply a frequency change (s): one tick at HZ 250 before Linux
+    # 4.19 (since then at once); what it may have put the raw clock off by widens the filters.
+    frequency_latency: float = 0.004
     # Prior uncertainty (s/s) of a frequency known from the driftfile or the running estimate.
     known_frequency_sd: float = 5e-6
     # The filter: samples as delay-bounded intervals (False: Gaussian updates, for
