@@ -50,13 +50,17 @@ from collections.abc import Callable, Iterable
 
 from pyntpd.clock.base import (
     DISCIPLINE_FLAGS,
+    FAST_FREQUENCY_PPM,
     MAX_ERROR_S,
     MAX_FREQUENCY_PPM,
+    NOMINAL_TICK_US,
     NS_PER_S,
     SLEW_RATE,
     ClockState,
     TakeOver,
+    split_frequency,
     status_flags,
+    tick_ppm,
 )
 
 DEFAULT_EPOCH_NS = 1_800_000_000 * NS_PER_S  # 2027-01-15, inside NTP era 0
@@ -67,31 +71,6 @@ LEAP_TOLERANCE = 1e-9
 SHIFT_PLL = 2  # Linux include/linux/timex.h
 PLL_TIME_CONSTANT = 2  # the kernel's default time_constant
 HZ = 250  # a common CONFIG_HZ: an old kernel's frequency change waits up to 1/HZ s
-USER_HZ = 100
-NOMINAL_TICK_US = 1_000_000 // USER_HZ  # adjtimex's `tick` at no correction
-PPM_PER_TICK_US = 1e6 / NOMINAL_TICK_US  # 100 ppm per microsecond of tick
-# Tick lengths within 1/12 of the nominal one, as chronyd allows itself (the kernel takes
-# 10 %): 83,333 ppm with the frequency's own 500 ppm on top.
-MAX_TICK_DELTA_US = NOMINAL_TICK_US // 12
-FAST_FREQUENCY_PPM = MAX_TICK_DELTA_US * PPM_PER_TICK_US + MAX_FREQUENCY_PPM
-
-
-def split_frequency(ppm: float) -> tuple[int, float]:
-    """The kernel's (tick, freq) for a correction of `ppm`, clamped to what they can
-    carry: the tick stays nominal within +-500 ppm, and beyond it takes the whole hundreds,
-    leaving freq within +-50 ppm."""
-    ppm = max(-FAST_FREQUENCY_PPM, min(FAST_FREQUENCY_PPM, ppm))
-    if abs(ppm) <= MAX_FREQUENCY_PPM:
-        return NOMINAL_TICK_US, ppm
-    delta = max(-MAX_TICK_DELTA_US, min(MAX_TICK_DELTA_US, round(ppm / PPM_PER_TICK_US)))
-    freq = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, ppm - delta * PPM_PER_TICK_US))
-    return NOMINAL_TICK_US + delta, freq
-
-
-def tick_ppm(tick_us: int) -> float:
-    return (tick_us - NOMINAL_TICK_US) * PPM_PER_TICK_US
-
-
 class SimClock:
     can_adjust = True
 

@@ -212,6 +212,8 @@ class SyncEngine:
         freq = self.config.initial_frequency
         start = freq if freq is not None else self.config.start_frequency
         self._ppm0 = 0.0 if start is None or not self.config.discipline else start
+        # A previous daemon stopped in a fast slew may have left the tick length too.
+        self._ppm0 = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, self._ppm0))
         self.model = CorrectionModel(self.start, self._ppm0)
         self.discipline = Discipline(self.config.discipline_config())
         self.frequency_ppm = self._ppm0 if freq is None else freq
@@ -319,7 +321,7 @@ class SyncEngine:
             settled = self._settled or abs(offset) <= FAST_ABOVE
             rate = tune.slew_ppm if settled else MAX_FREQUENCY_PPM
             plan = self.discipline.decide(now, offset, self.frequency_ppm, spread, fast, rate)
-            if plan.decision is Decision.SLEW and not plan.fast:
+            if plan.decision is Decision.SLEW and settled:
                 self._settled = True
             if plan.decision is Decision.PANIC and self.config.discipline:
                 panic = PanicExit(offset, self.config.tinker.panic)
