@@ -66,8 +66,8 @@ class Tuning:
     hold_wakeup: float = 64.0
     # Adaptive polling: samples at a poll interval before it may be raised, and the
     # fraction of a sample's typical error the prediction may lose over the next interval.
-    # (On lan1, 0.7 lets the poll reach 1024 s at ~56 us RMS; 0.3 settles at 256 s, ~34 us;
-    # 0.25 at 128-256 s, ~26 us.)
+    # (Tuned on tune-lan, seeds 11-13, with slews over half a poll: 0.25 settles at ~205 s
+    # mean poll, 21 us RMS; 0.5 at 430 s, 40 us; 1.0 at 800-830 s, 40 us; docs/ARCHITECTURE.)
     poll_samples: int = 4
     poll_ratio: float = 1.0
     # A slew is spread over this many poll intervals of the system peer (issue 13: the
