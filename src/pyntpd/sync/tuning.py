@@ -66,8 +66,9 @@ class Tuning:
     hold_wakeup: float = 64.0
     # Adaptive polling: samples at a poll interval before it may be raised, and the
     # fraction of a sample's typical error the prediction may lose over the next interval.
-    # (Tuned on tune-lan, seeds 11-13, with slews over half a poll: 0.25 settles at ~205 s
-    # mean poll, 21 us RMS; 0.5 at 430 s, 40 us; 1.0 at 800-830 s, 40 us; docs/ARCHITECTURE.)
+    # (Tuned on tune-lan, seeds 11-13, default polling. With slews over 3 polls: 0.25
+    # settles at ~205 s mean poll, 21 us RMS; 0.5 at 430 s, 40 us; 1.0 at 816 s, 63 us.
+    # Over half a poll (slew_polls 0.5): 1.0 at 800 s, 40 us. docs/ARCHITECTURE.md.)
     poll_samples: int = 4
     poll_ratio: float = 1.0
     # A slew is spread over this many poll intervals of the system peer (issue 13: the
