@@ -47,7 +47,7 @@ def check(options: DaemonOptions) -> int:
     restrict defaults are judged (config.check)."""
     source = config_source(options)
     if source == BUILTIN:
-        result = load_config(source, options.keyfile, options.trusted_keys).result
+        result = load_config(source, options.keyfile, options.trusted_keys, options).result
         diagnostics = result.diagnostics + check_config(result.config, filename=BUILTIN)
     else:
         diagnostics = check_file(source, keys_file=options.keyfile)
@@ -160,7 +160,7 @@ def _refuse_unreadable(options: DaemonOptions, unreadable: tuple[Diagnostic, ...
 
 def run(options: DaemonOptions) -> int:
     source = config_source(options)
-    loaded = load_config(source, options.keyfile, options.trusted_keys)
+    loaded = load_config(source, options.keyfile, options.trusted_keys, options)
     logfile = options.logfile or loaded.config.logfile
     try:
         logsetup.configure_logging(foreground=options.foreground, logfile=logfile,
@@ -174,6 +174,15 @@ def run(options: DaemonOptions) -> int:
     if loaded.result.unreadable:
         return _refuse_unreadable(options, loaded.result.unreadable)
     report_diagnostics(loaded.result)
+    if loaded.result.fatal:
+        # A restrict/interface line that cannot be honoured: ntpd would run without it.
+        first = loaded.result.fatal[0]
+        reason = (f"refusing to start: {len(loaded.result.fatal)} security setting(s) in "
+                  f"{source} cannot be honoured, first {first.location}: {first.message}")
+        log.error("%s", reason)
+        if not options.foreground:
+            print(f"pyntpd: {reason}", file=sys.stderr)
+        return EXIT_FAILURE
     if loaded.result.has_errors:
         log.error("%d configuration error(s): the lines in error are ignored, as ntpd "
                   "does; 'pyntpd --check%s' lists them", len(loaded.result.errors),
