@@ -115,6 +115,8 @@ class Synchroniser:
                 discipline=clock.can_adjust, local_clock=local_clock, precision=precision,
                 initial_frequency=initial, own_refids=options.own_refids,
                 start_frequency=options.start_frequency,
+                # Before the first sync a fast slew as far as the clock carries it (ADJ_TICK).
+                fast_slew_ppm=getattr(clock, "max_frequency_ppm", 0.0),
             ),
             self.now(),
         )
