@@ -14,7 +14,16 @@ from dataclasses import replace
 from . import refused
 from .context import Context, Fudge, KeyRef
 from .lexer import Token
-from .model import AF_INET, AF_INET6, IPAddress, LocalClock, ServerConfig, ServerKind
+from .model import (
+    AF_INET,
+    AF_INET6,
+    REFCLOCK_DRIVERS,
+    IPAddress,
+    LocalClock,
+    RefclockConfig,
+    ServerConfig,
+    ServerKind,
+)
 
 POLL_MIN, POLL_MAX = 3, 17
 POLL_HINT = "ntpd would silently clamp it to 3..17"
@@ -39,7 +48,12 @@ _VALUE_RANGES: dict[str, tuple[int, int, str | None]] = {
     "ntsport": (1, 65535, None),
 }
 SERVER_OPTIONS = [*FLAG_OPTIONS, *VALUE_OPTIONS, *IGNORED_FLAGS, *IGNORED_VALUES, "autokey"]
-REFCLOCK_OPTIONS = ["prefer", "noselect", "minpoll", "maxpoll", "mode"]
+REFCLOCK_OPTIONS = ["prefer", "noselect", "true", "minpoll", "maxpoll", "mode"]
+# Drivers ntpd builds with --enable-all-clocks that pyntpd does not: what to use instead.
+REFCLOCK_ALTERNATIVE = (
+    "pyntpd builds LOCAL (127.127.1.u), SHM (127.127.28.u) and GPSD_JSON (127.127.46.u): "
+    "let gpsd read the receiver and use 'server 127.127.28.u' (its shared memory) or "
+    "'server 127.127.46.u' (its JSON socket)")
 FUDGE_OPTIONS = ["stratum", "refid", "time1", "time2", "flag1", "flag2", "flag3", "flag4"]
 
 _REFCLOCK = re.compile(r"127\.127\.([0-9]{1,3})\.([0-9]{1,3})")
@@ -208,29 +222,28 @@ def _refclock(
     if head.text != "server":
         ctx.error(head, f"reference clocks are configured with 'server', not '{head.text}'")
         return
-    if clock_type != 1:
+    if clock_type != 1 and clock_type not in REFCLOCK_DRIVERS:
         ctx.b.unsupported_refclocks.add(addr_tok.text)
-        ctx.warning(
-            addr_tok,
-            f"refclock type {clock_type} is not supported; line ignored",
-            "pyntpd supports only the LOCAL driver (127.127.1.x); use a network source",
-        )
+        ctx.warning(addr_tok, f"refclock type {clock_type} is not supported; line ignored",
+                    REFCLOCK_ALTERNATIVE)
         return
     flags: set[str] = set()
     polls: dict[str, int | None] = {}
+    mode: int | None = 0
     i = 0
     while i < len(args):
         tok = args[i]
         i += 1
-        if tok.text in ("prefer", "noselect"):
+        if tok.text in ("prefer", "noselect", "true"):
             flags.add(tok.text)
         elif tok.text in ("minpoll", "maxpoll"):
             polls[tok.text] = ctx.int_arg(args, i, tok, tok.text, POLL_MIN, POLL_MAX, POLL_HINT)
             i += 1
         elif tok.text == "mode":
-            ctx.int_arg(args, i, tok, "mode", 0, 255)
+            mode = ctx.int_arg(args, i, tok, "mode", 0, 255)
             i += 1
-            ctx.warning(tok, "option 'mode' has no effect on the LOCAL driver; ignored")
+            if clock_type == 1:
+                ctx.warning(tok, "option 'mode' has no effect on the LOCAL driver; ignored")
         else:
             ctx.unknown(tok, "option", REFCLOCK_OPTIONS, "for a reference clock")
             break
@@ -240,6 +253,11 @@ def _refclock(
         ctx.error(head, f"minpoll {minpoll} is greater than maxpoll {maxpoll}")
     if not ctx.line_ok:
         return
+    if clock_type != 1:
+        _driver_clock(ctx, addr_tok, clock_type, unit, flags, minpoll, maxpoll, mode or 0)
+        return
+    if "true" in flags:
+        ctx.warning(addr_tok, "option 'true' has no effect on the LOCAL driver; ignored")
     for other in ctx.b.local_clocks:
         if other.unit == unit:
             ctx.warning(
@@ -256,6 +274,23 @@ def _refclock(
             location=addr_tok.loc,
         )
     )
+
+
+def _driver_clock(ctx: Context, addr_tok: Token, clock_type: int, unit: int, flags: set[str],
+                  minpoll: int, maxpoll: int, mode: int) -> None:
+    for other in ctx.b.refclocks:
+        if (other.type, other.unit) == (clock_type, unit):
+            ctx.warning(
+                addr_tok, f"duplicate server '{addr_tok.text}' (first at {other.location}); ignored"
+            )
+            return
+    if clock_type == 46 and mode & 0x03 == 3:
+        ctx.warning(addr_tok, "GPSD_JSON mode 3 is not an operating mode (0: serial time, "
+                    "1: strict PPS, 2: auto); mode 0 used, as ntpd does")
+    ctx.b.refclocks.append(RefclockConfig(
+        type=clock_type, unit=unit, mode=mode, prefer="prefer" in flags,
+        noselect="noselect" in flags, true="true" in flags, minpoll=minpoll, maxpoll=maxpoll,
+        location=addr_tok.loc))
 
 
 def handle_fudge(ctx: Context, head: Token, args: list[Token]) -> None:
@@ -289,11 +324,11 @@ def handle_fudge(ctx: Context, head: Token, args: list[Token]) -> None:
         elif name == "time1":
             fudge.time1 = ctx.float_arg(args, i, tok, name, -86400.0, 86400.0)
         elif name == "time2":
-            ctx.float_arg(args, i, tok, name, -86400.0, 86400.0)
-            fudge.ignored.append(name)
+            fudge.time2 = ctx.float_arg(args, i, tok, name, -86400.0, 86400.0)
         elif name in ("flag1", "flag2", "flag3", "flag4"):
-            ctx.int_arg(args, i, tok, name, 0, 1)
-            fudge.ignored.append(name)
+            value = ctx.int_arg(args, i, tok, name, 0, 1)
+            if value is not None:
+                fudge.flags[1 << (int(name[-1]) - 1)] = bool(value)
         else:
             ctx.unknown(tok, "fudge option", FUDGE_OPTIONS)
             break
@@ -305,11 +340,15 @@ def handle_fudge(ctx: Context, head: Token, args: list[Token]) -> None:
 def apply_fudges(ctx: Context) -> None:
     """ntpd applies fudge lines after all servers exist, so their order does not matter."""
     clocks = {c.unit: c for c in ctx.b.local_clocks}
+    drivers = {(c.type, c.unit): c for c in ctx.b.refclocks}
     for fudge in ctx.b.fudges:
         match = _REFCLOCK.fullmatch(fudge.address)
         assert match is not None
         clock_type, unit = int(match.group(1)), int(match.group(2))
         if fudge.address in ctx.b.unsupported_refclocks:
+            continue
+        if (clock_type, unit) in drivers:
+            drivers[clock_type, unit] = _fudged(drivers[clock_type, unit], fudge)
             continue
         if clock_type != 1 or unit not in clocks:
             ctx.warning(
@@ -318,7 +357,9 @@ def apply_fudges(ctx: Context) -> None:
                 "ignored",
             )
             continue
-        for name in fudge.ignored:
+        ignored = [*fudge.ignored, *(["time2"] if fudge.time2 is not None else []),
+                   *(f"flag{bit.bit_length()}" for bit in fudge.flags)]
+        for name in ignored:
             ctx.warning(fudge.token, f"fudge '{name}' has no effect on the LOCAL driver; ignored")
         clock = clocks[unit]
         clocks[unit] = replace(
@@ -328,3 +369,18 @@ def apply_fudges(ctx: Context) -> None:
             time1=clock.time1 if fudge.time1 is None else fudge.time1,
         )
     ctx.b.local_clocks = list(clocks.values())
+    ctx.b.refclocks = list(drivers.values())
+
+
+def _fudged(clock: RefclockConfig, fudge: Fudge) -> RefclockConfig:
+    flags = clock.flags
+    for bit, on in fudge.flags.items():
+        flags = flags | bit if on else flags & ~bit
+    return replace(
+        clock,
+        stratum=clock.stratum if fudge.stratum is None else fudge.stratum,
+        refid=clock.refid if fudge.refid is None else fudge.refid,
+        time1=clock.time1 if fudge.time1 is None else fudge.time1,
+        time2=clock.time2 if fudge.time2 is None else fudge.time2,
+        flags=flags,
+    )

@@ -19,7 +19,7 @@ from pyntpd.proto.access_types import RestrictRule
 from . import files
 from .diagnostics import DiagnosticSink, Location, suggest
 from .lexer import Token
-from .model import FilegenConfig, InterfaceRule, LocalClock, ServerConfig
+from .model import FilegenConfig, InterfaceRule, LocalClock, RefclockConfig, ServerConfig
 
 _INT = re.compile(r"[+-]?[0-9]{1,12}")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]{1,15}(?:\.[0-9]{0,15})?|\.[0-9]{1,15})(?:[eE][+-]?[0-9]{1,3})?")
@@ -32,6 +32,8 @@ class Fudge:
     stratum: int | None = None
     refid: str | None = None
     time1: float | None = None
+    time2: float | None = None
+    flags: dict[int, bool] = field(default_factory=dict)  # flag bit -> set
     ignored: list[str] = field(default_factory=list)
 
 
@@ -49,6 +51,7 @@ class Builder:
     servers: list[ServerConfig] = field(default_factory=list)
     server_index: dict[tuple[str, int], ServerConfig] = field(default_factory=dict)
     local_clocks: list[LocalClock] = field(default_factory=list)
+    refclocks: list[RefclockConfig] = field(default_factory=list)
     unsupported_refclocks: set[str] = field(default_factory=set)
     fudges: list[Fudge] = field(default_factory=list)
     restrictions: list[RestrictRule] = field(default_factory=list)
