@@ -28,12 +28,14 @@ from pyntpd.config.leapfile import LeapFileResult, LeapFileWatch, ntp_date
 from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.exitcodes import EXIT_PANIC
+from pyntpd.daemon.refclocks import RefclockRunner, build
 from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.driver import Driver, Timer
 from pyntpd.logonce import LogOnce
 from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.server import Responder, ServerCounters
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
+from pyntpd.refclock.base import RefclockPeer
 from pyntpd.stats.filegen import Statistics, StatsSettings
 from pyntpd.stats.statsformat import SysCounts, sys_counts
 from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
@@ -131,8 +133,13 @@ class Synchroniser:
                                 started=self.now(), counts=self._sys_counts())
         self.driver = Driver(
             self.engine, clock, self, stats=self.stats,
-            on_result=self._on_result, on_step=lambda step: self.sources.clock_stepped(),
+            on_result=self._on_result, on_step=self._on_step,
             on_panic=self._on_panic, on_done=self._on_done, on_error=self._on_error)
+        peers, drivers = build(config.refclocks, precision)
+        self.refclocks = RefclockRunner(peers, drivers, self.now, self._on_refclock_sample,
+                                        self.stats.record_clock)
+        for peer in peers:
+            self.driver.add_source(peer, peer, peer.address)
 
     @property
     def last(self) -> SyncResult | None:
@@ -150,6 +157,7 @@ class Synchroniser:
     def start(self) -> None:
         self.driver.update()
         self.sources.start()
+        self.refclocks.start()
         if self.drift is not None and self.clock.can_adjust:
             self._schedule_drift()
         self._schedule_sysstats()
@@ -158,6 +166,7 @@ class Synchroniser:
 
     def close(self) -> None:
         self.driver.stop()
+        self.refclocks.close()
         for timer in (self._drift_timer, self._sysstats_timer, self._leapfile_timer):
             if timer is not None:
                 timer.cancel()
@@ -242,6 +251,9 @@ class Synchroniser:
             if isinstance(peer, Peer):
                 log.info("synchronised to %s (stratum %d), offset %+.6f s", describe(peer),
                          result.system.stratum, result.offset)
+            elif isinstance(peer, RefclockPeer):
+                log.info("synchronised to %s (%s, stratum %d), offset %+.6f s", peer.name,
+                         peer.address, result.system.stratum, result.offset)
             elif result.system.synchronised:
                 log.info("synchronised to the local clock (stratum %d)", result.system.stratum)
             else:
@@ -293,6 +305,13 @@ class Synchroniser:
 
     def _on_sample(self, peer: Peer, sample: Sample) -> None:
         self.driver.on_sample(peer, sample)
+
+    def _on_refclock_sample(self, peer: RefclockPeer, sample: Sample) -> None:
+        self.driver.on_sample(peer, sample)
+
+    def _on_step(self, step: float) -> None:
+        # (the driver told every source, reference clocks included, of the step)
+        self.sources.clock_stepped()
 
     def _on_result(self, result: SyncResult, now: float) -> None:
         if result.stepped:

@@ -96,7 +96,7 @@ class _Reading:
     local_time: float
 
 
-@dataclass
+@dataclass(eq=False)  # a key of the engine's sources: identity
 class RefclockPeer:
     """One configured reference clock, as the engine and mode 6 see it."""
 

@@ -127,10 +127,13 @@ class GpsdSession:
         ("recv", "breply", "nosync", "sti_recv", "sti_used", "pps_recv", "pps_used"), 0))
 
     def __post_init__(self) -> None:
-        if self.mode not in (MODE_STI, MODE_STRICT, MODE_AUTO):
-            self.mode = MODE_STI
-        if self.mode == MODE_AUTO:
-            self.ppscount = PPS_MAXCOUNT // 2
+        self.set_mode(self.mode)
+
+    def set_mode(self, mode: int) -> None:
+        """The server line's mode word (bits 0-1); 3 is no mode: serial time, as ntpd."""
+        self.mode = mode if mode in (MODE_STI, MODE_STRICT, MODE_AUTO) else MODE_STI
+        self.ppscount = PPS_MAXCOUNT // 2 if self.mode == MODE_AUTO else 0
+        self.fl_rawsti = False
 
     # --- the connection's life -------------------------------------------------------
 
