@@ -695,7 +695,9 @@ class SyncEngine:
             precision=precision,
             root_delay=sample.root_delay + src.filter.min_delay,
             root_dispersion=root_dispersion,
-            refid=refid_for(src.spec.address),
+            # A primary server states its reference clock's code (GPS, SHM), as ntpd's
+            # clock_update does for a stratum 0 peer; others the peer's address.
+            refid=sample.refid if stratum == 1 else refid_for(src.spec.address),
             reference_time=unix_to_ntp(self._last_update),
             updated_at=now,
         )
