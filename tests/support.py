@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -68,6 +69,7 @@ class Pyntpd:
         env: dict[str, str] | None = None,
         wrap: Callable[[list[str]], list[str]] | None = None,
         observe: bool = True,
+        status: bool = False,
     ):
         # Tests never let a daemon near this machine's clock: --observe unless a test asks.
         self.observe = observe
@@ -80,6 +82,8 @@ class Pyntpd:
         self._dir = tempfile.TemporaryDirectory(prefix="pyntpd-test-")
         self.notify_path = os.path.join(self._dir.name, "notify")
         self.log_path = os.path.join(self._dir.name, "stderr.log")
+        # `status`: serve the JSON status on a Unix socket, for tests that read counters.
+        self.status_path = os.path.join(self._dir.name, "status") if status else None
 
     def start(self) -> Pyntpd:
         # A port picked by free_udp_port() can be taken by another process before the daemon
@@ -102,7 +106,9 @@ class Pyntpd:
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             self.wrap([sys.executable, "-m", "pyntpd.cli.pyntpd", "-n", "--port", str(self.port),
-                       *(["--observe"] if self.observe else []), *self.args]),
+                       *(["--observe"] if self.observe else []),
+                       *(["--status-socket", self.status_path] if self.status_path else []),
+                       *self.args]),
             stdout=self._log, stderr=subprocess.STDOUT, env=env, text=True,
         )
         deadline = time.monotonic() + READY_TIMEOUT
@@ -160,6 +166,33 @@ class Pyntpd:
             raise AssertionError(f"pyntpd did not synchronise in {timeout}s:\n{self.output()}")
         return match
 
+    def status(self) -> dict:
+        """The daemon's JSON status document (docs/metrics.md), read from its status socket."""
+        assert self.status_path is not None, "start Pyntpd with status=True"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5.0)
+            s.connect(self.status_path)
+            data = b"".join(iter(lambda: s.recv(65536), b""))
+        return json.loads(data)
+
+    def source(self, address: str = "127.0.0.1") -> dict:
+        """The status of the association with `address` (its counters: received, dropped)."""
+        sources = [s for s in self.status()["sources"] if s["address"] == address]
+        assert len(sources) == 1, f"no one source {address} in {self.status()['sources']}"
+        return sources[0]
+
+    def wait_source(self, received: int, address: str = "127.0.0.1",
+                    timeout: float = 5.0) -> dict:
+        """The association's status once it has received `received` datagrams (bounded):
+        every datagram is then either a sample or a counted drop, so a test can assert the
+        exact counters without waiting for what a wrong outcome would never bring."""
+        deadline = time.monotonic() + timeout
+        while True:
+            source = self.source(address)
+            if source["received"] >= received or time.monotonic() >= deadline:
+                return source
+            time.sleep(0.02)
+
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
@@ -194,6 +227,11 @@ class Pyntpd:
         with contextlib.suppress(AssertionError):
             self.stop()
         self.cleanup()
+
+
+def counted(counters: dict[str, int]) -> dict[str, int]:
+    """The counters that moved: a status document lists every reason, zeros included."""
+    return {name: value for name, value in counters.items() if value}
 
 
 @contextlib.contextmanager

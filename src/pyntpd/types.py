@@ -77,6 +77,16 @@ class Tally(enum.StrEnum):
     SYSPEER = "*"
 
 
+class Unfit(enum.IntFlag):
+    """Why a source cannot be selected: ntpd's peer tests, the bits of mode 6's `flash`."""
+
+    NONE = 0
+    STRATUM = 0x0200  # TEST10: unsynchronised, or a stratum outside tos floor..ceiling
+    DISTANCE = 0x0400  # TEST11: root distance beyond tos maxdist
+    LOOP = 0x0800  # TEST12: synchronised to us, or to our own system peer
+    UNREACHABLE = 0x1000  # TEST13: no sample for too long
+
+
 @dataclass(frozen=True, slots=True)
 class SetFrequency:
     ppm: float

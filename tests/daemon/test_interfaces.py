@@ -1,8 +1,15 @@
 import ipaddress
+import os
+import shutil
 import socket
+import subprocess
+import sys
+
+import pytest
 
 from pyntpd.config.model import InterfaceRule
-from pyntpd.daemon.interfaces import LocalAddress, local_addresses, plan_listen
+from pyntpd.daemon.interfaces import LocalAddress, local_addresses, own_refids_of, plan_listen
+from pyntpd.sync.engine import refid_for
 
 LOCALS = [
     LocalAddress("lo", ipaddress.ip_address("127.0.0.1")),
@@ -58,3 +65,21 @@ def test_family_switch_filters_addresses():
 
 def test_this_host_has_a_loopback_address():
     assert any(str(a.address) == "127.0.0.1" for a in local_addresses())
+
+
+def test_this_hosts_refids_are_its_addresses_ipv6_hashed() -> None:
+    refids = own_refids_of(["192.0.2.7", "2001:db8::7", "0.0.0.0", "::"])
+    assert refids == {bytes([192, 0, 2, 7]), refid_for("2001:db8::7")}  # wildcards are no one
+
+
+def test_secondary_addresses_are_listed() -> None:
+    """getifaddrs: every address, not only an interface's primary one (ntpd's list)."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare (a network namespace of the test's own)")
+    code = ("from pyntpd.daemon.interfaces import local_addresses\n"
+            "print(sorted(str(a.address) for a in local_addresses() if a.interface == 'lo'))")
+    script = ("set -e\nip link set lo up\nip addr add 127.0.0.2/8 dev lo\n"
+              f"exec {sys.executable} -c \"$0\"")
+    result = subprocess.run(["unshare", "--net", "sh", "-c", script, code], capture_output=True,
+                            text=True, timeout=30)
+    assert result.stdout.strip() == "['127.0.0.1', '127.0.0.2', '::1']", result.stderr

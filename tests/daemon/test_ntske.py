@@ -90,7 +90,8 @@ def test_server_and_client_halves_agree_on_keys_over_loopback(tmp_path: Path) ->
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        await server.start("127.0.0.1", port)
+        server.bind(["127.0.0.1"], port)
+        await server.start()
         try:
             session = await dke.key_exchange("localhost", port, str(pki.ca),
                                              connect_to="127.0.0.1")
@@ -139,7 +140,8 @@ def test_one_address_cannot_open_sessions_faster_than_the_accept_limit(tmp_path:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        await server.start("127.0.0.1", port)
+        server.bind(["127.0.0.1"], port)
+        await server.start()
         try:
             for _ in range(2 * dke.MAX_ACCEPTS_PER_ADDRESS + 8):  # spans at most 2 seconds
                 _reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -354,3 +354,37 @@ def test_pid_running_is_false_for_a_zombie(zombie: int) -> None:
 
 def test_process_name_is_argv0(unrelated: subprocess.Popen[bytes]) -> None:
     assert pidfile_mod.process_name(unrelated.pid) == "sleep"
+
+
+# --- a panic exit's note ----------------------------------------------------------------------
+
+
+def test_a_panic_note_is_a_second_line_and_the_file_outlives_the_release(path: Path) -> None:
+    pidfile = PidFile(path, pid=4321)
+    pidfile.acquire()
+    pidfile.note_panic()
+    pidfile.release()
+    assert path.read_bytes() == b"4321\npanic\n"
+
+
+def test_inspect_a_dead_daemons_panic_note_is_stale_and_says_panic(
+        path: Path, dead_pid: int) -> None:
+    path.write_text(f"{dead_pid}\npanic\n")
+    status = pidfile_mod.inspect_pidfile(path)
+    assert (status.state, status.pid, status.stale, status.panicked) == (
+        PidState.STALE, dead_pid, True, True)
+    assert status.reason == f"pid {dead_pid} exited in panic"
+
+
+def test_inspect_a_panic_note_of_a_live_daemon_is_live(
+        path: Path, ntpd_like: subprocess.Popen[bytes]) -> None:
+    path.write_text(f"{ntpd_like.pid}\npanic\n")
+    status = pidfile_mod.inspect_pidfile(path)
+    assert (status.state, status.panicked) == (PidState.LIVE, False)
+
+
+@pytest.mark.parametrize("content", [b"123\npanic\nmore\n", b"123\nPANIC\n", b"123\nexit\n",
+                                     b"panic\n123\n"])
+def test_inspect_any_other_second_line_is_garbage(path: Path, content: bytes) -> None:
+    path.write_bytes(content)
+    assert pidfile_mod.inspect_pidfile(path).state is PidState.GARBAGE

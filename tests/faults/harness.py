@@ -33,14 +33,43 @@ app.make_clock = lambda options, config: SimClock(epoch_ns=time.time_ns())
 """
 
 
-def program(directory: Path, *, simclock: bool = False, tuning: dict[str, float] | None = None,
+# A simulated clock that runs with this machine's time (as a disciplined clock would) until
+# the daemon corrects it: then it runs that far off, and the real clock is never touched.
+# Receive timestamps still come from the kernel, so after a step the next samples disagree:
+# good for what happens up to the first correction (a panic), not beyond.
+RUNNING_SIMCLOCK = """\
+import time
+from pyntpd.clock.simclock import SimClock
+from pyntpd.daemon import app
+
+class _RunningSimClock(SimClock):
+    def __init__(self):
+        super().__init__(epoch_ns=time.time_ns())
+        self._started = time.monotonic()
+
+    def now(self):
+        self.advance_to(time.monotonic() - self._started)
+        return super().now()
+
+app.make_clock = lambda options, config: _RunningSimClock()
+"""
+
+
+def program(directory: Path, *, simclock: bool = False, running_clock: bool = False,
+            preamble: str = "", tuning: dict[str, float] | None = None,
             **constants: dict[str, float]) -> Path:
     """An executable that runs pyntpd after the patches: constants={"pyntpd.daemon.sources":
     {"RESOLVE_RETRY_MIN": 0.5}} sets that module's constant first; tuning={"hold_wakeup": 2.0}
-    makes the sync engine's default Tuning (sync/tuning.DEFAULT) start from those values."""
+    makes the sync engine's default Tuning (sync/tuning.DEFAULT) start from those values;
+    `preamble` is Python run before anything else (e.g. without_family); `running_clock`:
+    RUNNING_SIMCLOCK."""
     lines = ["import importlib, sys"]
+    if preamble:
+        lines.append(preamble)
     if simclock:
         lines.append(SIMCLOCK)
+    if running_clock:
+        lines.append(RUNNING_SIMCLOCK)
     if tuning:
         lines += ["import dataclasses, pyntpd.sync.tuning as _t",
                   f"_t.DEFAULT = dataclasses.replace(_t.DEFAULT, **{tuning!r})"]
@@ -52,6 +81,22 @@ def program(directory: Path, *, simclock: bool = False, tuning: dict[str, float]
     path.write_text(f"#!{sys.executable}\n" + "\n".join(lines) + "\n")
     path.chmod(0o755)
     return path
+
+
+def without_family(name: str) -> str:
+    """A `program` preamble: socket() of `name` ("AF_INET6" or "AF_INET") fails with
+    EAFNOSUPPORT, as on a kernel booted with ipv6.disable=1 (or, for IPv4, the mirror
+    image); sockets made from an existing descriptor (accept, socketpair) are unaffected."""
+    return f"""\
+import errno as _errno, os as _os, socket as _socket
+_Socket = _socket.socket
+class _WithoutFamily(_Socket):
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        if fileno is None and (_socket.AF_INET if family == -1 else family) == _socket.{name}:
+            raise OSError(_errno.EAFNOSUPPORT, _os.strerror(_errno.EAFNOSUPPORT))
+        super().__init__(family, type, proto, fileno)
+_socket.socket = _WithoutFamily
+"""
 
 
 def wrapper(prog: Path, setup: str = "", prefix: tuple[str, ...] = ()

@@ -1,4 +1,4 @@
-"""Run reference NTP daemons (chrony, ntpsec) and their tools safely from tests.
+"""Run reference NTP daemons (chrony, ntpsec, Samba) and their tools safely from tests.
 
 Safety rules enforced here, not left to callers:
 
@@ -116,6 +116,15 @@ def find_nsenter() -> str | None:
     return _find("nsenter", (), ["/usr/bin", "/bin"])
 
 
+def find_samba() -> str | None:
+    """Samba's AD DC daemon (Debian packages samba, samba-ad-dc, samba-ad-provision)."""
+    return _find("samba", (), ["/usr/sbin", "/sbin"])
+
+
+def find_samba_tool() -> str | None:
+    return _find("samba-tool", (), ["/usr/bin"])
+
+
 TOOL_FINDERS: dict[str, Callable[[], str | None]] = {
     "chronyd": find_chronyd,
     "chronyc": find_chronyc,
@@ -125,6 +134,12 @@ TOOL_FINDERS: dict[str, Callable[[], str | None]] = {
     "setpriv": find_setpriv,
     "unshare": find_unshare,
     "nsenter": find_nsenter,
+    "samba": find_samba,
+    "samba-tool": find_samba_tool,
+    # Debian's gpsd and gpsd-clients (scripts/install-test-deps)
+    "gpsd": lambda: shutil.which("gpsd"),
+    "gpsfake": lambda: shutil.which("gpsfake"),
+    "gpspipe": lambda: shutil.which("gpspipe"),
 }
 
 

@@ -6,7 +6,7 @@ import json
 import math
 
 from pyntpd.proto.auth import AuthResult
-from pyntpd.proto.control import ControlSnapshot, PeerInfo
+from pyntpd.proto.control import ControlDrop, ControlSnapshot, PeerInfo
 from pyntpd.proto.metrics_text import (
     Status,
     escape_label,
@@ -14,9 +14,11 @@ from pyntpd.proto.metrics_text import (
     format_value,
     status_document,
 )
+from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.nts import NtsFailure
 from pyntpd.proto.packet import DropReason
 from pyntpd.proto.server import ServerCounters
+from pyntpd.proto.source import SourceDrop
 from pyntpd.proto.timestamp import unix_to_ntp
 
 NOW = 1_700_000_000.0
@@ -33,7 +35,8 @@ def _status(**kw: object) -> Status:
         peers=(
             PeerInfo(associd=2, srcadr="192.0.2.1", stratum=1, reach=0o377, hpoll=6,
                      offset=-0.0015, delay=0.025, jitter=0.0003, dispersion=0.001,
-                     tally="*", refid=b"GPS\0", srchost='ntp."one"\\\n'),
+                     tally="*", refid=b"GPS\0", srchost='ntp."one"\\\n', received=9,
+                     dropped={"bogus_origin": 2, "authentication": 1}),
             PeerInfo(associd=3, srcadr="2001:db8::2", stratum=16, reach=0, hpoll=10,
                      offset=math.nan, tally=" "),
         ),
@@ -107,6 +110,34 @@ def test_every_drop_reason_is_exported_even_at_zero():
     assert 'ntp_server_packets_dropped_total{reason="mode7"} 0' in lines
 
 
+def test_each_associations_datagrams_and_drops_are_exported_by_reason_even_at_zero():
+    lines = _lines()
+    labels = 'address="192.0.2.1",name="ntp.\\"one\\"\\\\\\n"'
+    assert f"ntp_source_received_total{{{labels}}} 9" in lines
+    assert f'ntp_source_dropped_total{{{labels},reason="bogus_origin"}} 2' in lines
+    assert f'ntp_source_dropped_total{{{labels},reason="authentication"}} 1' in lines
+    assert f'ntp_source_dropped_total{{{labels},reason="duplicate"}} 0' in lines
+    assert sum(x.startswith("ntp_source_dropped_total{") for x in lines) == 2 * len(SourceDrop)
+
+
+def test_a_reference_clock_has_no_datagram_counters():
+    local = PeerInfo(associd=1, srcadr="127.127.1.0", srchost="LOCAL(0)", refclock=True)
+    status = Status.build(ControlSnapshot(peers=(local,)), ServerCounters(), version="v",
+                          start_time=0.0, now=NOW)
+    assert not any(x.startswith(("ntp_source_received", "ntp_source_dropped"))
+                   for x in exposition(status).splitlines())
+    assert "received" not in status_document(status)["sources"][0]  # type: ignore[index]
+
+
+def test_mode_6_drops_are_exported_by_reason_even_at_zero():
+    status = _status(control_dropped={ControlDrop.BAD_NONCE: 3})
+    lines = _lines(status)
+    assert 'ntp_server_control_dropped_total{reason="control_bad_nonce"} 3' in lines
+    assert 'ntp_server_control_dropped_total{reason="control_too_short"} 0' in lines
+    assert status_document(status)["server"]["control_dropped"] == {  # type: ignore[index]
+        r.value: 3 if r is ControlDrop.BAD_NONCE else 0 for r in ControlDrop}
+
+
 def test_serving_counters():
     lines = _lines()
     for expected in [
@@ -143,6 +174,18 @@ def test_nts_counters_are_exported_by_kind_even_at_zero():
     assert 'ntp_server_nts_failed_total{kind="nts_bad_cookie"} 2' in lines
     assert 'ntp_server_nts_failed_total{kind="nts_malformed"} 0' in lines
     assert status_document(status)["server"]["nts_failed"]["nts_bad_cookie"] == 2  # type: ignore[index]
+
+
+def test_mssntp_counters_are_exported_by_kind_even_at_zero():
+    counters = ServerCounters(mssntp_signed=4)
+    counters.refuse_mssntp(MssntpFailure.UNAVAILABLE)
+    status = Status.build(ControlSnapshot(), counters, version="v", start_time=0.0, now=NOW)
+    lines = exposition(status).splitlines()
+    assert "ntp_server_mssntp_signed_total 4" in lines
+    assert 'ntp_server_mssntp_failed_total{kind="signd_unavailable"} 1' in lines
+    assert 'ntp_server_mssntp_failed_total{kind="signd_timeout"} 0' in lines
+    assert 'ntp_server_packets_dropped_total{reason="mssntp"} 1' in lines
+    assert status_document(status)["server"]["mssntp_signed"] == 4  # type: ignore[index]
 
 
 def test_http_outcomes_only_when_counted():
@@ -182,6 +225,9 @@ def test_json_document_has_system_sources_and_counters():
     assert [s["address"] for s in doc["sources"]] == ["192.0.2.1", "2001:db8::2"]
     assert doc["sources"][0]["condition"] == "sys.peer" and doc["sources"][0]["selected"]
     assert doc["sources"][1]["offset"] is None
+    assert doc["sources"][0]["received"] == 9
+    assert doc["sources"][0]["dropped"] == {
+        r.value: {"bogus_origin": 2, "authentication": 1}.get(r.value, 0) for r in SourceDrop}
     assert doc["server"]["dropped"]["rate_limited"] == 2
     assert set(doc["server"]["dropped"]) == {r.value for r in DropReason}
     assert doc["server"]["kod_sent"] == {"RATE": 1, "DENY": 0, "RSTR": 0}

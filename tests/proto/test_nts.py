@@ -48,8 +48,8 @@ def session(keys: nts.CookieKeys, cookies: int = MAX_COOKIES) -> nts.NtsSession:
     return nts.NtsSession(c2s, s2c, [keys.make_cookie(c2s, s2c) for _ in range(cookies)])
 
 
-def responder(keys: nts.CookieKeys | None) -> Responder:
-    rules = [RestrictRule(ipaddress.ip_network("0.0.0.0/0"), F.NONE, is_default=True)]
+def responder(keys: nts.CookieKeys | None, flags: F = F.NONE) -> Responder:
+    rules = [RestrictRule(ipaddress.ip_network("0.0.0.0/0"), flags, is_default=True)]
     r = Responder(Access(RestrictTable(rules)), LocalClockDriver(stratum=10).system_vars(NOW))
     r.nts_keys = keys
     return r
@@ -179,17 +179,24 @@ def test_a_cookie_is_never_sent_twice() -> None:
     assert len(set(sent)) == 3 and client.needs_ke
 
 
-def test_the_reply_is_never_longer_than_the_request() -> None:
+@pytest.mark.parametrize("placeholders", [0, 13], ids=["none", "short"])
+def test_the_reply_is_never_longer_than_the_request(placeholders: int) -> None:
+    """Each cookie in the reply is paid for by a placeholder at least as long (or the
+    request's own cookie): placeholders shorter than a cookie buy nothing."""
     keys = cookie_keys()
     client = session(keys, cookies=1)
     request, _ = client.build_request(header())
-    # Strip the placeholders: the client then asks for one cookie only.
+    # Keep the unique identifier and the cookie, and add `placeholders` of 4 bytes.
     packet = decode(request)
     lean = header() + b"".join(encode_extension(ef) for ef in packet.extensions
                                if ef.field_type in (nts.UNIQUE_IDENTIFIER, nts.NTS_COOKIE))
+    lean += encode_extension(ExtensionField(nts.COOKIE_PLACEHOLDER, bytes(4))) * placeholders
     lean += nts.authenticator(client.c2s, lean, b"")
     reply = serve(responder(keys), lean)
     assert reply is not None and len(reply) <= len(lean)
+    assert client.check_reply(reply, decode(reply), decode(lean).extensions[0].value) \
+        is nts.ReplyCheck.OK
+    assert len(client.cookies) == 1  # one new cookie for the one spent
 
 
 def test_a_bad_cookie_gets_an_nts_nak_echoing_the_unique_identifier() -> None:
@@ -236,6 +243,16 @@ def test_a_request_missing_a_required_field_gets_nothing(drop: int) -> None:
     r = responder(keys)
     assert serve(r, data) is None
     assert r.counters.nts_failed == {nts.NtsFailure.MALFORMED: 1}
+
+
+@pytest.mark.parametrize("flags", [F.IGNORE, F.NOSERVE, F.NOSERVE | F.KOD])
+def test_restricted_sources_get_no_nts_reply(flags: F) -> None:
+    """restrict applies to NTS requests as to plain ones, before any cryptography."""
+    keys = cookie_keys()
+    request, _ = session(keys).build_request(header())
+    r = responder(keys, flags)
+    assert serve(r, request) is None
+    assert r.counters.dropped == {DropReason.RESTRICTED: 1} and r.counters.served == 0
 
 
 def test_a_replayed_request_is_answered_afresh_and_changes_nothing() -> None:

@@ -126,7 +126,7 @@ def test_unknown_extension_field_is_answered_without_it():
 
 def test_signed_request_without_keys_gets_no_reply():
     r = responder()
-    assert ask(r, request(trailer=struct.pack("!I", 1) + bytes(16))) is None
+    assert ask(r, request(trailer=struct.pack("!I", 1) + bytes(range(1, 17)))) is None
     assert r.counters.dropped[DropReason.BAD_AUTH] == 1
 
 
@@ -179,6 +179,19 @@ def test_limited_with_kod_sends_one_rate_kiss_per_burst():
     kisses = [p for p in replies[1:] if p is not None]
     assert len(kisses) == 1 and kisses[0].header.refid == b"RATE"
     assert kisses[0].header.stratum == 0 and r.counters.kod_sent == {b"RATE": 1}
+
+
+@pytest.mark.parametrize("flag, code", [(F.NOSERVE, b"RSTR"), (F.NOTRUST, b"DENY")])
+def test_refusal_kisses_are_rate_limited_too(flag, code):
+    """A refused source that floods us (or spoofs a victim's address) gets one kiss per
+    burst, not one per packet: a kiss must never make us a reflector."""
+    r = responder(flag | F.KOD)
+    replies = [ask(r, request(), now=NOW + 0.01 * i) for i in range(10)]
+    kisses = [p for p in replies if p is not None]
+    assert [k.header.refid for k in kisses] == [code, code]  # the first packet, then a burst's
+    assert r.counters.kod_sent == {code: 2}
+    assert r.counters.dropped[DropReason.RESTRICTED if flag == F.NOSERVE
+                              else DropReason.AUTH_REQUIRED] == 10
 
 
 def test_kod_is_never_larger_than_the_request():

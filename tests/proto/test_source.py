@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 
+from pyntpd.proto import source
 from pyntpd.proto.packet import HEADER, NtpHeader, decode, li_vn_mode
 from pyntpd.proto.source import Association, SourceDrop, SourceSpec, State
 from pyntpd.proto.timestamp import ntp_add, ntp_diff, seconds_to_short, unix_to_ntp
@@ -56,6 +57,13 @@ def test_request_transmit_is_random_not_our_clock():
     assert first != second and abs(first - unix_to_ntp(T0)) > 1 << 40
 
 
+def test_the_random_transmit_timestamp_is_never_zero(monkeypatch):
+    """Zero means "no timestamp": as our origin it would match a reply's empty origin."""
+    draws = iter([0, 0, 0x5EED])
+    monkeypatch.setattr(source.secrets, "randbits", lambda bits: next(draws))
+    assert source._random_transmit() == 0x5EED
+
+
 def test_request_carries_nothing_else_about_us():
     h = request(assoc())
     assert (h.mode, h.version, h.origin, h.receive, h.reference) == (3, 4, 0, 0, 0)
@@ -93,6 +101,18 @@ def test_reply_without_any_request_is_refused():
     a = assoc()
     data, t4 = reply_to(HEADER_REQ)
     assert a.receive(data, t4, T0) is None and a.drops[SourceDrop.NO_REQUEST] == 1
+
+
+def test_a_zero_origin_reply_with_no_request_outstanding_is_refused():
+    """CVE-2015-8138: with nothing outstanding our origin is "none", which a reply's zero
+    origin must not match."""
+    a = assoc()
+    req = request(a)
+    data, t4 = reply_to(req)
+    assert a.receive(data, t4, T0) is not None  # answered: nothing outstanding any more
+    forged, t4 = reply_to(req, origin=0, transmit=unix_to_ntp(T0 + 0.5))
+    assert a.receive(forged, t4, T0 + 0.5) is None
+    assert a.drops == {SourceDrop.NO_REQUEST: 1}
 
 
 HEADER_REQ = NtpHeader(li_vn_mode(0, 4, 3), 0, 6, -20, 0, 0, b"\0" * 4, 0, 0, 0, 99)

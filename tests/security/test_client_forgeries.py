@@ -1,8 +1,11 @@
 """Advisories against ntpd's client side, replayed against a real pyntpd process.
 
 The test is pyntpd's upstream server (tests/security/upstream.py): it sees each request and
-answers with the forgery the advisory describes, then with honest replies, and checks that the
-forgery changed nothing while the honest replies still work.
+answers with the forgery the advisory describes, then with the honest reply, and reads the
+association's counters from the daemon's JSON status: each forgery is counted under the
+reason that refused it, and the honest reply to the same request still gives a sample (the
+forgery spent nothing). Each test fails when the check it names is removed
+(tests/mutation/mutate.py).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pyntpd.config.keys import SymmetricKey
 from pyntpd.proto.packet import decode
 from pyntpd.proto.timestamp import unix_to_ntp
 from tests.security.upstream import Upstream, reply
-from tests.support import Pyntpd, config_file
+from tests.support import Pyntpd, config_file, counted
 
 KEY = SymmetricKey(1, "SHA1", bytes.fromhex("0123456789abcdef0123456789abcdef01234567"))
 
@@ -36,53 +39,55 @@ def client(upstream: Upstream, key: bool = False) -> Iterator[Pyntpd]:
             lines += [f"keys {keys}", "trustedkey 1"]
             option = " key 1"
         lines.append(f"server 127.0.0.1 port {upstream.port}{option} iburst minpoll 4 maxpoll 4")
-        with config_file("\n".join(lines) + "\n") as conf, Pyntpd("-c", conf) as d:
+        with config_file("\n".join(lines) + "\n") as conf, Pyntpd("-c", conf, status=True) as d:
             yield d
 
 
-def synchronised(d: Pyntpd) -> bool:
-    return "synchronised to 127.0.0.1" in d.output()
-
-
-def serve_honestly(upstream: Upstream, d: Pyntpd, key: SymmetricKey | None = None,
-                   timeout: float = 40.0) -> None:
-    """Answer every request properly until pyntpd synchronises (the positive control)."""
-    deadline = time.monotonic() + timeout
-    while not synchronised(d):
-        assert time.monotonic() < deadline, f"never synchronised:\n{d.output()}"
-        data, peer = upstream.request(timeout=20.0)  # after the burst: every 16 s
-        upstream.send(peer, reply(data, key=key))
-    assert synchronised(d)
+def crypto_nak(data: bytes) -> bytes:
+    """`data`'s header with a lone key id (key 1) for a MAC: what ntpd took as authentic."""
+    return data[:48] + KEY.key_id.to_bytes(4, "big")
 
 
 def test_cve_2015_7871_crypto_nak_is_not_authentication() -> None:
     """A crypto-NAK (a lone key id) with the right origin was taken as an authenticated
     reply by ntpd: an attacker could set the clock of a client that required keys."""
     with Upstream() as up, client(up, key=True) as d:
-        for _ in range(2):
-            data, peer = up.request()
-            up.send(peer, reply(data, stratum=1) [:48] + (1).to_bytes(4, "big"))
-        assert not synchronised(d)
-        serve_honestly(up, d, KEY)
+        data, peer = up.request()
+        up.send(peer, crypto_nak(reply(data, stratum=1)))
+        # The signed reply to the same request is still taken: the NAK spent nothing.
+        up.send(peer, reply(data, key=KEY))
+        source = d.wait_source(received=2)
+        assert counted(source["dropped"]) == {"authentication": 1}
+        assert source["reach"] != 0
 
 
 def test_cve_2016_1547_crypto_nak_does_not_demobilise() -> None:
-    """Spoofed crypto-NAKs made ntpd drop a preemptable association; pyntpd keeps polling."""
-    with Upstream() as up, client(up, key=True):
+    """Spoofed crypto-NAKs made ntpd drop a preemptable association. Here authentication is
+    checked before a reply consumes the outstanding request: the NAKs change nothing, the
+    genuine reply still counts, and polling goes on."""
+    with Upstream() as up, client(up, key=True) as d:
         data, peer = up.request()
-        up.send(peer, data[:48] + (1).to_bytes(4, "big"))
-        up.send(peer, reply(data)[:48] + (1).to_bytes(4, "big"))
-        assert up.requests_within(5.0) >= 1
+        up.send(peer, crypto_nak(data))  # our own request sent back with a NAK
+        up.send(peer, crypto_nak(reply(data)))
+        up.send(peer, reply(data, key=KEY))
+        source = d.wait_source(received=3)
+        assert counted(source["dropped"]) == {"not_server_mode": 1, "authentication": 1}
+        assert source["reach"] != 0
+        up.request(timeout=5.0)  # the next poll (2 s into the burst)
 
 
 def test_cve_2015_7704_spoofed_kiss_with_a_wrong_origin_is_ignored() -> None:
     """An off-path attacker's RATE/DENY kiss (it cannot know our random origin) must not
     slow down or stop polling (CVE-2015-7704/7705, CVE-2020-11868)."""
     with Upstream() as up, client(up) as d:
+        data, peer = up.request()
         for code in (b"DENY", b"RSTR", b"RATE"):
-            data, peer = up.request()
             up.send(peer, reply(data, stratum=0, refid=code, origin=0x1234_5678_9ABC_DEF0))
-        serve_honestly(up, d)
+        up.send(peer, reply(data))
+        source = d.wait_source(received=4)
+        assert counted(source["dropped"]) == {"bogus_origin": 3}
+        assert source["reach"] != 0
+        up.request(timeout=5.0)  # not denied: the next poll comes
 
 
 def test_cve_2016_1547_unauthenticated_kiss_on_a_keyed_association_is_ignored() -> None:
@@ -91,17 +96,25 @@ def test_cve_2016_1547_unauthenticated_kiss_on_a_keyed_association_is_ignored() 
     with Upstream() as up, client(up, key=True) as d:
         data, peer = up.request()
         up.send(peer, reply(data, stratum=0, refid=b"DENY"))
-        serve_honestly(up, d, KEY)
+        up.send(peer, reply(data, key=KEY))
+        source = d.wait_source(received=2)
+        assert counted(source["dropped"]) == {"authentication": 1}
+        assert source["reach"] != 0
+        up.request(timeout=5.0)  # not denied: the next poll comes
 
 
 def test_cve_2015_8138_zero_origin_replies_are_refused() -> None:
-    """ntpd accepted a reply whose origin timestamp was zero: any off-path packet matched."""
+    """ntpd accepted a reply whose origin timestamp was zero: any off-path packet matched.
+    Refused with our request outstanding (the origin is not ours) and with none (a zero
+    origin never stands for "nothing outstanding")."""
     with Upstream() as up, client(up) as d:
-        for _ in range(2):
-            data, peer = up.request()
-            up.send(peer, reply(data, origin=0))
-        assert not synchronised(d)
-        serve_honestly(up, d)
+        data, peer = up.request()
+        up.send(peer, reply(data, origin=0))
+        up.send(peer, reply(data))  # the genuine reply consumes the request
+        up.send(peer, reply(data, origin=0))
+        source = d.wait_source(received=3)
+        assert counted(source["dropped"]) == {"bogus_origin": 1, "no_request_outstanding": 1}
+        assert source["reach"] != 0
 
 
 def test_cve_2020_13817_transmit_timestamps_are_unpredictable() -> None:
@@ -115,12 +128,19 @@ def test_cve_2020_13817_transmit_timestamps_are_unpredictable() -> None:
 
 
 def test_a_replayed_reply_is_refused() -> None:
-    """The same genuine reply twice (or to the next request) gives one sample at most."""
+    """A genuine reply gives one sample: sent again it is a duplicate, a second answer to
+    the same request finds it spent, and an old answer to the next request has the wrong
+    origin."""
     with Upstream() as up, client(up) as d:
         first, peer = up.request()
         genuine = reply(first)
         up.send(peer, genuine)
-        for _ in range(3):
-            up.request()
-            up.send(peer, genuine)
-        assert not synchronised(d)
+        up.send(peer, genuine)
+        up.send(peer, reply(first))  # another (fresh) answer to the answered request
+        d.wait_source(received=3)
+        up.request()
+        up.send(peer, genuine)
+        up.send(peer, reply(first))  # answers the first request, not this one
+        source = d.wait_source(received=5)
+        assert counted(source["dropped"]) == {
+            "duplicate": 2, "no_request_outstanding": 1, "bogus_origin": 1}

@@ -12,6 +12,9 @@ receive timestamps are the last peer packet it accepted, zero while none.
   the peer's address must carry a MAC under the peer's key before anything changes.
 - Replays and reflections: an authentic packet sent again, or pyntpd's own packet sent
   back (the key is the same both ways), changes nothing.
+
+Each refusal is also read back from the daemon's JSON status, counted under its reason (the
+peer association's `dropped`, the server's `dropped` for strangers).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pyntpd.proto.auth import AuthResult, mac_trailer, signed_part, verify_with
 from pyntpd.proto.packet import HEADER, NtpHeader, decode, li_vn_mode
 from pyntpd.proto.timestamp import unix_to_ntp
 from tests.security.upstream import Upstream
-from tests.support import Pyntpd, config_file
+from tests.support import Pyntpd, config_file, counted
 
 KEY = SymmetricKey(1, "SHA1", bytes.fromhex("0123456789abcdef0123456789abcdef01234567"))
 OTHER = SymmetricKey(2, "SHA1", KEY.secret)
@@ -44,7 +47,7 @@ def peered(peer: Upstream) -> Iterator[Pyntpd]:
         os.chmod(keys, 0o600)
         text = (f"keys {keys}\ntrustedkey 1 2\nrestrict default\n"
                 f"peer 127.0.0.1 port {peer.port} key 1 iburst minpoll 3 maxpoll 3\n")
-        with config_file(text) as conf, Pyntpd("-c", conf) as d:
+        with config_file(text) as conf, Pyntpd("-c", conf, status=True) as d:
             yield d
 
 
@@ -76,6 +79,7 @@ def test_cve_2016_1549_a_strangers_symmetric_packets_get_nothing() -> None:
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
         stranger.bind(("127.0.0.1", 0))
         stranger.settimeout(0.5)
+        before = d.status()["server"]["dropped"]["not_a_request"]
         for mode in (1, 2):
             for key in (None, KEY):  # signed or not: the stranger is not a configured peer
                 stranger.sendto(peer_packet(key=key, mode=mode), ("127.0.0.1", d.port))
@@ -84,9 +88,11 @@ def test_cve_2016_1549_a_strangers_symmetric_packets_get_nothing() -> None:
         except TimeoutError:
             got = None
         assert got is None
+        assert d.status()["server"]["dropped"]["not_a_request"] - before == 4
         next_packet(peer)
         h = next_packet(peer)
         assert (h.origin, h.receive) == (0, 0)
+        assert d.source()["received"] == 0  # nothing reached the peer's association
 
 
 def test_unauthenticated_packets_from_the_peers_address_change_nothing() -> None:
@@ -103,6 +109,7 @@ def test_unauthenticated_packets_from_the_peers_address_change_nothing() -> None
             signed[:-1] + bytes([signed[-1] ^ 1]),  # a bad digest
         ):
             peer.send(where, forged)
+        assert counted(d.wait_source(received=5)["dropped"]) == {"authentication": 5}
         h = next_packet(peer)
         assert (h.origin, h.receive) == (0, 0), "a forged packet was believed"
         # The genuine peer is still heard: its signed packet is what pyntpd answers next.
@@ -110,6 +117,8 @@ def test_unauthenticated_packets_from_the_peers_address_change_nothing() -> None
         peer.send(where, peer_packet(transmit=transmit))
         h = next_packet(peer)
         assert h.origin == transmit and h.receive != 0
+        # Its first packet (origin zero) updates the state but gives no sample.
+        assert counted(d.source()["dropped"]) == {"authentication": 5, "zero_origin": 1}
 
 
 def test_replayed_and_reflected_packets_change_nothing() -> None:
@@ -118,11 +127,15 @@ def test_replayed_and_reflected_packets_change_nothing() -> None:
         first = next_packet(peer)
         newer = unix_to_ntp(time.time())
         older = peer_packet(transmit=newer - (10 << 32))  # authentic, sent 10 s earlier
-        peer.send(where, peer_packet(transmit=newer))
+        fresh = peer_packet(transmit=newer)
+        peer.send(where, fresh)
+        peer.send(where, fresh)  # a duplicate
         ours = next_datagram(peer)
         h = decode(ours).header
         assert h.origin == newer
         peer.send(where, older)  # a replay of an older authentic packet
         peer.send(where, ours)  # pyntpd's own packet sent back: its MAC verifies
+        assert counted(d.wait_source(received=4)["dropped"]) == {
+            "zero_origin": 1, "duplicate": 1, "replay": 2}
         assert next_packet(peer).origin == newer
         assert first.transmit < h.transmit

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from pyntpd.cli.options import OptionError, parse_args
 from pyntpd.cli.options import _port as port_number
+from pyntpd.daemon.exitcodes import EXIT_PANIC
 from pyntpd.daemon.pidfile import (
     PidFileError,
     PidfileStatus,
@@ -210,6 +211,15 @@ def _cannot_tell(status: PidfileStatus) -> int:
     return EXIT_FAILURE
 
 
+def panic_report(status: PidfileStatus) -> str:
+    """What status says after a panic exit (the daemon noted it in its pidfile)."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.changed))
+    return (f"pyntpd is not running: it exited in panic at {when} (pid {status.pid}, exit "
+            f"status {EXIT_PANIC}): its sources' time was further from the clock than the "
+            "panic threshold. Check the sources and the time, set the clock by hand, then "
+            "start pyntpd again (docs/service.md, \"After a panic exit\")")
+
+
 # --- the commands ----------------------------------------------------------------------------
 
 
@@ -220,6 +230,9 @@ def start(service: Service, timeout: float) -> int:
         return EXIT_OK
     if status.state in (PidState.SYMLINK, PidState.UNREADABLE):
         return _cannot_tell(status)
+    if status.panicked:
+        # Starting again is the administrator's decision after a panic; say what it was.
+        _say(f"pyntpd last exited in panic (pid {status.pid}); starting it again as asked")
     if status.stale:
         note = "; that process is left alone" if status.state is PidState.NOT_OURS else ""
         _say(f"removing stale pidfile {service.pidfile}: {status.reason}{note}")
@@ -307,6 +320,9 @@ def status(service: Service) -> int:
     if status.state in (PidState.SYMLINK, PidState.UNREADABLE):
         _say(f"pyntpd status unknown: {status.reason}")
         return STATUS_UNKNOWN
+    if status.panicked:
+        _say(panic_report(status))
+        return STATUS_DEAD_WITH_PIDFILE
     if status.stale:
         _say(f"pyntpd is not running, but its pidfile {service.pidfile} remains: "
              f"{status.reason}")
@@ -346,7 +362,11 @@ def sync_state(host: str, port: int, timeout: float = QUERY_TIMEOUT) -> str:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     deadline = time.monotonic() + timeout
     unknown = f"sync state unknown: no answer from {host} port {port} in {timeout:g} s"
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:  # no such family here (ipv6.disable=1)
+        return f"sync state unknown: cannot ask {host} port {port}: {exc.strerror}"
+    with sock:
         try:
             sock.connect((host, port))
             sock.send(request)

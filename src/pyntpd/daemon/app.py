@@ -21,16 +21,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyntpd.clock.base import Clock
+from pyntpd.clock.base import Clock, ClockError
 from pyntpd.clock.kernel import SystemClock
 from pyntpd.clock.observe import ObserveClock
 from pyntpd.config import parse_file, parse_text
+from pyntpd.config.broadcast import with_command_line as broadcast_options
 from pyntpd.config.defaults import DEFAULT_CONFIG, DEFAULT_CONFIG_TEXT
 from pyntpd.config.leapfile import LeapFileWatch
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
-from pyntpd.daemon.interfaces import local_addresses, plan_listen
+from pyntpd.daemon.broadcast import GroupMembership, cast_listen
+from pyntpd.daemon.exitcodes import EXIT_PANIC
+from pyntpd.daemon.interfaces import (
+    cast_interfaces,
+    local_addresses,
+    own_refids,
+    own_refids_of,
+    plan_listen,
+)
 from pyntpd.daemon.invocation import DaemonOptions
+from pyntpd.daemon.ipfamilies import IpFamilies, family_name, probe
 from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
@@ -46,12 +56,21 @@ from pyntpd.daemon.privileges import (
     resolve_identity,
     set_parent_death_signal,
 )
-from pyntpd.daemon.serve import ListenAddress, UdpServer, default_listen, open_sockets
+from pyntpd.daemon.serve import (
+    ListenAddress,
+    UdpServer,
+    default_listen,
+    open_available,
+    open_sockets,
+)
+from pyntpd.daemon.signd import SigndClient
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser, SyncOptions, describe, report_leapfile
 from pyntpd.daemon.workers import POLL_INTERVAL, SharedSystemVars, WorkerSet
+from pyntpd.driver import take_over
 from pyntpd.proto.access import Access, MruLimits, RateLimits, RestrictTable
 from pyntpd.proto.auth import KeyRing
+from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.server import Responder
 from pyntpd.sync.localclock import LocalClockDriver
 from pyntpd.types import SystemVars
@@ -63,7 +82,12 @@ BUILTIN = "<built-in default>"
 
 def _sync_relevant(config: NtpConfig) -> tuple[object, ...]:
     return (config.servers, config.local_clocks, config.tos, config.tinker, config.driftfile,
-            config.leapfile, config.leapfile_checkhash, config.flags.ntp, config.nts.ca)
+            config.leapfile, config.leapfile_checkhash, config.flags.ntp, config.nts.ca,
+            config.broadcasts, config.ttl_map, config.broadcast_client,
+            # Broadcast keys are taken when the synchroniser starts (so are servers' keys:
+            # a reload that only changes keys does not reach a `server ... key N` yet).
+            *((config.keys, config.trusted_keys)
+              if config.broadcasts or config.broadcast_client.listening else ()))
 
 
 def make_clock(options: DaemonOptions, config: NtpConfig) -> Clock:
@@ -107,10 +131,11 @@ def config_source(options: DaemonOptions) -> str:
 
 
 def load_config(
-    source: str, keys_file: str | None = None, trusted_keys: tuple[int, ...] = ()
+    source: str, keys_file: str | None = None, trusted_keys: tuple[int, ...] = (),
+    options: DaemonOptions | None = None,
 ) -> LoadedConfig:
     """Parse the configuration; `keys_file` is -k, which overrides the `keys` directive, and
-    `trusted_keys` are -t's, added to `trustedkey`."""
+    `trusted_keys` are -t's, added to `trustedkey`; `options` adds -b, -m and -r."""
     if source == BUILTIN:
         result = parse_text(DEFAULT_CONFIG_TEXT, BUILTIN, keys_file=keys_file)
     else:
@@ -119,6 +144,9 @@ def load_config(
         config = result.config
         result = dataclasses.replace(result, config=dataclasses.replace(
             config, trusted_keys=config.trusted_keys | frozenset(trusted_keys)))
+    if options is not None:
+        result = broadcast_options(result, options.broadcast_client, options.multicast_groups,
+                                   options.broadcast_delay)
     return LoadedConfig(source, result)
 
 
@@ -179,11 +207,23 @@ def interface_rules(config: NtpConfig, options: DaemonOptions) -> list[Interface
     return rules
 
 
-def listen_addresses(config: NtpConfig, options: DaemonOptions) -> list[ListenAddress]:
-    ipv4 = not options.ipv6_only
-    ipv6 = not options.ipv4_only
+def usable_families(host: IpFamilies, options: DaemonOptions) -> IpFamilies:
+    """What the host has, narrowed by -4 / -6; StartupError if that leaves nothing."""
+    usable = host.restricted(ipv4=not options.ipv6_only, ipv6=not options.ipv4_only)
+    if not (usable.ipv4 or usable.ipv6):
+        absent = "; ".join(f"{family_name(f)}: {why}" for f, why in host.missing)
+        flag = " (-4)" if options.ipv4_only else " (-6)" if options.ipv6_only else ""
+        raise StartupError(f"no IP family to serve on{flag}: {absent or 'excluded'}")
+    return usable
+
+
+def listen_addresses(config: NtpConfig, options: DaemonOptions,
+                     families: IpFamilies | None = None) -> list[ListenAddress]:
+    families = families or usable_families(IpFamilies(), options)
+    ipv4, ipv6 = families.ipv4, families.ipv6
     rules = interface_rules(config, options)
-    planned = plan_listen(rules, options.port, local_addresses() if rules else (), ipv4, ipv6)
+    planned = plan_listen(rules, options.port, local_addresses(ipv4, ipv6) if rules else (),
+                          ipv4, ipv6)
     if planned is None:
         return default_listen(options.port, ipv4, ipv6)
     if not planned:
@@ -193,12 +233,18 @@ def listen_addresses(config: NtpConfig, options: DaemonOptions) -> list[ListenAd
 
 def check_peers_and_workers(config: NtpConfig, workers: int) -> None:
     """A peer's packets come to the NTP port, where SO_REUSEPORT may hand them to a worker,
-    which holds no association: symmetric peers need the single serving process."""
+    which holds no association: symmetric peers need the single serving process. So do
+    broadcasts, for the broadcast client."""
     peers = [s for s in config.servers if s.kind == "peer"]
     if peers and workers > 1:
         raise StartupError(
             f"{peers[0].location}: symmetric 'peer' associations need a single serving "
             f"process; remove --workers {workers} or use 'server' instead of 'peer'")
+    client = config.broadcast_client
+    if client.listening and workers > 1:
+        raise StartupError(
+            f"{client.location}: a broadcast client needs a single serving process; remove "
+            f"--workers {workers} or the broadcastclient/multicastclient line")
 
 
 def _ignore_signals_while_exiting() -> None:
@@ -240,7 +286,14 @@ class Daemon:
         self.options = options
         self.loaded = loaded
         self.precision = measure_precision()
+        # Once, at start (ntpd: ipv4_works / ipv6_works): every socket follows from this.
+        self.host_families = probe()
+        for family, why in self.host_families.missing:
+            log.warning("%s is not available on this host (%s): serving and polling over "
+                        "%s only", family_name(family), why,
+                        "IPv4" if family == socket.AF_INET6 else "IPv6")
         self.responder = Responder(build_access(loaded.config), keys=build_keyring(loaded.config))
+        self.responder.broadcast_client = loaded.config.broadcast_client.listening
         try:
             self.nts = nts_service(loaded.config.nts, options.port)
         except NtsSetupError as exc:
@@ -254,6 +307,9 @@ class Daemon:
         self.exit_code = 0
         self.sockets: list[socket.socket] = []
         self.socket_sets: list[list[socket.socket]] = []
+        # Broadcast client sockets beyond the serving ones (interface rules: daemon/broadcast)
+        self.cast_sockets: list[socket.socket] = []
+        self.groups = GroupMembership()
         self.pidfile: PidFile | None = None
         self.shared: SharedSystemVars | None = None
         self.workers = WorkerSet()
@@ -263,29 +319,74 @@ class Daemon:
         self._shared_timer: asyncio.TimerHandle | None = None
         self.started_at = time.time()
         self.endpoints: Endpoints | None = None  # --metrics, --status-socket
+        self.signd: SigndClient | None = None  # `restrict ... mssntp`: Samba's ntp_signd
         self._last_status = ""
+        # -w: the forking parent's pipe, told "SYNC" once synchronised, then closed.
+        self.sync_waiter: int | None = None
 
     # --- start-up, as root -------------------------------------------------------------
 
+    @property
+    def families(self) -> IpFamilies:
+        return usable_families(self.host_families, self.options)
+
     def bind(self) -> None:
-        addresses = listen_addresses(self.loaded.config, self.options)
+        addresses = listen_addresses(self.loaded.config, self.options, self.families)
         count = self.options.workers
         try:
-            for _ in range(count):
-                self.socket_sets.append(open_sockets(addresses, reuse_port=count > 1))
+            # The first set shows which addresses this host has; the workers' sets are
+            # made of exactly those, so every process serves the same addresses.
+            first, skipped = open_available(addresses, reuse_port=count > 1)
+            for exc in skipped:
+                log.warning("%s: not listening there", exc.strerror)
+            if not first:
+                raise StartupError("no address to listen on: " + "; ".join(
+                    str(exc.strerror) for exc in skipped))
+            self.socket_sets.append([sock for _, sock in first])
+            usable = [where for where, _ in first]
+            for _ in range(1, count):
+                self.socket_sets.append(open_sockets(usable, reuse_port=True))
         except BaseException:
             self.close()
             raise
         self.sockets = self.socket_sets[0]
+        client = self.loaded.config.broadcast_client
+        if client.listening:
+            try:
+                self.cast_sockets = open_sockets(cast_listen(usable, client,
+                                                             cast_interfaces()))
+            except BaseException:
+                self.close()
+                raise
+            self._join_groups(self.loaded.config)
+        if self.nts is not None:
+            try:
+                self.nts.bind(self.families)
+            except NtsSetupError as exc:
+                self.close()
+                raise StartupError(str(exc)) from None
         if self.options.metrics or self.options.status_socket:
             try:
                 self.endpoints = Endpoints(self.options.metrics, self.options.status_socket)
             except MetricsBindError as exc:
                 self.close()
                 raise StartupError(str(exc)) from None
-        for sock in self.sockets:
+        for sock in self.sockets + self.cast_sockets:
             where = sock.getsockname()
             log.info("listening on %s port %d", where[0], where[1])
+
+    def _join_groups(self, config: NtpConfig) -> None:
+        """multicastclient: join the groups (again, after a reload that changed them)."""
+        self.groups.leave()
+        groups = config.broadcast_client.groups
+        if groups:
+            joined = self.groups.join(self.sockets + self.cast_sockets, groups,
+                                      cast_interfaces())
+            if joined:
+                log.info("joined multicast group %s", ", ".join(joined))
+            else:
+                log.error("multicastclient: could not join %s on any multicast-capable "
+                          "interface; no multicast broadcast will be heard", ", ".join(groups))
 
     def write_pidfile(self) -> None:
         path = self.options.pidfile or self.loaded.config.pidfile
@@ -353,6 +454,7 @@ class Daemon:
         try:
             self.is_worker = True
             self.pidfile = None  # the main process owns it
+            self._close_sync_waiter()  # the main process tells the parent
             self._release_endpoints(keep_path=True)  # the main process reports (and owns it)
             self.workers = WorkerSet()
             sdnotify.close()
@@ -379,14 +481,20 @@ class Daemon:
         endpoints: Endpoints | None = None
         if self.is_worker:
             await self._first_publication()
-        for sock in self.sockets:
+        for sock in self.sockets + self.cast_sockets:
             loop.add_reader(sock.fileno(), self.server.drain, sock)
+        self._configure_signd(self.loaded.config)
+        self.server.on_mssntp = self._sign
         _install_signal_handlers(loop, self._stop.set, self.reload)
         if self.nts is not None:
             await self.nts.start(worker=self.is_worker)
         if self.is_worker:
             self._poll_shared()
         else:
+            # The clock becomes ours: whatever another daemon left running stops here.
+            # Every way out of this process goes through the finally below, where the
+            # synchroniser hands it back.
+            take_over(self.clock)
             self.sync = self._new_synchroniser(self.loaded.config)
             self.sync.start()
             # Mode 6 is answered by the main process only: workers do not hold the
@@ -409,6 +517,8 @@ class Daemon:
                 await endpoints.stop()
             if self.nts is not None:
                 self.nts.close()
+            if self.signd is not None:
+                self.signd.close()
             if self.sync is not None:
                 self.sync.close()
             if not self.is_worker:
@@ -416,7 +526,7 @@ class Daemon:
                 self.workers.stop()
             if self._shared_timer is not None:
                 self._shared_timer.cancel()
-            for sock in self.sockets:
+            for sock in self.sockets + self.cast_sockets:
                 loop.remove_reader(sock.fileno())
         c = self.responder.counters
         log.info("%s exiting: %d packets received, %d served, %d dropped",
@@ -424,8 +534,36 @@ class Daemon:
                  c.dropped_total)
         return self.exit_code
 
+    def _configure_signd(self, config: NtpConfig) -> None:
+        """The ntp_signd client for the configuration: kept if its directory is the same,
+        replaced if it moved, closed when no restrict rule says `mssntp` any more."""
+        directory = config.signd_directory
+        if self.signd is not None and (
+                directory is None or SigndClient.socket_path(directory) != self.signd.path):
+            self.signd.close()
+            self.signd = None
+        if directory is not None and self.signd is None:
+            self.signd = SigndClient(directory, self.responder.counters,
+                                     asyncio.get_running_loop())
+            if not self.is_worker:
+                log.info("MS-SNTP (restrict ... mssntp): replies signed by ntp_signd at %s",
+                         self.signd.path)
+
+    def _sign(self, sock: socket.socket) -> None:
+        """After a batch: the MS-SNTP requests it queued go to ntp_signd."""
+        requests = self.responder.take_mssntp()
+        if self.signd is not None:
+            self.signd.submit(requests, sock)
+        else:
+            for _ in requests:
+                self.responder.counters.refuse_mssntp(MssntpFailure.UNAVAILABLE)
+
     def stop(self, code: int = 0) -> None:
         self.exit_code = code
+        if code == EXIT_PANIC:
+            # systemctl status shows the last STATUS= beside "status=150".
+            sdnotify.status("panic: the sources' time is beyond the panic threshold; set the "
+                            "clock by hand, then start pyntpd again")
         if self._stop is not None:
             self._stop.set()
 
@@ -441,12 +579,12 @@ class Daemon:
 
     def _new_synchroniser(self, config: NtpConfig) -> Synchroniser:
         options = SyncOptions(
-            panic_gate=self.options.panic_gate or self.options.force_step_once,
+            panic_gate=self.options.panic_gate, force_step_once=self.options.force_step_once,
             slew_only=self.options.slew_only, once=self.options.quit_after_set,
-            family=(socket.AF_INET if self.options.ipv4_only
-                    else socket.AF_INET6 if self.options.ipv6_only else 0),
+            family=self.families.lookup_family,
             driftfile=self.options.driftfile or config.driftfile,
-            statsdir=self.options.statsdir,
+            statsdir=self.options.statsdir, own_refids=self._own_refids(),
+            start_frequency=self._kernel_frequency(),
         )
         return Synchroniser(config, options, self.clock, self.precision,
                             local_driver(config, self.precision), self._publish, self.stop,
@@ -454,15 +592,57 @@ class Daemon:
                             counters=lambda: self.responder.counters,
                             responder=self.responder, serving=self.sockets)
 
+    def _own_refids(self) -> frozenset[bytes]:
+        """This host's addresses as refids (a source stating one is synchronised to us),
+        listed again at each (re)start of the engine: addresses come and go."""
+        bound = [sock.getsockname()[0] for sock in self.sockets]
+        try:
+            return own_refids(bound)
+        except OSError as exc:
+            log.warning("cannot list this host's addresses (%s): timing loops through them "
+                        "go unnoticed", exc.strerror or exc)
+            return own_refids_of(bound)
+
+    def _kernel_frequency(self) -> float | None:
+        """The frequency the clock runs at now: taken over at start, or handed back by the
+        synchroniser a reload replaced. None if only observed (or unreadable)."""
+        if not self.clock.can_adjust:
+            return None
+        try:
+            return self.clock.read_back().frequency_ppm
+        except ClockError as exc:
+            log.error("cannot read the clock's frequency: %s", exc)
+            return None
+
     def _publish(self, system: SystemVars) -> None:
         self.responder.set_system(system)
         if self.shared is not None:
             self.shared.publish(system)
+        if self.sync_waiter is not None and self.synchronised_to_a_source():
+            # OSError: the parent is gone (killed by hand), so nobody is waiting.
+            with contextlib.suppress(OSError):
+                os.write(self.sync_waiter, b"SYNC\n")
+            self._close_sync_waiter()
         # Every engine update lands here; systemd hears only when the state reads differently.
         state = self.describe_state()
         if state != self._last_status:
             self._last_status = state
             sdnotify.status(state)
+
+    def synchronised_to_a_source(self) -> bool:
+        """Synchronised as -w means it: to a configured server or peer. The local clock
+        driver and orphan mode stand in when those are missing, so they count only when the
+        configuration names no other source."""
+        if not self.responder.system.synchronised:
+            return False
+        peer = self.sync.last.system_peer if self.sync and self.sync.last else None
+        return isinstance(peer, Peer) or not self.loaded.config.servers
+
+    def _close_sync_waiter(self) -> None:
+        if self.sync_waiter is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.sync_waiter)
+            self.sync_waiter = None
 
     def _peers_changed(self, hosts: list[tuple[int, bool]]) -> None:
         """`restrict source`: the template applies to the servers' addresses as resolved."""
@@ -502,7 +682,7 @@ class Daemon:
         self.workers.signal_all(signal.SIGHUP)
         try:
             loaded = load_config(self.loaded.source, self.options.keyfile,
-                                 self.options.trusted_keys)
+                                 self.options.trusted_keys, self.options)
         except Exception as exc:  # the running daemon must survive any reload failure
             log.error("reload failed: %s; keeping the running configuration", exc)
             sdnotify.ready(self.describe_state())
@@ -526,6 +706,10 @@ class Daemon:
         if (new.discard, new.mru) != (old.discard, old.mru):
             self.responder.access = build_access(new)
         self.responder.keys = build_keyring(new)
+        self.responder.broadcast_client = new.broadcast_client.listening
+        if new.broadcast_client.groups != old.broadcast_client.groups:
+            self._join_groups(new)
+        self._configure_signd(new)
         if self.nts is not None:
             self.nts.reload(new.nts)  # new certificate for new NTS-KE sessions
         hosts = self.sync.peer_hosts() if self.sync is not None else []
@@ -548,14 +732,20 @@ class Daemon:
 
     def close(self) -> None:
         self.workers.stop()
-        for sock_set in [self.sockets, *self.socket_sets]:
+        self.groups.leave()
+        for sock_set in [self.sockets, self.cast_sockets, *self.socket_sets]:
             for sock in sock_set:
                 with contextlib.suppress(OSError):
                     sock.close()
         self.sockets = []
+        self.cast_sockets = []
         self.socket_sets = []
+        if self.nts is not None:
+            self.nts.server.close_listeners()
         self._release_endpoints()
         if self.pidfile is not None:
+            if self.exit_code == EXIT_PANIC:
+                self.pidfile.note_panic()  # what `pyntpctl status` reports, under SysV
             self.pidfile.release()
             self.pidfile = None
 

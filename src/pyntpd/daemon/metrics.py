@@ -27,8 +27,15 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from pyntpd import __version__
+from pyntpd.daemon.ipfamilies import family_name, no_family
 from pyntpd.daemon.mode6 import ControlService
-from pyntpd.proto.metrics_text import CONTENT_TYPE, Status, exposition, status_document
+from pyntpd.proto.metrics_text import (
+    CONTENT_TYPE,
+    BroadcastCounts,
+    Status,
+    exposition,
+    status_document,
+)
 from pyntpd.proto.server import Responder
 
 log = logging.getLogger("pyntpd.metrics")
@@ -56,8 +63,10 @@ class MetricsBindError(Exception):
 def listen(host: str, port: int) -> socket.socket:
     """A listening, non-blocking TCP socket on host:port (IPv6 only for an IPv6 address)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    sock = None
     try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -65,10 +74,18 @@ def listen(host: str, port: int) -> socket.socket:
         sock.listen(64)
         sock.setblocking(False)
     except OSError as exc:
-        sock.close()
-        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        if sock is not None:
+            sock.close()
+        # The address is the administrator's own choice: say why it cannot be had here
+        # rather than quietly serve somewhere else.
+        hint = ""
+        if no_family(exc):
+            hint = f" ({family_name(family)} is not available on this host)"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            hint = " (no interface has this address)"
         raise MetricsBindError(
-            f"cannot serve metrics on {where} (--metrics): {exc.strerror or exc}") from None
+            f"cannot serve metrics on {where} (--metrics): {exc.strerror or exc}{hint}"
+        ) from None
     return sock
 
 
@@ -211,10 +228,19 @@ def collector(responder: Responder, control: ControlService, start_time: float,
 
     def collect() -> Status:
         now_ns = time_ns()
+        sync = control.synchroniser()
+        broadcast = None
+        if sync is not None:
+            sender, client = sync.broadcaster, sync.broadcast_client
+            broadcast = BroadcastCounts(
+                sent=sender.sent, unsynchronised=sender.unsynchronised,
+                send_errors=sender.send_errors,
+                heard=dict(client.counts) if client is not None else {})
         return Status.build(
             control.snapshot(now_ns), responder.counters,
             version=f"pyntpd {__version__}", start_time=start_time, now=now_ns / 1e9,
-            control_requests=control.requests, mru_entries=len(responder.access.mru))
+            control_requests=control.requests, mru_entries=len(responder.access.mru),
+            broadcast=broadcast, control_dropped=control.control.drops)
 
     return collect
 

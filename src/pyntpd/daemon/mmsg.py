@@ -302,6 +302,8 @@ class MmsgServer:
         self.on_control: Callable[[socket.socket], None] | None = None
         # Hands the symmetric packets of configured peers to their associations.
         self.on_peer: Callable[[socket.socket], None] | None = None
+        # Sends MS-SNTP requests to ntp_signd (daemon/signd).
+        self.on_mssntp: Callable[[socket.socket], None] | None = None
         self._batch_size = batch
         self._batches: dict[socket.socket, _Batch] = {}
 
@@ -347,7 +349,7 @@ class MmsgServer:
             if got < want:
                 break  # the queue was empty: save the syscall that would say EAGAIN
         self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns,
-                                        self.on_peer)
+                                        self.on_peer, self.on_mssntp)
         return handled
 
     def _answer(self, batch: _Batch, count: int) -> list[tuple[int, int]]:

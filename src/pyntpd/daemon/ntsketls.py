@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
+import socket
 import stat
 import tempfile
 import time
@@ -29,6 +31,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from pyntpd.config.model import NtsConfig
+from pyntpd.daemon.ipfamilies import IpFamilies, family_name, no_family
 from pyntpd.proto import ntske
 from pyntpd.proto.nts import KEY_LENGTH, CookieKeys, NtsSession
 
@@ -341,6 +344,7 @@ class NtsKeServer:
         self._accepts_second = 0
         self.counters = KeCounters()
         self._servers: list[asyncio.AbstractServer] = []
+        self._listening: list[socket.socket] = []
 
     def accept_allowed(self, address: str) -> bool:
         second = int(time.monotonic())
@@ -351,12 +355,29 @@ class NtsKeServer:
         self._accepts[address] = count + 1
         return count < MAX_ACCEPTS_PER_ADDRESS
 
-    async def start(self, host: str | None, port: int) -> None:
+    def bind(self, hosts: list[str], port: int) -> None:
+        """Listen on each address (IP literals), before the loop runs and before privileges
+        are dropped, as the NTP sockets are; OSError (all closed again) if one cannot be."""
+        try:
+            for host in hosts:
+                self._listening.append(_listen_tcp(host, port))
+        except OSError:
+            self.close_listeners()
+            raise
+
+    def close_listeners(self) -> None:
+        """Close the listening sockets not yet served (a worker process's inherited copies)."""
+        for sock in self._listening:
+            sock.close()
+        self._listening = []
+
+    async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _ServerSession(self), host, port,
-                                          reuse_address=True, backlog=128)
-        self._servers.append(server)
-        for sock in server.sockets:
+        listening, self._listening = self._listening, []
+        for sock in listening:
+            server = await loop.create_server(lambda: _ServerSession(self), sock=sock,
+                                              backlog=128)
+            self._servers.append(server)
             where = sock.getsockname()
             log.info("NTS-KE listening on TCP %s port %d", where[0], where[1])
 
@@ -371,12 +392,29 @@ class NtsKeServer:
         log.info("NTS: certificate reloaded from %s", self.cert)
 
     def close(self) -> None:
+        self.close_listeners()
         for server in self._servers:
             server.close()
         for session in list(self.sessions):
             if session.transport is not None:
                 session.transport.abort()
         self._servers = []
+
+
+def _listen_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 # --- client --------------------------------------------------------------------------------
@@ -443,9 +481,10 @@ class _ClientSession(_TlsProtocol):
 
 async def key_exchange(host: str, port: int = ntske.DEFAULT_PORT, ca: str | None = None,
                        timeout: float = CLIENT_TIMEOUT,
-                       connect_to: str | None = None) -> NtsSession:
+                       connect_to: str | None = None, family: int = 0) -> NtsSession:
     """Run NTS-KE with `host` (checked against its certificate); `connect_to` is the
-    address to use when `host` is already resolved. Raises KeFailure or OSError."""
+    address to use when `host` is already resolved; `family` limits the addresses tried
+    (-4 / -6, or the one family this host has). Raises KeFailure or OSError."""
     loop = asyncio.get_running_loop()
     try:
         context = client_context(ca)
@@ -456,7 +495,8 @@ async def key_exchange(host: str, port: int = ntske.DEFAULT_PORT, ca: str | None
     try:
         async with asyncio.timeout(timeout):
             transport, _ = await loop.create_connection(
-                lambda: _ClientSession(context, host, done), connect_to or host, port)
+                lambda: _ClientSession(context, host, done), connect_to or host, port,
+                family=family)
             return await done
     except TimeoutError:
         raise KeFailure(f"NTS-KE with {host} port {port} timed out") from None
@@ -563,14 +603,33 @@ class NtsService:
         self.keys = self.server.keys = load_cookie_keys(config.cookie, now())
         self.keeper = CookieKeyKeeper(config.cookie, self.keys, now)
 
+    def bind(self, families: IpFamilies) -> None:
+        """The NTS-KE listener: `nts listen ADDRESS`, else every family this host has."""
+        if self.config.listen:
+            hosts = [self.config.listen]
+        else:
+            hosts = [host for family, host in ((socket.AF_INET, "0.0.0.0"),
+                                               (socket.AF_INET6, "::")) if families.has(family)]
+        try:
+            self.server.bind(hosts, self.config.port)
+        except OSError as exc:
+            where = self.config.listen or ", ".join(hosts)
+            hint = ""
+            if no_family(exc):
+                family = socket.AF_INET6 if ":" in where else socket.AF_INET
+                hint = f" ({family_name(family)} is not available on this host)"
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                hint = " (no interface has this address)"
+            raise NtsSetupError(f"NTS: cannot listen on TCP {where} port {self.config.port}: "
+                                f"{exc.strerror}{hint}; see 'nts listen' and 'nts port'"
+                                ) from None
+
     async def start(self, worker: bool = False) -> None:
         self.keeper.follow = worker
-        if not worker:
-            try:
-                await self.server.start(self.config.listen, self.config.port)
-            except OSError as exc:
-                raise NtsSetupError(f"NTS: cannot listen on TCP port {self.config.port}: "
-                                    f"{exc.strerror}; see 'nts port'") from None
+        if worker:
+            self.server.close_listeners()  # the main process answers NTS-KE
+        else:
+            await self.server.start()
         self.keeper.start()
 
     def reload(self, config: NtsConfig) -> None:

@@ -6,6 +6,11 @@ error. So: create it exclusively and never through a symlink (the CVE-2020-14367
 symlink planted at the pidfile path turns "write my pid" into "truncate a file of the
 attacker's choice as root"), treat a leftover file as stale unless the pid in it is alive and
 still looks like an NTP daemon, and on exit remove only a file that still names us.
+
+A panic exit (daemon/exitcodes.EXIT_PANIC) is the one exit that leaves the file behind, with
+a second line `panic`: under a SysV init nothing else records why the daemon is gone, and
+`pyntpctl status` reports it from there. The daemon writes that line through the descriptor
+it created the file with, because after -u it may no longer open a file in root's /run.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from types import TracebackType
 
 log = logging.getLogger("pyntpd.pidfile")
 
-# "4194304\n" is the longest sane content; anything past this is not a pidfile we wrote.
+# "4194304\npanic\n" is the longest sane content; anything past this is not a pidfile we wrote.
 MAX_PIDFILE_BYTES = 64
+PANIC_NOTE = b"panic"
 # PID_MAX_LIMIT on 64-bit Linux; a larger number cannot be a process.
 _PID_MAX = 4_194_304
 
@@ -59,16 +65,24 @@ def pid_running(pid: int) -> bool:
     return pid_alive(pid) and not _is_zombie(pid)
 
 
-def _parse_pid(data: bytes) -> int | None:
-    text = data.strip()
-    if not text or len(data) > MAX_PIDFILE_BYTES or not text.isdigit():
-        return None
+def _parse(data: bytes) -> tuple[int | None, bool]:
+    """(pid or None if garbage, whether the daemon noted a panic exit)."""
+    if len(data) > MAX_PIDFILE_BYTES:
+        return None, False
+    text, _, note = data.partition(b"\n")
+    note = note.strip()
+    if note not in (b"", PANIC_NOTE) or not text.strip().isdigit():
+        return None, False
     pid = int(text)
-    return pid if 0 < pid <= _PID_MAX else None
+    return (pid, note == PANIC_NOTE) if 0 < pid <= _PID_MAX else (None, False)
 
 
-def _read_fd(path: str) -> tuple[int | None, os.stat_result] | None:
-    """(pid or None if garbage, stat of the file) or None if there is no file at all."""
+def _parse_pid(data: bytes) -> int | None:
+    return _parse(data)[0]
+
+
+def _read_fd(path: str) -> tuple[int | None, os.stat_result, bool] | None:
+    """(pid or None if garbage, stat of the file, panic noted) or None if there is no file."""
     try:
         fd = os.open(path, _READ_FLAGS)
     except FileNotFoundError:
@@ -88,7 +102,8 @@ def _read_fd(path: str) -> tuple[int | None, os.stat_result] | None:
         data = os.read(fd, MAX_PIDFILE_BYTES + 1)
     finally:
         os.close(fd)
-    return _parse_pid(data), st
+    pid, panicked = _parse(data)
+    return pid, st, panicked
 
 
 def read_pidfile(path: str | os.PathLike[str]) -> int | None:
@@ -145,6 +160,8 @@ class PidFile:
         self.path = os.fspath(path)
         self.pid = os.getpid() if pid is None else pid
         self._held = False
+        self._fd: int | None = None  # kept to note a panic exit after -u
+        self._keep = False
 
     @property
     def held(self) -> bool:
@@ -192,7 +209,20 @@ class PidFile:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             raise PidFileError(f"cannot write pidfile {self.path}: {exc.strerror}") from None
-        os.close(fd)
+        self._fd = fd
+
+    def note_panic(self) -> None:
+        """The daemon exits in panic: `panic` on the second line, and the file stays."""
+        if not self._held or self._fd is None:
+            return
+        data = f"{self.pid}\n".encode() + PANIC_NOTE + b"\n"
+        try:
+            os.pwrite(self._fd, data, 0)
+            os.fsync(self._fd)
+        except OSError as exc:
+            log.warning("cannot note the panic exit in pidfile %s: %s", self.path, exc.strerror)
+            return
+        self._keep = True
 
     def _clear_stale(self) -> None:
         status = inspect_pidfile(self.path, own_pid=self.pid)
@@ -208,10 +238,17 @@ class PidFile:
         # NONE: vanished between our create and our read; just retry.
 
     def release(self) -> None:
-        """Remove the file if it still names our pid; never someone else's."""
+        """Remove the file if it still names our pid; never someone else's (nor a panic
+        note: the next start or pyntpctl deals with that)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
         if not self._held:
             return
         self._held = False
+        if self._keep:
+            return
         try:
             result = _read_fd(self.path)
         except PidFileError as exc:
@@ -265,6 +302,8 @@ class PidfileStatus:
     pid: int | None = None
     reason: str = ""  # for the administrator: why stale, not ours or unreadable
     identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file judged
+    panicked: bool = False  # STALE because the daemon exited in panic (it noted so)
+    changed: float = 0.0  # the file's mtime: when the daemon started, or panicked
 
     @property
     def stale(self) -> bool:
@@ -284,20 +323,24 @@ def inspect_pidfile(path: str | os.PathLike[str], own_pid: int | None = None) ->
         return PidfileStatus(path, PidState.UNREADABLE, reason=str(exc))
     if result is None:
         return PidfileStatus(path, PidState.NONE)
-    pid, st = result
+    pid, st, noted_panic = result
     identity = (st.st_dev, st.st_ino)
     if pid is None:
         return PidfileStatus(path, PidState.GARBAGE, None, "it holds no valid pid", identity)
+    panicked = False
     if pid == own_pid:
         state, reason = PidState.STALE, f"pid {pid} is this process"
     elif not pid_running(pid):
         state, reason = PidState.STALE, f"pid {pid} is not running"
+        if noted_panic:
+            panicked = True
+            reason = f"pid {pid} exited in panic"
     elif not _looks_like_ntpd(pid):
         state = PidState.NOT_OURS
         reason = f"pid {pid} ({process_name(pid)}) is not an NTP daemon (pid reused)"
     else:
         state, reason = PidState.LIVE, f"pid {pid} is running"
-    return PidfileStatus(path, state, pid, reason, identity)
+    return PidfileStatus(path, state, pid, reason, identity, panicked, st.st_mtime)
 
 
 def remove_stale(status: PidfileStatus) -> bool:

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from pyntpd.daemon.ipfamilies import family_name, no_family
+from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.packet import MAX_PACKET_LEN, DropReason
 from pyntpd.proto.server import Responder
 from pyntpd.proto.timestamp import unix_ns_to_ntp
@@ -49,11 +51,13 @@ def after_batch(
     on_control: Callable[[socket.socket], None] | None,
     time_ns: Callable[[], int],
     on_peer: Callable[[socket.socket], None] | None = None,
+    on_mssntp: Callable[[socket.socket], None] | None = None,
 ) -> int:
     """Send what the responder queued during a batch; returns the number of send errors.
 
     Signed replies are finished here, one by one: each MAC covers its own transmit
-    timestamp, read just before the MAC is computed and the reply sent.
+    timestamp, read just before the MAC is computed and the reply sent. MS-SNTP requests
+    go to ntp_signd (daemon/signd), whose replies are sent when they come.
     """
     errors = 0
     for signed in responder.take_signed() if responder.signed_queue else ():
@@ -64,16 +68,29 @@ def after_batch(
             errors += 1
     if responder.control_queue and on_control is not None:
         on_control(sock)
-    if responder.peer_queue:
+    if responder.peer_queue or responder.broadcast_queue:
         if on_peer is not None:
-            on_peer(sock)  # symmetric packets from configured peers (daemon/syncloop)
+            on_peer(sock)  # symmetric packets and broadcasts for the sync side (syncloop)
         else:
             responder.take_peer()
+            responder.take_broadcast()
+    if responder.mssntp_queue:
+        if on_mssntp is not None:
+            on_mssntp(sock)
+        else:
+            for _ in responder.take_mssntp():
+                responder.counters.refuse_mssntp(MssntpFailure.UNAVAILABLE)
     return errors
 
 
 class BindError(OSError):
     """A listening socket could not be bound; the message says what to do about it."""
+
+
+class AddressUnavailable(BindError):
+    """This host has no such address family (socket() said EAFNOSUPPORT: a kernel booted
+    with ipv6.disable=1) or no such address (bind() said EADDRNOTAVAIL: IPv6 disabled by
+    sysctl, an address gone since the interfaces were listed): serve on the others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +110,13 @@ def default_listen(port: int, ipv4: bool = True, ipv6: bool = True) -> list[List
 
 
 def open_socket(where: ListenAddress, reuse_port: bool = False) -> socket.socket:
-    sock = socket.socket(where.family, socket.SOCK_DGRAM)
+    try:
+        sock = socket.socket(where.family, socket.SOCK_DGRAM)
+    except OSError as err:
+        name = family_name(where.family)
+        kind = AddressUnavailable if no_family(err) else BindError
+        raise kind(err.errno, f"cannot listen on UDP {where.host} port {where.port}: "
+                              f"{name} is not available on this host ({err.strerror})") from None
     try:
         if where.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -111,13 +134,15 @@ def open_socket(where: ListenAddress, reuse_port: bool = False) -> socket.socket
     except OSError as err:
         sock.close()
         hint = ""
+        kind = BindError
         if err.errno == errno.EACCES:
             hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE; try --port)"
         elif err.errno == errno.EADDRINUSE:
             hint = " (another NTP daemon — ntpd, chronyd, systemd-timesyncd? — holds it)"
         elif err.errno == errno.EADDRNOTAVAIL:
             hint = " (no interface has this address)"
-        raise BindError(
+            kind = AddressUnavailable
+        raise kind(
             err.errno, f"cannot bind UDP {where.host} port {where.port}: {err.strerror}{hint}"
         ) from None
     sock.setblocking(False)
@@ -127,6 +152,8 @@ def open_socket(where: ListenAddress, reuse_port: bool = False) -> socket.socket
 def open_sockets(
     addresses: Iterable[ListenAddress], reuse_port: bool = False
 ) -> list[socket.socket]:
+    """Every address or none (BindError): for the worker sets, once the first set showed
+    which addresses this host has."""
     opened: list[socket.socket] = []
     try:
         for where in addresses:
@@ -136,6 +163,26 @@ def open_sockets(
             sock.close()
         raise
     return opened
+
+
+def open_available(
+    addresses: Iterable[ListenAddress], reuse_port: bool = False
+) -> tuple[list[tuple[ListenAddress, socket.socket]], list[AddressUnavailable]]:
+    """The addresses this host has, each with its socket, and why the others were skipped;
+    any other failure (port in use, no permission) is fatal: BindError."""
+    opened: list[tuple[ListenAddress, socket.socket]] = []
+    skipped: list[AddressUnavailable] = []
+    try:
+        for where in addresses:
+            try:
+                opened.append((where, open_socket(where, reuse_port)))
+            except AddressUnavailable as exc:
+                skipped.append(exc)
+    except BindError:
+        for _, sock in opened:
+            sock.close()
+        raise
+    return opened, skipped
 
 
 def receive_timestamp_ns(ancillary: list[tuple[int, int, bytes]]) -> int:
@@ -167,6 +214,8 @@ class UdpServer:
         self.on_control: Callable[[socket.socket], None] | None = None
         # Hands the symmetric packets of configured peers to their associations.
         self.on_peer: Callable[[socket.socket], None] | None = None
+        # Sends MS-SNTP requests to ntp_signd (daemon/signd).
+        self.on_mssntp: Callable[[socket.socket], None] | None = None
 
     def drain(self, sock: socket.socket) -> int:
         """Answer datagrams until the socket is empty or BATCH_LIMIT; returns how many."""
@@ -212,6 +261,6 @@ class UdpServer:
             except OSError:
                 self.send_errors += 1
         self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns,
-                                        self.on_peer)
+                                        self.on_peer, self.on_mssntp)
         return handled
 

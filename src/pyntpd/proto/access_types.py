@@ -32,6 +32,7 @@ class RestrictFlag(enum.Flag):
     NOMRULIST = enum.auto()     # deny mrulist queries (ntpd 4.2.8p? / ntpsec)
     # Not ntpd keywords but ntp.conf syntax for a restrict *line*; carried for completeness.
     SOURCE = enum.auto()        # template for associations' own addresses (`restrict source`)
+    MSSNTP = enum.auto()        # sign replies through Samba's ntp_signd (MS-SNTP)
 
 
 # Keyword -> flag, exactly as ntpd spells them in ntp.conf.
@@ -49,6 +50,7 @@ RESTRICT_KEYWORDS: dict[str, RestrictFlag] = {
     "ntpport": RestrictFlag.NTPPORT,
     "version": RestrictFlag.VERSION,
     "nomrulist": RestrictFlag.NOMRULIST,
+    "mssntp": RestrictFlag.MSSNTP,
 }
 
 
@@ -66,3 +68,23 @@ class RestrictRule:
     # `restrict` lines may also name a host that must be resolved; the config layer keeps the
     # name for error messages and for re-resolution.
     hostname: str | None = None
+    # A mask that is not a prefix (ntpd takes any mask): the rule matches a source whose
+    # address ANDed with `mask` is `network`'s address, and `network` is that one address.
+    mask: int | None = None
+
+    def describe(self) -> str:
+        """The rule as a `restrict` line would name it."""
+        if self.hostname:
+            return self.hostname
+        net = self.network
+        if net is None:
+            return "source"
+        if self.is_default:
+            return "default" if net.version == 4 else "-6 default"
+        if self.mask is not None:
+            mask = (ipaddress.IPv4Address(self.mask) if net.version == 4
+                    else ipaddress.IPv6Address(self.mask))
+            return f"{net.network_address} mask {mask}"
+        if net.prefixlen == net.max_prefixlen:
+            return str(net.network_address)
+        return str(net) if net.version == 6 else f"{net.network_address} mask {net.netmask}"

@@ -27,7 +27,7 @@ import hmac
 import ipaddress
 import re
 import struct
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -106,6 +106,7 @@ CERR_RESTRICT = 7
 
 # System status word: clock source (ntpd's CTL_SST_TS_*).
 SST_UNSPEC = 0
+SST_UHF = 4  # ntpd's sync_uhf_radio: a satellite (GPS) reference clock
 SST_LOCAL = 5
 SST_NTP = 6
 
@@ -129,6 +130,7 @@ RES_WIRE: dict[RestrictFlag, int] = {
     RestrictFlag.NOTRAP: 0x0100,
     RestrictFlag.LOWPRIOTRAP: 0x0200,
     RestrictFlag.KOD: 0x0400,
+    RestrictFlag.MSSNTP: 0x0800,
     RestrictFlag.NOMRULIST: 0x2000,
 }
 
@@ -464,6 +466,10 @@ class PeerInfo:
     authenable: bool = False
     authentic: bool = False
     srchost: str | None = None  # the configured name, if it was one
+    # Datagrams the association received, and those that gave no sample by reason. Not
+    # mode 6 variables (ntpq has no names for them): the metrics and JSON status show them.
+    received: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)
 
     def status_word(self) -> int:
         flags = PST_CONFIG if self.configured else 0
@@ -695,6 +701,10 @@ class ControlState(Protocol):
         ...
     def associations(self) -> Sequence[PeerInfo]: ...
     def association(self, associd: int) -> PeerInfo | None: ...
+    def clock_variables(self, associd: int) -> tuple[int, dict[str, str]] | None:
+        """A reference clock's READCLOCK answer: (status word, variables); None if
+        `associd` is no reference clock."""
+        ...
     def mru_view(self, now: float) -> MruView: ...
 
 
@@ -724,6 +734,8 @@ class ControlSnapshot:
     clk_wander: float = 0.0  # ppm
     clock_source: int | None = None  # SST_*; None: NTP when synchronised
     peers: tuple[PeerInfo, ...] = ()
+    # Reference clocks' READCLOCK answers by association id: (status word, variables).
+    clocks: Mapping[int, tuple[int, dict[str, str]]] = field(default_factory=dict)
     mru: tuple[MruItem, ...] = ()
 
     def status_word(self) -> int:
@@ -762,6 +774,9 @@ class ControlSnapshot:
             if peer.associd == associd:
                 return peer
         return None
+
+    def clock_variables(self, associd: int) -> tuple[int, dict[str, str]] | None:
+        return self.clocks.get(associd)
 
     def mru_view(self, now: float) -> SequenceMru:
         return SequenceMru(self.mru, self.clock, now)
@@ -887,7 +902,7 @@ class ControlResponder:
         if op == Opcode.READVAR:
             return self._readvar(header, body, state)
         if op == Opcode.READCLOCK:
-            return error(CERR_BADASSOC)  # no reference clocks with variables
+            return self._readclock(header, body, state)
         if op == Opcode.REQ_NONCE:
             if flags & NOMRULIST:
                 return error(CERR_PERMISSION)
@@ -932,6 +947,23 @@ class ControlResponder:
             names = list(variables)
         text = join_text([f"{name}={variables[name]}" for name in names])
         return ControlReply(fragments(header, text, status, header.associd, leap))
+
+    def _readclock(self, header: ControlHeader, body: bytes,
+                   state: ControlState) -> ControlReply:
+        """ntpq's `cv`: a reference clock's variables. Association 0 is the system peer,
+        as in ntpd, when that is a reference clock."""
+        leap = state.leap & 3
+        associd = header.associd or state.system_snapshot().peer
+        clock = state.clock_variables(associd) if associd else None
+        if clock is None:
+            return ControlReply([error_response(header, CERR_BADASSOC, leap)])
+        status, variables = clock
+        wanted = [name for name, _ in parse_text(body)]
+        if any(name not in variables for name in wanted):
+            return ControlReply([error_response(header, CERR_UNKNOWNVAR, leap)])
+        names = list(dict.fromkeys(wanted)) if wanted else list(variables)
+        text = join_text([f"{name}={variables[name]}" for name in names])
+        return ControlReply(fragments(header, text, status, associd, leap))
 
     def _read_mru(
         self,

@@ -12,10 +12,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pyntpd.proto.auth import AuthResult
-from pyntpd.proto.control import ControlSnapshot, PeerInfo
+from pyntpd.proto.control import ControlDrop, ControlSnapshot, PeerInfo
+from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.nts import NtsFailure
 from pyntpd.proto.packet import DropReason
 from pyntpd.proto.server import KISS_DENY, KISS_RATE, KISS_RSTR, ServerCounters
+from pyntpd.proto.source import SourceDrop
 from pyntpd.proto.timestamp import ntp_to_unix
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -55,6 +57,10 @@ class SourceState:
     dispersion: float
     tally: str  # ntpq's tally character
     selected: bool
+    refclock: bool = False  # a reference clock driver: no datagrams, no drops
+    received: int = 0  # datagrams from the source
+    # No sample from them, by why: every SourceDrop, zeros included.
+    dropped: Mapping[str, int] = field(default_factory=dict)
 
     @staticmethod
     def from_peer(peer: PeerInfo) -> SourceState:
@@ -64,7 +70,19 @@ class SourceState:
             refid=refid_text(peer.refid, peer.stratum, peer.refclock),
             stratum=peer.stratum, reach=peer.reach, poll=peer.hpoll,
             offset=peer.offset, delay=peer.delay, jitter=peer.jitter,
-            dispersion=peer.dispersion, tally=tally, selected=tally in ("*", "o"))
+            dispersion=peer.dispersion, tally=tally, selected=tally in ("*", "o"),
+            refclock=peer.refclock, received=peer.received,
+            dropped={r.value: peer.dropped.get(r.value, 0) for r in SourceDrop})
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastCounts:
+    """The broadcaster's and the broadcast client's counters (proto.broadcast)."""
+
+    sent: int = 0
+    unsynchronised: int = 0  # broadcasts not sent: we were unsynchronised
+    send_errors: int = 0
+    heard: Mapping[str, int] = field(default_factory=dict)  # "sample", or why not
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +111,12 @@ class Status:
     nts_served: int = 0
     peer_packets: int = 0  # mode 1/2 packets from configured peers, handed to them
     nts_failed: Mapping[str, int] = field(default_factory=dict)  # every NtsFailure
+    control_dropped: Mapping[str, int] = field(default_factory=dict)  # every ControlDrop
+    mssntp_signed: int = 0  # MS-SNTP replies signed by Samba's ntp_signd and sent
+    mssntp_failed: Mapping[str, int] = field(default_factory=dict)  # every MssntpFailure
     http: Mapping[str, int] = field(default_factory=dict)  # metrics endpoint outcomes
+    broadcast_packets: int = 0  # broadcasts the responder handed to the broadcast client
+    broadcast: BroadcastCounts = BroadcastCounts()
 
     @property
     def synchronised(self) -> bool:
@@ -102,7 +125,9 @@ class Status:
     @staticmethod
     def build(snapshot: ControlSnapshot, counters: ServerCounters, *, version: str,
               start_time: float, now: float, control_requests: int = 0,
-              mru_entries: int = 0, http: Mapping[str, int] | None = None) -> Status:
+              mru_entries: int = 0, http: Mapping[str, int] | None = None,
+              control_dropped: Mapping[ControlDrop, int] | None = None,
+              broadcast: BroadcastCounts | None = None) -> Status:
         reftime = ntp_to_unix(snapshot.reftime, now) if snapshot.reftime else None
         dropped = {reason.value: counters.dropped.get(reason, 0) for reason in DropReason}
         kod = {_text(code): counters.kod_sent.get(code, 0) for code in KISS_CODES}
@@ -122,7 +147,11 @@ class Status:
             auth_failed=auth, nts_served=counters.nts_served,
             peer_packets=counters.peer_packets,
             nts_failed={f.value: counters.nts_failed.get(f, 0) for f in NtsFailure},
-            http=dict(http or {}))
+            control_dropped={r.value: (control_dropped or {}).get(r, 0) for r in ControlDrop},
+            mssntp_signed=counters.mssntp_signed,
+            mssntp_failed={f.value: counters.mssntp_failed.get(f, 0) for f in MssntpFailure},
+            http=dict(http or {}), broadcast_packets=counters.broadcast_packets,
+            broadcast=broadcast or BroadcastCounts())
 
 
 # --- Prometheus text ---------------------------------------------------------------------
@@ -221,6 +250,14 @@ def exposition(status: Status) -> str:
              per_source((s, s.jitter) for s in sources))
     w.family("ntp_source_dispersion_seconds", "gauge", "Dispersion of the source",
              per_source((s, s.dispersion) for s in sources))
+    associations = [s for s in sources if not s.refclock]
+    w.family("ntp_source_received_total", "counter",
+             "Datagrams received from the source (each a sample or a drop)",
+             per_source((s, s.received) for s in associations))
+    w.family("ntp_source_dropped_total", "counter",
+             "Datagrams from the source that gave no sample, by reason",
+             [({"address": s.address, "name": s.name, "reason": r}, n)
+              for s in associations for r, n in s.dropped.items()])
     w.family("ntp_source_selected", "gauge",
              "1 for the system peer; the tally label is ntpq's condition of the source",
              [({"address": s.address, "name": s.name,
@@ -245,11 +282,31 @@ def exposition(status: Status) -> str:
     w.family("ntp_server_nts_failed_total", "counter",
              "NTS requests not answered (or answered with an NTS NAK), by why",
              [({"kind": k}, n) for k, n in status.nts_failed.items()])
+    w.family("ntp_server_mssntp_signed_total", "counter",
+             "MS-SNTP replies signed by Samba's ntp_signd and sent",
+             [({}, status.mssntp_signed)])
+    w.family("ntp_server_mssntp_failed_total", "counter",
+             "MS-SNTP requests left unanswered, by why",
+             [({"kind": k}, n) for k, n in status.mssntp_failed.items()])
     w.family("ntp_server_auth_failed_total", "counter",
              "Signed requests left unanswered because the MAC did not verify, by why",
              [({"kind": k}, n) for k, n in status.auth_failed.items()])
     w.counter("ntp_server_control_requests_total", "Mode 6 (ntpq) requests answered",
               status.control_requests)
+    w.family("ntp_server_control_dropped_total", "counter",
+             "Mode 6 requests left unanswered, by reason",
+             [({"reason": r}, n) for r, n in status.control_dropped.items()])
+    b = status.broadcast
+    w.counter("ntp_broadcast_sent_total", "Broadcasts sent ('broadcast' lines)", b.sent)
+    w.family("ntp_broadcast_not_sent_total", "counter",
+             "Broadcasts not sent: unsynchronised (ntpd says nothing then), or a send error",
+             [({"reason": "unsynchronised"}, b.unsynchronised),
+              ({"reason": "send_error"}, b.send_errors)])
+    w.counter("ntp_broadcast_received_total", "Broadcasts handed to the broadcast client",
+              status.broadcast_packets)
+    w.family("ntp_broadcast_heard_total", "counter",
+             "What the broadcast client made of them: a sample, or why not",
+             [({"outcome": k}, n) for k, n in sorted({"sample": 0, **b.heard}.items())])
     w.gauge("ntp_server_mru_entries", "Sources in the MRU list (rate limiting, mrulist)",
             status.mru_entries)
     if status.http:
@@ -284,7 +341,8 @@ def status_document(status: Status) -> dict[str, object]:
              "reach": s.reach, "poll": s.poll, "offset": _num(s.offset),
              "delay": _num(s.delay), "jitter": _num(s.jitter),
              "dispersion": _num(s.dispersion), "tally": s.tally,
-             "condition": TALLY_NAMES.get(s.tally, s.tally), "selected": s.selected}
+             "condition": TALLY_NAMES.get(s.tally, s.tally), "selected": s.selected,
+             **({} if s.refclock else {"received": s.received, "dropped": dict(s.dropped)})}
             for s in status.sources
         ],
         "server": {
@@ -293,7 +351,18 @@ def status_document(status: Status) -> dict[str, object]:
             "auth_failed": dict(status.auth_failed),
             "nts_served": status.nts_served, "nts_failed": dict(status.nts_failed),
             "peer_packets": status.peer_packets,
-            "control_requests": status.control_requests, "mru_entries": status.mru_entries,
+            "mssntp_signed": status.mssntp_signed,
+            "mssntp_failed": dict(status.mssntp_failed),
+            "control_requests": status.control_requests,
+            "control_dropped": dict(status.control_dropped),
+            "mru_entries": status.mru_entries,
+        },
+        "broadcast": {
+            "sent": status.broadcast.sent,
+            "not_sent_unsynchronised": status.broadcast.unsynchronised,
+            "send_errors": status.broadcast.send_errors,
+            "received": status.broadcast_packets,
+            "heard": dict(sorted(status.broadcast.heard.items())),
         },
         "metrics_http": dict(sorted(status.http.items())),
     }

@@ -64,6 +64,7 @@ class DropReason(enum.StrEnum):
     AUTH_REQUIRED = "auth_required"
     BAD_AUTH = "bad_auth"  # a MAC that does not verify under a trusted key (see auth_failed)
     BAD_PORT = "bad_port"
+    MSSNTP = "mssntp"  # an MS-SNTP request left unanswered (see mssntp_failed)
 
 
 class PacketError(ValueError):

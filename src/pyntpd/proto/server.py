@@ -26,7 +26,10 @@ Decisions, in ntpd's order (ntp_proto.c receive()):
    create an association here (CVE-2016-1549 class), replies are not requests. A symmetric
    packet (mode 1/2) from the address and port of a configured `peer` (`peer_addresses`,
    set by the daemon) is queued for that association (`take_peer`), which requires its
-   MAC; every other symmetric packet is dropped as NOT_A_REQUEST;
+   MAC; every other symmetric packet is dropped as NOT_A_REQUEST. A broadcast (mode 5) is
+   queued for the broadcast client (`take_broadcast`, proto.broadcast, which requires a MAC
+   under a trusted key) when one runs (`broadcast_client`), after `noserve`, `version` and
+   `limited` as ntpd applies them; otherwise it is dropped as NOT_A_REQUEST too;
 5. the reply is 48 bytes, never longer than the request, and carries no extension fields:
    unknown ones are ignored, as chrony does. A signed request gets a reply signed with the
    same key (as long as the request); it is queued as a `SignedReply` for the serving path,
@@ -36,7 +39,13 @@ Decisions, in ntpd's order (ntp_proto.c receive()):
    key inside it; the reply (unique identifier, fresh cookies encrypted under S2C, never
    longer than the request) is queued like a signed reply, because its authenticator
    covers the transmit timestamp. A cookie we cannot open gets an NTS NAK (kiss NTSN); any
-   other failure gets nothing, counted by kind.
+   other failure gets nothing, counted by kind;
+7. an MS-SNTP request (proto.mssntp: a key identifier and a zero checksum) from a source
+   whose rule has `mssntp` is queued (`take_mssntp`) for Samba's ntp_signd to sign, which
+   the daemon asks off the serving path; as in ntpd, it counts as unauthenticated for
+   `notrust`. From any other source it gets nothing (ntpd would send a crypto-NAK), and
+   neither does the ExtendedAuthenticator, which ntp_signd cannot sign (chrony's rule);
+   both are counted in `mssntp_failed`.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pyntpd.proto import access as acc
-from pyntpd.proto import nts
+from pyntpd.proto import mssntp, nts
 from pyntpd.proto.access import Access
 from pyntpd.proto.auth import AuthResult, KeyRing, SymmetricKey, mac_trailer, signed_part
 from pyntpd.proto.packet import (
@@ -85,7 +94,9 @@ FAST = -1  # served (and counted): answer from `template()`
 UNCHECKED = -2  # not a fast-path candidate; nothing is accounted yet
 
 CONTROL_QUEUE_LIMIT = 64  # mode 6 requests held per batch; more are dropped and counted
+MSSNTP_QUEUE_LIMIT = 64  # MS-SNTP requests held per batch for ntp_signd
 PEER_QUEUE_LIMIT = 64  # symmetric packets from configured peers held per batch
+BROADCAST_QUEUE_LIMIT = 64  # broadcasts held per batch for the broadcast client
 _SYMMETRIC = frozenset({Mode.SYMMETRIC_ACTIVE, Mode.SYMMETRIC_PASSIVE})
 
 KISS_RATE = b"RATE"
@@ -118,7 +129,14 @@ class ServerCounters:
 
     nts_served: int = 0
     peer_packets: int = 0  # symmetric packets handed to a configured peer's association
+    broadcast_packets: int = 0  # broadcasts handed to the broadcast client
     nts_failed: dict[nts.NtsFailure, int] = field(default_factory=dict)
+    mssntp_signed: int = 0  # MS-SNTP replies signed by ntp_signd and sent (also in served)
+    mssntp_failed: dict[mssntp.MssntpFailure, int] = field(default_factory=dict)
+
+    def refuse_mssntp(self, failure: mssntp.MssntpFailure) -> None:
+        self.mssntp_failed[failure] = self.mssntp_failed.get(failure, 0) + 1
+        self.drop(DropReason.MSSNTP)
 
     def refuse_nts(self, failure: nts.NtsFailure) -> None:
         self.nts_failed[failure] = self.nts_failed.get(failure, 0) + 1
@@ -182,7 +200,8 @@ class SignedReply:
 
 @dataclass(frozen=True, slots=True)
 class PeerPacket:
-    """A symmetric packet from a configured peer's address and port, for its association."""
+    """A packet for the sync side rather than a request: symmetric from a configured peer's
+    address and port, or a broadcast for the broadcast client."""
 
     data: bytes
     address: int
@@ -207,6 +226,9 @@ class Responder:
         # (address, is_v6, port) of every configured `peer`, resolved; set by the daemon.
         self.peer_addresses: frozenset[tuple[int, bool, int]] = frozenset()
         self.peer_queue: list[PeerPacket] = []
+        self.broadcast_client = False  # set by the daemon when it listens to broadcasts
+        self.broadcast_queue: list[PeerPacket] = []
+        self.mssntp_queue: list[mssntp.MssntpRequest] = []
         self._template_at = -1e300
         self._leads: list[bytes] = []
         self._middle = b""
@@ -241,6 +263,16 @@ class Responder:
     def take_peer(self) -> list[PeerPacket]:
         """The symmetric packets from configured peers queued since the last call."""
         queued, self.peer_queue = self.peer_queue, []
+        return queued
+
+    def take_broadcast(self) -> list[PeerPacket]:
+        """The broadcasts queued since the last call, for the broadcast client."""
+        queued, self.broadcast_queue = self.broadcast_queue, []
+        return queued
+
+    def take_mssntp(self) -> list[mssntp.MssntpRequest]:
+        """The MS-SNTP requests queued since the last call, for ntp_signd to sign."""
+        queued, self.mssntp_queue = self.mssntp_queue, []
         return queued
 
     def set_system(self, system: SystemVars) -> None:
@@ -323,11 +355,15 @@ class Responder:
         try:
             # The header is all a plain request has; longer ones go through the full codec
             # so that malformed extension fields and trailers are refused, not skipped.
+            extended = False
             if n == HEADER_LEN:
                 version = (first >> 3) & 7
                 if not 1 <= version <= 4:
                     raise PacketError(DropReason.BAD_VERSION, f"version {version}")
                 mac = None
+            elif mssntp.is_extended_request(data):
+                # Not an NTP trailer the codec knows; refused below, once restrict has spoken.
+                extended, version, mac = True, (first >> 3) & 7, None
             else:
                 packet = decode(data)
                 version = packet.header.version
@@ -346,6 +382,10 @@ class Responder:
         if flags & acc.IGNORE:
             counters.drop(DropReason.RESTRICTED)
             return None
+        if extended:
+            counters.refuse_mssntp(mssntp.MssntpFailure.EXTENDED if flags & acc.MSSNTP
+                                   else mssntp.MssntpFailure.NOT_PERMITTED)
+            return None
         if mode == Mode.RESERVED and version == 1:
             mode = Mode.CLIENT  # NTPv1 had no client mode; RFC 5905 appendix treats it so
         if mode in _SYMMETRIC and (address, is_v6, port) in self.peer_addresses:
@@ -358,6 +398,9 @@ class Responder:
                 self.peer_queue.append(PeerPacket(bytes(data), address, is_v6, port,
                                                   receive_ts, now))
             return None
+        if mode == Mode.BROADCAST and self.broadcast_client:
+            return self._queue_broadcast(data, address, is_v6, port, receive_ts, now, flags,
+                                         version)
         if mode != Mode.CLIENT:
             counters.drop(DropReason.NOT_A_REQUEST)
             return None
@@ -367,21 +410,37 @@ class Responder:
             counters.drop(DropReason.RESTRICTED)
             return None
         key = None
+        signd_key: bytes | None = None  # an MS-SNTP request's key identifier, as received
         if mac is not None and not mac.is_crypto_nak:
-            # A request that claims a key must prove it: one that fails is not answered at
-            # all (no crypto-NAK either), so a forger learns nothing and reflects nothing.
-            result = self.keys.check(mac, signed_part(data, mac))
-            if result is not AuthResult.OK:
-                counters.refuse_auth(result)
-                return None
-            key = self.keys.keys[mac.key_id]
-        elif flags & acc.NOTRUST:
+            if mssntp.is_authenticator(mac):
+                if not flags & acc.MSSNTP:
+                    counters.refuse_mssntp(mssntp.MssntpFailure.NOT_PERMITTED)
+                    return None
+                signd_key = bytes(data[HEADER_LEN:HEADER_LEN + mssntp.KEY_ID_LEN])
+            else:
+                # A request that claims a key must prove it: one that fails is not answered
+                # at all (no crypto-NAK either), so a forger learns nothing and reflects
+                # nothing.
+                result = self.keys.check(mac, signed_part(data, mac))
+                if result is not AuthResult.OK:
+                    counters.refuse_auth(result)
+                    return None
+                key = self.keys.keys[mac.key_id]
+        if key is None and flags & acc.NOTRUST:
             return self._refuse(flags, data, version, KISS_DENY, DropReason.AUTH_REQUIRED)
         if flags & acc.OVER_RATE and flags & acc.LIMITED:
             counters.drop(DropReason.RATE_LIMITED)
             if flags & acc.KOD and flags & acc.KOD_ALLOWED:
                 counters.kiss(KISS_RATE)
                 return self._kiss(data, version, KISS_RATE)
+            return None
+        if signd_key is not None:
+            if len(self.mssntp_queue) >= MSSNTP_QUEUE_LIMIT:
+                counters.refuse_mssntp(mssntp.MssntpFailure.QUEUE_FULL)
+                return None
+            # Counted as served once the signed reply has left (daemon/signd).
+            self.mssntp_queue.append(mssntp.MssntpRequest(
+                self._reply(data, version, receive_ts, now), signd_key, address, is_v6, port))
             return None
         if key is not None:
             if len(self.signed_queue) >= SIGNED_QUEUE_LIMIT:
@@ -393,6 +452,31 @@ class Responder:
             return None
         counters.served += 1
         return self._reply(data, version, receive_ts, now)
+
+    def _queue_broadcast(
+        self,
+        data: bytes | bytearray | memoryview,
+        address: int,
+        is_v6: bool,
+        port: int,
+        receive_ts: int,
+        now: float,
+        flags: int,
+        version: int,
+    ) -> None:
+        """ntpd drops a broadcast from a `noserve` source, one that `version` excludes, and
+        an over-rate one under `limited` (never with a kiss: nobody asked)."""
+        counters = self.counters
+        if flags & acc.NOSERVE or (flags & acc.VERSION and version != 4):
+            counters.drop(DropReason.RESTRICTED)
+        elif ((flags & acc.OVER_RATE and flags & acc.LIMITED)
+              or len(self.broadcast_queue) >= BROADCAST_QUEUE_LIMIT):
+            counters.drop(DropReason.RATE_LIMITED)
+        else:
+            counters.broadcast_packets += 1
+            self.broadcast_queue.append(PeerPacket(bytes(data), address, is_v6, port,
+                                                   receive_ts, now))
+        return None
 
     def _respond_nts(
         self,

@@ -151,6 +151,7 @@ class Association:
     reach: int = 0  # 8-bit shift register of answered polls
     unreach: int = 0  # polls in a row without any reply
     next_poll: float = 0.0
+    received: int = 0  # datagrams handed to `receive`: each one a sample or a counted drop
     drops: dict[SourceDrop, int] = field(default_factory=dict)
     kod_poll: int = 0  # the poll a RATE kiss asked for
     last_sample: Sample | None = None
@@ -291,6 +292,7 @@ class Association:
 
     def receive(self, data: bytes, t4: int, now: float) -> Sample | None:
         """Validate a datagram from the server; a Sample if it yields one."""
+        self.received += 1
         try:
             packet = decode(data)
         except PacketError as err:

@@ -14,7 +14,7 @@ How the daemon drives it (the simulator, `pyntpd.sim`, does exactly this):
     result = engine.update(now)
     apply_actions(clock, result.actions)          # immediately: the engine assumes `now`
     if result.stepped: every Association.clock_stepped(); move timers by result.step
-    if result.panic: log str(result.panic) and exit(1)
+    if result.panic: log str(result.panic) and exit(150: daemon/exitcodes.EXIT_PANIC)
     responder.set_system(result.system); assoc.set_poll(result.polls[key]) for each
     ... and call update(now) again at result.wakeup (an end of slew, a source ageing out).
 
@@ -23,6 +23,15 @@ intersection, clustering, combining (`select`); then the step/slew/panic policy
 (`discipline`). The local clock driver and orphan mode only stand in when no real source is
 selected, and never move the clock. Leap seconds (the LI served, when the kernel is armed,
 the TAI offset, samples ignored around midnight) are `sync.leap`'s decisions.
+
+Orphan mode (`tos orphan N`) follows ntpd 4.2.8's clock_select: a source at the orphan
+stratum N is not a candidate but may be elected orphan parent, the one with the lowest
+metric (its IPv4 address, or the hash of its IPv6 address, as a refid) below our own metric
+towards it (the local address we reach it from); a source above stratum N is never selected
+(it could have the orphan parent among its ancestors: a loop). When no real source survives,
+we follow the elected parent at stratum N+1; when none is elected, we become the parent
+ourselves once `orphanwait` has passed, at stratum N. So a mesh of servers whose upstreams
+are gone agrees on one clock, the parent's, without a timing loop.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from pyntpd.proto.source import SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
 from pyntpd.sync import select, tuning
 from pyntpd.sync.discipline import (
+    FAST_ABOVE,
+    MAX_FREQUENCY_PPM,
     CorrectionModel,
     Decision,
     Discipline,
@@ -60,10 +71,12 @@ from pyntpd.types import (
     Step,
     SystemVars,
     Tally,
+    Unfit,
 )
 
 ORPHAN_REFID = bytes([127, 0, 0, 1])
 MAXERROR_CAP = 16.0
+NO_METRIC = 0xFFFFFFFF  # our metric towards a source when we do not know our address
 
 
 class PanicExit(Exception):
@@ -74,7 +87,8 @@ class PanicExit(Exception):
         self.threshold = threshold
         super().__init__(
             f"time correction of {offset:+.0f} s exceeds the sanity limit of {threshold:.0f} s;"
-            " set the clock manually (or start with -g) and restart")
+            " check the sources, then set the clock manually (or, if they are right, start"
+            " once with -g)")
 
 
 # --- clock actions: applied in order by the daemon ------------------------------------
@@ -84,21 +98,33 @@ class SyncConfig:
     tos: TosConfig = field(default_factory=TosConfig)
     tinker: TinkerConfig = field(default_factory=TinkerConfig)
     panic_gate: bool = False  # -g
+    force_step_once: bool = False  # -G
     slew_only: bool = False  # -x
     once: bool = False  # -q: set the clock once, then `done`
     discipline: bool = True  # False: observe only (`disable ntp`, ObserveClock)
     local_clock: LocalClockDriver | None = None
     precision: int = -20
     initial_frequency: float | None = None  # ppm, from the driftfile or `tinker freq`
+    # ppm the kernel was running at when the daemon took the clock over: where the clock
+    # stays until there is an estimate, when there is no initial frequency. Not a prior for
+    # the filters: it may be anything a previous daemon left (even mid-slew).
+    start_frequency: float | None = None
     slew_time: float | None = None  # s; None: the discipline's default
+    # ppm the clock can run at for a fast slew before the first sync (beyond the kernel's
+    # 500 ppm: through the tick length, ADJ_TICK); 0: none. The shell sets the clock's own.
+    fast_slew_ppm: float = 0.0
     tuning: Tuning = field(default_factory=lambda: tuning.DEFAULT)
+    # refid_for() of every address of this host: a source whose reference is one of them is
+    # synchronised to us (RFC 5905 fit(): a timing loop). The daemon lists them.
+    own_refids: frozenset[bytes] = frozenset()
 
     def discipline_config(self) -> DisciplineConfig:
         t = self.tinker
         extra = {} if self.slew_time is None else {"slew_time": self.slew_time}
         return DisciplineConfig(
             step=t.step, stepback=t.stepback, stepfwd=t.stepfwd, stepout=t.stepout,
-            panic=t.panic, panic_gate=self.panic_gate, slew_only=self.slew_only, **extra)
+            panic=t.panic, panic_gate=self.panic_gate, force_step_once=self.force_step_once,
+            slew_only=self.slew_only, **extra)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +137,7 @@ class SourceStatus:
     root_distance: float
     poll: int
     samples: int
+    unfit: Unfit = Unfit.NONE  # why it could not be selected (REJECT), if a test said so
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +159,11 @@ class SyncResult:
     @property
     def stepped(self) -> bool:
         return self.step != 0.0
+
+
+def orphan_metric(address: str | None) -> int:
+    """ntpd's orphan election metric: the address as a refid, as an unsigned number."""
+    return NO_METRIC if address is None else int.from_bytes(refid_for(address), "big")
 
 
 def _reach_window(src: _Source, tune: Tuning) -> float:
@@ -166,6 +198,24 @@ class _Source:
     heard_poll: int = 0  # the poll when the newest sample came: the next request's interval
     fresh: bool = False  # a sample arrived since the poll was last reconsidered
     tally: Tally = Tally.REJECT
+    local_metric: int = NO_METRIC  # ours towards this source, for the orphan election
+
+
+@dataclass(slots=True)
+class _ClockSide:
+    """The engine's state that assumes its clock actions took effect, as it was before an
+    update: put back if the clock did not carry them out."""
+
+    model: CorrectionModel
+    adjusted: bool
+    spike_since: float | None
+    started: bool
+    slew_until: float | None
+    done: bool
+    offset: float
+    last_update: float
+    synced: bool | None
+    settled: bool
 
 
 @dataclass
@@ -176,7 +226,10 @@ class SyncEngine:
 
     def __post_init__(self) -> None:
         freq = self.config.initial_frequency
-        self._ppm0 = 0.0 if freq is None or not self.config.discipline else freq
+        start = freq if freq is not None else self.config.start_frequency
+        self._ppm0 = 0.0 if start is None or not self.config.discipline else start
+        # A previous daemon stopped in a fast slew may have left the tick length too.
+        self._ppm0 = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, self._ppm0))
         self.model = CorrectionModel(self.start, self._ppm0)
         self.discipline = Discipline(self.config.discipline_config())
         self.frequency_ppm = self._ppm0 if freq is None else freq
@@ -189,10 +242,15 @@ class SyncEngine:
         self._done = False
         self._variance = math.inf
         self._offset = 0.0  # the offset still to correct after the last decision
-        self._synced = False  # what the kernel was last told
+        self._synced: bool | None = False  # what the kernel was last told (None: unknown)
         self._kernel_leap: int = Leap.NONE  # the leap the kernel was last armed with
         self._tai: int | None = None  # the TAI offset the kernel was last given
         self.leap = LeapPolicy()
+        self._refid: bytes | None = None  # the refid we state while synchronised
+        self._before: _ClockSide | None = None  # before the last update's actions
+        # The first sync is done: the offset was once within FAST_ABOVE (a fast slew,
+        # before it, may run the clock beyond 500 ppm; never after it).
+        self._settled = False
 
     def set_leap_file(self, leap_list: LeapList | None) -> None:
         """The leap second list (the leapfile), or None: the sources' majority decides."""
@@ -201,7 +259,9 @@ class SyncEngine:
 
     # --- sources --------------------------------------------------------------------
 
-    def add_source(self, key: Hashable, spec: SourceSpec) -> None:
+    def add_source(self, key: Hashable, spec: SourceSpec,
+                   local_address: str | None = None) -> None:
+        """`local_address`: the address we reach this source from (for orphan mode)."""
         tune = self.config.tuning
         precision = 2.0 ** self.config.precision
         if self.config.initial_frequency is not None or math.isfinite(self._variance):
@@ -210,7 +270,8 @@ class SyncEngine:
                                 tune.known_frequency_sd**2, tuning=tune)
         else:
             filt = SourceFilter(precision, tuning=tune)
-        self.sources[key] = _Source(spec, filt, max(spec.minpoll, 0))
+        self.sources[key] = _Source(spec, filt, max(spec.minpoll, 0),
+                                    local_metric=orphan_metric(local_address))
 
     def remove_source(self, key: Hashable) -> None:
         self.sources.pop(key, None)
@@ -250,6 +311,7 @@ class SyncEngine:
     # --- the update -----------------------------------------------------------------
 
     def update(self, now: float) -> SyncResult:
+        self._before = self._clock_side()
         actions: list[ClockAction] = []
         if not self._started:
             self._started = True
@@ -259,6 +321,8 @@ class SyncEngine:
         correction = self.model.correction(now)
         candidates, statuses, arriving = self._candidates(now, raw_now, correction)
         peer, survivors = self._select(candidates, arriving)
+        if peer is None:
+            peer, survivors = self._orphan_parent(candidates)
         panic: PanicExit | None = None
         step = 0.0
         offset = jitter = 0.0
@@ -272,7 +336,14 @@ class SyncEngine:
             self._lost_at = now
         leap = self.leap.decide(now, votes)
         if peer is not None and self._dirty and not self._done:
-            plan = self.discipline.decide(now, offset, self.frequency_ppm)
+            fast = 0.0 if self._settled or self.config.once else self.config.fast_slew_ppm
+            tune = self.config.tuning
+            spread = tune.slew_polls * 2.0 ** self.sources[peer].poll
+            settled = self._settled or abs(offset) <= FAST_ABOVE
+            rate = tune.slew_ppm if settled else MAX_FREQUENCY_PPM
+            plan = self.discipline.decide(now, offset, self.frequency_ppm, spread, fast, rate)
+            if plan.decision is Decision.SLEW and settled:
+                self._settled = True
             if plan.decision is Decision.PANIC and self.config.discipline:
                 panic = PanicExit(offset, self.config.tinker.panic)
             elif self.config.discipline:
@@ -290,6 +361,7 @@ class SyncEngine:
         # undisturbed clock and an honest source this never happens, so it is no false loss.
         synced = peer is not None and not self.discipline.stepout_pending()
         system = self._system_vars(now + step, peer, candidates, synced, leap.wire)
+        self._refid = system.refid if system.synchronised else None
         if self.config.discipline:
             if (peer is not None or actions or synced != self._synced
                     or leap.kernel != self._kernel_leap):
@@ -302,13 +374,89 @@ class SyncEngine:
         self._synced = synced
         self._kernel_leap = leap.kernel
         polls = {key: self._poll(src) for key, src in self.sources.items()}
-        wakeup = self._wakeup(now + step, leap.next_change)
+        wakeup = self._wakeup(now + step, leap.next_change, lost=peer is None)
         return SyncResult(
             actions=tuple(actions), system=system, sources=self._statuses(statuses),
             polls=polls, wakeup=wakeup, offset=offset, frequency=self.frequency_ppm,
             jitter=jitter, system_peer=peer, step=step, panic=panic, done=self._done,
             leap=leap,
         )
+
+    # --- what the clock really did ---------------------------------------------------
+
+    @property
+    def resting_frequency(self) -> float:
+        """The frequency to leave the clock at when the daemon stops: the estimate, with no
+        slew in it. Under -q, which never changes the frequency (a few seconds of samples
+        cannot tell it), the one the clock started with."""
+        return self._ppm0 if self.config.once else self.frequency_ppm
+
+    @property
+    def frequency_known(self) -> bool:
+        """The estimate rests on something: the drift file (or `tinker freq`), or samples;
+        not merely on the frequency the kernel happened to have (worth no drift file)."""
+        return self.config.initial_frequency is not None or math.isfinite(self._variance)
+
+    def _clock_side(self) -> _ClockSide:
+        d = self.discipline
+        return _ClockSide(self.model.copy(), d.adjusted, d.spike_since, self._started,
+                          self._slew_until, self._done, self._offset, self._last_update,
+                          self._synced, self._settled)
+
+    def clock_failed(
+        self, result: SyncResult, applied: tuple[ClockAction, ...], now: float
+    ) -> SyncResult:
+        """The clock carried out only `applied`, the first of `result.actions` (the next one
+        failed; the rest were not tried). The engine's picture of the clock goes back to
+        what it was before that update plus what took effect, and the decision is taken
+        again at the next update. Returns `result` as it really happened (its step, its
+        -q completion)."""
+        before = self._before
+        if before is None:
+            return result
+        self.model = before.model
+        self.discipline.adjusted, self.discipline.spike_since = (before.adjusted,
+                                                                  before.spike_since)
+        self._started, self._slew_until, self._done = (before.started, before.slew_until,
+                                                        before.done)
+        self._offset, self._last_update = before.offset, before.last_update
+        self._settled = before.settled
+        self._synced = None  # whatever the kernel now says, tell it again
+        if any(isinstance(a, SetTai) for a in result.actions):
+            self._tai = None  # and the TAI offset too, unless it took effect below
+        step = 0.0
+        for action in applied:
+            match action:
+                case SetFrequency(ppm):
+                    self.model.set_frequency(now + step, ppm)
+                    self._started = True
+                case Step(amount):
+                    self.model.step(now + step, amount)
+                    step += amount
+                    self._done = self._done or self.config.once
+                case Slew():
+                    self._done = self._done or self.config.once
+                case SetStatus(synced):
+                    self._synced = synced
+                case SetTai(offset):
+                    self._tai = offset
+        self._dirty = True
+        self._before = None
+        return replace(result, actions=applied, step=step, done=self._done,
+                       wakeup=self._wakeup(now + step, result.leap.next_change))
+
+    def foreign_step(self, now: float, amount: float) -> None:
+        """Someone else stepped the clock by `amount` s, noticed at local time `now` (after
+        it). Accounted for as a step of the engine's own, so that the raw clock the filters
+        work on stays continuous; samples whose exchange began before `now` are not used."""
+        self.model.step(now - amount, amount)
+        if self._slew_until is not None:
+            self._slew_until += amount
+        if self.discipline.spike_since is not None:
+            self.discipline.spike_since += amount
+        self._last_update += amount
+        self._lost_at += amount
+        self._dirty = True
 
     # --- selection ------------------------------------------------------------------
 
@@ -342,12 +490,21 @@ class SyncEngine:
                 (sample.root_delay + delay) / 2 + sample.root_dispersion + dispersion
                 + filt.jitter + tune.prediction_sigmas * math.sqrt(max(est.offset_var, 0.0)))
             offset = est.offset - correction
-            statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
-                                         distance, src.poll, filt.count)
+            unfit = Unfit.NONE
+            if age > _reach_window(src, tune):
+                unfit |= Unfit.UNREACHABLE
             stratum_ok = tos.floor <= sample.stratum < min(tos.ceiling + 1, STRATUM_UNSYNC)
-            sane = (filt.ready and age <= _reach_window(src, tune) and not src.spec.noselect
-                    and stratum_ok and distance <= tos.maxdist + PHI * 2.0 ** src.poll)
-            if (not filt.ready and not src.spec.noselect and stratum_ok
+            if not stratum_ok:
+                unfit |= Unfit.STRATUM
+            if distance > tos.maxdist + PHI * 2.0 ** src.poll:
+                unfit |= Unfit.DISTANCE
+            if self._loop(sample):
+                unfit |= Unfit.LOOP
+            statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
+                                         distance, src.poll, filt.count, unfit)
+            sane = filt.ready and not src.spec.noselect and not unfit
+            orphaned = tos.orphan < STRATUM_UNSYNC and sample.stratum >= tos.orphan
+            if (not filt.ready and not src.spec.noselect and stratum_ok and not orphaned
                     and age <= tune.arriving_polls * 2.0 ** src.poll + tune.reach_slack):
                 arriving += 1
             path = (sample.root_delay + delay) / 2 + sample.root_dispersion
@@ -357,12 +514,30 @@ class SyncEngine:
             ) if sane else None
         return candidates, statuses, arriving
 
+    def _orphaned(self, candidate: select.Candidate | None) -> bool:
+        """At or above the orphan stratum: not a normal candidate (see the module doc)."""
+        orphan = self.config.tos.orphan
+        return candidate is not None and orphan < STRATUM_UNSYNC and candidate.stratum >= orphan
+
+    def _loop(self, sample: Sample) -> bool:
+        """RFC 5905 fit(): the source is synchronised to us (its reference is one of our
+        addresses) or to our own system peer (its refid is the one we state). Following it
+        would close a timing loop; counting it beside our system peer would count that
+        peer twice. As ntpd 4.2.8: not for a primary server (its refid is a code) nor an
+        orphan parent (127.0.0.1), and the refid we state on the local clock (LOCL)
+        counts too: a server on its own local clock is no better than ours."""
+        if sample.stratum <= 1 or sample.refid == ORPHAN_REFID:
+            return False
+        if sample.refid in self.config.own_refids:
+            return True
+        return self._refid is not None and sample.refid == self._refid
+
     def _select(
         self, candidates: dict[Hashable, select.Candidate | None], arriving: int = 0
     ) -> tuple[Hashable | None, list[select.Candidate]]:
         for src in self.sources.values():
             src.tally = Tally.REJECT
-        sane = [c for c in candidates.values() if c is not None]
+        sane = [c for c in candidates.values() if c is not None and not self._orphaned(c)]
         if not sane:
             self._system_peer = None
             return None, []
@@ -393,6 +568,42 @@ class SyncEngine:
         self._system_peer = peer
         self.sources[peer].tally = Tally.SYSPEER
         return peer, survivors
+
+    def _orphan_parent(
+        self, candidates: dict[Hashable, select.Candidate | None]
+    ) -> tuple[Hashable | None, list[select.Candidate]]:
+        """No real source: the orphan parent, if one is elected (ntpd: typeorphan). The local
+        clock driver, when usable, stands in before any orphan parent, as in ntpd."""
+        orphan = self.config.tos.orphan
+        if orphan >= STRATUM_UNSYNC or self._local_clock_usable():
+            return None, []
+        if self.config.tos.minsane > 1:
+            return None, []  # one orphan parent is never enough survivors
+        best: tuple[int, Hashable] | None = None
+        for key, cand in candidates.items():
+            if cand is None or cand.stratum != orphan:
+                continue
+            src = self.sources[key]
+            metric = orphan_metric(src.spec.address)
+            if metric < src.local_metric and (best is None or metric < best[0]):
+                best = (metric, key)
+        if best is None:
+            return None, []
+        key = best[1]
+        cand = candidates[key]
+        assert cand is not None
+        self.sources[key].tally = Tally.SYSPEER
+        self._system_peer = key
+        return key, [cand]
+
+    def _local_clock_usable(self) -> bool:
+        """ntpd never selects a source outside `tos floor`..`ceiling`, the LOCAL driver
+        included (`fudge 127.127.1.0 stratum 16` turns it off); nor at stratum 15, whose
+        clients would be at 16."""
+        clock = self.config.local_clock
+        tos = self.config.tos
+        return (clock is not None and tos.floor <= clock.stratum <= tos.ceiling
+                and clock.stratum + 1 < STRATUM_UNSYNC)
 
     def _combine(
         self,
@@ -440,6 +651,14 @@ class SyncEngine:
 
     def _set_frequency(self, now: float, ppm: float, actions: list[ClockAction]) -> None:
         if ppm != self.model.ppm:
+            # A kernel before Linux 4.19 applies a new frequency at its next tick, not at
+            # `now`: the raw clock the filters work on is then off by up to the change
+            # times that latency (330 us at the start or end of an 83,000 ppm fast slew),
+            # so their phase is widened by as much (uniformly distributed).
+            late = abs(ppm - self.model.ppm) * 1e-6 * self.config.tuning.frequency_latency
+            if late > 0.0:
+                for src in self.sources.values():
+                    src.filter.widen(late * late / 12)
             self.model.set_frequency(now, ppm)
             actions.append(SetFrequency(ppm))
 
@@ -476,7 +695,9 @@ class SyncEngine:
             precision=precision,
             root_delay=sample.root_delay + src.filter.min_delay,
             root_dispersion=root_dispersion,
-            refid=refid_for(src.spec.address),
+            # A primary server states its reference clock's code (GPS, SHM), as ntpd's
+            # clock_update does for a stratum 0 peer; others the peer's address.
+            refid=sample.refid if stratum == 1 else refid_for(src.spec.address),
             reference_time=unix_to_ntp(self._last_update),
             updated_at=now,
         )
@@ -484,7 +705,7 @@ class SyncEngine:
     def _fallback_vars(self, now: float, lost: bool) -> SystemVars:
         """No selected source: the local clock driver, orphan mode, or unsynchronised."""
         precision = self.config.precision
-        if lost and self.config.local_clock is not None:
+        if lost and self.config.local_clock is not None and self._local_clock_usable():
             return self.config.local_clock.system_vars(now)
         orphan = self.config.tos.orphan
         if lost and orphan < STRATUM_UNSYNC and now - self._lost_at >= self.config.tos.orphanwait:
@@ -507,7 +728,7 @@ class SyncEngine:
         for key, st in statuses.items():
             src = self.sources[key]
             out[key] = SourceStatus(src.tally, st.offset, st.delay, st.jitter, st.dispersion,
-                                    st.root_distance, src.poll, st.samples)
+                                    st.root_distance, src.poll, st.samples, st.unfit)
         return out
 
     # --- polling --------------------------------------------------------------------
@@ -538,8 +759,12 @@ class SyncEngine:
         src.poll = max(lo, min(src.poll, hi))
         return src.poll
 
-    def _wakeup(self, now: float, leap_change: float | None) -> float | None:
+    def _wakeup(self, now: float, leap_change: float | None, lost: bool = False
+                ) -> float | None:
         times = [now + self.config.tuning.hold_wakeup]
+        orphan_at = self._lost_at + self.config.tos.orphanwait
+        if lost and self.config.tos.orphan < STRATUM_UNSYNC and orphan_at > now:
+            times.append(orphan_at)  # orphan mode starts when orphanwait is over, not later
         if self._slew_until is not None:
             times.append(self._slew_until)
         if leap_change is not None:
