@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.test_metrics import free_tcp_port, scrape
+from tests.proto.test_grafana_dashboard import DASHBOARD
 from tests.support import Pyntpd, config_file, free_udp_port
 
 PROMTOOL = shutil.which("promtool")
@@ -66,9 +67,13 @@ def _tail(path: str) -> str:
         return f.read()[-3000:]
 
 
-@needs_prometheus
-def test_a_real_prometheus_scrapes_pyntpd_and_answers_a_query(daemon):
-    _, metrics_port, ports = daemon
+@pytest.fixture(scope="module")
+def prometheus(daemon) -> Iterator[int]:
+    """A Prometheus server on loopback scraping the daemon every second; its HTTP port,
+    once it has scraped the daemon successfully with all four servers in the scrape."""
+    if PROMETHEUS is None:
+        pytest.skip("Debian's prometheus package is not installed")
+    _, metrics_port, _ = daemon
     prom_port = free_tcp_port()
     with tempfile.TemporaryDirectory(prefix="pyntpd-prometheus-") as tmp:
         conf = os.path.join(tmp, "prometheus.yml")
@@ -76,17 +81,17 @@ def test_a_real_prometheus_scrapes_pyntpd_and_answers_a_query(daemon):
             f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
                     "scrape_configs:\n  - job_name: pyntpd\n    static_configs:\n"
                     f"      - targets: ['127.0.0.1:{metrics_port}']\n")
-        log = open(os.path.join(tmp, "prometheus.log"), "w")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={conf}", f"--storage.tsdb.path={tmp}/data",
-             f"--web.listen-address=127.0.0.1:{prom_port}"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+        log_path = os.path.join(tmp, "prometheus.log")
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [PROMETHEUS, f"--config.file={conf}", f"--storage.tsdb.path={tmp}/data",
+                 f"--web.listen-address=127.0.0.1:{prom_port}"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
         try:
-            reach: list[dict] = []
-            up: list[dict] = []
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 time.sleep(0.5)  # waits for another process's scrape, not for our own logic
+                assert proc.poll() is None, _tail(log_path)
                 try:
                     up = _query(prom_port, 'up{job="pyntpd"}')
                     reach = _query(prom_port, 'ntp_source_reach{address="127.0.0.1"}')
@@ -94,15 +99,7 @@ def test_a_real_prometheus_scrapes_pyntpd_and_answers_a_query(daemon):
                     continue  # not listening yet
                 if up and up[0]["value"][1] == "1" and len(reach) == 4:
                     break
-            assert proc.poll() is None, _tail(log.name)
-            assert up and up[0]["value"][1] == "1", _tail(log.name)
-            assert sorted(int(r["metric"]["port"]) for r in reach) == sorted(ports)
-            stratum = _query(prom_port, "ntp_system_stratum")
-            assert [r["value"][1] for r in stratum] == ["11"]
-            with urllib.request.urlopen(
-                    f"http://127.0.0.1:{prom_port}/api/v1/targets", timeout=10) as reply:
-                targets = json.load(reply)["data"]["activeTargets"]
-            assert [t["lastError"] for t in targets] == [""]
+            yield prom_port
         finally:
             proc.terminate()
             try:
@@ -110,4 +107,31 @@ def test_a_real_prometheus_scrapes_pyntpd_and_answers_a_query(daemon):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=15)
-            log.close()
+
+
+@needs_prometheus
+def test_a_real_prometheus_scrapes_pyntpd_and_answers_a_query(daemon, prometheus):
+    _, _, ports = daemon
+    assert [r["value"][1] for r in _query(prometheus, 'up{job="pyntpd"}')] == ["1"]
+    with urllib.request.urlopen(
+            f"http://127.0.0.1:{prometheus}/api/v1/targets", timeout=10) as reply:
+        targets = json.load(reply)["data"]["activeTargets"]
+    assert [t["lastError"] for t in targets] == [""]
+    reach = _query(prometheus, 'ntp_source_reach{address="127.0.0.1"}')
+    assert sorted(int(r["metric"]["port"]) for r in reach) == sorted(ports)
+    assert [r["value"][1] for r in _query(prometheus, "ntp_system_stratum")] == ["11"]
+
+
+@needs_prometheus
+def test_every_dashboard_query_runs_in_prometheus(prometheus):
+    # Grafana's variables as an import would fill them in for every instance and source.
+    doc = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
+    answered = 0
+    for expr in exprs:
+        concrete = (expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
+                    .replace("$source", ".*"))
+        result = _query(prometheus, concrete)  # asserts status == success
+        answered += bool(result)
+    # Rates of counters that never moved are filtered by "> 0"; the rest answer.
+    assert answered >= len(exprs) // 2, answered
