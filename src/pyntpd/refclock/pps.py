@@ -25,7 +25,6 @@ import contextlib
 import ctypes
 import errno
 import fcntl
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -249,8 +248,10 @@ class PpsDriver:
         if not self.numbered():
             self.peer.drop("no_prefer_peer")
             return
-        second = math.floor(local + 0.5)
-        offset = second - local + self.peer.fudge.time1
+        # in integer nanoseconds: a float Unix time would round the pulse to 0.2 us
+        up = edge.nsec >= 500_000_000
+        second = edge.sec + up
+        offset = ((1_000_000_000 if up else 0) - edge.nsec) * 1e-9 + self.peer.fudge.time1
         self.peer.timecode = f"{edge.sec}.{edge.nsec:09d}"
         self.peer.add(offset, local, float(second))
         self.used += 1
