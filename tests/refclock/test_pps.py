@@ -246,3 +246,57 @@ def _result(prefer: bool, tally: Tally, offset: float, synchronised: bool = True
 def test_the_prefer_peer_numbers_the_seconds_only_when_followed_and_within_0_4_s(result,
                                                                                  numbered):
     assert pps.prefer_numbers(result) is numbered
+
+
+# --- selection: ntpd's PPS peer ----------------------------------------------------------------
+
+
+def _feed(engine, peers_offsets, polls=40):
+    result = None
+    for k in range(polls):
+        t_poll = NOW + (k + 1) * 16
+        for p, offset in peers_offsets:
+            for s in range(16):
+                t = NOW + k * 16 + s
+                p.add(offset, t, t)
+            sample = p.take(t_poll)
+            assert sample is not None
+            engine.on_sample(p, sample)
+        result = engine.update(t_poll)
+    return result
+
+
+def _clocks(serial_offset: float):
+    from pyntpd.sync.engine import SyncConfig, SyncEngine
+
+    engine = SyncEngine(SyncConfig(discipline=False), NOW)
+    serial = RefclockPeer(20, 0, "NMEA(0)", b"GPS\0", "nmea", SourceSpec(
+        address="127.127.20.0", port=0, minpoll=4, maxpoll=4, prefer=True), Fudge())
+    pulses = RefclockPeer(22, 0, "PPS(0)", b"PPS\0", pps.DESCRIPTION, SourceSpec(
+        address="127.127.22.0", port=0, minpoll=4, maxpoll=4, pps=True), Fudge())
+    for p in (serial, pulses):
+        engine.add_source(p, p.spec)
+    return engine, serial, pulses, _feed(engine, [(serial, serial_offset), (pulses, 0.00001)])
+
+
+def test_a_surviving_pps_clock_is_followed_while_the_prefer_peer_numbers_its_seconds():
+    _engine, serial, pulses, result = _clocks(0.002)
+    assert result is not None and result.system_peer is pulses
+    assert (result.system.stratum, result.system.refid) == (1, b"PPS\0")
+    assert result.sources[serial].tally == Tally.CANDIDATE
+    assert abs(result.offset - 0.00001) < 1e-6  # the pulses alone, not a combination
+
+
+def test_without_a_prefer_peer_the_pps_clock_is_not_followed_by_that_rule():
+    from pyntpd.sync.engine import SyncConfig, SyncEngine
+
+    engine = SyncEngine(SyncConfig(discipline=False), NOW)
+    serial = RefclockPeer(20, 0, "NMEA(0)", b"GPS\0", "nmea", SourceSpec(
+        address="127.127.20.0", port=0, minpoll=4, maxpoll=4), Fudge())
+    pulses = RefclockPeer(22, 0, "PPS(0)", b"PPS\0", pps.DESCRIPTION, SourceSpec(
+        address="127.127.22.0", port=0, minpoll=4, maxpoll=4, pps=True), Fudge())
+    for p in (serial, pulses):
+        engine.add_source(p, p.spec)
+    result = _feed(engine, [(serial, 0.00002), (pulses, 0.00001)])
+    assert result is not None
+    assert abs(result.offset - 0.00001) > 1e-7  # a combination of both: no PPS peer

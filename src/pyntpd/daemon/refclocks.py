@@ -43,7 +43,7 @@ def make_peer(conf: RefclockConfig, precision: int, driver_precision: int,
                   flags=conf.flags)
     spec = SourceSpec(address=conf.address, port=0, minpoll=conf.minpoll,
                       maxpoll=conf.maxpoll, prefer=conf.prefer, noselect=conf.noselect,
-                      true=conf.true)
+                      true=conf.true, pps=conf.type == 22)
     return RefclockPeer(conf.type, conf.unit, conf.name, refid_bytes(refid), description,
                         spec, fudge, precision=driver_precision, sys_precision=precision)
 

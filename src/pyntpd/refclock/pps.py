@@ -30,13 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyntpd.refclock.base import FLAG4, Event, RefclockPeer
-from pyntpd.sync.engine import SyncResult
+from pyntpd.sync.engine import PPS_NUMBERING, SyncResult
 from pyntpd.types import Tally
 
 PRECISION = -20  # about 1 us
 DESCRIPTION = "PPS Clock Discipline"
 DEVICE = "/dev/pps{unit}"
-NUMBERING_LIMIT = 0.4  # s: beyond this system offset a pulse cannot name its second
+NUMBERING_LIMIT = PPS_NUMBERING  # s: beyond this system offset a pulse cannot name its second
 
 # linux/pps.h
 PPS_API_VERS_1 = 1
