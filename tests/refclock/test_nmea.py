@@ -277,3 +277,9 @@ def test_the_port_closed_by_the_other_end_is_reopened_by_the_timer(pty):
     driver.timer(T + 1)
     assert driver.fileno() is not None
     driver.close()
+
+
+def test_the_metrics_know_every_reason_the_driver_drops_for():
+    from pyntpd.refclock import drop_reasons
+
+    assert {*nmea.DROP_REASONS, "no_device"} <= set(drop_reasons(20))
