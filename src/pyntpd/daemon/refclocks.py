@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pyntpd.config.model import REFCLOCK_DRIVERS, RefclockConfig
 from pyntpd.logonce import LogOnce
@@ -25,6 +26,7 @@ from pyntpd.refclock.base import FLAG1, FLAG2, Fudge, RefclockPeer, refid_bytes
 from pyntpd.types import Sample
 
 log = logging.getLogger("pyntpd")
+T = TypeVar("T")
 TICK = 1.0  # s: ntpd's refclock timer
 
 Driver = shm.ShmDriver | gpsd.GpsdDriver | nmea.NmeaDriver | pps.PpsDriver
@@ -33,6 +35,54 @@ Reader = gpsd.GpsdDriver | nmea.NmeaDriver  # drivers with a descriptor the loop
 
 def never_numbered() -> bool:
     return False
+
+
+@dataclass
+class Devices:
+    """The clocks' devices opened while the daemon is still root, before -u and -i drop
+    what it may open: ntpd opens its refclocks at configuration, before it drops root.
+    SHM units 0 and 1 are root's 0600 segments (gpsd as root made them); serial and PPS
+    devices are root's too. Held for the daemon's life: a reload's drivers take them again
+    (the unprivileged process could not), and only `close()` at exit lets them go."""
+
+    held: dict[tuple[int, int], object] = field(default_factory=dict)
+
+    @staticmethod
+    def open(configs: tuple[RefclockConfig, ...]) -> Devices:
+        devices = Devices()
+        for conf in configs:
+            key = (conf.type, conf.unit)
+            device: shm.ShmSegment | nmea.SerialPort | pps.PpsDevice
+            if conf.type == 28:
+                device = shm.ShmSegment(conf.unit, conf.mode)
+            elif conf.type == 20:
+                device = nmea.SerialPort(nmea.DEVICE.format(unit=conf.unit),
+                                         nmea.speed(conf.mode) or nmea.SPEEDS[0])
+                device.open()
+                pps_path = nmea.PPS_DEVICE.format(unit=conf.unit)
+                if conf.flags & FLAG1 and os.path.exists(pps_path):
+                    pulses = pps.PpsDevice(pps_path, clear_edge=bool(conf.flags & FLAG2))
+                    pulses.open()
+                    pulses.persistent = True
+                    devices.held[(-20, conf.unit)] = pulses
+            elif conf.type == 22:
+                device = pps.PpsDevice(pps.DEVICE.format(unit=conf.unit),
+                                       clear_edge=bool(conf.flags & FLAG2))
+                device.open()
+            else:
+                continue
+            device.persistent = True
+            devices.held[key] = device
+        return devices
+
+    def get(self, key: tuple[int, int], kind: type[T]) -> T | None:
+        device = self.held.get(key)
+        return device if isinstance(device, kind) else None
+
+    def close(self) -> None:
+        for device in self.held.values():
+            device.close(final=True)  # type: ignore[attr-defined]
+        self.held.clear()
 
 
 def make_peer(conf: RefclockConfig, precision: int, driver_precision: int,
@@ -51,17 +101,20 @@ def make_peer(conf: RefclockConfig, precision: int, driver_precision: int,
 def build(configs: tuple[RefclockConfig, ...], precision: int,
           gpsd_address: tuple[str, int] = gpsd.GPSD_ADDRESS,
           numbered: Callable[[], bool] = never_numbered,
+          devices: Devices | None = None,
           ) -> tuple[list[RefclockPeer], list[Driver]]:
     """The peers and drivers of the refclock lines. `numbered` says whether the prefer
     peer numbers the seconds for the PPS driver now (the sync loop knows)."""
     peers: list[RefclockPeer] = []
     drivers: list[Driver] = []
     sessions: dict[int, gpsd.GpsdSession] = {}
+    devices = devices or Devices()
     for conf in configs:
         if conf.type == 28:
             peer = make_peer(conf, precision, shm.PRECISION, shm.DESCRIPTION)
-            segment = shm.ShmSegment(conf.unit, conf.mode)
-            if not segment.attached:
+            segment = (devices.get((28, conf.unit), shm.ShmSegment)
+                       or shm.ShmSegment(conf.unit, conf.mode))
+            if not segment.attached and not segment.attach():
                 log.warning("%s: %s; retried every second", conf.name, segment.error)
             peers.append(peer)
             drivers.append(shm.ShmDriver(peer, segment, conf.mode))
@@ -72,12 +125,13 @@ def build(configs: tuple[RefclockConfig, ...], precision: int,
                 log.warning("%s: mode %d asks for an unknown line speed; 4800 bps used",
                             conf.name, conf.mode)
                 bps = nmea.SPEEDS[0]
-            port = nmea.SerialPort(nmea.DEVICE.format(unit=conf.unit), bps)
+            port = (devices.get((20, conf.unit), nmea.SerialPort)
+                    or nmea.SerialPort(nmea.DEVICE.format(unit=conf.unit), bps))
             if not port.open():
                 log.warning("%s: %s; retried every second", conf.name, port.error)
             pps_path = nmea.PPS_DEVICE.format(unit=conf.unit)
-            pulses = None
-            if conf.flags & FLAG1 and os.path.exists(pps_path):
+            pulses = devices.get((-20, conf.unit), pps.PpsDevice)
+            if pulses is None and conf.flags & FLAG1 and os.path.exists(pps_path):
                 pulses = pps.PpsDevice(pps_path, clear_edge=bool(conf.flags & FLAG2))
                 if not pulses.open():
                     log.warning("%s: PPS %s; retried", conf.name, pulses.error)
@@ -85,8 +139,8 @@ def build(configs: tuple[RefclockConfig, ...], precision: int,
             drivers.append(nmea.NmeaDriver(nmea.NmeaSession(peer, conf.mode), port, pulses))
         elif conf.type == 22:
             peer = make_peer(conf, precision, pps.PRECISION, pps.DESCRIPTION)
-            device = pps.PpsDevice(pps.DEVICE.format(unit=conf.unit),
-                                   clear_edge=bool(conf.flags & FLAG2))
+            device = devices.get((22, conf.unit), pps.PpsDevice) or pps.PpsDevice(
+                pps.DEVICE.format(unit=conf.unit), clear_edge=bool(conf.flags & FLAG2))
             if not device.open():
                 log.warning("%s: %s; retried every second", conf.name, device.error)
             peers.append(peer)

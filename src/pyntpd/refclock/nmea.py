@@ -274,6 +274,7 @@ class SerialPort:
         self.bps = bps
         self.fd: int | None = None
         self.error: str | None = None
+        self.persistent = False  # opened as root before -u: kept across reloads
 
     def open(self) -> bool:
         if self.fd is not None:
@@ -313,14 +314,16 @@ class SerialPort:
                 return b""
             data = b""
             self.error = f"{self.path}: {exc.strerror or exc}"
-            self.close()
+            self.close(final=True)
             return None
         if not data:  # the other end hung up (a pty's master closed)
-            self.close()
+            self.close(final=True)
             return None
         return data
 
-    def close(self) -> None:
+    def close(self, final: bool = False) -> None:
+        if self.persistent and not final:
+            return
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

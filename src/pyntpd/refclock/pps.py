@@ -121,6 +121,7 @@ class PpsDevice:
         self.fd: int | None = None
         self.error: str | None = None
         self.capabilities = 0
+        self.persistent = False  # opened as root before -u: kept across reloads
         self._ioctl: Ioctl = ioctl or fcntl.ioctl  # type: ignore[assignment]
         self._open = opener or (lambda p: os.open(p, os.O_RDWR | os.O_NOCTTY))
 
@@ -156,7 +157,7 @@ class PpsDevice:
             self._call(PPS_SETPARAMS, params)
         except PpsError as exc:
             self.error = str(exc)
-            self.close()
+            self.close(final=True)
             return False
         self.error = None
         return True
@@ -171,7 +172,7 @@ class PpsDevice:
             self._call(PPS_FETCH, data)  # timeout 0: no wait
         except PpsError as exc:
             self.error = str(exc)
-            self.close()
+            self.close(final=True)
             return None
         info = data.info
         if self.clear_edge:
@@ -180,7 +181,9 @@ class PpsDevice:
         return Edge(info.assert_sequence, info.assert_tu.sec, info.assert_tu.nsec,
                     info.assert_tu.flags)
 
-    def close(self) -> None:
+    def close(self, final: bool = False) -> None:
+        if self.persistent and not final:
+            return
         if self.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
