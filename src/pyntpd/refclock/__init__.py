@@ -7,6 +7,7 @@ building are pure."""
 def probe(clock_type: int, unit: int) -> str | None:
     """For --check: why the clock would have nothing to read right now, or None. A clock
     that finds nothing at start is still run and retried; this only warns."""
+    import os
     import socket
 
     from pyntpd.refclock import gpsd, shm
@@ -15,6 +16,11 @@ def probe(clock_type: int, unit: int) -> str | None:
         if not shm.segment_exists(unit):
             return (f"SHM segment 0x{shm.segment_key(unit):08x} does not exist yet: pyntpd "
                     "creates it at start, but nothing writes it (is gpsd running?)")
+        return None
+    if clock_type in (20, 22):
+        path = f"/dev/gps{unit}" if clock_type == 20 else f"/dev/pps{unit}"
+        if not os.path.exists(path):
+            return f"{path} does not exist (yet): the driver keeps trying to open it"
         return None
     if clock_type == 46:
         try:
