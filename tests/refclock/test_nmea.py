@@ -16,6 +16,7 @@ from pyntpd.config import parse_text
 from pyntpd.proto.source import SourceSpec
 from pyntpd.refclock import nmea
 from pyntpd.refclock.base import FLAG1, FLAG4, Fudge, RefclockPeer
+from pyntpd.refclock.pps import Edge, EdgeSource
 
 DAY = calendar.timegm((2027, 3, 14, 0, 0, 0))
 
@@ -193,15 +194,15 @@ def test_flag4_blanks_the_position_in_the_timecode():
 
 def test_with_flag1_the_pulse_takes_the_second_and_time1_is_its_delay():
     s = session(fudge=Fudge(time1=0.000003, time2=0.3, flags=FLAG1))
-    s.pps_edge = T - 0.0012  # our clock 1.2 ms fast at the pulse
+    s.pps_edge = Edge(7, T - 1, 999_998_800, 0)  # our clock 1.2 us fast at the pulse
     s.sentence(rmc(), receive=T + 0.35)
-    assert offsets(s) == [round(0.0012 + 0.000003, 6)]
+    assert [r.offset for r in s.peer.readings] == [pytest.approx(1.2e-6 + 3e-6, abs=1e-12)]
     assert s.peer.precision == nmea.PPS_PRECISION and s.pps_used == 1
 
 
 def test_a_pulse_far_from_where_the_serial_time_puts_the_second_is_not_used():
     s = session(fudge=Fudge(time2=0.3, flags=FLAG1))
-    s.pps_edge = T - 0.7
+    s.pps_edge = Edge(7, T - 1, 300_000_000, 0)
     s.sentence(rmc(), receive=T + 0.35)
     assert offsets(s) == [-0.05] and s.pps_used == 0
     assert s.peer.precision == nmea.PRECISION
@@ -209,7 +210,7 @@ def test_a_pulse_far_from_where_the_serial_time_puts_the_second_is_not_used():
 
 def test_without_flag1_a_pulse_is_not_used():
     s = session(fudge=Fudge(time2=0.3))
-    s.pps_edge = T - 0.0012
+    s.pps_edge = Edge(7, T - 1, 998_800_000, 0)
     s.sentence(rmc(), receive=T + 0.35)
     assert offsets(s) == [-0.05]
 
@@ -283,3 +284,25 @@ def test_the_metrics_know_every_reason_the_driver_drops_for():
     from pyntpd.refclock import drop_reasons
 
     assert {*nmea.DROP_REASONS, "no_device"} <= set(drop_reasons(20))
+
+
+class FixedPulses(EdgeSource):
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+
+    def fetch(self) -> Edge | None:
+        return self.edge
+
+
+def test_the_driver_reads_the_pulse_from_the_pps_device_when_the_sentence_arrives(pty):
+    master, path = pty
+    s = session(fudge=Fudge(time2=0.3, flags=FLAG1))
+    driver = nmea.NmeaDriver(s, nmea.SerialPort(path, 4800),
+                             FixedPulses(Edge(41, T, 2_500, 0)))  # 2.5 us late: we are slow
+    driver.timer(T)
+    os.write(master, rmc())
+    select.select([driver.fileno()], [], [], 5)
+    driver.readable(T + 0.31)
+    assert [r.offset for r in s.peer.readings] == [pytest.approx(-2.5e-6, abs=1e-12)]
+    assert s.pps_used == 1
+    driver.close()

@@ -34,7 +34,7 @@ import termios
 from dataclasses import dataclass, field
 
 from pyntpd.refclock.base import FLAG1, FLAG4, Event, RefclockPeer
-from pyntpd.refclock.pps import EdgeSource, PpsDevice, pulse_time
+from pyntpd.refclock.pps import Edge, EdgeSource, PpsDevice, pulse_time
 
 PpsSource = PpsDevice | EdgeSource
 
@@ -206,7 +206,7 @@ class NmeaSession:
     mode: int = 0
     buffer: bytearray = field(default_factory=bytearray)
     last_second: int | None = None
-    pps_edge: float | None = None  # local time of the newest pulse, if PPS is used
+    pps_edge: Edge | None = None  # the newest pulse (its local time), if PPS is used
     # ntpd's NMEA tallies (clockstats under mode bit 16 in ntpd; here in READCLOCK)
     total: int = 0
     accepted: int = 0
@@ -252,8 +252,10 @@ class NmeaSession:
         offset = reference - receive + self.peer.fudge.time2
         precision = PRECISION
         if self.pps_edge is not None and self.peer.fudge.flag(FLAG1):
-            # the pulse at the second the sentence names, where the serial time puts it
-            pps_offset = second - self.pps_edge + self.peer.fudge.time1
+            # the pulse at the second the sentence names, where the serial time puts it;
+            # whole seconds apart from the fraction: a float Unix time has 0.2 us steps
+            edge = self.pps_edge
+            pps_offset = (second - edge.sec) - edge.nsec * 1e-9 + self.peer.fudge.time1
             if abs(pps_offset - offset) < PPS_GATE:
                 offset, precision = pps_offset, PPS_PRECISION
                 self.pps_used += 1
@@ -360,8 +362,8 @@ class NmeaDriver:
             return  # closed: reopened by the timer
         if self.pps is not None and self.peer.fudge.flag(FLAG1):
             edge = self.pps.fetch()
-            local = pulse_time(edge) if edge is not None and edge.sequence else None
-            self.session.pps_edge = local
+            usable = edge is not None and edge.sequence and pulse_time(edge) is not None
+            self.session.pps_edge = edge if usable else None
         self.session.feed(data, now)
 
     def poll(self, peer: RefclockPeer) -> str | None:
