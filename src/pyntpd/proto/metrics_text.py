@@ -78,7 +78,9 @@ class SourceState:
             offset=peer.offset, delay=peer.delay, jitter=peer.jitter,
             dispersion=peer.dispersion, tally=tally, selected=tally in ("*", "o"),
             refclock=peer.refclock, port=peer.srcport, received=peer.received,
-            dropped={r.value: peer.dropped.get(r.value, 0) for r in SourceDrop})
+            # a reference clock's readings refused, by its driver's reasons
+            dropped=dict(peer.dropped) if peer.refclock else
+            {r.value: peer.dropped.get(r.value, 0) for r in SourceDrop})
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +269,15 @@ class StatusCollector(Collector):
                       "Datagrams from the source that gave no sample, by reason",
                       [({**_source_labels(s), "reason": r}, n)
                        for s in associations for r, n in s.dropped.items()])
+        refclocks = [s for s in sources if s.refclock]
+        if refclocks:
+            yield per_source("counter", "ntp_refclock_readings_total",
+                             "Readings a reference clock driver took (before ntpd's median "
+                             "filter)", ((s, s.received) for s in refclocks))
+            yield _family("counter", "ntp_refclock_dropped_total",
+                          "Readings a reference clock driver refused, by reason",
+                          [({**_source_labels(s), "reason": r}, n)
+                           for s in refclocks for r, n in sorted(s.dropped.items())])
         yield _family("gauge", "ntp_source_selected",
                       "1 for the system peer; the tally label is ntpq's condition of the "
                       "source",
@@ -373,7 +384,8 @@ def status_document(status: Status) -> dict[str, object]:
              "delay": _num(s.delay), "jitter": _num(s.jitter),
              "dispersion": _num(s.dispersion), "tally": s.tally,
              "condition": TALLY_NAMES.get(s.tally, s.tally), "selected": s.selected,
-             **({} if s.refclock else {"received": s.received, "dropped": dict(s.dropped)})}
+             **({"readings": s.received} if s.refclock else {"received": s.received}),
+             "dropped": dict(s.dropped)}
             for s in status.sources
         ],
         "server": {
