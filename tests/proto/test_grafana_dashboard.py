@@ -26,7 +26,10 @@ def exported() -> dict[str, set[str]]:
     """Every sample name pyntpd exports, with its label names (a status with every part)."""
     peer = PeerInfo(associd=1, srcadr="192.0.2.1", srcport=123, reach=255, tally="*",
                     received=1, offset=0.001)
-    status = Status.build(ControlSnapshot(peers=(peer,), reftime=1 << 32), ServerCounters(),
+    clock = PeerInfo(associd=2, srcadr="127.127.28.0", srcport=0, srchost="SHM(0)",
+                     refclock=True, received=3, dropped={"bad_sample": 1})
+    status = Status.build(ControlSnapshot(peers=(peer, clock), reftime=1 << 32),
+                          ServerCounters(),
                           version="v", start_time=0.0, now=1.7e9, http={"ok": 1})
     names: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(exposition(status)):
