@@ -45,6 +45,7 @@ def daemon() -> Iterator[tuple[Pyntpd, int, list[int]]]:
 
 @needs_prometheus
 def test_promtool_accepts_the_exposition(daemon):
+    assert PROMTOOL is not None, "promtool is missing (scripts/install-test-deps)"
     _, metrics_port, _ = daemon
     text = scrape(metrics_port)
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=text, text=True,
@@ -72,7 +73,10 @@ def prometheus(daemon) -> Iterator[int]:
     """A Prometheus server on loopback scraping the daemon every second; its HTTP port,
     once it has scraped the daemon successfully with all four servers in the scrape."""
     if PROMETHEUS is None:
-        pytest.skip("Debian's prometheus package is not installed")
+        message = "Debian's prometheus package is not installed (scripts/install-test-deps)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     _, metrics_port, _ = daemon
     prom_port = free_tcp_port()
     with tempfile.TemporaryDirectory(prefix="pyntpd-prometheus-") as tmp:
