@@ -52,6 +52,7 @@ AUTH = "tests/proto/test_auth.py::"
 ACCESS = "tests/proto/test_access.py::"
 CONTROL = "tests/proto/test_control.py::"
 CONTROL_AUTH = "tests/proto/test_control_auth.py::"
+CONTROL_COST = "tests/proto/test_control_cost.py::"
 NTS = "tests/proto/test_nts.py::"
 PIDFILE = "tests/daemon/test_pidfile.py::"
 KEYS = "tests/config/test_keys.py::"
@@ -596,6 +597,20 @@ GUARDS: tuple[Guard, ...] = (
         (CONTROL + "test_nomrulist_refuses_mrulist_but_not_readvar",),
     ),
     Guard(
+        "control-mru-scan-limit", "mode 6 cost (issue 12): a page reads a bounded share",
+        "proto/control.py",
+        "        while record is not None and sent < limit and read < MRU_SCAN_LIMIT:\n",
+        "        while record is not None and sent < limit:\n",
+        (CONTROL_COST + "test_a_filter_that_matches_nothing_reads_at_most_the_scan_limit",),
+    ),
+    Guard(
+        "control-mru-row-limit", "mode 6 cost (issue 12): a page reads a bounded share",
+        "proto/control.py",
+        "        while record is not None and sent < limit and read < MRU_SCAN_LIMIT:\n",
+        "        while record is not None and read < MRU_SCAN_LIMIT:\n",
+        (CONTROL_COST + "test_a_page_reads_at_most_its_row_limit_whatever_frags_asks_for",),
+    ),
+    Guard(
         "control-count", "CVE-2015-7855",
         "proto/control.py",
         "    if header.count > available:\n",
@@ -694,9 +709,9 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "config-peer-needs-key", "CVE-2016-1549",
         "config/assoc.py",
-        "    if kind == \"peer\" and \"key\" not in values:\n",
+        "    if kind == \"peer\" and key is None and ctx.line_ok:\n",
         "    if False:\n",
-        (FILES + "test_a_peer_without_a_key_is_refused",),
+        (FILES + "test_a_peer_without_a_key_never_becomes_a_symmetric_association",),
     ),
 )
 

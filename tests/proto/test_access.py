@@ -66,6 +66,37 @@ def test_ntpport_rule_matches_only_source_port_123():
     assert flags_of(table, "10.1.2.3", port=50000) == F.NOQUERY.value
 
 
+def masked(address, mask, flags=F.NONE):
+    base = ipaddress.ip_address(int(ipaddress.ip_address(address)) & mask)
+    return RestrictRule(ipaddress.ip_network(f"{base}/32"), flags, mask=mask)
+
+
+def test_non_contiguous_mask_matches_the_bits_under_the_mask():
+    """ntpd takes any mask: `restrict 10.0.0.5 mask 255.0.0.255` is every 10.x.y.5."""
+    table = RestrictTable([rule("0.0.0.0/0", F.NOQUERY, default=True),
+                           masked("10.0.0.5", 0xFF0000FF, F.IGNORE)])
+    assert flags_of(table, "10.7.9.5") == F.IGNORE.value
+    assert flags_of(table, "10.7.9.6") == F.NOQUERY.value
+
+
+def test_with_a_non_contiguous_mask_rules_keep_ntpds_order():
+    """ntpd sorts entries by address, then mask, descending, and the first match wins: for
+    prefix masks that is the longest match, which a masked rule does not disturb."""
+    table = RestrictTable([
+        rule("0.0.0.0/0", F.NOQUERY, default=True),
+        rule("10.0.0.0/8", F.KOD),
+        rule("10.1.0.0/16", F.LIMITED),
+        rule("10.1.2.3/32", F.NOPEER),
+        masked("10.0.0.5", 0xFF0000FF, F.IGNORE),
+    ])
+    assert flags_of(table, "10.1.2.3") == F.NOPEER.value
+    assert flags_of(table, "10.1.9.9") == F.LIMITED.value
+    assert flags_of(table, "10.2.2.2") == F.KOD.value
+    assert flags_of(table, "10.1.0.5") == F.LIMITED.value  # 10.1.0.0 sorts above 10.0.0.5
+    assert flags_of(table, "10.2.0.5") == F.IGNORE.value
+    assert flags_of(table, "192.0.2.1") == F.NOQUERY.value
+
+
 def test_restrict_source_is_a_template_not_a_match():
     table = RestrictTable([RestrictRule(None, F.NOQUERY)])
     assert flags_of(table, "10.1.2.3") == 0 and table.source_template == F.NOQUERY.value
@@ -166,6 +197,38 @@ def test_entries_lists_most_recent_first():
     a.check(1, False, 1, 1.0)
     a.check(2, False, 1, 2.0)
     assert [k for k, _ in a.entries()] == [2, 1]
+
+
+def walk_from_oldest(a):
+    keys, entry = [], a.oldest()
+    while entry is not None:
+        keys.append(entry.key)
+        entry = a.newer(entry)
+    return keys
+
+
+def test_the_mru_list_reads_oldest_to_newest_with_a_source_seen_again_moved_to_the_end():
+    a = limited_access()
+    for source, now in ((1, 1.0), (2, 2.0), (3, 3.0), (1, 4.0)):
+        a.check(source, False, 1, now)
+    assert walk_from_oldest(a) == [2, 3, 1]
+    assert a.newest().key == 1 and a.older(a.newest()).key == 3
+
+
+def test_the_mru_list_resumes_after_an_entry_without_walking_from_an_end():
+    a = limited_access()
+    for source in range(10):
+        a.check(source, False, 1, float(source))
+    entry = a.mru[6]
+    assert [a.newer(entry).key, a.newer(a.newer(entry)).key] == [7, 8]
+    assert a.newer(a.mru[9]) is None and a.older(a.mru[0]) is None
+
+
+def test_a_recycled_entry_leaves_the_list():
+    a = limited_access(max_entries=3, min_depth=1, max_age=1e9)
+    for source in range(5):
+        a.check(source, False, 1, float(source))
+    assert walk_from_oldest(a) == [2, 3, 4] and set(a.mru) == {2, 3, 4}
 
 
 def test_mru_limits_from_maxmem():
