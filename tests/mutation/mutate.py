@@ -60,6 +60,9 @@ FORGERIES = "tests/security/test_client_forgeries.py::"
 PEERS = "tests/security/test_symmetric_peers.py::"
 ABUSE = "tests/security/test_server_abuse.py::"
 FILES = "tests/security/test_files_and_config.py::"
+KE_SLOTS = "tests/proto/test_ntskeslots.py::"
+KE_ABUSE = "tests/security/test_ntske_abuse.py::"
+LISTENERS = "tests/security/test_listeners.py::"
 
 
 @dataclass(frozen=True)
@@ -671,6 +674,47 @@ GUARDS: tuple[Guard, ...] = (
         " or (flags & acc.VERSION and h.version != 4):\n",
         "        if False:\n",
         (NTS + "test_restricted_sources_get_no_nts_reply",),
+    ),
+    # --- NTS-KE (issue 12) ---------------------------------------------------------------------
+    Guard(
+        "ntske-restrict", "restrict ignore/noserve (NTS-KE)",
+        "daemon/ntsketls.py",
+        "                                              int(port)) & (IGNORE | NOSERVE):\n",
+        "                                              int(port)) & 0:\n",
+        (LISTENERS + "test_restrict_ignore_and_noserve_refuse_nts_ke_connections_and_count_them",
+         LISTENERS + "test_a_restrict_change_on_sighup_reaches_nts_ke"),
+    ),
+    Guard(
+        "ntske-displace", "NTS-KE slot exhaustion",
+        "proto/ntskeslots.py",
+        "            evicted = next((s for s in scope if not self._slots[s].answered), None)\n",
+        "            evicted = None\n",
+        (KE_SLOTS + "test_one_address_beyond_its_limit_displaces_its_own_longest_silent_session",
+         KE_SLOTS + "test_a_full_server_displaces_the_longest_silent_session_of_all",
+         KE_ABUSE + "test_idle_connections_from_eight_addresses_do_not_starve_legitimate_clients"),
+    ),
+    Guard(
+        "ntske-per-network", "NTS-KE slot exhaustion",
+        "proto/ntskeslots.py",
+        "        elif len(self._by_network.get(network_key, ())) >= limits.per_network:\n",
+        "        elif False:\n",
+        (KE_SLOTS + "test_one_network_beyond_its_limit_displaces_its_own_longest_silent_session",
+         KE_SLOTS + "test_an_ipv6_64_is_one_network",
+         KE_SLOTS + "test_other_networks_are_served_while_one_network_holds_its_share"),
+    ),
+    Guard(
+        "ntske-heard", "NTS-KE slot exhaustion (handshake flood)",
+        "proto/ntskeslots.py",
+        "            self._slots.move_to_end(session)\n",
+        "            pass\n",
+        (KE_SLOTS + "test_a_client_that_keeps_talking_outlasts_silent_ones_opened_after_it",),
+    ),
+    Guard(
+        "ntske-min-silence", "NTS-KE slot exhaustion (handshake flood)",
+        "proto/ntskeslots.py",
+        "            if evicted is None or now - self._slots[evicted].heard_at < patience:\n",
+        "            if evicted is None:\n",
+        (KE_SLOTS + "test_across_networks_a_session_heard_within_min_silence_is_not_displaced",),
     ),
     # --- files and configuration ------------------------------------------------------------
     Guard(
