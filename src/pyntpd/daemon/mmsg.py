@@ -39,10 +39,17 @@ from collections.abc import Callable, Iterator
 
 from pyntpd.daemon.serve import BATCH_LIMIT, SCM_TIMESTAMPNS, after_batch
 from pyntpd.proto.packet import MAX_PACKET_LEN, DropReason
-from pyntpd.proto.server import FAST, REPLY_PREFIX_LEN, Responder
+from pyntpd.proto.server import FAST, REPLY_PREFIX_LEN, QueuedReply, Responder
 from pyntpd.proto.timestamp import unix_ns_to_ntp
 
 BATCH = 64  # datagrams per recvmmsg/sendmmsg; 64 amortises the syscall cost well
+# Replies per sendmmsg, each call with its own transmit timestamp read just before it: the
+# kernel sends a call's datagrams one after the other, so the last of a long call leaves
+# well after the stamp it carries (bench/serve.py's honesty rows).
+SEND_CHUNK = 16
+# Signed and NTS replies per sendmmsg: their MAC or authenticator is computed after the
+# stamp is read, so this bounds how much crypto time a stamp can be stale by.
+SEALED_CHUNK = 4
 
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
 _MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
@@ -145,6 +152,9 @@ _PEER_V6 = _record_struct(
     "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 8, "Q"), (_NAME_AT + 16, "Q"), *_REQUEST)
 
 _TRANSMIT = struct.Struct("!Q")
+# A sealed reply's two iovecs: its whole datagram (written over the request in the slot's
+# data area) and an empty second one.
+_SEALED_IOVECS = struct.Struct("@PNPN")
 _MIDDLE_LEN = 21  # the template's precision .. reference timestamp
 
 _STOP_ERRNOS = frozenset((errno.EBADF, errno.ENOTSOCK))
@@ -212,6 +222,9 @@ class _Batch:
         tx_headers, tx_at = _buffer(size * _MMSG_SIZE, pins)
         iovec_bytes, iovecs_at = _buffer(3 * size * _IOVEC_SIZE, pins)
         self.rx_pointer = ctypes.c_void_p(rx_at)
+        self.records_at = records_at
+        self.transmit_at = transmit_at
+        self.iovecs = iovec_bytes
         # sendmmsg may stop part-way, and a run of replies may start at any slot.
         self.tx_pointers = tuple(ctypes.c_void_p(tx_at + k * _MMSG_SIZE) for k in range(size))
 
@@ -243,6 +256,7 @@ class _Batch:
             hdr.msg_iovlen = 2
         # The kernel rewrites namelen/controllen/flags/len of each header it fills.
         self._pristine = memoryview(bytes(self.headers))
+        self._pristine_iovecs = bytes(iovec_bytes)
         self._pins = pins
         self.generation: int | None = None
         self.heads = [0] * 256  # the reply's first two bytes, by the request's first byte
@@ -256,6 +270,19 @@ class _Batch:
         """
         end = count * _MMSG_SIZE
         self.headers[:end] = self._pristine[:end]
+
+    def put_sealed(self, slot: int, message: bytes) -> None:
+        """Send `message` whole from `slot` instead of its prefix and the shared stamp."""
+        if len(message) > _RECV_BUFFER:
+            raise ValueError(f"a {len(message)}-byte reply does not fit a slot")
+        data_at = slot * _RECORD + _DATA_AT
+        self.records[data_at:data_at + len(message)] = message
+        _SEALED_IOVECS.pack_into(self.iovecs, (3 * slot + 1) * _IOVEC_SIZE,
+                                 self.records_at + data_at, len(message), self.transmit_at, 0)
+
+    def restore_iovecs(self) -> None:
+        """Every slot back to prefix + shared stamp, after a batch with sealed replies."""
+        self.iovecs[:] = self._pristine_iovecs
 
     def use_template(self, template: tuple[int, list[bytes], bytes]) -> None:
         """Take a new template of the responder's."""
@@ -289,11 +316,13 @@ class MmsgServer:
         time_ns: Callable[[], int] = time.time_ns,
         *,
         batch: int = BATCH,
+        send_chunk: int = SEND_CHUNK,
+        sealed_chunk: int = SEALED_CHUNK,
     ) -> None:
         if _LIBC is None:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available here")
-        if batch < 1:
-            raise ValueError("batch must be at least 1")
+        if batch < 1 or send_chunk < 1 or sealed_chunk < 1:
+            raise ValueError("batch, send_chunk and sealed_chunk must be at least 1")
         self.responder = responder
         self.time_ns = time_ns
         self.send_errors = 0
@@ -305,7 +334,12 @@ class MmsgServer:
         # Sends MS-SNTP requests to ntp_signd (daemon/signd).
         self.on_mssntp: Callable[[socket.socket], None] | None = None
         self._batch_size = batch
+        self._send_chunk = send_chunk
+        self._sealed_chunk = sealed_chunk
         self._batches: dict[socket.socket, _Batch] = {}
+        # (slot, reply) of this batch's signed and NTS replies, in slot order: sealed in
+        # `_send` once their transmit timestamp is read, sent with the rest of the batch.
+        self._sealed: list[tuple[int, QueuedReply]] = []
 
     def _batch_for(self, sock: socket.socket) -> _Batch:
         # Keyed by the socket object (identity): a dict hit is 25 ns, where reading
@@ -345,7 +379,12 @@ class MmsgServer:
             finally:
                 batch.reset(got)
             if runs:
-                self._send(fd, batch, runs)
+                try:
+                    self._send(fd, batch, runs)
+                finally:
+                    if self._sealed:
+                        self._sealed.clear()
+                        batch.restore_iovecs()
             if got < want:
                 break  # the queue was empty: save the syscall that would say EAGAIN
         self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns,
@@ -360,6 +399,7 @@ class MmsgServer:
         responder = self.responder
         classify = responder.classify
         time_ns = self.time_ns
+        self._sealed.clear()
         template = responder.template(time_ns() / 1e9)
         if template[0] != batch.generation:
             batch.use_template(template)
@@ -405,29 +445,45 @@ class MmsgServer:
             return False
         start = at + _DATA_AT
         receive = ((sec + _UNIX_TO_NTP) & _ERA) << 32 | (nsec << 32) // _NS
+        queue = self.responder.signed_queue
+        queued = len(queue)
         # A bytearray slice: a private copy, and the cheapest input for respond_full().
         prefix = self.responder.respond_full(
             batch.records[start:start + length], address, batch.is_v6, port, receive, now,
             verdict)
         if prefix is None:
-            return False
+            if len(queue) == queued:
+                return False
+            # Signed or NTS: sent from this slot, sealed over the stamp its sendmmsg carries.
+            self._sealed.append((at // _RECORD, queue.pop()))
+            return True
         if len(prefix) != REPLY_PREFIX_LEN:
             raise ValueError(f"responder returned a {len(prefix)}-byte reply prefix")
         batch.records[at:at + REPLY_PREFIX_LEN] = prefix
         return True
 
     def _send(self, fd: int, batch: _Batch, runs: list[tuple[int, int]]) -> None:
-        """sendmmsg the runs of replies; never blocks, counts what is not sent."""
+        """sendmmsg the runs of replies; never blocks, counts what is not sent.
+
+        Each call sends at most `send_chunk` replies, and at most `sealed_chunk` signed or
+        NTS ones, under a transmit timestamp read just before it; those are sealed after
+        the read, so their MAC or authenticator covers the stamp they carry.
+        """
         assert _LIBC is not None
         sendmmsg = _LIBC.sendmmsg
         pack_transmit = _TRANSMIT.pack_into
         transmit, time_ns, pointers = batch.transmit, self.time_ns, batch.tx_pointers
+        chunk = self._send_chunk
+        sealed, next_sealed = self._sealed, 0
         for index, (start, stop) in enumerate(runs):
             interrupted = 0
             while start < stop:
-                # Stamped as late as possible: all replies of this call share the stamp.
-                pack_transmit(transmit, 0, unix_ns_to_ntp(time_ns()))
-                sent = sendmmsg(fd, pointers[start], stop - start, _MSG_DONTWAIT)
+                end = min(stop, start + chunk)
+                stamp = unix_ns_to_ntp(time_ns())
+                pack_transmit(transmit, 0, stamp)
+                if next_sealed < len(sealed):
+                    end, next_sealed = self._seal(batch, start, end, stamp, next_sealed)
+                sent = sendmmsg(fd, pointers[start], end - start, _MSG_DONTWAIT)
                 if sent > 0:
                     start += sent  # a partial send: go on with the rest
                     continue
@@ -442,3 +498,23 @@ class MmsgServer:
                 # This datagram failed (e.g. EPERM from a firewall): skip it, as sendto would.
                 self.send_errors += 1
                 start += 1
+
+    def _seal(
+        self, batch: _Batch, start: int, end: int, stamp: int, next_sealed: int
+    ) -> tuple[int, int]:
+        """Seal the queued replies in slots [start, end) over `stamp`, at most
+        `sealed_chunk` of them; returns where this call's send ends and the next to seal."""
+        sealed = self._sealed
+        budget = self._sealed_chunk
+        while next_sealed < len(sealed):
+            slot, reply = sealed[next_sealed]
+            if slot >= end:
+                break
+            next_sealed += 1
+            if slot < start:
+                continue  # its send failed already
+            batch.put_sealed(slot, reply.finish(stamp))
+            budget -= 1
+            if not budget:
+                return slot + 1, next_sealed
+        return end, next_sealed

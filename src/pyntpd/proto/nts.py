@@ -17,6 +17,7 @@ valid, so a client that got cookies yesterday is still served.
 from __future__ import annotations
 
 import enum
+import functools
 import secrets
 import struct
 from dataclasses import dataclass, field
@@ -59,13 +60,24 @@ def _pad4(data: bytes) -> bytes:
     return data + bytes(-len(data) % 4)
 
 
+# AES-SIV objects by key: setting one up costs twice what sealing a reply does. The cookie
+# keys (COOKIE_KEYS_KEPT) are always in; the rest are clients' C2S/S2C keys, which a client
+# uses for every request until it runs NTS-KE again. Bounded, least recently used out.
+CIPHER_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=CIPHER_CACHE_SIZE)
+def _cipher(key: bytes) -> AESSIV:
+    return AESSIV(key)
+
+
 def seal(key: bytes, associated: bytes, nonce: bytes, plaintext: bytes) -> bytes:
-    return AESSIV(key).encrypt(plaintext, [associated, nonce])
+    return _cipher(key).encrypt(plaintext, [associated, nonce])
 
 
 def unseal(key: bytes, associated: bytes, nonce: bytes, ciphertext: bytes) -> bytes | None:
     try:
-        return AESSIV(key).decrypt(ciphertext, [associated, nonce])
+        return _cipher(key).decrypt(ciphertext, [associated, nonce])
     except (InvalidTag, ValueError):
         return None
 
