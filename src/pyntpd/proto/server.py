@@ -60,11 +60,13 @@ from pyntpd.proto.access import Access
 from pyntpd.proto.auth import AuthResult, KeyRing, SymmetricKey, mac_trailer, signed_part
 from pyntpd.proto.packet import (
     HEADER_LEN,
+    MAX_LEGACY_MAC_LEN,
     DropReason,
     Mode,
     NtpPacket,
     PacketError,
     decode,
+    decode_mac,
     li_vn_mode,
 )
 from pyntpd.proto.timestamp import seconds_to_short
@@ -77,6 +79,7 @@ MAX_STRATUM = 15
 # The reply's first 40 bytes; the caller appends the 8-byte transmit timestamp.
 _REPLY_HEAD = struct.Struct("!BBbbII4sQQQ")
 REPLY_PREFIX_LEN = _REPLY_HEAD.size
+_MAC_ONLY_LEN = HEADER_LEN + MAX_LEGACY_MAC_LEN
 
 _MIDDLE = struct.Struct("!bII4sQ")  # precision .. reference timestamp
 _TEMPLATE_LIFETIME = 1.0
@@ -364,6 +367,13 @@ class Responder:
             elif mssntp.is_extended_request(data):
                 # Not an NTP trailer the codec knows; refused below, once restrict has spoken.
                 extended, version, mac = True, (first >> 3) & 7, None
+            elif HEADER_LEN < n <= _MAC_ONLY_LEN:
+                # Too short for an extension field: the header and a MAC (a signed request)
+                # are all it can be, so the codec's trailer rule alone decides.
+                version = (first >> 3) & 7
+                if not 1 <= version <= 4:
+                    raise PacketError(DropReason.BAD_VERSION, f"version {version}")
+                mac = decode_mac(data, version)
             else:
                 packet = decode(data)
                 version = packet.header.version
