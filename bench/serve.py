@@ -15,7 +15,10 @@ round, then the median over rounds is reported):
 * server CPU time per request at that rate (utime+stime of the server's process tree);
 * at --latency-rate (10k/s), one request per send() with t1 read just before it: the median and
   p99 of RTT - (t3 - t2) (NTP's delay: what the server adds beyond its own t2..t3 window, which is
-  where a late user-space t2 shows), plus RTT and the server's t3 - t2.
+  where a late user-space t2 shows), plus RTT and the server's t3 - t2;
+* honesty under load: the same delay at 10%, 50% and 90% of that server's maximum rate, the load
+  generator sending --batch requests per sendmmsg, so that a server answering a batch under one
+  stale transmit timestamp shows it.
 
 Servers: chronyd, pyntpd, cpython-minimal (bench/toy_server.py), ntpsec (port 123, optional),
 and any ``--extra-server NAME=CMD`` where CMD may use {port}, {host} and {workdir}
@@ -25,6 +28,8 @@ and any ``--extra-server NAME=CMD`` where CMD may use {port}, {host} and {workdi
     .venv/bin/python bench/serve.py --servers chronyd,cpython-minimal --rounds 1 --json out.json
     .venv/bin/python bench/serve.py --auth aes128   # signed requests (key 1) to every server
     .venv/bin/python bench/serve.py --auth nts      # NTS requests (chronyd and pyntpd only)
+    .venv/bin/python bench/serve.py --all --rounds 1  # plain, md5, sha1, aes128, nts in turn,
+                                                      # then one overview table
 
 With ``--auth ALG`` every request carries a MAC under key 1 (MD5, SHA1 or AES-128-CMAC) and
 the servers are given that key; with ``--auth nts`` each server gets a test certificate and

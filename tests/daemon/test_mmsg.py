@@ -290,7 +290,9 @@ class FakeLibc:
 def run_with(monkeypatch, fake, server_sock, clients, count=6, datagrams=None, **options):
     monkeypatch.setattr(mmsg, "_LIBC", types.SimpleNamespace(
         recvmmsg=fake.recvmmsg, sendmmsg=fake.sendmmsg))
-    server = MmsgServer(make_responder(), **options)
+    # One sendmmsg per run unless a test asks otherwise: these tests are about runs and
+    # partial sends, not the chunks that keep stamps fresh (test_mmsg_sealed).
+    server = MmsgServer(make_responder(), **({"send_chunk": 64} | options))
     datagrams = datagrams or [request(0x900 + k) for k in range(count)]
     send_all(clients, server_sock, [(0, data) for data in datagrams])
     assert pump(server, server_sock, len(datagrams)) == len(datagrams)
@@ -470,7 +472,7 @@ def test_runs_share_partial_sends_and_a_full_buffer_drops_every_later_run(
 
 def test_a_batch_of_fast_replies_goes_out_in_one_sendmmsg(monkeypatch, server_sock, clients):
     fake = FakeLibc()
-    _, origins = run_with(monkeypatch, fake, server_sock, clients, count=40, send_chunk=64)
+    _, origins = run_with(monkeypatch, fake, server_sock, clients, count=40)
     assert origins == [0x900 + k for k in range(40)] and fake.send_calls == [40]
 
 
