@@ -539,6 +539,7 @@ def find_max_rate(
 
 
 HONESTY_LOADS = (0.1, 0.5, 0.9)  # fractions of the server's own maximum rate
+HONESTY_MAX_LOSS = 0.01  # a step losing more is shown but not compared
 
 
 def measure_honesty(
@@ -662,7 +663,10 @@ def ratios(rounds: list[dict[str, Result]], names: list[str], ref: str) -> dict[
                 lr.append(la / lb)
             for load, h in a.get("honesty", {}).items():
                 hb = b.get("honesty", {}).get(load)
-                if hb and h["delay_p50_us"] > 0 and hb["delay_p50_us"] > 0:
+                # Replies to identical (signed, NTS) requests are matched in order: after a
+                # loss they are matched to the wrong requests, so such a step says nothing.
+                if (hb and h["delay_p50_us"] > 0 and hb["delay_p50_us"] > 0
+                        and max(h["loss"], hb["loss"]) <= HONESTY_MAX_LOSS):
                     hr.setdefault(load, []).append(h["delay_p50_us"] / hb["delay_p50_us"])
         out[name] = {"rate": med(rr), "delay_p50": med(lr),
                      "honesty_p50": {load: med(v) for load, v in hr.items()}}
