@@ -28,6 +28,7 @@ from pyntpd.config.leapfile import LeapFileResult, LeapFileWatch, ntp_date
 from pyntpd.config.model import NtpConfig
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.exitcodes import EXIT_PANIC
+from pyntpd.daemon.resolver import Lookup, lookup_here
 from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.driver import Driver, Timer
 from pyntpd.logonce import LogOnce
@@ -59,6 +60,7 @@ class SyncOptions:
     # ppm the kernel was running at when the clock became ours (taken over at start, or
     # handed back by the engine a reload replaced); None if only observed.
     start_frequency: float | None = None
+    lookup: Lookup = lookup_here  # name lookups: here, or outside the jail (-i)
 
 
 def describe(peer: Peer) -> str:
@@ -118,7 +120,7 @@ class Synchroniser:
             max_distance=config.tos.maxdist, max_sources=config.tos.maxclock,
             family=options.family, on_change=self._sources_changed,
             keys=KeyRing.build(config.keys, config.trusted_keys), nts_ca=config.nts.ca,
-            serving=list(serving or ()), system=self._stated_system,
+            serving=list(serving or ()), system=self._stated_system, lookup=options.lookup,
         )
         self.last_logged: dict[object, object] = {}
         self._known: set[Peer] = set()
