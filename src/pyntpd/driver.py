@@ -115,9 +115,11 @@ class Driver:
 
     # --- sources --------------------------------------------------------------------
 
-    def add_source(self, key: Hashable, assoc: Association, address: str) -> None:
+    def add_source(self, key: Hashable, assoc: Association, address: str,
+                   local_address: str | None = None) -> None:
+        """`local_address`: where we reach the source from (the engine's orphan election)."""
         self.sources[key] = _Source(assoc, address)
-        self.engine.add_source(key, assoc.spec)
+        self.engine.add_source(key, assoc.spec, local_address)
 
     def remove_source(self, key: Hashable) -> None:
         self.sources.pop(key, None)

@@ -18,6 +18,8 @@ import pytest
 
 from pyntpd.cli import service
 from pyntpd.cli.pyntpctl import build_parser
+from pyntpd.config.defaults import load_default
+from pyntpd.config.model import NtsConfig
 from pyntpd.daemon.exitcodes import EXIT_PANIC
 from pyntpd.proto.packet import NtpHeader, decode, encode_header, li_vn_mode
 
@@ -86,8 +88,8 @@ def test_foreground_daemon_options_are_refused(flag: str) -> None:
 
 
 def test_options_pyntpd_refuses_are_a_usage_error() -> None:
-    with pytest.raises(service.UsageError, match="broadcast"):
-        service.service_from(parse("start", "--", "-b"))
+    with pytest.raises(service.UsageError, match="saveconfig"):
+        service.service_from(parse("start", "--", "--saveconfigquit", "/tmp/x"))
 
 
 def test_unbalanced_quotes_in_the_environment_are_a_usage_error(
@@ -246,12 +248,35 @@ def test_unit_sandboxing() -> None:
                 "RestrictNamespaces", "LockPersonality", "MemoryDenyWriteExecute"):
         assert s[key] == "yes", key
     assert s["ProtectSystem"] == "strict"
-    assert (s["StateDirectory"], s["LogsDirectory"]) == ("ntp", "ntpstats")
+    assert (s["StateDirectory"], s["LogsDirectory"]) == ("ntp pyntpd", "ntpstats")
     assert set(s["RestrictAddressFamilies"].split()) == {"AF_INET", "AF_INET6", "AF_UNIX",
                                                           "AF_NETLINK"}
     assert set(s["SystemCallFilter"].split()) == {"@system-service", "@clock"}
     assert "ProtectClock" not in s  # it would forbid the service's job
     assert "WatchdogSec" not in s  # pyntpd does not ping a watchdog
+
+
+def _writable_under_the_unit() -> list[Path]:
+    s = unit()["Service"]
+    return ([Path("/var/lib", d) for d in s["StateDirectory"].split()]
+            + [Path("/var/log", d) for d in s["LogsDirectory"].split()])
+
+
+def test_the_default_drift_file_is_in_a_directory_the_unit_can_write() -> None:
+    # Without /etc/ntp.conf the daemon runs the embedded default, whose drift file must be
+    # writable under ProtectSystem=strict: a StateDirectory= of the unit.
+    drift = Path(load_default().driftfile or "")
+    assert drift.parent in _writable_under_the_unit(), drift
+
+
+def test_ntpds_usual_drift_and_statistics_paths_are_writable_under_the_unit() -> None:
+    writable = _writable_under_the_unit()
+    assert Path("/var/lib/ntp") in writable and Path("/var/log/ntpstats") in writable
+
+
+def test_the_default_nts_cookie_key_file_is_in_a_directory_the_unit_can_write() -> None:
+    cookie = Path(NtsConfig().cookie)
+    assert cookie.parent in _writable_under_the_unit(), cookie
 
 
 def test_unit_conflicts_with_the_other_time_daemons() -> None:
@@ -299,17 +324,19 @@ def test_defaults_file_is_valid_shell_with_the_seeds_options() -> None:
     assert result.stdout.strip() == "-g -u ntp:ntp|/run/pyntpd.pid"
 
 
+@pytest.mark.parametrize("script", ["pyntpd.init", "install-service"])
 @pytest.mark.parametrize("shell", ["sh", "dash", "bash"])
-def test_init_script_syntax(shell: str) -> None:
+def test_init_script_syntax(shell: str, script: str) -> None:
     require_tool(shell)
-    result = subprocess.run([shell, "-n", str(PACKAGING / "pyntpd.init")], capture_output=True,
+    result = subprocess.run([shell, "-n", str(PACKAGING / script)], capture_output=True,
                             text=True, timeout=10)
     assert result.returncode == 0, result.stderr
 
 
-def test_init_script_passes_shellcheck() -> None:
+@pytest.mark.parametrize("script", ["pyntpd.init", "install-service"])
+def test_init_script_passes_shellcheck(script: str) -> None:
     require_tool("shellcheck")
-    result = subprocess.run(["shellcheck", "-s", "sh", str(PACKAGING / "pyntpd.init")],
+    result = subprocess.run(["shellcheck", "-s", "sh", str(PACKAGING / script)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
 

@@ -1,5 +1,5 @@
 """Name resolution failing, then recovering; pool members that die re-resolved (issue 6,
-item 4).
+item 4); the checks against a resolver that never answers (issue 11, item 6).
 
 pyntpd runs in a mount namespace of its own where /etc/nsswitch.conf says `hosts: files`
 and /etc/hosts is a file this test writes (bind-mounted: the real ones are never touched,
@@ -9,6 +9,10 @@ daemon/sources.py) and the pool's patience (8 unanswered polls) are shortened in
 
 from __future__ import annotations
 
+import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +90,94 @@ def test_a_dead_pool_member_is_replaced_by_a_fresh_address(tmp_path: Path) -> No
             assert query(daemon.port).header.stratum == 3
             assert daemon.stop() == 0
             no_traceback(daemon.output())
+
+
+# --- a resolver that never answers: the checks (issue 11, item 6) -----------------------------
+
+SILENT_NAMES = [f"ntp{i}.silent.test" for i in range(8)]
+# A UDP "nameserver" that takes every query and never answers: what a firewalled or dead
+# DNS server looks like to glibc, which then gives each name ~10 s (5 s, twice).
+SILENT_SERVER = """\
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+open(sys.argv[1], "w").close()
+s.settimeout(1.0)
+end = time.monotonic() + 90
+while time.monotonic() < end:
+    try:
+        s.recv(512)
+    except OSError:
+        pass
+"""
+
+
+def _in_silent_dns(tmp_path: Path, argv: list[str], timeout: float = 60.0
+                   ) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run `argv` in a network and mount namespace of its own whose only nameserver
+    (127.0.0.1:53, this test's) never answers; returns the result and the seconds `argv`
+    took (set-up excluded)."""
+    (tmp_path / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    (tmp_path / "nsswitch.conf").write_text("hosts: files dns\n")
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    (tmp_path / "silent.py").write_text(SILENT_SERVER)
+    ready, took = tmp_path / "ready", tmp_path / "took"
+    script = f"""set -e
+ip link set lo up
+{sys.executable} {tmp_path / 'silent.py'} {ready} &
+server=$!
+for i in $(seq 100); do [ -e {ready} ] && break; sleep 0.05; done
+for f in resolv.conf nsswitch.conf hosts; do mount --bind {tmp_path}/$f /etc/$f; done
+start=$(date +%s%N)
+set +e
+{shlex.join(argv)}
+code=$?
+echo $(( $(date +%s%N) - start )) > {took}
+kill $server
+exit $code
+"""
+    result = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private",
+                             "sh", "-c", script], capture_output=True, text=True,
+                            timeout=timeout, stdin=subprocess.DEVNULL)
+    return result, int(took.read_text()) / 1e9
+
+
+def _silent_conf(tmp_path: Path) -> Path:
+    conf = tmp_path / "ntp.conf"
+    conf.write_text("restrict default kod limited nomodify notrap nopeer noquery\n"
+                    "restrict -6 default kod limited nomodify notrap nopeer noquery\n"
+                    + "".join(f"server {name} iburst\n" for name in SILENT_NAMES))
+    return conf
+
+
+def test_check_with_a_silent_resolver_finishes_in_seconds_and_names_what_is_pending(
+        tmp_path: Path) -> None:
+    require_root("unshare", "ip")
+    conf = _silent_conf(tmp_path)
+    result, took = _in_silent_dns(
+        tmp_path, [sys.executable, "-m", "pyntpd.cli.pyntpd", "--check", "-c", str(conf)])
+    assert took < 8.0, result  # the budget (4 s) and start-up, not 8 names x 10 s
+    lines = result.stdout.splitlines()
+    for number, name in enumerate(SILENT_NAMES, start=3):
+        assert (f"{conf}:{number}:8: warning: server '{name}': the resolver did not answer "
+                "within 4 s; pyntpd will retry") in lines
+    assert (f"{conf}: warning: no answer from the resolver within 4 s for 8 name(s): "
+            + ", ".join(SILENT_NAMES)) in result.stdout
+    assert result.returncode == 0  # warnings only
+    no_traceback(result.stdout + result.stderr)
+
+
+def test_audit_json_with_a_silent_resolver_is_always_printed_with_the_pending_names(
+        tmp_path: Path) -> None:
+    require_root("unshare", "ip")
+    conf = _silent_conf(tmp_path)
+    result, took = _in_silent_dns(
+        tmp_path, [sys.executable, "-m", "pyntpd.cli.pyntpctl", "check", "--audit", "--json",
+                   "-c", str(conf)])
+    assert took < 8.0, result
+    document = json.loads(result.stdout)
+    assert document["pending_names"] == SILENT_NAMES
+    assert document["resolve_timeout"] == 4.0
+    codes = [f["code"] for f in document["findings"]]
+    assert codes.count("unresolved") == 8 and codes.count("resolver-pending") == 1
+    no_traceback(result.stderr)

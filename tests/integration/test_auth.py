@@ -103,7 +103,7 @@ def test_a_server_line_with_an_untrusted_key_is_not_polled_unauthenticated() -> 
     with keys_file(KEYS) as keys:
         text = f"keys {keys}\ntrustedkey 1\nserver 127.0.0.1 port 9 key 2 iburst\n"
         with config_file(text) as conf, Pyntpd("-c", conf) as client:
-            client.wait_for_log("key 2 is not a trusted key in the keys file")
+            client.wait_for_log("key 2 is not listed in 'trustedkey'")
 
 
 def test_dash_t_trusts_a_key_as_trustedkey_would() -> None:

@@ -60,7 +60,7 @@ def test_a_peer_line_with_an_untrusted_key_is_refused_with_a_log_error() -> None
     with keys_file(KEYS) as keys:
         text = f"keys {keys}\ntrustedkey 1\npeer 127.0.0.1 port 9 key 2 iburst\n"
         with config_file(text) as conf, Pyntpd("-c", conf) as d:
-            d.wait_for_log("key 2 is not a trusted key in the keys file")
+            d.wait_for_log("key 2 is not listed in 'trustedkey'")
             assert "symmetric association" not in d.output()
 
 

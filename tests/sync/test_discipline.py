@@ -1,4 +1,4 @@
-"""Step, slew, stepout, panic, -x, -g and the frequency clamp, with explicit offsets."""
+"""Step, slew, stepout, panic, -x, -g, -G and the frequency clamp, with explicit offsets."""
 
 import pytest
 
@@ -58,6 +58,36 @@ def test_g_allows_only_the_first_adjustment():
     d = disc(panic_gate=True)
     assert d.decide(0.0, -2000.0, 0.0).decision is Decision.STEP
     assert d.decide(1000.0, 2000.0, 0.0).decision is Decision.PANIC
+
+
+def test_capital_g_steps_the_first_adjustment_however_small():
+    d = disc(force_step_once=True)
+    plan = d.decide(0.0, 0.0004, 0.0)  # far below the 128 ms step threshold
+    assert (plan.decision, plan.step) == (Decision.STEP, 0.0004)
+
+
+def test_capital_g_steps_only_once():
+    d = disc(force_step_once=True)
+    d.decide(0.0, 0.0004, 0.0)
+    assert d.decide(16.0, 0.0004, 0.0).decision is Decision.SLEW
+
+
+def test_capital_g_steps_even_with_slew_only_or_step_zero():
+    # ntpd: force_step_once takes the step branch whatever the step threshold says.
+    assert disc(force_step_once=True, slew_only=True).decide(0.0, 30.0, 0.0).decision \
+        is Decision.STEP
+    assert disc(force_step_once=True, step=0.0).decide(0.0, 5.0, 0.0).decision \
+        is Decision.STEP
+
+
+def test_capital_g_is_not_minus_g_the_panic_threshold_still_holds():
+    assert disc(force_step_once=True).decide(0.0, 2000.0, 0.0).decision is Decision.PANIC
+    both = disc(force_step_once=True, panic_gate=True)
+    assert both.decide(0.0, 2000.0, 0.0).decision is Decision.STEP
+
+
+def test_without_capital_g_a_small_first_offset_is_slewed():
+    assert disc().decide(0.0, 0.0004, 0.0).decision is Decision.SLEW
 
 
 def test_panic_zero_disables_the_check():

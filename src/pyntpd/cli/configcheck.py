@@ -14,20 +14,22 @@ import os
 import sys
 
 from pyntpd.config import files
-from pyntpd.config.audit import SEVERITIES, Finding, audit, counts, ordered
+from pyntpd.config.audit import SEVERITIES, Finding, counts, ordered
+from pyntpd.config.check import RESOLVE_BUDGET, audit_file
 from pyntpd.config.defaults import DEFAULT_CONFIG
-from pyntpd.config.parser import parse_file
 
 EXIT_CLEAN = 0
 EXIT_ERRORS = 1
 EXIT_SECURITY = 2
 
 
-def run_check(path: str, keys_file: str | None, full: bool) -> list[Finding]:
+def run_check(path: str, keys_file: str | None, full: bool,
+              budget: float = RESOLVE_BUDGET) -> tuple[list[Finding], files.Lookups]:
     # files.* looked up at call time, so tests can give the checker a fake world.
-    result = parse_file(path, resolve=files.resolve, read_file=files.read_file,
-                        file_mode=files.file_mode, keys_file=keys_file)
-    return ordered(audit(result, resolve=files.resolve, filename=path, full=full))
+    findings, lookups = audit_file(path, full=full, resolve=files.resolve,
+                                   read_file=files.read_file, file_mode=files.file_mode,
+                                   keys_file=keys_file, budget=budget)
+    return ordered(findings), lookups
 
 
 def exit_status(findings: list[Finding], full: bool) -> int:
@@ -48,11 +50,13 @@ def _summary(path: str, findings: list[Finding]) -> str:
 
 def cmd_check(args: argparse.Namespace) -> int:
     path = os.fspath(args.config)
-    findings = run_check(path, args.keyfile, args.audit)
+    findings, lookups = run_check(path, args.keyfile, args.audit, args.resolve_timeout)
     status = exit_status(findings, args.audit)
     if args.json:
         document = {"file": path, "audit": args.audit, "exit": status,
-                    "counts": counts(findings), "findings": [f.to_dict() for f in findings]}
+                    "counts": counts(findings), "findings": [f.to_dict() for f in findings],
+                    "resolve_timeout": lookups.budget,
+                    "pending_names": [name for name, _ in lookups.pending]}
         json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return status
@@ -69,6 +73,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return status
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number of seconds") from None
+    if not 0 < seconds <= 60:
+        raise argparse.ArgumentTypeError(f"{value}: choose 0 < S <= 60")
+    return seconds
+
+
 def register_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "check", help="check ntp.conf; with --audit, review its security too",
@@ -82,4 +96,7 @@ def register_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="add the security review (restrict defaults, authentication, "
                         "source count, mode 6/7, discipline knobs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--resolve-timeout", type=_seconds, default=RESOLVE_BUDGET, metavar="S",
+                   help="wait at most S seconds for all name lookups together (default "
+                        f"{RESOLVE_BUDGET:g}); names still unanswered are reported as pending")
     p.set_defaults(func=cmd_check)

@@ -1,8 +1,9 @@
 """ntpd 4.2.8's command line, with ntpd's meanings, plus pyntpd's own long options.
 
-Flags that only make sense for features pyntpd refuses (broadcast and multicast clients,
-saveconfig) are errors that say why; flags that tune things pyntpd does differently are
-accepted with a warning, so an existing init script keeps working.
+Flags that only make sense for features pyntpd refuses (saveconfig) are errors that say
+why; flags that tune things pyntpd does differently are accepted with a warning, so an
+existing init script keeps working. -b, -m and -r are the broadcast client's directives,
+under the same rule as in the file: only with a trusted key (config/broadcast).
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-A", "--authnoreq", action="store_true",
                    help="ntpd: do not require authentication; refused (warning)")
     p.add_argument("-b", "--bcastsync", action="store_true",
-                   help="ntpd: broadcast client; refused (unauthenticated)")
+                   help="broadcast client (broadcastclient): only broadcasts signed with a "
+                        "trusted key are used")
     p.add_argument("-c", "--configfile", metavar="FILE",
                    help=f"configuration file (default {DEFAULT_CONFIG} if it exists, "
                         "else the embedded default)")
@@ -118,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-L", "--novirtualips", action="store_true",
                    help="do not listen on virtual addresses (accepted)")
     p.add_argument("-m", "--mcastname", action="append", default=[], metavar="ADDR",
-                   help="ntpd: multicast client; refused (unauthenticated)")
+                   help="multicast client of group ADDR (multicastclient ADDR): only signed "
+                        "broadcasts are used")
     p.add_argument("-M", "--modifymmtimer", action="store_true",
                    help="Windows only; ignored")
     p.add_argument("-n", "--nofork", action="store_true", help="stay in the foreground")
@@ -129,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quit", action="store_true",
                    help="set the time once and exit (needs synchronisation)")
     p.add_argument("-r", "--propagationdelay", metavar="S",
-                   help="ntpd: broadcast delay; ignored (no broadcast client)")
+                   help="broadcast delay in seconds (broadcastdelay S)")
     p.add_argument("--saveconfigquit", metavar="FILE",
                    help="ntpd: save the configuration and exit; refused")
     p.add_argument("-s", "--statsdir", metavar="DIR", help="statistics directory")
@@ -142,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--var", action="append", default=[], help="ntpd setvar; ignored")
     p.add_argument("--dvar", action="append", default=[], help="ntpd setvar; ignored")
     p.add_argument("-w", "--wait-sync", type=float, metavar="S",
-                   help="with a forking start, wait up to S seconds for synchronisation")
+                   help="forking start: the parent returns once the daemon is synchronised "
+                        "(exit 0) or after S seconds (exit ETIMEDOUT, 110)")
     p.add_argument("-x", "--slew", action="store_true",
                    help="slew only: raise the step threshold to 600 s")
     p.add_argument("--version", action="version", version=f"pyntpd {__version__}")
@@ -172,11 +176,21 @@ class OptionError(Exception):
 
 def parse_args(argv: list[str]) -> DaemonOptions:
     args = build_parser().parse_args(argv)
-    if args.bcastsync or args.mcastname:
-        raise OptionError(
-            "-b/-m (broadcast and multicast clients) are refused: they accept time from any "
-            "sender on the network; use 'server' or 'pool' lines (with NTS or keys)"
-        )
+    for group in args.mcastname:
+        try:
+            multicast = ipaddress.ip_address(group).is_multicast
+        except ValueError:
+            multicast = False
+        if not multicast:
+            raise OptionError(f"-m {group}: not a multicast group address (e.g. 224.0.1.1)")
+    delay = None
+    if args.propagationdelay is not None:
+        try:
+            delay = float(args.propagationdelay)
+        except ValueError:
+            raise OptionError(f"-r {args.propagationdelay}: not a number of seconds") from None
+        if not -10.0 <= delay <= 10.0:
+            raise OptionError(f"-r {args.propagationdelay}: out of range -10..10 s")
     if args.saveconfigquit:
         raise OptionError(
             "--saveconfigquit is refused: pyntpd never writes its configuration "
@@ -187,8 +201,6 @@ def parse_args(argv: list[str]) -> DaemonOptions:
         warnings.append("-A ignored: pyntpd always requires authentication where ntpd's -a did")
     if args.modifymmtimer:
         warnings.append("-M ignored: it is a Windows option")
-    if args.propagationdelay:
-        warnings.append("-r ignored: pyntpd has no broadcast client")
     if args.var or args.dvar:
         warnings.append("--var/--dvar ignored: pyntpd serves no user-defined variables")
     if args.updateinterval is not None:
@@ -200,11 +212,15 @@ def parse_args(argv: list[str]) -> DaemonOptions:
     if args.configfile and args.builtin_config:
         raise OptionError("-c and --builtin-config contradict each other; choose one")
     debug = args.set_debug_level if args.set_debug_level is not None else args.debug_level
+    foreground = args.nofork or debug > 0 or args.check
+    if args.wait_sync and args.wait_sync > 0 and foreground:
+        # ntpd forks anyway; under a service manager (-n) that would break its tracking.
+        warnings.append("-w ignored: it makes the forking parent wait, and -n/-d do not fork")
     user, group = args.user if args.user else (None, None)
     return DaemonOptions(
         config_file=args.configfile,
         builtin_config=args.builtin_config,
-        foreground=args.nofork or debug > 0 or args.check,
+        foreground=foreground,
         debug_level=debug,
         pidfile=args.pidfile,
         user=user,
@@ -231,5 +247,8 @@ def parse_args(argv: list[str]) -> DaemonOptions:
         observe=args.observe,
         metrics=args.metrics,
         status_socket=args.status_socket,
+        broadcast_client=args.bcastsync,
+        multicast_groups=tuple(args.mcastname),
+        broadcast_delay=delay,
         warnings=tuple(warnings),
     )

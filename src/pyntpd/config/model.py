@@ -170,6 +170,43 @@ class NtsConfig:
     listen: str | None = None  # None: every address
 
 
+# ntpd's ttl mapping vector (MAX_TTL entries): `broadcast ... ttl N` picks entry N, and the
+# `ttl` directive replaces the list. 0 leaves the kernel's multicast default (1 hop).
+MAX_TTL = 8
+DEFAULT_TTL_MAP = tuple(i * 256 // MAX_TTL for i in range(MAX_TTL))
+DEFAULT_BROADCAST_DELAY = -0.050  # ntpd [Bug 3031]: calibrate, and give up above 50 ms
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastConfig:
+    """A `broadcast ADDRESS` line: mode 5 packets to a broadcast or multicast address (or a
+    unicast one) every 2**minpoll s while synchronised, signed when `key` is given."""
+
+    address: str
+    key: int | None = None
+    ttl: int = 0  # index into NtpConfig.ttl_map, as in ntpd
+    version: int = 4
+    minpoll: int = 6  # ntpd's NTP_MINDPOLL: broadcasts every 64 s
+    location: Location = field(default=NO_LOCATION, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastClientConfig:
+    """`broadcastclient` / `enable bclient`, `multicastclient`, `broadcastdelay`: whether
+    mode 5 packets are listened to. Only authenticated ones ever are (config/broadcast)."""
+
+    enabled: bool = False  # broadcastclient, enable bclient: broadcasts to our subnets
+    groups: tuple[str, ...] = ()  # multicastclient: multicast groups joined
+    # broadcastdelay: > 0 a fixed round-trip delay (no calibration); otherwise calibrate
+    # with a client/server exchange and refuse a broadcaster farther than |delay|.
+    delay: float = DEFAULT_BROADCAST_DELAY
+    location: Location = field(default=NO_LOCATION, compare=False)
+
+    @property
+    def listening(self) -> bool:
+        return self.enabled or bool(self.groups)
+
+
 @dataclass(frozen=True, slots=True)
 class NtpConfig:
     servers: tuple[ServerConfig, ...] = ()
@@ -198,6 +235,9 @@ class NtpConfig:
     mru: MruConfig = MruConfig()
     interfaces: tuple[InterfaceRule, ...] = ()
     nts: NtsConfig = NtsConfig()
+    broadcasts: tuple[BroadcastConfig, ...] = ()
+    ttl_map: tuple[int, ...] = DEFAULT_TTL_MAP
+    broadcast_client: BroadcastClientConfig = BroadcastClientConfig()
     # Every file read to build this config, in order; a reload watches these.
     files: tuple[str, ...] = field(default=(), compare=False)
 
@@ -231,6 +271,10 @@ class NtpConfig:
 class ParseResult:
     config: NtpConfig
     diagnostics: list[Diagnostic]
+    # Files this configuration needs that could not be read: the file itself, an include
+    # file that exists, the keys file whose keys it uses. Each is also in `diagnostics`.
+    # The daemon refuses to start on any: without them it would run more open than written.
+    unreadable: tuple[Diagnostic, ...] = ()
 
     @property
     def has_errors(self) -> bool:
@@ -239,6 +283,11 @@ class ParseResult:
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def fatal(self) -> list[Diagnostic]:
+        """Errors that stop the daemon from starting (config.context.Context.fail_closed)."""
+        return [d for d in self.diagnostics if d.fatal]
 
     @property
     def warnings(self) -> list[Diagnostic]:

@@ -11,11 +11,11 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 
-from . import assoc, files, refused, system
+from . import assoc, broadcast, files, refused, system
 from . import ntsconfig as nts
 from . import restrict as access
 from .context import Context
-from .diagnostics import DiagnosticSink, Location
+from .diagnostics import Diagnostic, DiagnosticSink, Location
 from .keys import SymmetricKey, parse_keys
 from .lexer import Token, lex
 from .model import (
@@ -38,8 +38,11 @@ HANDLERS: dict[str, Handler] = {
     "server": assoc.handle_association,
     "pool": assoc.handle_association,
     "peer": assoc.handle_association,
+    "unpeer": assoc.handle_unpeer,
+    "unconfig": assoc.handle_unpeer,
     "fudge": assoc.handle_fudge,
     "restrict": access.handle_restrict,
+    "delrestrict": access.handle_delrestrict,
     "interface": access.handle_interface,
     "nic": access.handle_interface,
     "listen": access.handle_listen,
@@ -62,14 +65,19 @@ HANDLERS: dict[str, Handler] = {
     "enable": system.handle_enable,
     "disable": system.handle_enable,
     "nts": nts.handle_nts,
+    "broadcast": broadcast.handle_broadcast,
+    "broadcastclient": broadcast.handle_broadcastclient,
+    "multicastclient": broadcast.handle_multicastclient,
+    "broadcastdelay": broadcast.handle_broadcastdelay,
+    "ttl": broadcast.handle_ttl,
 }
-for _name in (*refused.AUTOKEY_DIRECTIVES, *refused.ONE_TO_MANY_DIRECTIVES):
+for _name in (*refused.AUTOKEY_DIRECTIVES, *refused.MANYCAST_DIRECTIVES):
     HANDLERS[_name] = refused.handle_refused
 for _name in refused.IGNORED_DIRECTIVES:
     HANDLERS[_name] = refused.handle_ignored
 
-DIRECTIVES = frozenset([*HANDLERS, "includefile"])
-_SERVER_USES = ("server", "pool", "peer")
+DIRECTIVES = frozenset([*HANDLERS, "includefile", "end"])
+_SERVER_USES = ("server", "pool", "peer", "broadcast")
 
 
 class _Parser:
@@ -87,6 +95,7 @@ class _Parser:
         self.keys_override = keys_file
         self.stack: list[str] = []
         self.files: list[str] = []
+        self.unreadable: list[Diagnostic] = []
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -94,6 +103,10 @@ class _Parser:
         self.stack.append(os.path.normpath(filename))
         self.files.append(filename)
         for line in lex(text, filename, self.sink):
+            if self.ctx.stopped:
+                self.ctx.warning(line.tokens[0], "not read: ntpd stops reading its "
+                                 f"configuration at 'end' ({self.ctx.stopped.loc})")
+                break
             head, args = line.tokens[0], list(line.tokens[1:])
             self.ctx.start_line()
             try:
@@ -109,6 +122,9 @@ class _Parser:
     def _dispatch(self, head: Token, args: list[Token]) -> None:
         if head.text == "includefile":
             self._include(head, args)
+            return
+        if head.text == "end":
+            self._end(head, args)
             return
         handler = HANDLERS.get(head.text)
         if handler is None:
@@ -141,9 +157,16 @@ class _Parser:
             ctx.warning(tok, f"include file '{path}' does not exist; skipped")
             return
         except OSError as exc:
-            ctx.error(tok, f"cannot read include file '{path}': {files.describe_os_error(exc)}")
+            self._unreadable(tok, f"cannot read include file '{path}': "
+                             f"{files.describe_os_error(exc)}")
             return
         self.run(files.decode(data, path, self.sink), path)
+
+    def _end(self, head: Token, args: list[Token]) -> None:
+        """ntpd stops reading its configuration at `end`, in every file it has open."""
+        self.ctx.no_more(args, 0, "end")
+        if self.ctx.line_ok:
+            self.ctx.stopped = head
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -173,7 +196,7 @@ class _Parser:
             why = files.describe_os_error(exc)
             if refs:
                 ref = refs[0]
-                self.ctx.error(
+                self._unreadable(
                     where,
                     f"cannot read keys file '{path}': {why}",
                     f"key {ref.key_id} is needed by '{ref.use}' at {ref.token.loc}",
@@ -205,12 +228,18 @@ class _Parser:
                 )
         return path, tuple(keys[k] for k in sorted(keys))
 
+    def _unreadable(self, at: Token | Location, message: str, hint: str | None = None) -> None:
+        self.ctx.error(at, message, hint)
+        self.unreadable.append(self.sink.items[-1])
+
     # -- result ----------------------------------------------------------------------------
 
     def finish(self) -> ParseResult:
         ctx = self.ctx
         b = ctx.b
+        assoc.apply_unpeers(ctx)
         assoc.apply_fudges(ctx)
+        access.check_unresolved(ctx)
         keys_file, keys = self._load_keys()
         s = b.scalars
 
@@ -222,6 +251,7 @@ class _Parser:
             value = s.get(name)
             return value if isinstance(value, int) else None
 
+        broadcasts, ttl_map, broadcast_client = broadcast.finish(ctx, keys, b.trusted_keys)
         tos = dict(b.tos)
         if "cohort" in tos:
             tos["cohort"] = bool(tos["cohort"])
@@ -251,9 +281,12 @@ class _Parser:
             mru=replace(MruConfig(), **b.mru),
             interfaces=tuple(b.interfaces),
             nts=nts.check_nts(ctx),
+            broadcasts=broadcasts,
+            broadcast_client=broadcast_client,
+            **({} if ttl_map is None else {"ttl_map": ttl_map}),
             files=tuple(self.files),
         )
-        return ParseResult(config, list(self.sink.items))
+        return ParseResult(config, list(self.sink.items), tuple(self.unreadable))
 
 
 def parse_text(
@@ -289,7 +322,7 @@ def parse_file(
         data = read_file(name)
     except OSError as exc:
         sink.error(Location(name), f"cannot read configuration: {files.describe_os_error(exc)}")
-        return ParseResult(NtpConfig(), sink.items)
+        return ParseResult(NtpConfig(), sink.items, tuple(sink.items))
     text = files.decode(data, name, sink)
     result = parse_text(
         text,
@@ -299,4 +332,4 @@ def parse_file(
         file_mode=file_mode,
         keys_file=keys_file,
     )
-    return ParseResult(result.config, sink.items + result.diagnostics)
+    return ParseResult(result.config, sink.items + result.diagnostics, result.unreadable)

@@ -25,12 +25,20 @@ from pyntpd.clock.base import Clock, ClockError
 from pyntpd.clock.kernel import SystemClock
 from pyntpd.clock.observe import ObserveClock
 from pyntpd.config import parse_file, parse_text
+from pyntpd.config.broadcast import with_command_line as broadcast_options
 from pyntpd.config.defaults import DEFAULT_CONFIG, DEFAULT_CONFIG_TEXT
 from pyntpd.config.leapfile import LeapFileWatch
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
+from pyntpd.daemon.broadcast import GroupMembership, cast_listen
 from pyntpd.daemon.exitcodes import EXIT_PANIC
-from pyntpd.daemon.interfaces import local_addresses, own_refids, own_refids_of, plan_listen
+from pyntpd.daemon.interfaces import (
+    cast_interfaces,
+    local_addresses,
+    own_refids,
+    own_refids_of,
+    plan_listen,
+)
 from pyntpd.daemon.invocation import DaemonOptions
 from pyntpd.daemon.ipfamilies import IpFamilies, family_name, probe
 from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
@@ -76,7 +84,12 @@ BUILTIN = "<built-in default>"
 
 def _sync_relevant(config: NtpConfig) -> tuple[object, ...]:
     return (config.servers, config.local_clocks, config.tos, config.tinker, config.driftfile,
-            config.leapfile, config.leapfile_checkhash, config.flags.ntp, config.nts.ca)
+            config.leapfile, config.leapfile_checkhash, config.flags.ntp, config.nts.ca,
+            config.broadcasts, config.ttl_map, config.broadcast_client,
+            # Broadcast keys are taken when the synchroniser starts (so are servers' keys:
+            # a reload that only changes keys does not reach a `server ... key N` yet).
+            *((config.keys, config.trusted_keys)
+              if config.broadcasts or config.broadcast_client.listening else ()))
 
 
 def make_clock(options: DaemonOptions, config: NtpConfig) -> Clock:
@@ -120,10 +133,11 @@ def config_source(options: DaemonOptions) -> str:
 
 
 def load_config(
-    source: str, keys_file: str | None = None, trusted_keys: tuple[int, ...] = ()
+    source: str, keys_file: str | None = None, trusted_keys: tuple[int, ...] = (),
+    options: DaemonOptions | None = None,
 ) -> LoadedConfig:
     """Parse the configuration; `keys_file` is -k, which overrides the `keys` directive, and
-    `trusted_keys` are -t's, added to `trustedkey`."""
+    `trusted_keys` are -t's, added to `trustedkey`; `options` adds -b, -m and -r."""
     if source == BUILTIN:
         result = parse_text(DEFAULT_CONFIG_TEXT, BUILTIN, keys_file=keys_file)
     else:
@@ -132,6 +146,9 @@ def load_config(
         config = result.config
         result = dataclasses.replace(result, config=dataclasses.replace(
             config, trusted_keys=config.trusted_keys | frozenset(trusted_keys)))
+    if options is not None:
+        result = broadcast_options(result, options.broadcast_client, options.multicast_groups,
+                                   options.broadcast_delay)
     return LoadedConfig(source, result)
 
 
@@ -218,12 +235,18 @@ def listen_addresses(config: NtpConfig, options: DaemonOptions,
 
 def check_peers_and_workers(config: NtpConfig, workers: int) -> None:
     """A peer's packets come to the NTP port, where SO_REUSEPORT may hand them to a worker,
-    which holds no association: symmetric peers need the single serving process."""
+    which holds no association: symmetric peers need the single serving process. So do
+    broadcasts, for the broadcast client."""
     peers = [s for s in config.servers if s.kind == "peer"]
     if peers and workers > 1:
         raise StartupError(
             f"{peers[0].location}: symmetric 'peer' associations need a single serving "
             f"process; remove --workers {workers} or use 'server' instead of 'peer'")
+    client = config.broadcast_client
+    if client.listening and workers > 1:
+        raise StartupError(
+            f"{client.location}: a broadcast client needs a single serving process; remove "
+            f"--workers {workers} or the broadcastclient/multicastclient line")
 
 
 def _ignore_signals_while_exiting() -> None:
@@ -280,6 +303,7 @@ class Daemon:
                         "%s only", family_name(family), why,
                         "IPv4" if family == socket.AF_INET6 else "IPv6")
         self.responder = Responder(build_access(loaded.config), keys=build_keyring(loaded.config))
+        self.responder.broadcast_client = loaded.config.broadcast_client.listening
         try:
             self.nts = nts_service(loaded.config.nts, options.port)
         except NtsSetupError as exc:
@@ -293,6 +317,9 @@ class Daemon:
         self.exit_code = 0
         self.sockets: list[socket.socket] = []
         self.socket_sets: list[list[socket.socket]] = []
+        # Broadcast client sockets beyond the serving ones (interface rules: daemon/broadcast)
+        self.cast_sockets: list[socket.socket] = []
+        self.groups = GroupMembership()
         self.pidfile: PidFile | None = None
         self.shared: SharedSystemVars | None = None
         self.workers = WorkerSet()
@@ -305,6 +332,8 @@ class Daemon:
         self.signd: SigndClient | None = None  # `restrict ... mssntp`: Samba's ntp_signd
         self.resolver: ResolverProcess | None = None  # -i: name lookups outside the jail
         self._last_status = ""
+        # -w: the forking parent's pipe, told "SYNC" once synchronised, then closed.
+        self.sync_waiter: int | None = None
 
     # --- start-up, as root -------------------------------------------------------------
 
@@ -332,6 +361,15 @@ class Daemon:
             self.close()
             raise
         self.sockets = self.socket_sets[0]
+        client = self.loaded.config.broadcast_client
+        if client.listening:
+            try:
+                self.cast_sockets = open_sockets(cast_listen(usable, client,
+                                                             cast_interfaces()))
+            except BaseException:
+                self.close()
+                raise
+            self._join_groups(self.loaded.config)
         if self.nts is not None:
             try:
                 self.nts.bind(self.families)
@@ -344,9 +382,22 @@ class Daemon:
             except MetricsBindError as exc:
                 self.close()
                 raise StartupError(str(exc)) from None
-        for sock in self.sockets:
+        for sock in self.sockets + self.cast_sockets:
             where = sock.getsockname()
             log.info("listening on %s port %d", where[0], where[1])
+
+    def _join_groups(self, config: NtpConfig) -> None:
+        """multicastclient: join the groups (again, after a reload that changed them)."""
+        self.groups.leave()
+        groups = config.broadcast_client.groups
+        if groups:
+            joined = self.groups.join(self.sockets + self.cast_sockets, groups,
+                                      cast_interfaces())
+            if joined:
+                log.info("joined multicast group %s", ", ".join(joined))
+            else:
+                log.error("multicastclient: could not join %s on any multicast-capable "
+                          "interface; no multicast broadcast will be heard", ", ".join(groups))
 
     def write_pidfile(self) -> None:
         path = self.options.pidfile or self.loaded.config.pidfile
@@ -420,6 +471,7 @@ class Daemon:
         try:
             self.is_worker = True
             self.pidfile = None  # the main process owns it
+            self._close_sync_waiter()  # the main process tells the parent
             self._release_endpoints(keep_path=True)  # the main process reports (and owns it)
             if self.resolver is not None:
                 self.resolver.forget()  # the main process looks names up
@@ -450,7 +502,7 @@ class Daemon:
         endpoints: Endpoints | None = None
         if self.is_worker:
             await self._first_publication()
-        for sock in self.sockets:
+        for sock in self.sockets + self.cast_sockets:
             loop.add_reader(sock.fileno(), self.server.drain, sock)
         self._configure_signd(self.loaded.config)
         self.server.on_mssntp = self._sign
@@ -495,7 +547,7 @@ class Daemon:
                 self.workers.stop()
             if self._shared_timer is not None:
                 self._shared_timer.cancel()
-            for sock in self.sockets:
+            for sock in self.sockets + self.cast_sockets:
                 loop.remove_reader(sock.fileno())
         c = self.responder.counters
         log.info("%s exiting: %d packets received, %d served, %d dropped",
@@ -548,7 +600,7 @@ class Daemon:
 
     def _new_synchroniser(self, config: NtpConfig) -> Synchroniser:
         options = SyncOptions(
-            panic_gate=self.options.panic_gate or self.options.force_step_once,
+            panic_gate=self.options.panic_gate, force_step_once=self.options.force_step_once,
             slew_only=self.options.slew_only, once=self.options.quit_after_set,
             family=self.families.lookup_family,
             driftfile=self.options.driftfile or config.driftfile,
@@ -588,11 +640,31 @@ class Daemon:
         self.responder.set_system(system)
         if self.shared is not None:
             self.shared.publish(system)
+        if self.sync_waiter is not None and self.synchronised_to_a_source():
+            # OSError: the parent is gone (killed by hand), so nobody is waiting.
+            with contextlib.suppress(OSError):
+                os.write(self.sync_waiter, b"SYNC\n")
+            self._close_sync_waiter()
         # Every engine update lands here; systemd hears only when the state reads differently.
         state = self.describe_state()
         if state != self._last_status:
             self._last_status = state
             sdnotify.status(state)
+
+    def synchronised_to_a_source(self) -> bool:
+        """Synchronised as -w means it: to a configured server or peer. The local clock
+        driver and orphan mode stand in when those are missing, so they count only when the
+        configuration names no other source."""
+        if not self.responder.system.synchronised:
+            return False
+        peer = self.sync.last.system_peer if self.sync and self.sync.last else None
+        return isinstance(peer, Peer) or not self.loaded.config.servers
+
+    def _close_sync_waiter(self) -> None:
+        if self.sync_waiter is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.sync_waiter)
+            self.sync_waiter = None
 
     def _peers_changed(self, hosts: list[tuple[int, bool]]) -> None:
         """`restrict source`: the template applies to the servers' addresses as resolved."""
@@ -632,7 +704,7 @@ class Daemon:
         self.workers.signal_all(signal.SIGHUP)
         try:
             loaded = load_config(self.loaded.source, self.options.keyfile,
-                                 self.options.trusted_keys)
+                                 self.options.trusted_keys, self.options)
         except Exception as exc:  # the running daemon must survive any reload failure
             log.error("reload failed: %s; keeping the running configuration", exc)
             sdnotify.ready(self.describe_state())
@@ -656,6 +728,9 @@ class Daemon:
         if (new.discard, new.mru) != (old.discard, old.mru):
             self.responder.access = build_access(new)
         self.responder.keys = build_keyring(new)
+        self.responder.broadcast_client = new.broadcast_client.listening
+        if new.broadcast_client.groups != old.broadcast_client.groups:
+            self._join_groups(new)
         self._configure_signd(new)
         if self.nts is not None:
             self.nts.reload(new.nts)  # new certificate for new NTS-KE sessions
@@ -679,11 +754,13 @@ class Daemon:
 
     def close(self) -> None:
         self.workers.stop()
-        for sock_set in [self.sockets, *self.socket_sets]:
+        self.groups.leave()
+        for sock_set in [self.sockets, self.cast_sockets, *self.socket_sets]:
             for sock in sock_set:
                 with contextlib.suppress(OSError):
                     sock.close()
         self.sockets = []
+        self.cast_sockets = []
         self.socket_sets = []
         if self.nts is not None:
             self.nts.server.close_listeners()

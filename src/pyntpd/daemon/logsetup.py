@@ -146,6 +146,12 @@ def configure_logging(
     return logger
 
 
+def writes_to_stderr() -> bool:
+    """Whether the daemon's log already goes to stderr (so a message need not be repeated)."""
+    return any(type(h) is logging.StreamHandler and h.stream is sys.stderr
+               for h in logging.getLogger(LOGGER_NAME).handlers)
+
+
 def reopen() -> bool:
     """Reopen the log file, if logging to one (SIGHUP, logrotate). False if that failed."""
     logger = logging.getLogger(LOGGER_NAME)

@@ -29,7 +29,13 @@ from dataclasses import replace
 from pyntpd import __version__
 from pyntpd.daemon.ipfamilies import family_name, no_family
 from pyntpd.daemon.mode6 import ControlService
-from pyntpd.proto.metrics_text import CONTENT_TYPE, Status, exposition, status_document
+from pyntpd.proto.metrics_text import (
+    CONTENT_TYPE,
+    BroadcastCounts,
+    Status,
+    exposition,
+    status_document,
+)
 from pyntpd.proto.server import Responder
 
 log = logging.getLogger("pyntpd.metrics")
@@ -222,11 +228,19 @@ def collector(responder: Responder, control: ControlService, start_time: float,
 
     def collect() -> Status:
         now_ns = time_ns()
+        sync = control.synchroniser()
+        broadcast = None
+        if sync is not None:
+            sender, client = sync.broadcaster, sync.broadcast_client
+            broadcast = BroadcastCounts(
+                sent=sender.sent, unsynchronised=sender.unsynchronised,
+                send_errors=sender.send_errors,
+                heard=dict(client.counts) if client is not None else {})
         return Status.build(
             control.snapshot(now_ns, mru=False), responder.counters,
             version=f"pyntpd {__version__}", start_time=start_time, now=now_ns / 1e9,
             control_requests=control.requests, mru_entries=len(responder.access.mru),
-            control_dropped=control.control.drops)
+            broadcast=broadcast, control_dropped=control.control.drops)
 
     return collect
 

@@ -19,6 +19,7 @@ from pyntpd.daemon.serve import address_text
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser
 from pyntpd.proto.access import address_key
+from pyntpd.proto.broadcast import BroadcastAssociation
 from pyntpd.proto.control import (
     SST_LOCAL,
     ControlResponder,
@@ -46,6 +47,7 @@ class ControlService:
         self.time_ns = time_ns
         self.control = ControlResponder(os.urandom(32))
         self._ids: dict[Peer, int] = {}
+        self._cast_ids: dict[str, int] = {}  # `broadcast` lines by address
         self._next_id = LOCAL_ASSOCID + 1
         self.sent = 0
         self.send_errors = 0
@@ -75,6 +77,7 @@ class ControlService:
                 if last is not None and last.system_peer is peer:
                     system_peer = associd
                 peers.append(self._peer_info(peer, associd, status))
+            peers.extend(self._broadcasts(sync))
             local = self._local_clock(sync, system_peer == 0 and s.synchronised)
             if local is not None:
                 peers.insert(0, local)
@@ -108,6 +111,23 @@ class ControlService:
                         refid=refid, refclock=True, reach=0o377, hmode=3, pmode=4,
                         tally="*" if selected else " ")
 
+    def _broadcasts(self, sync: Synchroniser) -> list[PeerInfo]:
+        """`broadcast` lines, as ntpd lists them: type B/M, refid BCST/MCST, never reached."""
+        infos = []
+        for target in sync.broadcaster.targets:
+            associd = self._cast_ids.get(target.config.address)
+            if associd is None:
+                associd = self._cast_ids[target.config.address] = self._next_id
+                self._next_id += 1
+            key_id = target.config.key or 0
+            infos.append(PeerInfo(
+                associd=associd, srcadr=target.config.address,
+                srcport=target.routes[0][0].getsockname()[1],
+                refid=b"MCST" if target.dest.is_multicast else b"BCST", hmode=5, pmode=0,
+                hpoll=target.config.minpoll, ppoll=target.config.minpoll, keyid=key_id,
+                authenable=key_id != 0))
+        return infos
+
     @staticmethod
     def _peer_info(peer: Peer, associd: int, status: SourceStatus | None) -> PeerInfo:
         a = peer.assoc
@@ -129,8 +149,11 @@ class ControlService:
             srchost=None if peer.address == peer.config.address else peer.config.address,
             keyid=a.spec.key.key_id if a.spec.key is not None else 0,
             authenable=a.spec.key is not None or a.spec.nts, authentic=a.authentic,
-            # Symmetric active (1) for `peer`; the peer's mode as last heard (1 or 2).
-            hmode=1 if a.spec.symmetric else 3, pmode=a.pmode or (0 if a.spec.symmetric else 4),
+            # Symmetric active (1) for `peer`; the peer's mode as last heard (1 or 2); a
+            # broadcast client association is ntpd's MODE_BCLIENT (6) once it only listens.
+            hmode=(1 if a.spec.symmetric
+                   else 6 if isinstance(a, BroadcastAssociation) and not a.calibrating else 3),
+            pmode=a.pmode or (0 if a.spec.symmetric else 4),
             received=a.received,
             dropped={reason.value: n for reason, n in a.drops.items()},
             **fields,  # type: ignore[arg-type]

@@ -11,7 +11,9 @@ The leapfile is watched here: read again when it changes (hourly, and at SIGHUP 
 
 Symmetric peers (`peer HOST key N`) share the serving sockets: given the `responder`, this
 tells it the configured peers' addresses and ports (the only sources of symmetric packets it
-hands over), and `peer_packets` passes those to their associations after each batch.
+hands over), and `peer_packets` passes those to their associations after each batch, and
+the broadcasts it queued to the broadcast client. The `broadcast` lines are sent from here
+too (daemon/broadcast), stating the system variables of the last update.
 """
 
 from __future__ import annotations
@@ -26,18 +28,21 @@ from dataclasses import dataclass
 from pyntpd.clock.base import Clock
 from pyntpd.config.leapfile import LeapFileResult, LeapFileWatch, ntp_date
 from pyntpd.config.model import NtpConfig
+from pyntpd.daemon.broadcast import BroadcastSender
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.exitcodes import EXIT_PANIC
+from pyntpd.daemon.interfaces import cast_interfaces
 from pyntpd.daemon.resolver import Lookup, lookup_here
 from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.driver import Driver, Timer
 from pyntpd.logonce import LogOnce
 from pyntpd.proto.auth import KeyRing
+from pyntpd.proto.broadcast import BroadcastClient
 from pyntpd.proto.server import Responder, ServerCounters
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
 from pyntpd.stats.filegen import Statistics, StatsSettings
 from pyntpd.stats.statsformat import SysCounts, sys_counts
-from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
+from pyntpd.sync.engine import ORPHAN_REFID, PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.sync.localclock import LocalClockDriver
 from pyntpd.types import Sample, SystemVars, Tally, Unfit
 
@@ -51,6 +56,7 @@ SYSSTATS_INTERVAL = 3600.0  # ntpd writes sysstats (and resets its counters) hou
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
     panic_gate: bool = False
+    force_step_once: bool = False  # -G
     slew_only: bool = False
     once: bool = False
     family: int = 0
@@ -106,6 +112,7 @@ class Synchroniser:
         self.engine = SyncEngine(
             SyncConfig(
                 tos=config.tos, tinker=config.tinker, panic_gate=options.panic_gate,
+                force_step_once=options.force_step_once,
                 slew_only=options.slew_only, once=options.once,
                 discipline=clock.can_adjust, local_clock=local_clock, precision=precision,
                 initial_frequency=initial, own_refids=options.own_refids,
@@ -115,13 +122,27 @@ class Synchroniser:
         )
         if leapfile is not None and leapfile.table is not None:
             self.engine.set_leap_file(leapfile.table.leap_list())
+        keys = KeyRing.build(config.keys, config.trusted_keys)
+        cast = config.broadcast_client
+        self.broadcast_client = BroadcastClient(
+            keys, delay=cast.delay, max_associations=config.tos.maxclock,
+            floor=config.tos.floor, ceiling=config.tos.ceiling, local_precision=precision,
+            max_distance=config.tos.maxdist,
+            own_addresses=frozenset((int(i.address), i.address.version == 6)
+                                    for i in cast_interfaces()),
+        ) if cast.listening else None
         self.sources = SourceManager(
             config.servers, self._on_sample, clock.now, local_precision=precision,
             max_distance=config.tos.maxdist, max_sources=config.tos.maxclock,
             family=options.family, on_change=self._sources_changed,
-            keys=KeyRing.build(config.keys, config.trusted_keys), nts_ca=config.nts.ca,
-            serving=list(serving or ()), system=self._stated_system, lookup=options.lookup,
+            keys=keys, nts_ca=config.nts.ca,
+            serving=list(serving or ()), system=self._stated_system,
+            broadcast=self.broadcast_client, broadcast_location=cast.location,
+            lookup=options.lookup,
         )
+        self.broadcaster = BroadcastSender(
+            config.broadcasts, config.ttl_map, keys, list(serving or ()), clock.now,
+            self._stated_system)
         self.last_logged: dict[object, object] = {}
         self._known: set[Peer] = set()
         self._drift_timer: asyncio.TimerHandle | None = None
@@ -131,7 +152,7 @@ class Synchroniser:
                                 started=self.now(), counts=self._sys_counts())
         self.driver = Driver(
             self.engine, clock, self, stats=self.stats,
-            on_result=self._on_result, on_step=lambda step: self.sources.clock_stepped(),
+            on_result=self._on_result, on_step=self._on_step,
             on_panic=self._on_panic, on_done=self._on_done, on_error=self._on_error)
 
     @property
@@ -150,6 +171,7 @@ class Synchroniser:
     def start(self) -> None:
         self.driver.update()
         self.sources.start()
+        self.broadcaster.start()
         if self.drift is not None and self.clock.can_adjust:
             self._schedule_drift()
         self._schedule_sysstats()
@@ -158,6 +180,7 @@ class Synchroniser:
 
     def close(self) -> None:
         self.driver.stop()
+        self.broadcaster.close()
         for timer in (self._drift_timer, self._sysstats_timer, self._leapfile_timer):
             if timer is not None:
                 timer.cancel()
@@ -237,16 +260,24 @@ class Synchroniser:
     def _log_changes(self, result: SyncResult) -> None:
         """What an administrator wants in the log: who we follow, and who is lying."""
         previous = self.last_logged
-        if result.system_peer is not previous.get("peer"):
-            peer = result.system_peer
+        # Who we follow; without anyone, whether we serve as synchronised all the same (the
+        # local clock, orphan mode). The start, unsynchronised, is no news.
+        peer = result.system_peer
+        state = (result.system.synchronised, result.system.refid)
+        changed = state != previous.get("state", (False, SystemVars().refid))
+        if peer is not previous.get("peer") or (peer is None and changed):
             if isinstance(peer, Peer):
                 log.info("synchronised to %s (stratum %d), offset %+.6f s", describe(peer),
                          result.system.stratum, result.offset)
+            elif result.system.synchronised and result.system.refid == ORPHAN_REFID:
+                log.info("orphan parent: no source left, serving stratum %d (tos orphan)",
+                         result.system.stratum)
             elif result.system.synchronised:
                 log.info("synchronised to the local clock (stratum %d)", result.system.stratum)
             else:
                 log.warning("no selectable source: serving as unsynchronised")
-            previous["peer"] = peer
+        previous["peer"] = peer
+        previous["state"] = state
         for peer, status in result.sources.items():
             if not isinstance(peer, Peer):
                 continue
@@ -272,7 +303,7 @@ class Synchroniser:
     def _sources_changed(self) -> None:
         current = set(self.sources.peers)
         for peer in current - self._known:
-            self.driver.add_source(peer, peer.assoc, peer.address)
+            self.driver.add_source(peer, peer.assoc, peer.address, peer.local_address())
         for peer in self._known - current:
             self.driver.remove_source(peer)
         self._known = current
@@ -281,9 +312,15 @@ class Synchroniser:
             self.responder.peer_addresses = self.sources.symmetric_addresses()
 
     def peer_packets(self, sock: socket.socket) -> None:
-        """After a batch: the symmetric packets the responder took from configured peers."""
+        """After a batch: the symmetric packets the responder took from configured peers,
+        and the broadcasts it took for the broadcast client."""
         if self.responder is not None:
             self.sources.deliver(sock, self.responder.take_peer())
+            self.sources.deliver_broadcast(self.responder.take_broadcast())
+
+    def _on_step(self, step: float) -> None:
+        self.sources.clock_stepped()
+        self.broadcaster.clock_stepped(step)
 
     def _stated_system(self) -> SystemVars:
         return self.last.system if self.last is not None else SystemVars()

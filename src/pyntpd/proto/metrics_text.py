@@ -76,6 +76,16 @@ class SourceState:
 
 
 @dataclass(frozen=True, slots=True)
+class BroadcastCounts:
+    """The broadcaster's and the broadcast client's counters (proto.broadcast)."""
+
+    sent: int = 0
+    unsynchronised: int = 0  # broadcasts not sent: we were unsynchronised
+    send_errors: int = 0
+    heard: Mapping[str, int] = field(default_factory=dict)  # "sample", or why not
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     version: str
     start_time: float  # Unix s
@@ -105,6 +115,8 @@ class Status:
     mssntp_signed: int = 0  # MS-SNTP replies signed by Samba's ntp_signd and sent
     mssntp_failed: Mapping[str, int] = field(default_factory=dict)  # every MssntpFailure
     http: Mapping[str, int] = field(default_factory=dict)  # metrics endpoint outcomes
+    broadcast_packets: int = 0  # broadcasts the responder handed to the broadcast client
+    broadcast: BroadcastCounts = BroadcastCounts()
 
     @property
     def synchronised(self) -> bool:
@@ -114,7 +126,8 @@ class Status:
     def build(snapshot: ControlSnapshot, counters: ServerCounters, *, version: str,
               start_time: float, now: float, control_requests: int = 0,
               mru_entries: int = 0, http: Mapping[str, int] | None = None,
-              control_dropped: Mapping[ControlDrop, int] | None = None) -> Status:
+              control_dropped: Mapping[ControlDrop, int] | None = None,
+              broadcast: BroadcastCounts | None = None) -> Status:
         reftime = ntp_to_unix(snapshot.reftime, now) if snapshot.reftime else None
         dropped = {reason.value: counters.dropped.get(reason, 0) for reason in DropReason}
         kod = {_text(code): counters.kod_sent.get(code, 0) for code in KISS_CODES}
@@ -137,7 +150,8 @@ class Status:
             control_dropped={r.value: (control_dropped or {}).get(r, 0) for r in ControlDrop},
             mssntp_signed=counters.mssntp_signed,
             mssntp_failed={f.value: counters.mssntp_failed.get(f, 0) for f in MssntpFailure},
-            http=dict(http or {}))
+            http=dict(http or {}), broadcast_packets=counters.broadcast_packets,
+            broadcast=broadcast or BroadcastCounts())
 
 
 # --- Prometheus text ---------------------------------------------------------------------
@@ -282,6 +296,17 @@ def exposition(status: Status) -> str:
     w.family("ntp_server_control_dropped_total", "counter",
              "Mode 6 requests left unanswered, by reason",
              [({"reason": r}, n) for r, n in status.control_dropped.items()])
+    b = status.broadcast
+    w.counter("ntp_broadcast_sent_total", "Broadcasts sent ('broadcast' lines)", b.sent)
+    w.family("ntp_broadcast_not_sent_total", "counter",
+             "Broadcasts not sent: unsynchronised (ntpd says nothing then), or a send error",
+             [({"reason": "unsynchronised"}, b.unsynchronised),
+              ({"reason": "send_error"}, b.send_errors)])
+    w.counter("ntp_broadcast_received_total", "Broadcasts handed to the broadcast client",
+              status.broadcast_packets)
+    w.family("ntp_broadcast_heard_total", "counter",
+             "What the broadcast client made of them: a sample, or why not",
+             [({"outcome": k}, n) for k, n in sorted({"sample": 0, **b.heard}.items())])
     w.gauge("ntp_server_mru_entries", "Sources in the MRU list (rate limiting, mrulist)",
             status.mru_entries)
     if status.http:
@@ -331,6 +356,13 @@ def status_document(status: Status) -> dict[str, object]:
             "control_requests": status.control_requests,
             "control_dropped": dict(status.control_dropped),
             "mru_entries": status.mru_entries,
+        },
+        "broadcast": {
+            "sent": status.broadcast.sent,
+            "not_sent_unsynchronised": status.broadcast.unsynchronised,
+            "send_errors": status.broadcast.send_errors,
+            "received": status.broadcast_packets,
+            "heard": dict(sorted(status.broadcast.heard.items())),
         },
         "metrics_http": dict(sorted(status.http.items())),
     }

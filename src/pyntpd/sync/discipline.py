@@ -14,6 +14,8 @@ disturbs them, and the offset still to correct is always `estimate - correction`
   sample is a spike and the clock keeps its frequency;
 - panic when |offset| exceeds `tinker panic` (1000 s; 0: off): the daemon must exit, except
   for the very first adjustment under -g;
+- under -G the very first adjustment is a step whatever its size (ntpd's force_step_once:
+  below the step threshold as well; the panic threshold still applies unless -g);
 - otherwise a slew, done through the frequency (chrony-style, not the kernel PLL): the
   frequency is set to the estimate plus offset / tau for tau seconds, after which the
   engine sets the bare estimate. tau is short (`SLEW_TIME`), since the offset estimate is
@@ -105,6 +107,7 @@ class DisciplineConfig:
     stepout: float = 300.0
     panic: float = 1000.0
     panic_gate: bool = False  # -g: the first adjustment may be of any size
+    force_step_once: bool = False  # -G: the first adjustment is a step, however small
     slew_only: bool = False  # -x
     slew_time: float = SLEW_TIME
 
@@ -139,6 +142,9 @@ class Discipline:
         size = abs(offset)
         if cfg.panic > 0 and size > cfg.panic and (self.adjusted or not cfg.panic_gate):
             return Plan(Decision.PANIC, ppm)
+        if cfg.force_step_once and not self.adjusted:
+            self.adjusted = True
+            return Plan(Decision.STEP, ppm, step=offset)
         threshold = cfg.threshold(offset)
         if threshold > 0 and size > threshold:
             if self.adjusted:

@@ -23,6 +23,15 @@ intersection, clustering, combining (`select`); then the step/slew/panic policy
 (`discipline`). The local clock driver and orphan mode only stand in when no real source is
 selected, and never move the clock. Leap seconds (the LI served, when the kernel is armed,
 the TAI offset, samples ignored around midnight) are `sync.leap`'s decisions.
+
+Orphan mode (`tos orphan N`) follows ntpd 4.2.8's clock_select: a source at the orphan
+stratum N is not a candidate but may be elected orphan parent, the one with the lowest
+metric (its IPv4 address, or the hash of its IPv6 address, as a refid) below our own metric
+towards it (the local address we reach it from); a source above stratum N is never selected
+(it could have the orphan parent among its ancestors: a loop). When no real source survives,
+we follow the elected parent at stratum N+1; when none is elected, we become the parent
+ourselves once `orphanwait` has passed, at stratum N. So a mesh of servers whose upstreams
+are gone agrees on one clock, the parent's, without a timing loop.
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ from pyntpd.types import (
 
 ORPHAN_REFID = bytes([127, 0, 0, 1])
 MAXERROR_CAP = 16.0
+NO_METRIC = 0xFFFFFFFF  # our metric towards a source when we do not know our address
 
 
 class PanicExit(Exception):
@@ -86,6 +96,7 @@ class SyncConfig:
     tos: TosConfig = field(default_factory=TosConfig)
     tinker: TinkerConfig = field(default_factory=TinkerConfig)
     panic_gate: bool = False  # -g
+    force_step_once: bool = False  # -G
     slew_only: bool = False  # -x
     once: bool = False  # -q: set the clock once, then `done`
     discipline: bool = True  # False: observe only (`disable ntp`, ObserveClock)
@@ -107,7 +118,8 @@ class SyncConfig:
         extra = {} if self.slew_time is None else {"slew_time": self.slew_time}
         return DisciplineConfig(
             step=t.step, stepback=t.stepback, stepfwd=t.stepfwd, stepout=t.stepout,
-            panic=t.panic, panic_gate=self.panic_gate, slew_only=self.slew_only, **extra)
+            panic=t.panic, panic_gate=self.panic_gate, force_step_once=self.force_step_once,
+            slew_only=self.slew_only, **extra)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +156,11 @@ class SyncResult:
         return self.step != 0.0
 
 
+def orphan_metric(address: str | None) -> int:
+    """ntpd's orphan election metric: the address as a refid, as an unsigned number."""
+    return NO_METRIC if address is None else int.from_bytes(refid_for(address), "big")
+
+
 def _reach_window(src: _Source, tune: Tuning) -> float:
     """How long after its newest sample a silent source stays reachable: until
     `unreach_polls` polls have gone unanswered. The first of them is the request the association had
@@ -176,6 +193,7 @@ class _Source:
     heard_poll: int = 0  # the poll when the newest sample came: the next request's interval
     fresh: bool = False  # a sample arrived since the poll was last reconsidered
     tally: Tally = Tally.REJECT
+    local_metric: int = NO_METRIC  # ours towards this source, for the orphan election
 
 
 @dataclass(slots=True)
@@ -230,7 +248,9 @@ class SyncEngine:
 
     # --- sources --------------------------------------------------------------------
 
-    def add_source(self, key: Hashable, spec: SourceSpec) -> None:
+    def add_source(self, key: Hashable, spec: SourceSpec,
+                   local_address: str | None = None) -> None:
+        """`local_address`: the address we reach this source from (for orphan mode)."""
         tune = self.config.tuning
         precision = 2.0 ** self.config.precision
         if self.config.initial_frequency is not None or math.isfinite(self._variance):
@@ -239,7 +259,8 @@ class SyncEngine:
                                 tune.known_frequency_sd**2, tuning=tune)
         else:
             filt = SourceFilter(precision, tuning=tune)
-        self.sources[key] = _Source(spec, filt, max(spec.minpoll, 0))
+        self.sources[key] = _Source(spec, filt, max(spec.minpoll, 0),
+                                    local_metric=orphan_metric(local_address))
 
     def remove_source(self, key: Hashable) -> None:
         self.sources.pop(key, None)
@@ -289,6 +310,8 @@ class SyncEngine:
         correction = self.model.correction(now)
         candidates, statuses, arriving = self._candidates(now, raw_now, correction)
         peer, survivors = self._select(candidates, arriving)
+        if peer is None:
+            peer, survivors = self._orphan_parent(candidates)
         panic: PanicExit | None = None
         step = 0.0
         offset = jitter = 0.0
@@ -333,7 +356,7 @@ class SyncEngine:
         self._synced = synced
         self._kernel_leap = leap.kernel
         polls = {key: self._poll(src) for key, src in self.sources.items()}
-        wakeup = self._wakeup(now + step, leap.next_change)
+        wakeup = self._wakeup(now + step, leap.next_change, lost=peer is None)
         return SyncResult(
             actions=tuple(actions), system=system, sources=self._statuses(statuses),
             polls=polls, wakeup=wakeup, offset=offset, frequency=self.frequency_ppm,
@@ -461,7 +484,8 @@ class SyncEngine:
             statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
                                          distance, src.poll, filt.count, unfit)
             sane = filt.ready and not src.spec.noselect and not unfit
-            if (not filt.ready and not src.spec.noselect and stratum_ok
+            orphaned = tos.orphan < STRATUM_UNSYNC and sample.stratum >= tos.orphan
+            if (not filt.ready and not src.spec.noselect and stratum_ok and not orphaned
                     and age <= tune.arriving_polls * 2.0 ** src.poll + tune.reach_slack):
                 arriving += 1
             path = (sample.root_delay + delay) / 2 + sample.root_dispersion
@@ -470,6 +494,11 @@ class SyncEngine:
                 sample.stratum, sample.leap, src.spec.prefer, src.spec.true,
             ) if sane else None
         return candidates, statuses, arriving
+
+    def _orphaned(self, candidate: select.Candidate | None) -> bool:
+        """At or above the orphan stratum: not a normal candidate (see the module doc)."""
+        orphan = self.config.tos.orphan
+        return candidate is not None and orphan < STRATUM_UNSYNC and candidate.stratum >= orphan
 
     def _loop(self, sample: Sample) -> bool:
         """RFC 5905 fit(): the source is synchronised to us (its reference is one of our
@@ -489,7 +518,7 @@ class SyncEngine:
     ) -> tuple[Hashable | None, list[select.Candidate]]:
         for src in self.sources.values():
             src.tally = Tally.REJECT
-        sane = [c for c in candidates.values() if c is not None]
+        sane = [c for c in candidates.values() if c is not None and not self._orphaned(c)]
         if not sane:
             self._system_peer = None
             return None, []
@@ -520,6 +549,42 @@ class SyncEngine:
         self._system_peer = peer
         self.sources[peer].tally = Tally.SYSPEER
         return peer, survivors
+
+    def _orphan_parent(
+        self, candidates: dict[Hashable, select.Candidate | None]
+    ) -> tuple[Hashable | None, list[select.Candidate]]:
+        """No real source: the orphan parent, if one is elected (ntpd: typeorphan). The local
+        clock driver, when usable, stands in before any orphan parent, as in ntpd."""
+        orphan = self.config.tos.orphan
+        if orphan >= STRATUM_UNSYNC or self._local_clock_usable():
+            return None, []
+        if self.config.tos.minsane > 1:
+            return None, []  # one orphan parent is never enough survivors
+        best: tuple[int, Hashable] | None = None
+        for key, cand in candidates.items():
+            if cand is None or cand.stratum != orphan:
+                continue
+            src = self.sources[key]
+            metric = orphan_metric(src.spec.address)
+            if metric < src.local_metric and (best is None or metric < best[0]):
+                best = (metric, key)
+        if best is None:
+            return None, []
+        key = best[1]
+        cand = candidates[key]
+        assert cand is not None
+        self.sources[key].tally = Tally.SYSPEER
+        self._system_peer = key
+        return key, [cand]
+
+    def _local_clock_usable(self) -> bool:
+        """ntpd never selects a source outside `tos floor`..`ceiling`, the LOCAL driver
+        included (`fudge 127.127.1.0 stratum 16` turns it off); nor at stratum 15, whose
+        clients would be at 16."""
+        clock = self.config.local_clock
+        tos = self.config.tos
+        return (clock is not None and tos.floor <= clock.stratum <= tos.ceiling
+                and clock.stratum + 1 < STRATUM_UNSYNC)
 
     def _combine(
         self,
@@ -611,7 +676,7 @@ class SyncEngine:
     def _fallback_vars(self, now: float, lost: bool) -> SystemVars:
         """No selected source: the local clock driver, orphan mode, or unsynchronised."""
         precision = self.config.precision
-        if lost and self.config.local_clock is not None:
+        if lost and self.config.local_clock is not None and self._local_clock_usable():
             return self.config.local_clock.system_vars(now)
         orphan = self.config.tos.orphan
         if lost and orphan < STRATUM_UNSYNC and now - self._lost_at >= self.config.tos.orphanwait:
@@ -665,8 +730,12 @@ class SyncEngine:
         src.poll = max(lo, min(src.poll, hi))
         return src.poll
 
-    def _wakeup(self, now: float, leap_change: float | None) -> float | None:
+    def _wakeup(self, now: float, leap_change: float | None, lost: bool = False
+                ) -> float | None:
         times = [now + self.config.tuning.hold_wakeup]
+        orphan_at = self._lost_at + self.config.tos.orphanwait
+        if lost and self.config.tos.orphan < STRATUM_UNSYNC and orphan_at > now:
+            times.append(orphan_at)  # orphan mode starts when orphanwait is over, not later
         if self._slew_until is not None:
             times.append(self._slew_until)
         if leap_change is not None:
