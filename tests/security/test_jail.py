@@ -125,16 +125,20 @@ def test_a_jailed_daemon_synchronises_over_nts_to_a_name_serves_nts_and_imports_
             f"nts ca {pki.ca}\n"
             f"nts enable cert {pki.cert} key {pki.key} cookie {cookie} "
             f"listen 127.0.0.1 port {own_ke}\n"
-            "restrict default\nrestrict 127.0.0.1\n")
+            "restrict default\nrestrict 127.0.0.1\n"
+            f"driftfile {cookie.parent / 'drift'}\nstatsdir {cookie.parent}/\n"
+            "statistics loopstats peerstats sysstats\n")
         # After -i every path is looked up inside the jail, as with ntpd: the reload reads
         # the configuration there.
         inside = jail / conf.relative_to("/")
         inside.parent.mkdir(parents=True, exist_ok=True)
         inside.write_text(conf.read_text())
-        prog = program(d, preamble=LATE_IMPORTS, **FAST)
+        # A simulated clock: the daemon disciplines it (so keeps CAP_SYS_TIME and writes its
+        # drift file), this machine's clock is never touched.
+        prog = program(d, running_clock=True, preamble=LATE_IMPORTS, **FAST)
         metrics = _free_tcp_port()
         with Pyntpd("-c", str(conf), "-u", "nobody", "-i", str(jail),
-                    "--metrics", f"127.0.0.1:{metrics}", status=True,
+                    "--metrics", f"127.0.0.1:{metrics}", status=True, observe=False,
                     wrap=wrapper(prog, setup)) as daemon:
             daemon.wait_for_log(f"association with 127.0.0.1 port {upstream.port} "
                                 "(ntp.jail.test), NTS", 20)
@@ -154,6 +158,8 @@ def test_a_jailed_daemon_synchronises_over_nts_to_a_name_serves_nts_and_imports_
     no_traceback(output)
     keys = (state / "keys").stat()  # written by nobody in the jail, none by root outside
     assert (keys.st_uid, stat.S_IMODE(keys.st_mode)) == (nobody.pw_uid, 0o600)
+    written = {p.name.split(".")[0] for p in state.iterdir()}
+    assert written == {"keys", "drift", "loopstats", "peerstats", "sysstats"}, written
     assert list(cookie.parent.iterdir()) == []
 
 
