@@ -6,10 +6,15 @@ from __future__ import annotations
 import re
 import selectors
 import socket
+import stat
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+from pyntpd.proto.nts import CookieKeys
+from tests.ntscerts import make_pki
 from tests.support import LOCAL_CONF, Pyntpd, config_file
 
 
@@ -93,3 +98,28 @@ def test_sixteen_idle_connections_reopened_when_dropped_do_not_keep_scrapes_out(
     # each scrape took the place of an idle connection, none was refused
     assert _outcome(served[-1], "evicted") >= 27
     assert _outcome(served[-1], "too_many_connections") == 0
+
+
+# --- secrets readable by others -------------------------------------------------------------
+
+
+def test_an_nts_private_key_and_cookie_keys_at_0644_are_warned_about_and_the_keys_rewritten(
+        tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    pki.key.chmod(0o644)
+    cookie = tmp_path / "nts-keys"
+    keys = CookieKeys()
+    keys.rotate(time.time())
+    cookie.write_text(keys.to_text())
+    cookie.chmod(0o644)
+    conf = tmp_path / "ntp.conf"
+    conf.write_text(f"{LOCAL_CONF}nts enable cert {pki.cert} key {pki.key} cookie {cookie} "
+                    f"listen 127.0.0.1 port {_free_tcp_port()}\n")
+    with Pyntpd("-c", str(conf)) as daemon:
+        mode = stat.S_IMODE(cookie.stat().st_mode)  # at once, not at the next rotation
+        output = daemon.output()
+    assert f"NTS private key {pki.key} is readable by others (mode 0644)" in output
+    assert f"NTS cookie key file {cookie} is readable by others (mode 0644)" in output
+    assert mode == 0o600
+    kept = CookieKeys.from_text(cookie.read_text()).keys
+    assert [(k.key_id, k.secret) for k in kept] == [(k.key_id, k.secret) for k in keys.keys]

@@ -280,7 +280,7 @@ class _Parser:
             discard=replace(DiscardConfig(), **b.discard),
             mru=replace(MruConfig(), **b.mru),
             interfaces=tuple(b.interfaces),
-            nts=nts.check_nts(ctx),
+            nts=nts.check_nts(ctx, self.file_mode),
             broadcasts=broadcasts,
             broadcast_client=broadcast_client,
             **({} if ttl_map is None else {"ttl_map": ttl_map}),
