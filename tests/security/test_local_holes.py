@@ -3,19 +3,40 @@ against a real daemon as a local user would run it, and what the daemon does now
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import selectors
+import shutil
+import signal
 import socket
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from pyntpd.proto.nts import CookieKeys
+from tests.faults.harness import require_root
 from tests.ntscerts import make_pki
 from tests.support import LOCAL_CONF, Pyntpd, config_file
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A directory the -u user (nobody) can reach: pytest's tmp_path sits under a 0700
+    directory of root's."""
+    require_root()
+    directory = Path(tempfile.mkdtemp(prefix="pyntpd-test-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory)
 
 
 def _free_tcp_port() -> int:
@@ -123,3 +144,74 @@ def test_an_nts_private_key_and_cookie_keys_at_0644_are_warned_about_and_the_key
     assert mode == 0o600
     kept = CookieKeys.from_text(cookie.read_text()).keys
     assert [(k.key_id, k.secret) for k in kept] == [(k.key_id, k.secret) for k in keys.keys]
+
+
+# --- the cookie key file in a directory the service user controls ---------------------------
+
+
+def test_a_directory_link_the_service_user_planted_does_not_send_roots_write_elsewhere(
+        reachable: Path) -> None:
+    """`nts cookie DIR/sub/keys` with DIR owned by the -u user, who made DIR/sub a link to
+    a directory only root may write: the keys are written as that user (who cannot write
+    there), never by root through the link."""
+    tmp_path = reachable
+    nobody = pwd.getpwnam("nobody")
+    owned = tmp_path / "state"  # the service user's own directory
+    owned.mkdir()
+    os.chown(owned, nobody.pw_uid, nobody.pw_gid)
+    protected = tmp_path / "root-only"
+    protected.mkdir(mode=0o700)
+    (owned / "sub").symlink_to(protected)
+    os.lchown(owned / "sub", nobody.pw_uid, nobody.pw_gid)
+    pki = make_pki(tmp_path / "pki")
+    for path in (pki.directory, pki.cert, pki.key):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    conf = tmp_path / "ntp.conf"
+    conf.write_text(f"{LOCAL_CONF}nts enable cert {pki.cert} key {pki.key} "
+                    f"cookie {owned / 'sub' / 'keys'} listen 127.0.0.1 "
+                    f"port {_free_tcp_port()}\n")
+    conf.chmod(0o644)
+    with Pyntpd("-c", str(conf), "-u", "nobody") as daemon:
+        output = daemon.output()
+    assert list(protected.iterdir()) == []
+    assert f"NTS: cannot write cookie keys to {owned / 'sub' / 'keys'}: Permission denied" \
+        in output
+
+
+# --- the log file under -u ------------------------------------------------------------------
+
+
+def test_the_log_file_root_created_before_dash_u_is_reopened_on_sighup(reachable: Path) -> None:
+    """-l FILE is created by root before the drop; SIGHUP reopens it as the -u user, both
+    in place and after logrotate moved it away (the directory is the user's, as
+    /var/log/ntpstats is ntpd's)."""
+    tmp_path = reachable
+    nobody = pwd.getpwnam("nobody")
+    logs = tmp_path / "log"
+    logs.mkdir()
+    os.chown(logs, nobody.pw_uid, nobody.pw_gid)
+    logfile = logs / "pyntpd.log"
+    conf = tmp_path / "ntp.conf"
+    conf.write_text(LOCAL_CONF)
+    conf.chmod(0o644)
+    with Pyntpd("-c", str(conf), "-u", "nobody", "-l", str(logfile)) as daemon:
+        owner = logfile.stat().st_uid
+        daemon.signal(signal.SIGHUP)
+        _wait_for(logfile, "configuration reloaded")
+        logfile.rename(logs / "pyntpd.log.1")  # logrotate without copytruncate
+        daemon.signal(signal.SIGHUP)
+        _wait_for(logfile, "configuration reloaded")
+        assert daemon.stop() == 0
+    rotated = (logs / "pyntpd.log.1").read_text()
+    assert owner == nobody.pw_uid
+    assert "cannot reopen" not in rotated + logfile.read_text()
+    assert logfile.stat().st_uid == nobody.pw_uid
+    assert "daemon exiting" in logfile.read_text()
+
+
+def _wait_for(path: Path, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and text in path.read_text()):
+        assert time.monotonic() < deadline, f"{text!r} not in {path}:\n" + (
+            path.read_text() if path.exists() else "(none)")
+        time.sleep(0.02)

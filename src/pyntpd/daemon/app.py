@@ -439,6 +439,7 @@ class Daemon:
             self.resolver = ResolverProcess.start(identity)
             chroot_to(self.options.jaildir)
         if identity is not None:
+            logsetup.hand_over(identity.uid, identity.gid, identity.name)
             drop_privileges(identity, keep_sys_time=self.clock.can_adjust)
             log.info("running as %s (uid %d, gid %d), keeping %s", identity.name, identity.uid,
                      identity.gid, "CAP_SYS_TIME only" if self.clock.can_adjust
