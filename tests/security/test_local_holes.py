@@ -11,6 +11,8 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -215,3 +217,25 @@ def _wait_for(path: Path, text: str, timeout: float = 10.0) -> None:
         assert time.monotonic() < deadline, f"{text!r} not in {path}:\n" + (
             path.read_text() if path.exists() else "(none)")
         time.sleep(0.02)
+
+
+# --- includefile without end ----------------------------------------------------------------
+
+
+def test_two_thousand_includes_of_a_20000_line_file_are_refused_quickly_with_a_clear_error(
+        tmp_path: Path) -> None:
+    big = tmp_path / "big.conf"
+    big.write_text("".join(f"restrict 10.{i // 62500}.{i // 250 % 250}.{i % 250} nomodify\n"
+                           for i in range(20_000)))
+    conf = tmp_path / "ntp.conf"
+    conf.write_text(LOCAL_CONF + f"includefile {big}\n" * 2000)
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "pyntpd.cli.pyntpd", "--check", "-c",
+                             str(conf)], capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert result.returncode == 1
+    assert (f"{conf}:6:13: error: include file '{big}' not read: with it the configuration "
+            "would exceed 50000 lines or 4 MiB (it has 20001 lines, 42006 are read already)"
+            in result.stdout)
+    assert f"{conf}:6:13: error: 1997 more includefile line(s) after this one" in result.stdout
+    assert took < 30, took  # was still running after 60 s
