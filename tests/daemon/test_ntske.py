@@ -122,6 +122,32 @@ def test_server_and_client_halves_agree_on_keys_over_loopback(tmp_path: Path) ->
     assert c2s != s2c and port == 12345
 
 
+def test_a_server_handing_out_1024_byte_cookies_gets_no_session(tmp_path: Path) -> None:
+    """Every request would carry the cookie and seven placeholders of its size."""
+    pki = make_pki(tmp_path)
+
+    class HugeCookies(CookieKeys):
+        def make_cookie(self, c2s: bytes, s2c: bytes) -> bytes:
+            return b"\x00" * 1024
+
+    async def run() -> None:
+        keys = HugeCookies()
+        keys.rotate(NOW)
+        server = dke.NtsKeServer(str(pki.cert), str(pki.key), keys)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server.bind(["127.0.0.1"], port)
+        await server.start()
+        try:
+            await dke.key_exchange("localhost", port, str(pki.ca), connect_to="127.0.0.1")
+        finally:
+            server.close()
+
+    with pytest.raises(dke.KeFailure, match="no usable cookie .8 refused"):
+        asyncio.run(run())
+
+
 def test_a_client_times_out_on_a_silent_server() -> None:
     async def run() -> None:
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)

@@ -517,6 +517,10 @@ class _ClientSession(_TlsProtocol):
         # not to whatever a second lookup of the name would give.
         peer = self.transport.get_extra_info("peername") if self.transport else None
         server = result.server or (str(peer[0]) if peer else None)
+        if result.refused_cookies:
+            log.warning("NTS-KE with %s: %d cookie(s) refused (each must be 1-%d bytes, a "
+                        "multiple of 4)", self.host, result.refused_cookies,
+                        ntske.MAX_COOKIE_LENGTH)
         self._settle(NtsSession(c2s, s2c, list(result.cookies), server, result.port,
                                 result.aead))
         self.close()
