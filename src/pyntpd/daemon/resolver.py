@@ -33,9 +33,9 @@ from collections.abc import Awaitable, Callable
 
 from pyntpd.daemon.privileges import (
     Identity,
+    drop_capabilities,
     drop_privileges,
     set_parent_death_signal,
-    shed_capabilities,
 )
 
 log = logging.getLogger("pyntpd")
@@ -108,7 +108,7 @@ def _helper_main(sock: socket.socket, parent: int, identity: Identity | None) ->
     if identity is not None:
         drop_privileges(identity, keep_sys_time=False)
     elif os.geteuid() == 0:
-        shed_capabilities()
+        drop_capabilities()
     while True:
         try:
             request = sock.recv(MAX_MESSAGE)
