@@ -340,10 +340,11 @@ def test_fudge_time2_is_accepted_with_a_warning():
     assert "fudge 'time2' has no effect on the LOCAL driver" in only_warning(result)
 
 
-def test_other_refclock_types_are_ignored_with_a_warning():
-    result = parse("server 127.127.28.0 prefer\nfudge 127.127.28.0 refid GPS\n")
-    assert "refclock type 28 is not supported; line ignored" in only_warning(result)
+def test_refclock_types_pyntpd_does_not_build_are_ignored_with_a_warning():
+    result = parse("server 127.127.11.0 prefer\nfudge 127.127.11.0 refid GPS\n")
+    assert "refclock type 11 is not supported; line ignored" in only_warning(result)
     assert result.config.local_clocks == () and result.config.servers == ()
+    assert result.config.refclocks == ()
 
 
 def test_refclock_with_pool_is_an_error():

@@ -220,7 +220,7 @@ def test_a_source_back_from_unreachable_stays_reachable_while_its_association_ba
     # The association polls ever less often while nobody answers (towards maxpoll): the
     # request after the first reply back may be 2^maxpoll s away.
     w = World(a=SourceSpec("192.0.2.1", minpoll=6, maxpoll=10))
-    w.run(2000, {"a": 0.0}, noise=random.Random(3), every=64)
+    w.run(1000, {"a": 0.0}, noise=random.Random(3), every=64)
     assert w.engine.sources["a"].poll < 10
     w.t += 3000
     assert w.update(w.t).system_peer is None  # unreachable
@@ -502,4 +502,5 @@ def test_driftfile_frequency_is_applied_at_start_and_trusted():
     # The raw clock needs exactly that: nothing to correct, and the estimate stays.
     r = w.run(128, {"a": lambda t: 0.001 - 37.5e-6 * (t - T0)})
     assert r.frequency == pytest.approx(-37.5, abs=0.01)
-    assert abs(r.offset) < 1e-4
+    # the 1 ms is slewed out at 5 ppm at most (issue 13): 0.64 ms of it by now
+    assert abs(r.offset) < 0.5e-3

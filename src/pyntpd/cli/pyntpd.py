@@ -19,6 +19,7 @@ import select
 import sys
 import time
 
+from pyntpd import refclock
 from pyntpd.cli.options import DaemonOptions, OptionError, parse_args
 from pyntpd.config import Diagnostic, check_config, check_file
 from pyntpd.daemon import logsetup
@@ -40,6 +41,23 @@ log = logging.getLogger("pyntpd")
 _EXPECTED = (StartupError, BindError, PidFileError, PrivilegeError, OptionError)
 
 
+def refclock_warnings(source: str, options: DaemonOptions) -> list[Diagnostic]:
+    """A reference clock with nothing to read now is still configured (and retried at run
+    time, as ntpd does): --check says so."""
+    try:
+        config = load_config(source, options.keyfile, options.trusted_keys).result.config
+    except Exception:  # the file's own problems are reported by the check above
+        return []
+    out = []
+    for clock in config.refclocks:
+        reason = refclock.probe(clock.type, clock.unit)
+        if reason is not None:
+            loc = clock.location
+            out.append(Diagnostic("warning", loc.file, loc.line, loc.col,
+                                  f"{clock.name}: {reason}", None))
+    return out
+
+
 def check(options: DaemonOptions) -> int:
     """--check: every problem on stdout, exit 1 if any is an error; nothing is started.
 
@@ -51,6 +69,7 @@ def check(options: DaemonOptions) -> int:
         diagnostics = result.diagnostics + check_config(result.config, filename=BUILTIN)
     else:
         diagnostics = check_file(source, keys_file=options.keyfile)
+    diagnostics = diagnostics + refclock_warnings(source, options)
     for diagnostic in diagnostics:
         print(diagnostic)
     errors = sum(1 for d in diagnostics if d.is_error)

@@ -19,7 +19,16 @@ from dataclasses import replace
 from . import refused
 from .context import Context, Fudge, KeyRef
 from .lexer import Token
-from .model import AF_INET, AF_INET6, IPAddress, LocalClock, ServerConfig, ServerKind
+from .model import (
+    AF_INET,
+    AF_INET6,
+    REFCLOCK_DRIVERS,
+    IPAddress,
+    LocalClock,
+    RefclockConfig,
+    ServerConfig,
+    ServerKind,
+)
 
 # ntpd 4.2.8's NTP_MINPOLL/NTP_MAXPOLL and its defaults (ntp.h).
 POLL_MIN, POLL_MAX = 3, 17
@@ -45,11 +54,16 @@ AUTOKEY_OPTIONS = ("autokey", "ident")
 SERVER_OPTIONS = [*FLAG_OPTIONS, *VALUE_OPTIONS, *IGNORED_FLAGS, *IGNORED_VALUES,
                   *AUTOKEY_OPTIONS]
 # On a reference clock line ntpd's grammar takes every server option; these have no effect
-# on the LOCAL driver (its one sample a poll is its own clock).
-REFCLOCK_NO_EFFECT_FLAGS = ("iburst", "burst", "true", "xleave", "preempt", "xmtnonce")
-REFCLOCK_NO_EFFECT_VALUES = ("mode", "version", "key")
-REFCLOCK_OPTIONS = ["prefer", "noselect", "minpoll", "maxpoll", *REFCLOCK_NO_EFFECT_FLAGS,
-                    *REFCLOCK_NO_EFFECT_VALUES]
+# on a reference clock (its samples are its own, not a network exchange).
+REFCLOCK_NO_EFFECT_FLAGS = ("iburst", "burst", "xleave", "preempt", "xmtnonce")
+REFCLOCK_NO_EFFECT_VALUES = ("version", "key")
+REFCLOCK_OPTIONS = ["prefer", "noselect", "true", "minpoll", "maxpoll", "mode",
+                    *REFCLOCK_NO_EFFECT_FLAGS, *REFCLOCK_NO_EFFECT_VALUES]
+# Drivers ntpd builds with --enable-all-clocks that pyntpd does not: what to use instead.
+REFCLOCK_ALTERNATIVE = (
+    "pyntpd builds LOCAL (127.127.1.u), SHM (127.127.28.u) and GPSD_JSON (127.127.46.u): "
+    "let gpsd read the receiver and use 'server 127.127.28.u' (its shared memory) or "
+    "'server 127.127.46.u' (its JSON socket)")
 FUDGE_OPTIONS = ["stratum", "refid", "time1", "time2", "flag1", "flag2", "flag3", "flag4",
                  "minjitter", "abbrev"]
 FUDGE_STRATUM_MAX = 16  # ntpd's grammar: 0..16; other values are ignored
@@ -324,16 +338,22 @@ def _refclock(
     flags: set[str] = set()
     polls: dict[str, tuple[Token, int]] = {}
     ignored: list[Token] = []
+    mode = 0
     i = 0
     while i < len(args):
         tok = args[i]
         i += 1
-        if tok.text in ("prefer", "noselect"):
+        if tok.text in ("prefer", "noselect", "true"):
             flags.add(tok.text)
         elif tok.text in ("minpoll", "maxpoll"):
             value = _int(ctx, args, i, tok)
             if value is not None:
                 polls[tok.text] = (tok, value)
+            i += 1
+        elif tok.text == "mode":
+            mode = ctx.int_arg(args, i, tok, "mode", 0, 255) or 0
+            if clock_type == 1:
+                ignored.append(tok)
             i += 1
         elif tok.text in REFCLOCK_NO_EFFECT_FLAGS:
             ignored.append(tok)
@@ -352,17 +372,20 @@ def _refclock(
             break
     if not ctx.line_ok:
         return
-    if clock_type != 1:
+    if clock_type != 1 and clock_type not in REFCLOCK_DRIVERS:
         ctx.b.unsupported_refclocks.add(addr_tok.text)
-        ctx.warning(
-            addr_tok,
-            f"refclock type {clock_type} is not supported; line ignored",
-            "pyntpd supports only the LOCAL driver (127.127.1.x); use a network source",
-        )
+        ctx.warning(addr_tok, f"refclock type {clock_type} is not supported; line ignored",
+                    REFCLOCK_ALTERNATIVE)
         return
+    driver = "the LOCAL driver" if clock_type == 1 else "a reference clock"
     for tok in ignored:
-        ctx.warning(tok, f"option '{tok.text}' has no effect on the LOCAL driver; ignored")
+        ctx.warning(tok, f"option '{tok.text}' has no effect on {driver}; ignored")
     minpoll, maxpoll = clamp_polls(ctx, head, polls.get("minpoll"), polls.get("maxpoll"))
+    if clock_type != 1:
+        _driver_clock(ctx, addr_tok, clock_type, unit, flags, minpoll, maxpoll, mode)
+        return
+    if "true" in flags:
+        ctx.warning(addr_tok, "option 'true' has no effect on the LOCAL driver; ignored")
     for other in ctx.b.local_clocks:
         if other.unit == unit:
             ctx.warning(
@@ -420,6 +443,23 @@ def apply_unpeers(ctx: Context) -> None:
         ctx.b.local_clocks = [c for c in ctx.b.local_clocks if c not in clocks]
 
 
+def _driver_clock(ctx: Context, addr_tok: Token, clock_type: int, unit: int, flags: set[str],
+                  minpoll: int, maxpoll: int, mode: int) -> None:
+    for other in ctx.b.refclocks:
+        if (other.type, other.unit) == (clock_type, unit):
+            ctx.warning(
+                addr_tok, f"duplicate server '{addr_tok.text}' (first at {other.location}); ignored"
+            )
+            return
+    if clock_type == 46 and mode & 0x03 == 3:
+        ctx.warning(addr_tok, "GPSD_JSON mode 3 is not an operating mode (0: serial time, "
+                    "1: strict PPS, 2: auto); mode 0 used, as ntpd does")
+    ctx.b.refclocks.append(RefclockConfig(
+        type=clock_type, unit=unit, mode=mode, prefer="prefer" in flags,
+        noselect="noselect" in flags, true="true" in flags, minpoll=minpoll, maxpoll=maxpoll,
+        location=addr_tok.loc))
+
+
 def handle_fudge(ctx: Context, head: Token, args: list[Token]) -> None:
     addr_tok = ctx.need(args, 0, head, "reference clock address")
     if addr_tok is None:
@@ -452,12 +492,15 @@ def handle_fudge(ctx: Context, head: Token, args: list[Token]) -> None:
                 fudge.refid = _refid(ctx, ref)
         elif name == "time1":
             fudge.time1 = ctx.float_arg(args, i, tok, name, -86400.0, 86400.0)
-        elif name in ("time2", "minjitter"):
+        elif name == "time2":
+            fudge.time2 = ctx.float_arg(args, i, tok, name, -86400.0, 86400.0)
+        elif name == "minjitter":
             ctx.float_arg(args, i, tok, name, -86400.0, 86400.0)
             fudge.ignored.append(name)
         elif name in ("flag1", "flag2", "flag3", "flag4"):
-            ctx.int_arg(args, i, tok, name, 0, 1)
-            fudge.ignored.append(name)
+            value = ctx.int_arg(args, i, tok, name, 0, 1)
+            if value is not None:
+                fudge.flags[1 << (int(name[-1]) - 1)] = bool(value)
         elif name == "abbrev":
             ctx.need(args, i, tok, name)
             fudge.ignored.append(name)
@@ -483,11 +526,15 @@ def _refid(ctx: Context, ref: Token) -> str | None:
 def apply_fudges(ctx: Context) -> None:
     """ntpd applies fudge lines after all servers exist, so their order does not matter."""
     clocks = {c.unit: c for c in ctx.b.local_clocks}
+    drivers = {(c.type, c.unit): c for c in ctx.b.refclocks}
     for fudge in ctx.b.fudges:
         match = _REFCLOCK.fullmatch(fudge.address)
         assert match is not None
         clock_type, unit = int(match.group(1)), int(match.group(2))
         if fudge.address in ctx.b.unsupported_refclocks:
+            continue
+        if (clock_type, unit) in drivers:
+            drivers[clock_type, unit] = _fudged(drivers[clock_type, unit], fudge)
             continue
         if clock_type != 1 or unit not in clocks:
             line = ctx.b.refclock_lines.get(fudge.address)
@@ -497,7 +544,9 @@ def apply_fudges(ctx: Context) -> None:
                 why = f"it has no matching 'server {fudge.address}' line"
             ctx.warning(fudge.token, f"fudge for '{fudge.address}' ignored: {why}")
             continue
-        for name in fudge.ignored:
+        ignored = [*fudge.ignored, *(["time2"] if fudge.time2 is not None else []),
+                   *(f"flag{bit.bit_length()}" for bit in fudge.flags)]
+        for name in ignored:
             ctx.warning(fudge.token, f"fudge '{name}' has no effect on the LOCAL driver; ignored")
         clock = clocks[unit]
         clocks[unit] = replace(
@@ -507,3 +556,18 @@ def apply_fudges(ctx: Context) -> None:
             time1=clock.time1 if fudge.time1 is None else fudge.time1,
         )
     ctx.b.local_clocks = list(clocks.values())
+    ctx.b.refclocks = list(drivers.values())
+
+
+def _fudged(clock: RefclockConfig, fudge: Fudge) -> RefclockConfig:
+    flags = clock.flags
+    for bit, on in fudge.flags.items():
+        flags = flags | bit if on else flags & ~bit
+    return replace(
+        clock,
+        stratum=clock.stratum if fudge.stratum is None else fudge.stratum,
+        refid=clock.refid if fudge.refid is None else fudge.refid,
+        time1=clock.time1 if fudge.time1 is None else fudge.time1,
+        time2=clock.time2 if fudge.time2 is None else fudge.time2,
+        flags=flags,
+    )

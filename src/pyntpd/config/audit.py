@@ -155,7 +155,7 @@ class _Review:
         config = self.config
         usable = [s for s in config.servers if not s.noselect]
         where = config.servers[0].location if config.servers else self.file
-        if not config.servers and not config.local_clocks:
+        if not config.servers and not config.local_clocks and not config.refclocks:
             yield Finding("no-sources", "warning", where,
                           "no time sources are configured; this server will never synchronise",
                           basic=True)
@@ -292,11 +292,23 @@ class _Review:
                 "if authenticated time matters, add servers that offer NTS "
                 "('server HOST nts')")
 
+    def shm_world_writable(self) -> Iterator[Finding]:
+        """ntpd creates SHM units 2 and up world-writable (docs/security.md)."""
+        for c in self.config.refclocks:
+            if c.type == 28 and c.unit >= 2 and not c.mode & 1:
+                yield Finding(
+                    "shm-world-writable", "security", c.location,
+                    f"{c.address}: the shared memory segment is created world-writable",
+                    "any local user can write this server's time into it, and through it "
+                    "every client's", "use unit 0 or 1 with a writer running as root (gpsd), "
+                    "or add 'mode 1' to keep the segment owner-only", basic=True)
+
     def selection(self) -> Iterator[Finding]:
         config = self.config
         sources: list[tuple[bool, Location]] = [
             (s.noselect, s.location) for s in config.servers]
         sources += [(c.noselect, c.location) for c in config.local_clocks]
+        sources += [(c.noselect, c.location) for c in config.refclocks]
         if sources and all(noselect for noselect, _ in sources):
             yield Finding("all-noselect", "security", sources[0][1],
                           "every source is 'noselect'",
@@ -307,7 +319,7 @@ class _Review:
         if not locals_:
             return
         clock = min(locals_, key=lambda c: c.stratum)
-        if not any(not s.noselect for s in config.servers):
+        if not any(not s.noselect for s in (*config.servers, *config.refclocks)):
             yield Finding(
                 "local-clock-only", "security", clock.location,
                 f"the local clock driver {clock.address} is the only source",
@@ -415,7 +427,8 @@ def review(
     """Whole-configuration findings; `full=False` gives only the basic ones."""
     r = _Review(config, resolve, filename)
     checks: list[Callable[[], Iterable[Finding]]] = [
-        r.unresolved, r.source_count, r.restrict_default_missing, r.selection]
+        r.unresolved, r.source_count, r.restrict_default_missing, r.selection,
+        r.shm_world_writable]
     if full:
         checks += [r.restrict_default_flags, r.query_open, r.authentication,
                    r.discipline, r.monitoring, r.leap_seconds, r.bursts]

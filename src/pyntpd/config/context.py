@@ -23,7 +23,14 @@ from pyntpd.proto.access_types import RestrictFlag, RestrictRule
 from . import files
 from .diagnostics import Diagnostic, DiagnosticSink, Location, suggest
 from .lexer import Token
-from .model import BroadcastConfig, FilegenConfig, InterfaceRule, LocalClock, ServerConfig
+from .model import (
+    BroadcastConfig,
+    FilegenConfig,
+    InterfaceRule,
+    LocalClock,
+    RefclockConfig,
+    ServerConfig,
+)
 
 _INT = re.compile(r"[+-]?[0-9]{1,12}")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]{1,15}(?:\.[0-9]{0,15})?|\.[0-9]{1,15})(?:[eE][+-]?[0-9]{1,3})?")
@@ -36,6 +43,8 @@ class Fudge:
     stratum: int | None = None
     refid: str | None = None
     time1: float | None = None
+    time2: float | None = None
+    flags: dict[int, bool] = field(default_factory=dict)  # flag bit -> set
     ignored: list[str] = field(default_factory=list)
 
 
@@ -64,6 +73,7 @@ class Builder:
     servers: list[ServerConfig] = field(default_factory=list)
     server_index: dict[tuple[str, int], ServerConfig] = field(default_factory=dict)
     local_clocks: list[LocalClock] = field(default_factory=list)
+    refclocks: list[RefclockConfig] = field(default_factory=list)
     unsupported_refclocks: set[str] = field(default_factory=set)
     refclock_lines: dict[str, Token] = field(default_factory=dict)  # address -> its line
     unpeers: list[Token] = field(default_factory=list)  # `unpeer`/`unconfig` targets

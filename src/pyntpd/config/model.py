@@ -93,6 +93,45 @@ class LocalClock:
         return f"127.127.1.{self.unit}"
 
 
+# The reference clock drivers pyntpd builds (besides LOCAL, type 1): type -> ntpd's name
+# for it on the billboard (`SHM(0)`) and its default refid (docs/refclocks.md).
+REFCLOCK_DRIVERS: dict[int, tuple[str, str]] = {
+    28: ("SHM", "SHM"),
+    46: ("GPSD_JSON", "GPSD"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RefclockConfig:
+    """`server 127.127.T.U ...` for a driver other than LOCAL, with its `fudge` line
+    applied. `mode` is the server line's mode word (ntpd keeps it in the peer's ttl);
+    `flags` the fudge flag1..flag4 bits (1, 2, 4, 8), as ntpd's `sloppyclockflag`."""
+
+    type: int
+    unit: int
+    mode: int = 0
+    prefer: bool = False
+    noselect: bool = False
+    true: bool = False
+    minpoll: int = 6
+    maxpoll: int = 10
+    time1: float = 0.0
+    time2: float = 0.0
+    stratum: int = 0
+    refid: str | None = None  # None: the driver's own
+    flags: int = 0
+    location: Location = field(default=NO_LOCATION, compare=False)
+
+    @property
+    def address(self) -> str:
+        return f"127.127.{self.type}.{self.unit}"
+
+    @property
+    def name(self) -> str:
+        """As ntpq shows it: SHM(0), GPSD_JSON(128)."""
+        return f"{REFCLOCK_DRIVERS[self.type][0]}({self.unit})"
+
+
 @dataclass(frozen=True, slots=True)
 class SystemFlags:
     """`enable`/`disable` flags with ntpd's defaults."""
@@ -211,6 +250,7 @@ class BroadcastClientConfig:
 class NtpConfig:
     servers: tuple[ServerConfig, ...] = ()
     local_clocks: tuple[LocalClock, ...] = ()
+    refclocks: tuple[RefclockConfig, ...] = ()
     restrictions: tuple[RestrictRule, ...] = ()
     driftfile: str | None = None
     keys_file: str | None = None

@@ -292,6 +292,7 @@ class _Parser:
         config = NtpConfig(
             servers=tuple(b.servers),
             local_clocks=tuple(b.local_clocks),
+            refclocks=tuple(b.refclocks),
             restrictions=tuple(b.restrictions),
             driftfile=text("driftfile"),
             keys_file=keys_file,

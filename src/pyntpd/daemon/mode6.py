@@ -22,6 +22,7 @@ from pyntpd.proto.access import address_key
 from pyntpd.proto.broadcast import BroadcastAssociation
 from pyntpd.proto.control import (
     SST_LOCAL,
+    SST_UHF,
     ControlResponder,
     ControlSnapshot,
     PeerInfo,
@@ -30,6 +31,7 @@ from pyntpd.proto.control import (
 from pyntpd.proto.server import Responder
 from pyntpd.proto.source import State
 from pyntpd.proto.timestamp import unix_ns_to_ntp, unix_to_ntp
+from pyntpd.refclock.base import RefclockPeer
 from pyntpd.sync.engine import SourceStatus
 
 LOCAL_ASSOCID = 1
@@ -46,7 +48,7 @@ class ControlService:
         self.synchroniser = synchroniser
         self.time_ns = time_ns
         self.control = ControlResponder(os.urandom(32))
-        self._ids: dict[Peer, int] = {}
+        self._ids: dict[Peer | RefclockPeer, int] = {}
         self._cast_ids: dict[str, int] = {}  # `broadcast` lines by address
         self._next_id = LOCAL_ASSOCID + 1
         self.sent = 0
@@ -54,7 +56,7 @@ class ControlService:
         self.requests = 0  # mode 6 requests handled (the metrics endpoint reports it)
         responder.control_enabled = True
 
-    def _associd(self, peer: Peer) -> int:
+    def _associd(self, peer: Peer | RefclockPeer) -> int:
         associd = self._ids.get(peer)
         if associd is None:
             associd = self._ids[peer] = self._next_id
@@ -67,10 +69,20 @@ class ControlService:
         sync = self.synchroniser()
         last = sync.last if sync is not None else None
         peers: list[PeerInfo] = []
+        clocks: dict[int, tuple[int, dict[str, str]]] = {}
         system_peer = 0
+        refclock_peer = False
         if sync is not None:
-            live = set(sync.sources.peers)
+            live: set[Peer | RefclockPeer] = {*sync.sources.peers, *sync.refclocks.peers}
             self._ids = {p: i for p, i in self._ids.items() if p in live}
+            for clock in sync.refclocks.peers:
+                associd = self._associd(clock)
+                status = last.sources.get(clock) if last is not None else None
+                if last is not None and last.system_peer is clock:
+                    system_peer = associd
+                    refclock_peer = True
+                peers.append(self._refclock_info(clock, associd, status))
+                clocks[associd] = (clock.status_word(), clock.clock_variables())
             for peer in sync.sources.peers:
                 associd = self._associd(peer)
                 status = last.sources.get(peer) if last is not None else None
@@ -89,12 +101,14 @@ class ControlService:
             system=f"{uname.system}/{uname.release}", leap=s.leap, stratum=s.stratum,
             precision=s.precision, rootdelay=s.root_delay, rootdisp=s.root_dispersion,
             refid=s.refid, reftime=s.reference_time, clock=unix_ns_to_ntp(now_ns),
-            peer=system_peer, refclock=system_peer == LOCAL_ASSOCID,
-            clock_source=SST_LOCAL if system_peer == LOCAL_ASSOCID else None,
+            peer=system_peer, refclock=system_peer == LOCAL_ASSOCID or refclock_peer,
+            clock_source=(SST_LOCAL if system_peer == LOCAL_ASSOCID
+                          else SST_UHF if refclock_peer else None),
             offset=last.offset if last is not None else 0.0,
             frequency=last.frequency if last is not None else 0.0,
             sys_jitter=last.jitter if last is not None else 0.0,
             peers=tuple(peers),
+            clocks=clocks,
             mru=tuple(mru_items(self.responder.access.entries())) if mru else (),
         )
 
@@ -127,6 +141,27 @@ class ControlService:
                 hpoll=target.config.minpoll, ppoll=target.config.minpoll, keyid=key_id,
                 authenable=key_id != 0))
         return infos
+
+    @staticmethod
+    def _refclock_info(clock: RefclockPeer, associd: int,
+                       status: SourceStatus | None) -> PeerInfo:
+        """A reference clock as ntpq shows it: SHM(0), t = l, its code as refid."""
+        fields: dict[str, object] = {}
+        flash = 0
+        if status is not None:
+            fields = {"tally": status.tally, "offset": status.offset, "delay": status.delay,
+                      "jitter": status.jitter, "dispersion": status.dispersion}
+            flash = int(status.unfit)
+        sample = clock.last_sample
+        if sample is not None:
+            fields.update(reftime=sample.reference_time, rec=unix_to_ntp(sample.local_time))
+        refid = clock.fudge.refid if clock.fudge.refid is not None else clock.refid
+        return PeerInfo(
+            associd=associd, srcadr=clock.address, srcport=0, srchost=clock.name,
+            leap=clock.leap, stratum=clock.fudge.stratum, precision=clock.precision,
+            refid=refid, refclock=True, reach=clock.reach, hpoll=clock.poll,
+            ppoll=clock.poll, flash=flash, hmode=3, pmode=4, received=clock.received,
+            dropped=dict(clock.drops), **fields)  # type: ignore[arg-type]
 
     @staticmethod
     def _peer_info(peer: Peer, associd: int, status: SourceStatus | None) -> PeerInfo:

@@ -32,6 +32,7 @@ from pyntpd.daemon.broadcast import BroadcastSender
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.exitcodes import EXIT_PANIC
 from pyntpd.daemon.interfaces import cast_interfaces
+from pyntpd.daemon.refclocks import RefclockRunner, build
 from pyntpd.daemon.resolver import Lookup, lookup_here
 from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.driver import Driver, Timer
@@ -40,6 +41,7 @@ from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.broadcast import BroadcastClient
 from pyntpd.proto.server import Responder, ServerCounters
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
+from pyntpd.refclock.base import RefclockPeer
 from pyntpd.stats.filegen import Statistics, StatsSettings
 from pyntpd.stats.statsformat import SysCounts, sys_counts
 from pyntpd.sync.engine import ORPHAN_REFID, PanicExit, SyncConfig, SyncEngine, SyncResult
@@ -117,6 +119,8 @@ class Synchroniser:
                 discipline=clock.can_adjust, local_clock=local_clock, precision=precision,
                 initial_frequency=initial, own_refids=options.own_refids,
                 start_frequency=options.start_frequency,
+                # Before the first sync a fast slew as far as the clock carries it (ADJ_TICK).
+                fast_slew_ppm=getattr(clock, "max_frequency_ppm", 0.0),
             ),
             self.now(),
         )
@@ -154,6 +158,11 @@ class Synchroniser:
             self.engine, clock, self, stats=self.stats,
             on_result=self._on_result, on_step=self._on_step,
             on_panic=self._on_panic, on_done=self._on_done, on_error=self._on_error)
+        peers, drivers = build(config.refclocks, precision)
+        self.refclocks = RefclockRunner(peers, drivers, self.now, self._on_refclock_sample,
+                                        self.stats.record_clock)
+        for peer in peers:
+            self.driver.add_source(peer, peer, peer.address)
 
     @property
     def last(self) -> SyncResult | None:
@@ -172,6 +181,7 @@ class Synchroniser:
         self.driver.update()
         self.sources.start()
         self.broadcaster.start()
+        self.refclocks.start()
         if self.drift is not None and self.clock.can_adjust:
             self._schedule_drift()
         self._schedule_sysstats()
@@ -181,6 +191,7 @@ class Synchroniser:
     def close(self) -> None:
         self.driver.stop()
         self.broadcaster.close()
+        self.refclocks.close()
         for timer in (self._drift_timer, self._sysstats_timer, self._leapfile_timer):
             if timer is not None:
                 timer.cancel()
@@ -269,6 +280,9 @@ class Synchroniser:
             if isinstance(peer, Peer):
                 log.info("synchronised to %s (stratum %d), offset %+.6f s", describe(peer),
                          result.system.stratum, result.offset)
+            elif isinstance(peer, RefclockPeer):
+                log.info("synchronised to %s (%s, stratum %d), offset %+.6f s", peer.name,
+                         peer.address, result.system.stratum, result.offset)
             elif result.system.synchronised and result.system.refid == ORPHAN_REFID:
                 log.info("orphan parent: no source left, serving stratum %d (tos orphan)",
                          result.system.stratum)
@@ -330,6 +344,13 @@ class Synchroniser:
 
     def _on_sample(self, peer: Peer, sample: Sample) -> None:
         self.driver.on_sample(peer, sample)
+
+    def _on_refclock_sample(self, peer: RefclockPeer, sample: Sample) -> None:
+        self.driver.on_sample(peer, sample)
+
+    def _on_step(self, step: float) -> None:
+        # (the driver told every source, reference clocks included, of the step)
+        self.sources.clock_stepped()
 
     def _on_result(self, result: SyncResult, now: float) -> None:
         if result.stepped:

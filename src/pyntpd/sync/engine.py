@@ -46,6 +46,8 @@ from pyntpd.proto.source import SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
 from pyntpd.sync import select, tuning
 from pyntpd.sync.discipline import (
+    FAST_ABOVE,
+    MAX_FREQUENCY_PPM,
     CorrectionModel,
     Decision,
     Discipline,
@@ -108,6 +110,9 @@ class SyncConfig:
     # the filters: it may be anything a previous daemon left (even mid-slew).
     start_frequency: float | None = None
     slew_time: float | None = None  # s; None: the discipline's default
+    # ppm the clock can run at for a fast slew before the first sync (beyond the kernel's
+    # 500 ppm: through the tick length, ADJ_TICK); 0: none. The shell sets the clock's own.
+    fast_slew_ppm: float = 0.0
     tuning: Tuning = field(default_factory=lambda: tuning.DEFAULT)
     # refid_for() of every address of this host: a source whose reference is one of them is
     # synchronised to us (RFC 5905 fit(): a timing loop). The daemon lists them.
@@ -210,6 +215,7 @@ class _ClockSide:
     offset: float
     last_update: float
     synced: bool | None
+    settled: bool
 
 
 @dataclass
@@ -222,6 +228,8 @@ class SyncEngine:
         freq = self.config.initial_frequency
         start = freq if freq is not None else self.config.start_frequency
         self._ppm0 = 0.0 if start is None or not self.config.discipline else start
+        # A previous daemon stopped in a fast slew may have left the tick length too.
+        self._ppm0 = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, self._ppm0))
         self.model = CorrectionModel(self.start, self._ppm0)
         self.discipline = Discipline(self.config.discipline_config())
         self.frequency_ppm = self._ppm0 if freq is None else freq
@@ -240,6 +248,9 @@ class SyncEngine:
         self.leap = LeapPolicy()
         self._refid: bytes | None = None  # the refid we state while synchronised
         self._before: _ClockSide | None = None  # before the last update's actions
+        # The first sync is done: the offset was once within FAST_ABOVE (a fast slew,
+        # before it, may run the clock beyond 500 ppm; never after it).
+        self._settled = False
 
     def set_leap_file(self, leap_list: LeapList | None) -> None:
         """The leap second list (the leapfile), or None: the sources' majority decides."""
@@ -325,7 +336,14 @@ class SyncEngine:
             self._lost_at = now
         leap = self.leap.decide(now, votes)
         if peer is not None and self._dirty and not self._done:
-            plan = self.discipline.decide(now, offset, self.frequency_ppm)
+            fast = 0.0 if self._settled or self.config.once else self.config.fast_slew_ppm
+            tune = self.config.tuning
+            spread = tune.slew_polls * 2.0 ** self.sources[peer].poll
+            settled = self._settled or abs(offset) <= FAST_ABOVE
+            rate = tune.slew_ppm if settled else MAX_FREQUENCY_PPM
+            plan = self.discipline.decide(now, offset, self.frequency_ppm, spread, fast, rate)
+            if plan.decision is Decision.SLEW and settled:
+                self._settled = True
             if plan.decision is Decision.PANIC and self.config.discipline:
                 panic = PanicExit(offset, self.config.tinker.panic)
             elif self.config.discipline:
@@ -383,7 +401,7 @@ class SyncEngine:
         d = self.discipline
         return _ClockSide(self.model.copy(), d.adjusted, d.spike_since, self._started,
                           self._slew_until, self._done, self._offset, self._last_update,
-                          self._synced)
+                          self._synced, self._settled)
 
     def clock_failed(
         self, result: SyncResult, applied: tuple[ClockAction, ...], now: float
@@ -402,6 +420,7 @@ class SyncEngine:
         self._started, self._slew_until, self._done = (before.started, before.slew_until,
                                                         before.done)
         self._offset, self._last_update = before.offset, before.last_update
+        self._settled = before.settled
         self._synced = None  # whatever the kernel now says, tell it again
         if any(isinstance(a, SetTai) for a in result.actions):
             self._tai = None  # and the TAI offset too, unless it took effect below
@@ -632,6 +651,14 @@ class SyncEngine:
 
     def _set_frequency(self, now: float, ppm: float, actions: list[ClockAction]) -> None:
         if ppm != self.model.ppm:
+            # A kernel before Linux 4.19 applies a new frequency at its next tick, not at
+            # `now`: the raw clock the filters work on is then off by up to the change
+            # times that latency (330 us at the start or end of an 83,000 ppm fast slew),
+            # so their phase is widened by as much (uniformly distributed).
+            late = abs(ppm - self.model.ppm) * 1e-6 * self.config.tuning.frequency_latency
+            if late > 0.0:
+                for src in self.sources.values():
+                    src.filter.widen(late * late / 12)
             self.model.set_frequency(now, ppm)
             actions.append(SetFrequency(ppm))
 
@@ -668,7 +695,9 @@ class SyncEngine:
             precision=precision,
             root_delay=sample.root_delay + src.filter.min_delay,
             root_dispersion=root_dispersion,
-            refid=refid_for(src.spec.address),
+            # A primary server states its reference clock's code (GPS, SHM), as ntpd's
+            # clock_update does for a stratum 0 peer; others the peer's address.
+            refid=sample.refid if stratum == 1 else refid_for(src.spec.address),
             reference_time=unix_to_ntp(self._last_update),
             updated_at=now,
         )
