@@ -127,7 +127,9 @@ def test_a_jailed_daemon_synchronises_over_nts_to_a_name_serves_nts_and_imports_
             f"listen 127.0.0.1 port {own_ke}\n"
             "restrict default\nrestrict 127.0.0.1\n"
             f"driftfile {cookie.parent / 'drift'}\nstatsdir {cookie.parent}/\n"
-            "statistics loopstats peerstats sysstats\n")
+            "statistics loopstats peerstats sysstats\n"
+            # reference clocks with nothing behind them: their drivers' paths run too
+            "server 127.127.28.3 noselect\nserver 127.127.46.0 noselect\n")
         # After -i every path is looked up inside the jail, as with ntpd: the reload reads
         # the configuration there.
         inside = jail / conf.relative_to("/")
