@@ -96,17 +96,17 @@ def small_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_file_included_again_and_again_stops_at_the_total_line_bound_with_one_error(
         small_bounds: None) -> None:
     big = "".join(f"restrict 10.0.{i // 250}.{i % 250} nomodify\n" for i in range(1000))
-    text = "server a.example\n" + "includefile /etc/ntp/big.conf\n" * 2000
+    text = "server a.example\n" + "includefile /etc/ntp/big.conf\n" * 20
     result = parse(text, files={"/etc/ntp/big.conf": big})
     errors = [str(d) for d in result.errors]
     assert errors == [
-        "ntp.conf:4:13: error: include file '/etc/ntp/big.conf' not read: with it the "
-        "configuration would exceed 5000 lines or 400 KiB (it has 1001 lines, 4004 are read "
+        "ntp.conf:6:13: error: include file '/etc/ntp/big.conf' not read: with it the "
+        "configuration would exceed 5000 lines or 400 KiB (it has 1001 lines, 4026 are read "
         "already); include each file once, and keep lists that long out of ntp.conf",
-        "ntp.conf:4:13: error: 1997 more includefile line(s) after this one not read "
+        "ntp.conf:6:13: error: 15 more includefile line(s) after this one not read "
         "either, for the same reason",
     ]
-    assert result.config.files == ("ntp.conf", *["/etc/ntp/big.conf"] * 2)
+    assert result.config.files == ("ntp.conf", *["/etc/ntp/big.conf"] * 4)
 
 
 def test_the_total_size_is_bounded_too(small_bounds: None) -> None:
