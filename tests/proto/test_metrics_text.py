@@ -126,7 +126,23 @@ def test_a_reference_clock_has_no_datagram_counters():
                           start_time=0.0, now=NOW)
     assert not any(x.startswith(("ntp_source_received", "ntp_source_dropped"))
                    for x in exposition(status).splitlines())
-    assert "received" not in status_document(status)["sources"][0]  # type: ignore[index]
+    document = status_document(status)["sources"][0]  # type: ignore[index]
+    assert "received" not in document and document["readings"] == 0  # type: ignore[index]
+
+
+def test_a_reference_clock_has_its_readings_and_drops_by_reason():
+    gps = PeerInfo(associd=1, srcadr="127.127.20.0", srchost="NMEA(0)", refclock=True,
+                   received=57, dropped={"bad_checksum": 2, "no_fix": 0})
+    status = Status.build(ControlSnapshot(peers=(gps,)), ServerCounters(), version="v",
+                          start_time=0.0, now=NOW)
+    lines = exposition(status).splitlines()
+    assert 'ntp_refclock_readings_total{address="127.127.20.0",name="NMEA(0)"} 57' in lines
+    assert ('ntp_refclock_dropped_total{address="127.127.20.0",name="NMEA(0)",'
+            'reason="bad_checksum"} 2') in lines
+    assert ('ntp_refclock_dropped_total{address="127.127.20.0",name="NMEA(0)",'
+            'reason="no_fix"} 0') in lines
+    document = status_document(status)["sources"][0]  # type: ignore[index]
+    assert document["dropped"] == {"bad_checksum": 2, "no_fix": 0}  # type: ignore[index]
 
 
 def test_mode_6_drops_are_exported_by_reason_even_at_zero():

@@ -72,7 +72,9 @@ class SourceState:
             offset=peer.offset, delay=peer.delay, jitter=peer.jitter,
             dispersion=peer.dispersion, tally=tally, selected=tally in ("*", "o"),
             refclock=peer.refclock, received=peer.received,
-            dropped={r.value: peer.dropped.get(r.value, 0) for r in SourceDrop})
+            # a reference clock's readings refused, by its driver's reasons
+            dropped=dict(peer.dropped) if peer.refclock else
+            {r.value: peer.dropped.get(r.value, 0) for r in SourceDrop})
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +260,15 @@ def exposition(status: Status) -> str:
              "Datagrams from the source that gave no sample, by reason",
              [({"address": s.address, "name": s.name, "reason": r}, n)
               for s in associations for r, n in s.dropped.items()])
+    refclocks = [s for s in sources if s.refclock]
+    if refclocks:
+        w.family("ntp_refclock_readings_total", "counter",
+                 "Readings a reference clock driver took (before ntpd's median filter)",
+                 per_source((s, s.received) for s in refclocks))
+        w.family("ntp_refclock_dropped_total", "counter",
+                 "Readings a reference clock driver refused, by reason",
+                 [({"address": s.address, "name": s.name, "reason": r}, n)
+                  for s in refclocks for r, n in sorted(s.dropped.items())])
     w.family("ntp_source_selected", "gauge",
              "1 for the system peer; the tally label is ntpq's condition of the source",
              [({"address": s.address, "name": s.name,
@@ -342,7 +353,8 @@ def status_document(status: Status) -> dict[str, object]:
              "delay": _num(s.delay), "jitter": _num(s.jitter),
              "dispersion": _num(s.dispersion), "tally": s.tally,
              "condition": TALLY_NAMES.get(s.tally, s.tally), "selected": s.selected,
-             **({} if s.refclock else {"received": s.received, "dropped": dict(s.dropped)})}
+             **({"readings": s.received} if s.refclock else {"received": s.received}),
+             "dropped": dict(s.dropped)}
             for s in status.sources
         ],
         "server": {
