@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -95,30 +96,56 @@ def test_the_helper_holds_no_descriptor_but_its_socket() -> None:
     assert len(targets) == 4  # stdin, stdout, stderr and its end of the pair
 
 
+def _wait_dead(pid: int) -> None:
+    """Until the process is a zombie (dead, its end of the pair closed, not yet reaped)."""
+    for _ in range(500):
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"{pid} did not die")
+
+
 def test_lookups_go_on_in_process_when_the_helper_is_gone(
         caplog: pytest.LogCaptureFixture) -> None:
     helper = ResolverProcess.start(None)
     os.kill(helper.pid, signal.SIGKILL)
+    _wait_dead(helper.pid)
 
-    async def lookups() -> tuple[BaseException | None, list[str], list[str]]:
-        first: BaseException | None = None
-        try:
-            await helper.lookup("localhost", 123, socket.AF_INET)
-        except OSError as exc:
-            first = exc  # in flight when it died
-        return (first, await helper.lookup("localhost", 123, socket.AF_INET),
-                await helper.lookup("localhost", 123, socket.AF_INET))
+    async def lookups() -> list[list[str]]:
+        return [await helper.lookup("localhost", 123, socket.AF_INET) for _ in range(3)]
 
     with caplog.at_level(logging.ERROR, logger="pyntpd"):
         try:
-            first, second, third = asyncio.run(lookups())
+            answers = asyncio.run(lookups())
         finally:
             helper.close()
-    assert first is not None and first.errno == errno.EPIPE
-    assert second == third == ["127.0.0.1"]
+    assert answers == [["127.0.0.1"]] * 3
     messages = [r.getMessage() for r in caplog.records]
     assert messages[0] == "the resolver process exited (killed by signal 9)"
     assert sum("resolver process is gone" in m for m in messages) == 1
+
+
+def test_a_lookup_in_flight_when_the_helper_dies_fails_at_once() -> None:
+    helper = ResolverProcess.start(None)
+    os.kill(helper.pid, signal.SIGSTOP)  # it holds the request, unanswered
+
+    async def lookup() -> BaseException | None:
+        task = asyncio.create_task(helper.lookup("localhost", 123, socket.AF_INET))
+        while not helper._pending:
+            await asyncio.sleep(0.001)
+        os.kill(helper.pid, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(task, 5)
+        except OSError as exc:
+            return exc
+        return None
+
+    try:
+        failure = asyncio.run(lookup())
+    finally:
+        helper.close()
+    assert failure is not None and failure.errno == errno.EPIPE
 
 
 def test_lookups_beyond_the_bound_are_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -166,16 +166,20 @@ class ResolverProcess:
             raise OSError(errno.EINVAL, "name too long")
         ident = next(self._ids)
         request = json.dumps({"id": ident, "host": host, "port": port, "family": family})
+        try:
+            self.sock.send(request.encode("utf-8"))
+        except BlockingIOError:
+            raise OSError(errno.EAGAIN, "the resolver is busy") from None
+        except OSError:
+            self._gone()  # it died before we heard its end: no answer will come
+            return await self.lookup(host, port, family)
         future: asyncio.Future[list[str]] = loop.create_future()
         self._pending[ident] = future
         try:
-            self.sock.send(request.encode("utf-8"))
             async with asyncio.timeout(LOOKUP_TIMEOUT):
                 return await future
         except TimeoutError:
             raise OSError(errno.ETIMEDOUT, "the resolver did not answer in time") from None
-        except BlockingIOError:
-            raise OSError(errno.EAGAIN, "the resolver is busy") from None
         finally:
             self._pending.pop(ident, None)
 
