@@ -75,8 +75,21 @@ def test_metrics_is_prometheus_text():
         assert headers["Content-Type"] == CONTENT_TYPE
         assert headers["Connection"] == "close"
         assert int(headers["Content-Length"]) == len(body)
-        assert b"\nntp_system_stratum 2\n" in body
-        assert b"\nntp_server_packets_received_total 5\n" in body
+        assert b"\nntp_system_stratum 2.0\n" in body
+        assert b"\nntp_server_packets_received_total 5.0\n" in body
+
+    assert _run(test).outcomes == {"ok": 1}
+
+
+def test_metrics_is_openmetrics_when_the_scraper_asks_for_it():
+    request = (b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: application/"
+               b"openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n")
+
+    async def test(server: MetricsServer, port: int) -> None:
+        status, headers, body = _split(await _send(port, request))
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["Content-Type"].startswith("application/openmetrics-text;")
+        assert b"\nntp_system_stratum 2.0\n" in body and body.endswith(b"# EOF\n")
 
     assert _run(test).outcomes == {"ok": 1}
 
@@ -205,7 +218,7 @@ def test_slots_never_cut_off_a_connection_being_answered():
 
 
 class _HugeReply(MetricsServer):
-    def _render(self, route: str, head_only: bool) -> bytes:
+    def _render(self, route: str, *args: bool) -> bytes:
         self.count("ok")
         return b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * (64 << 20)  # beyond any socket buffer
 
@@ -255,7 +268,7 @@ def test_outcomes_are_exported_on_the_next_scrape():
     async def test(server: MetricsServer, port: int) -> None:
         await _send(port, b"nonsense\r\n\r\n")
         _, _, body = _split(await _send(port, GET))
-        assert b'ntp_metrics_http_requests_total{outcome="bad_request"} 1\n' in body
+        assert b'ntp_metrics_http_requests_total{outcome="bad_request"} 1.0\n' in body
 
     _run(test)
 
@@ -283,7 +296,12 @@ def test_ipv6_loopback_listens_ipv6_only():
 
 
 def test_parse_head_strips_the_query_string():
-    assert parse_head(b"GET /status?x=1 HTTP/1.1\r\nA: b\r\n\r\n") == ("GET", "/status")
+    assert parse_head(b"GET /status?x=1 HTTP/1.1\r\nA: b\r\n\r\n") == ("GET", "/status", "")
+
+
+def test_parse_head_reads_the_accept_header_whatever_its_case():
+    head = b"GET /metrics HTTP/1.1\r\naCCept:  text/plain \r\n\r\n"
+    assert parse_head(head) == ("GET", "/metrics", "text/plain")
 
 
 def test_parse_head_refuses_a_bare_line_feed_request():
