@@ -19,6 +19,7 @@ from pyntpd.daemon.metrics import (
     Endpoints,
     MetricsBindError,
     MetricsServer,
+    Slots,
     listen,
     parse_head,
 )
@@ -74,8 +75,21 @@ def test_metrics_is_prometheus_text():
         assert headers["Content-Type"] == CONTENT_TYPE
         assert headers["Connection"] == "close"
         assert int(headers["Content-Length"]) == len(body)
-        assert b"\nntp_system_stratum 2\n" in body
-        assert b"\nntp_server_packets_received_total 5\n" in body
+        assert b"\nntp_system_stratum 2.0\n" in body
+        assert b"\nntp_server_packets_received_total 5.0\n" in body
+
+    assert _run(test).outcomes == {"ok": 1}
+
+
+def test_metrics_is_openmetrics_when_the_scraper_asks_for_it():
+    request = (b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: application/"
+               b"openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n")
+
+    async def test(server: MetricsServer, port: int) -> None:
+        status, headers, body = _split(await _send(port, request))
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["Content-Type"].startswith("application/openmetrics-text;")
+        assert b"\nntp_system_stratum 2.0\n" in body and body.endswith(b"# EOF\n")
 
     assert _run(test).outcomes == {"ok": 1}
 
@@ -158,17 +172,80 @@ def test_client_that_hangs_up_early_is_counted():
     assert _run(test).outcomes == {"incomplete": 1, "ok": 1}
 
 
-def test_connections_beyond_the_limit_are_closed_at_once():
+def test_an_idle_connection_makes_room_for_a_scrape_when_all_slots_are_taken():
     async def test(server: MetricsServer, port: int) -> None:
-        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET")  # holds the only slot
+        idle_reader, idle = await asyncio.open_connection("127.0.0.1", port)
+        idle.write(b"GET")  # holds the only slot, never finishes its request
         while server.active == 0:
             await asyncio.sleep(0.01)
-        with contextlib.suppress(ConnectionResetError):  # closed: EOF or reset
-            assert await _send(port, GET) == b""
+        assert (await _send(port, GET)).startswith(b"HTTP/1.1 200 ")
+        with contextlib.suppress(ConnectionResetError):  # cut off: EOF or reset
+            assert await asyncio.wait_for(idle_reader.read(), 5) == b""
+        idle.close()
+
+    assert _run(test, max_connections=1).outcomes == {"evicted": 1, "ok": 1}
+
+
+def test_slots_make_room_by_cutting_off_the_oldest_connection_still_waiting():
+    slots = Slots(3)
+    for key in ("a", "b", "c"):
+        assert slots.admit(key) == (True, None)
+    slots.mark("a", Slots.ANSWERED)
+    assert slots.admit("d") == (True, "b")  # the oldest that sent nothing yet
+    assert slots.admit("e") == (True, "c")
+    assert slots.admit("f") == (True, "d")
+    assert len(slots) == 3 and "a" in slots
+
+
+def test_slots_cut_off_an_answered_connection_only_when_none_is_waiting():
+    slots = Slots(2)
+    slots.admit("a")
+    slots.admit("b")
+    slots.mark("a", Slots.ANSWERED)
+    slots.mark("b", Slots.ANSWERED)
+    assert slots.admit("c") == (True, "a")
+
+
+def test_slots_never_cut_off_a_connection_being_answered():
+    slots = Slots(2)
+    slots.admit("a")
+    slots.admit("b")
+    slots.mark("a", Slots.ANSWERING)
+    slots.mark("b", Slots.ANSWERING)
+    assert slots.admit("c") == (False, None)
+    slots.release("a")
+    assert slots.admit("c") == (True, None)
+
+
+class _HugeReply(MetricsServer):
+    def _render(self, route: str, *args: bool) -> bytes:
+        self.count("ok")
+        return b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * (64 << 20)  # beyond any socket buffer
+
+
+def test_a_connection_ends_at_its_deadline_from_accept_even_if_it_never_reads():
+    async def test(server: MetricsServer, port: int) -> None:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(GET)  # and never reads the reply
+        while not server.outcomes.get("deadline"):
+            await asyncio.sleep(0.02)
         writer.close()
 
-    assert _run(test, max_connections=1).outcomes["too_many_connections"] == 1
+    async def main() -> tuple[dict[str, int], float]:
+        sock = listen("127.0.0.1", 0)
+        server = _HugeReply(sock, _state, connection_timeout=0.5)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await asyncio.wait_for(test(server, sock.getsockname()[1]), 5)
+        finally:
+            await server.close()
+        return server.outcomes, loop.time() - started
+
+    outcomes, took = asyncio.run(main())
+    assert outcomes == {"ok": 1, "deadline": 1}
+    assert took < 2.0  # the deadline, not WRITE_TIMEOUT (5 s) on the stalled write
 
 
 def test_a_failing_state_collection_is_500_and_the_server_survives():
@@ -191,7 +268,7 @@ def test_outcomes_are_exported_on_the_next_scrape():
     async def test(server: MetricsServer, port: int) -> None:
         await _send(port, b"nonsense\r\n\r\n")
         _, _, body = _split(await _send(port, GET))
-        assert b'ntp_metrics_http_requests_total{outcome="bad_request"} 1\n' in body
+        assert b'ntp_metrics_http_requests_total{outcome="bad_request"} 1.0\n' in body
 
     _run(test)
 
@@ -219,7 +296,12 @@ def test_ipv6_loopback_listens_ipv6_only():
 
 
 def test_parse_head_strips_the_query_string():
-    assert parse_head(b"GET /status?x=1 HTTP/1.1\r\nA: b\r\n\r\n") == ("GET", "/status")
+    assert parse_head(b"GET /status?x=1 HTTP/1.1\r\nA: b\r\n\r\n") == ("GET", "/status", "")
+
+
+def test_parse_head_reads_the_accept_header_whatever_its_case():
+    head = b"GET /metrics HTTP/1.1\r\naCCept:  text/plain \r\n\r\n"
+    assert parse_head(head) == ("GET", "/metrics", "text/plain")
 
 
 def test_parse_head_refuses_a_bare_line_feed_request():
