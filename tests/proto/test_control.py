@@ -168,9 +168,9 @@ def test_header_round_trip() -> None:
         (request(2, b"stratum", count=0xFFFF), ControlDrop.BAD_COUNT),  # CVE-2015-7855
         (request(2, b"stratum", count=9), ControlDrop.BAD_COUNT),
         (request(2, b"x" * 472), ControlDrop.TOO_LONG),
-        (request(2, b"x" * 400) + b"\0" * 100, ControlDrop.BAD_TRAILER),
+        (request(2, b"x" * 400) + b"\1" * 100, ControlDrop.BAD_TRAILER),
         (request(2, b"stratu")[:-1], ControlDrop.BAD_TRAILER),
-        (request(2) + b"\0" * 600, ControlDrop.TOO_LONG),
+        (request(2) + b"\0" * 1300, ControlDrop.TOO_LONG),
     ],
 )
 def test_malformed_request_dropped_with_reason(raw: bytes, reason: ControlDrop) -> None:
@@ -179,6 +179,16 @@ def test_malformed_request_dropped_with_reason(raw: bytes, reason: ControlDrop) 
     assert reply.fragments == []
     assert reply.drop == reason
     assert resp.drops == {reason: 1}
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_readvar_zero_padded_to_576_bytes_is_answered_like_ntpd(version: int) -> None:
+    # ntpstat: READVAR, association 0, count 0, the datagram zero-filled to 576 bytes.
+    raw = request(2, first=(version << 3) | 6) + b"\0" * (576 - HEADER_LEN)
+    reply = ask(raw)
+    assert reply.drop is None
+    header, data = reassemble(reply.fragments)
+    assert header.version == version and b"stratum=" in data
 
 
 def test_a_mac_trailer_without_a_controlkey_gets_no_answer() -> None:

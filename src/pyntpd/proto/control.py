@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pyntpd.proto.access import NOMRULIST, NOQUERY
 from pyntpd.proto.access_types import RestrictFlag
 from pyntpd.proto.auth import AuthResult, KeyRing
-from pyntpd.proto.packet import Mac
+from pyntpd.proto.packet import MAX_PACKET_LEN, Mac
 from pyntpd.proto.timestamp import ntp_add
 from pyntpd.types import Tally
 
@@ -40,6 +40,7 @@ MODE_CONTROL = 6
 HEADER_LEN = 12
 MAX_DATA_LEN = 468  # ntpd's CTL_MAX_DATA_LEN: data bytes per fragment
 MAX_TRAILER = 4 + 4 + 64  # padding to 8 bytes, key id, the longest digest
+MAX_REQUEST_LEN = MAX_PACKET_LEN  # the longest datagram the daemon reads at all
 MAX_LINE = 72  # ntpd's MAXDATALINELEN: text lines are broken before this
 NONCE_LIFETIME = 16  # s a REQ_NONCE answer stays valid (ntpd's)
 MRU_FRAGS_LIMIT = 128
@@ -248,10 +249,13 @@ def decode(datagram: bytes) -> tuple[ControlHeader, bytes]:
 
 
 def parse_request(datagram: bytes) -> tuple[ControlHeader, bytes]:
-    """A mode 6 request, strictly: raises ControlError (never anything else) on any flaw."""
+    """A mode 6 request, strictly: raises ControlError (never anything else) on any flaw.
+
+    Like ntpd, zeros after the declared data are padding, however many: ntpstat sends a
+    576-byte READVAR with count 0. Anything else after the data must be MAC-sized."""
     if len(datagram) < HEADER_LEN:
         raise ControlError(ControlDrop.TOO_SHORT, f"{len(datagram)} bytes")
-    if len(datagram) > HEADER_LEN + MAX_DATA_LEN + MAX_TRAILER:
+    if len(datagram) > MAX_REQUEST_LEN:
         raise ControlError(ControlDrop.TOO_LONG, f"{len(datagram)} bytes")
     header, data = decode(datagram)
     if not 1 <= header.version <= 4:
@@ -263,12 +267,12 @@ def parse_request(datagram: bytes) -> tuple[ControlHeader, bytes]:
     if header.offset:
         raise ControlError(ControlDrop.NONZERO_OFFSET, f"offset {header.offset}")
     padded = HEADER_LEN + header.count + (-header.count % 4)
-    trailer = len(datagram) - padded
-    if trailer < 0 and len(datagram) != HEADER_LEN + header.count:
+    trailer = datagram[padded:]
+    if len(datagram) < padded and len(datagram) != HEADER_LEN + header.count:
         # Data present but its padding cut short: tolerated only if nothing follows at all.
         raise ControlError(ControlDrop.BAD_TRAILER, "truncated padding")
-    if trailer > MAX_TRAILER:
-        raise ControlError(ControlDrop.BAD_TRAILER, f"{trailer} bytes after the data")
+    if len(trailer) > MAX_TRAILER and any(trailer):
+        raise ControlError(ControlDrop.BAD_TRAILER, f"{len(trailer)} bytes after the data")
     return header, data
 
 
@@ -703,8 +707,8 @@ class ControlResponder:
         """False for a request whose MAC trailer fails under `controlkey`."""
         signed_end = HEADER_LEN + count + (-(HEADER_LEN + count) % 8)
         trailer = data[signed_end:]
-        if len(trailer) <= 4 and not any(trailer):
-            return True  # no MAC: only padding (or nothing) after the data
+        if not any(trailer):
+            return True  # no MAC: only zero padding (or nothing) after the data
         if len(trailer) < 4:
             return False
         mac = Mac(int.from_bytes(trailer[:4], "big"), bytes(trailer[4:]))
