@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from pyntpd import __version__
+from pyntpd.daemon import mode6vars
 from pyntpd.daemon.serve import address_text
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser
@@ -26,6 +27,7 @@ from pyntpd.proto.control import (
     ControlResponder,
     ControlSnapshot,
     PeerInfo,
+    filter_register,
     mru_items,
 )
 from pyntpd.proto.server import Responder
@@ -54,6 +56,7 @@ class ControlService:
         self.sent = 0
         self.send_errors = 0
         self.requests = 0  # mode 6 requests handled (the metrics endpoint reports it)
+        self.started_ns = time_ns()  # counters count from here (ntpq's uptime, resets)
         responder.control_enabled = True
 
     def _associd(self, peer: Peer | RefclockPeer) -> int:
@@ -95,6 +98,15 @@ class ControlService:
                 peers.insert(0, local)
                 if local.tally == "*":
                     system_peer = LOCAL_ASSOCID
+        uptime = (now_ns - self.started_ns) / 1e9
+        counters = self.responder.counters
+        named = {
+            **mode6vars.system_peer(peers, system_peer, s.root_delay, s.root_dispersion),
+            **mode6vars.sysstats(counters, self.requests, uptime),
+            **mode6vars.monstats(self.responder.access, now_ns / 1e9),
+            **mode6vars.authinfo(self.responder.keys, uptime),
+            **mode6vars.iostats(counters, uptime),
+        }
         uname = platform.uname()
         return ControlSnapshot(
             version=f"pyntpd {__version__}", processor=uname.machine,
@@ -110,6 +122,7 @@ class ControlService:
             peers=tuple(peers),
             clocks=clocks,
             mru=tuple(mru_items(self.responder.access.entries())) if mru else (),
+            named=named,
         )
 
     def _local_clock(self, sync: Synchroniser, serving_it: bool) -> PeerInfo | None:
@@ -177,6 +190,8 @@ class ControlService:
             fields.update(rootdelay=sample.root_delay, rootdisp=sample.root_dispersion,
                           reftime=sample.reference_time, precision=sample.precision,
                           rec=unix_to_ntp(sample.local_time))
+        delays, offsets, disps = filter_register(a.register)
+        dstadr, dstport = _local_endpoint(peer)
         return PeerInfo(
             associd=associd, srcadr=peer.address, srcport=peer.ntp_port,
             leap=a.leap, stratum=a.stratum, refid=a.refid, reach=a.reach, unreach=a.unreach,
@@ -191,6 +206,9 @@ class ControlService:
             pmode=a.pmode or (0 if a.spec.symmetric else 4),
             received=a.received,
             dropped={reason.value: n for reason, n in a.drops.items()},
+            filtdelay=delays, filtoffset=offsets, filtdisp=disps,
+            dstadr=dstadr, dstport=dstport,
+            named={"received": str(a.received)},  # pstats: datagrams from the peer
             **fields,  # type: ignore[arg-type]
         )
 
@@ -213,3 +231,15 @@ class ControlService:
                     self.sent += 1
                 except OSError:
                     self.send_errors += 1
+
+
+def _local_endpoint(peer: Peer) -> tuple[str, int]:
+    """ntpd's dstadr/dstport: the local address and port the association's packets leave
+    from (its own connected socket, or the serving socket a symmetric peer shares)."""
+    address = peer.local_address() or ("::" if peer.family == socket.AF_INET6 else "0.0.0.0")
+    sock = peer.sock or peer.via
+    try:
+        port = sock.getsockname()[1] if sock is not None else 123
+    except OSError:
+        port = 123
+    return address, port

@@ -33,8 +33,9 @@ from pyntpd.proto.access import NOMRULIST, NOQUERY
 from pyntpd.proto.access_types import RestrictFlag
 from pyntpd.proto.auth import AuthResult, KeyRing
 from pyntpd.proto.packet import MAX_PACKET_LEN, Mac
+from pyntpd.proto.source import REGISTER_SIZE
 from pyntpd.proto.timestamp import ntp_add
-from pyntpd.types import Tally
+from pyntpd.types import PHI, Sample, Tally
 
 MODE_CONTROL = 6
 HEADER_LEN = 12
@@ -43,6 +44,7 @@ MAX_TRAILER = 4 + 4 + 64  # padding to 8 bytes, key id, the longest digest
 MAX_REQUEST_LEN = MAX_PACKET_LEN  # the longest datagram the daemon reads at all
 MAX_LINE = 72  # ntpd's MAXDATALINELEN: text lines are broken before this
 NONCE_LIFETIME = 16  # s a REQ_NONCE answer stays valid (ntpd's)
+MAXDISPERSE = 16.0  # s, ntpd's value for a register slot never filled
 MRU_FRAGS_LIMIT = 128
 MRU_ROW_LIMIT = 256
 
@@ -465,6 +467,8 @@ class PeerInfo:
     # mode 6 variables (ntpq has no names for them): the metrics and JSON status show them.
     received: int = 0
     dropped: Mapping[str, int] = field(default_factory=dict)
+    # Variables ntpd gives only when asked by name (ntpq's pstats), already formatted.
+    named: Mapping[str, str] = field(default_factory=dict)
 
     def status_word(self) -> int:
         flags = PST_CONFIG if self.configured else 0
@@ -503,9 +507,9 @@ class PeerInfo:
                 "delay": _ms(self.delay, 6),
                 "dispersion": _ms(self.dispersion),
                 "jitter": _ms(self.jitter, 6),
-                "filtdelay": _filter_list(self.filtdelay),
-                "filtoffset": _filter_list(self.filtoffset),
-                "filtdisp": _filter_list(self.filtdisp),
+                "filtdelay": _filter_list(self.filtdelay, 0.0),
+                "filtoffset": _filter_list(self.filtoffset, 0.0),
+                "filtdisp": _filter_list(self.filtdisp, MAXDISPERSE),
             }
         )
         return v
@@ -524,8 +528,22 @@ def _clock_vars(obj: PeerInfo | ControlSnapshot) -> dict[str, str]:
     }
 
 
-def _filter_list(values: Sequence[float]) -> str:
-    return '"' + " ".join(f"{x * 1e3:.2f}" for x in values) + '"'
+def _filter_list(values: Sequence[float], empty: float) -> str:
+    """ntpd's register as it prints it: REGISTER_SIZE values in ms, newest first, slots
+    never filled shown as ntpd initialises them (delay and offset 0, dispersion 16 s)."""
+    slots = [*values[:REGISTER_SIZE], *[empty] * (REGISTER_SIZE - len(values))]
+    return '"' + " ".join(f"{x * 1e3:.2f}" for x in slots) + '"'
+
+
+def filter_register(samples: Sequence[Sample]) -> tuple[tuple[float, ...], ...]:
+    """(delays, offsets, dispersions) of the register, newest first. As in ntpd, which adds
+    PHI * elapsed to every slot when a sample comes in, a dispersion includes its age at the
+    newest sample."""
+    if not samples:
+        return (), (), ()
+    newest = samples[0].local_time
+    return (tuple(s.delay for s in samples), tuple(s.offset for s in samples),
+            tuple(s.dispersion + PHI * max(newest - s.local_time, 0.0) for s in samples))
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,6 +614,9 @@ class ControlSnapshot:
     # Reference clocks' READCLOCK answers by association id: (status word, variables).
     clocks: Mapping[int, tuple[int, dict[str, str]]] = field(default_factory=dict)
     mru: tuple[MruItem, ...] = ()
+    # Variables ntpd gives only when asked by name (sysinfo, sysstats, monstats, iostats,
+    # authinfo, timerstats), already formatted; `rv` without names leaves them out.
+    named: Mapping[str, str] = field(default_factory=dict)
 
     def status_word(self) -> int:
         source = self.clock_source
@@ -770,11 +791,12 @@ class ControlResponder:
             peer = _find(snap, header.associd)
             if peer is None:
                 return ControlReply([error_response(header, CERR_BADASSOC, leap)])
-            variables, status = peer.variables(), peer.status_word()
+            variables, status, named = peer.variables(), peer.status_word(), peer.named
         else:
-            variables, status = snap.variables(), snap.status_word()
+            variables, status, named = snap.variables(), snap.status_word(), snap.named
         wanted = [name for name, _ in parse_text(body)]
         if wanted:
+            variables = {**variables, **named}
             if any(name not in variables for name in wanted):
                 return ControlReply([error_response(header, CERR_UNKNOWNVAR, leap)])
             names = list(dict.fromkeys(wanted))
