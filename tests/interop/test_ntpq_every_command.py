@@ -16,7 +16,7 @@ from tests.support import Pyntpd, config_file
 Require = Callable[..., dict[str, str]]
 
 # ntpq's `help`, less what only changes ntpq itself or reads the terminal (host, keyid,
-# passwd, timeout, debug, units, ...: the interactive test of pyntpq covers those ideas).
+# passwd, timeout, debug, units, ...: they never reach the daemon).
 COMMANDS = (
     "peers", "apeers", "lpeers", "opeers", "lopeers", "rpeers",
     "associations", "lassociations", "passociations", "lpassociations",
