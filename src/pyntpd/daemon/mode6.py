@@ -213,7 +213,11 @@ class ControlService:
         )
 
     def answer(self, sock: socket.socket) -> None:
-        queued = self.responder.take_control()
+        self.answer_queued(sock, self.responder.take_control())
+
+    def answer_queued(self, sock: socket.socket,
+                      queued: list[tuple[bytes, int, bool, int, int]]) -> None:
+        """Answer `queued` requests on `sock`: this process's, or a worker's (controlrelay)."""
         if not queued:
             return
         # The keys and controlkey of the running configuration (a reload may change them).
