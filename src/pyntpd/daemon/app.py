@@ -316,6 +316,7 @@ class Daemon:
         # --workers: mode 6 forwarded to the main process (one socketpair per worker; the
         # main process keeps one end of each, a worker the other end of its own).
         self.control_links: list[socket.socket] = []
+        self._forwarder: ControlForwarder | None = None
         self.workers = WorkerSet()
         self.is_worker = False
         self._shared_seq = 0
@@ -509,6 +510,7 @@ class Daemon:
                                              self.responder)
                 self.responder.control_enabled = True
                 self.server.on_control = forwarder.forward
+                self._forwarder = forwarder  # _poll_shared sends it our counters
         else:
             # The clock becomes ours: whatever another daemon left running stops here.
             # Every way out of this process goes through the finally below, where the
@@ -521,6 +523,7 @@ class Daemon:
             control = ControlService(self.responder, lambda: self.sync)
             self.server.on_control = control.answer
             relay = ControlRelay(self.control_links, self.sockets, control.answer_queued)
+            control.counters = lambda: relay.counters(self.responder.counters)
             for link in self.control_links:
                 loop.add_reader(link.fileno(), relay.drain, link)
             self.server.on_peer = lambda sock: self.sync.peer_packets(sock) if self.sync else None
@@ -692,6 +695,8 @@ class Daemon:
             self._shared_seq, system = self.shared.read(self._shared_seq)
             if system is not None:
                 self.responder.set_system(system)
+        if self._forwarder is not None:
+            self._forwarder.publish()
         loop = asyncio.get_running_loop()
         self._shared_timer = loop.call_later(POLL_INTERVAL, self._poll_shared)
 

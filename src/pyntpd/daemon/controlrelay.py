@@ -6,15 +6,74 @@ datagram socketpair made before the fork; it sends every mode 6 request it queue
 index of the serving socket it came in on and the restrict flags it found, and the main
 process answers it from its own socket of the same index: the same local address and port
 (the socket sets are opened in the same order), so ntpq sees the answer from where it asked.
+
+The same link carries each worker's serving counters every POLL_INTERVAL, so that what mode 6
+(sysstats, iostats) and the metrics report is the sum over all processes. Messages start
+with a kind byte: a request, or the counters as JSON (never pickle: nothing from the link is
+trusted to run code).
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import json
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from pyntpd.proto.server import Responder
+from pyntpd.proto import mssntp, nts
+from pyntpd.proto.auth import AuthResult
+from pyntpd.proto.packet import DropReason
+from pyntpd.proto.server import Responder, ServerCounters
+
+REQUEST = b"R"
+COUNTERS = b"C"
+_COUNTS = ("received", "served", "nts_served", "peer_packets", "broadcast_packets",
+           "mssntp_signed")
+_BY_REASON: dict[str, type[enum.StrEnum]] = {
+    "dropped": DropReason, "auth_failed": AuthResult, "nts_failed": nts.NtsFailure,
+    "mssntp_failed": mssntp.MssntpFailure}
+
+
+def encode_counters(c: ServerCounters) -> bytes:
+    doc: dict[str, object] = {name: getattr(c, name) for name in _COUNTS}
+    for name in _BY_REASON:
+        doc[name] = {reason.value: n for reason, n in getattr(c, name).items()}
+    doc["kod_sent"] = {code.decode("latin-1"): n for code, n in c.kod_sent.items()}
+    return COUNTERS + json.dumps(doc).encode()
+
+
+def decode_counters(data: bytes) -> ServerCounters | None:
+    """The counters a worker sent, or None if they are not what encode_counters makes."""
+    try:
+        doc = json.loads(data)
+        c = ServerCounters(**{name: _count(doc[name]) for name in _COUNTS})
+        for name, kind in _BY_REASON.items():
+            setattr(c, name, {kind(k): _count(n) for k, n in doc[name].items()})
+        c.kod_sent = {k.encode("latin-1")[:4]: _count(n) for k, n in doc["kod_sent"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeError):
+        return None
+    return c
+
+
+def _count(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError("not a count")
+    return value
+
+
+def total(counters: Iterable[ServerCounters]) -> ServerCounters:
+    """Every process's counters added up."""
+    out = ServerCounters()
+    for c in counters:
+        for name in _COUNTS:
+            setattr(out, name, getattr(out, name) + getattr(c, name))
+        for name in (*_BY_REASON, "kod_sent"):
+            into = getattr(out, name)
+            for key, n in getattr(c, name).items():
+                into[key] = into.get(key, 0) + n
+    return out
 
 # serving socket index, is_v6, client port, restrict flags, client address (16 bytes)
 _HEAD = struct.Struct("!HBHQ16s")
@@ -32,20 +91,31 @@ class ControlForwarder:
         self.index = {sock.fileno(): i for i, sock in enumerate(sockets)}
         self.responder = responder
         self.forwarded = 0
-        self.dropped = 0  # the link was full (the main process is behind): not answered
+        # The link was full (the main process is behind): not answered, counted as the
+        # responder counts a full mode 6 queue, rate_limited.
+        self.dropped = 0
 
     def forward(self, sock: socket.socket) -> None:
         index = self.index.get(sock.fileno())
         for data, address, is_v6, port, flags in self.responder.take_control():
             if index is None:
-                self.dropped += 1
+                self._drop()
                 continue
             head = _HEAD.pack(index, is_v6, port, flags & (2**64 - 1), address.to_bytes(16, "big"))
             try:
-                self.link.send(head + data)
+                self.link.send(REQUEST + head + data)
                 self.forwarded += 1
             except OSError:
-                self.dropped += 1
+                self._drop()
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        self.responder.counters.drop(DropReason.RATE_LIMITED)
+
+    def publish(self) -> None:
+        """This worker's counters for the main process (a full link: the next one will do)."""
+        with contextlib.suppress(OSError):
+            self.link.send(encode_counters(self.responder.counters))
 
 
 Answer = Callable[[socket.socket, list[tuple[bytes, int, bool, int, int]]], None]
@@ -63,6 +133,11 @@ class ControlRelay:
         self.answer = answer
         self.received = 0
         self.malformed = 0  # cannot happen with our own workers; counted, never trusted
+        self.worker_counters: dict[int, ServerCounters] = {}  # by link, the latest
+
+    def counters(self, own: ServerCounters) -> ServerCounters:
+        """The main process's counters plus every worker's latest."""
+        return total([own, *self.worker_counters.values()]) if self.worker_counters else own
 
     def drain(self, link: socket.socket) -> None:
         batches: dict[int, list[tuple[bytes, int, bool, int, int]]] = {}
@@ -73,7 +148,15 @@ class ControlRelay:
                 break
             except OSError:
                 break
-            if len(message) < _HEAD.size:
+            kind, message = message[:1], message[1:]
+            if kind == COUNTERS:
+                counters = decode_counters(message)
+                if counters is None:
+                    self.malformed += 1
+                else:
+                    self.worker_counters[self.links.index(link)] = counters
+                continue
+            if kind != REQUEST or len(message) < _HEAD.size:
                 self.malformed += 1
                 continue
             index, is_v6, port, flags, raw = _HEAD.unpack_from(message)

@@ -30,7 +30,7 @@ from pyntpd.proto.control import (
     filter_register,
     mru_items,
 )
-from pyntpd.proto.server import Responder
+from pyntpd.proto.server import Responder, ServerCounters
 from pyntpd.proto.source import State
 from pyntpd.proto.timestamp import unix_ns_to_ntp, unix_to_ntp
 from pyntpd.refclock.base import RefclockPeer
@@ -57,6 +57,8 @@ class ControlService:
         self.send_errors = 0
         self.requests = 0  # mode 6 requests handled (the metrics endpoint reports it)
         self.started_ns = time_ns()  # counters count from here (ntpq's uptime, resets)
+        # The serving counters to report: with --workers, every process's (controlrelay).
+        self.counters: Callable[[], ServerCounters] = lambda: responder.counters
         responder.control_enabled = True
 
     def _associd(self, peer: Peer | RefclockPeer) -> int:
@@ -99,7 +101,7 @@ class ControlService:
                 if local.tally == "*":
                     system_peer = LOCAL_ASSOCID
         uptime = (now_ns - self.started_ns) / 1e9
-        counters = self.responder.counters
+        counters = self.counters()
         named = {
             **mode6vars.system_peer(peers, system_peer, s.root_delay, s.root_dispersion),
             **mode6vars.sysstats(counters, self.requests, uptime),
