@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from pyntpd.proto.access import NOMRULIST, NOQUERY
 from pyntpd.proto.access_types import RestrictFlag
-from pyntpd.proto.auth import AuthResult, KeyRing
+from pyntpd.proto.auth import AuthResult, KeyRing, SymmetricKey, mac_trailer
 from pyntpd.proto.packet import MAX_PACKET_LEN, Mac
 from pyntpd.proto.source import REGISTER_SIZE
 from pyntpd.proto.timestamp import ntp_add
@@ -717,25 +717,34 @@ class ControlResponder:
             header, body = parse_request(data)
         except ControlError as exc:
             return self._drop(exc.reason)
-        if not self._authentic_or_unsigned(data, header.count):
+        signed, key = self._signer(data, header.count)
+        if not signed:
             return self._drop(ControlDrop.BAD_AUTH)
         reply = self._dispatch(header, body, address_key, flags, now, snapshot)
         if reply.fragments:
             self.answered += 1
+        if key is not None:
+            # As ntpd: the answer to a signed request is signed with the same key (ntpq
+            # checks it and warns about an answer without a MAC).
+            reply = ControlReply([_sign(fragment, key) for fragment in reply.fragments],
+                                 reply.drop)
         return reply
 
-    def _authentic_or_unsigned(self, data: bytes, count: int) -> bool:
-        """False for a request whose MAC trailer fails under `controlkey`."""
+    def _signer(self, data: bytes, count: int) -> tuple[bool, SymmetricKey | None]:
+        """(False, None) for a request whose MAC trailer fails under `controlkey`;
+        (True, the key) for one it verifies; (True, None) for an unsigned one."""
         signed_end = HEADER_LEN + count + (-(HEADER_LEN + count) % 8)
         trailer = data[signed_end:]
         if not any(trailer):
-            return True  # no MAC: only zero padding (or nothing) after the data
+            return True, None  # no MAC: only zero padding (or nothing) after the data
         if len(trailer) < 4:
-            return False
+            return False, None
         mac = Mac(int.from_bytes(trailer[:4], "big"), bytes(trailer[4:]))
         if self.control_key is None or mac.key_id != self.control_key:
-            return False
-        return self.keys.check(mac, data[:signed_end]) is AuthResult.OK
+            return False, None
+        if self.keys.check(mac, data[:signed_end]) is not AuthResult.OK:
+            return False, None
+        return True, self.keys.trusted_key(mac.key_id)
 
     def _drop(self, reason: ControlDrop) -> ControlReply:
         self.drops[reason] = self.drops.get(reason, 0) + 1
@@ -913,6 +922,12 @@ class ControlResponder:
                 rows.append(f"last.newest={_ts(stamp(newest))}")
         text = join_text(rows)
         return ControlReply(fragments(header, text, snap.status_word(), 0, leap))
+
+
+def _sign(fragment: bytes, key: SymmetricKey) -> bytes:
+    """ntpd's ctl_flushpkt: the fragment zero-padded to 8 bytes, then key id and digest."""
+    padded = fragment + b"\0" * (-len(fragment) % 8)
+    return padded + mac_trailer(key, padded)
 
 
 def _find(snap: ControlSnapshot, associd: int) -> PeerInfo | None:
