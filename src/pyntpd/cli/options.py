@@ -95,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     family.add_argument("-4", "--ipv4", action="store_true", help="use IPv4 only")
     family.add_argument("-6", "--ipv6", action="store_true", help="use IPv6 only")
     p.add_argument("-a", "--authreq", action="store_true",
-                   help="require authentication (always the case in pyntpd; accepted)")
+                   help="require authentication: always the case in pyntpd, so accepted and "
+                        "changes nothing")
     p.add_argument("-A", "--authnoreq", action="store_true",
-                   help="ntpd: do not require authentication; refused (warning)")
+                   help="ntpd: do not require authentication; ignored with a warning (pyntpd "
+                        "always requires it)")
     p.add_argument("-b", "--bcastsync", action="store_true",
                    help="broadcast client (broadcastclient): only broadcasts signed with a "
                         "trusted key are used")
@@ -118,17 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--keyfile", metavar="FILE", help="symmetric keys file")
     p.add_argument("-l", "--logfile", metavar="FILE", help="log to FILE")
     p.add_argument("-L", "--novirtualips", action="store_true",
-                   help="do not listen on virtual addresses (accepted)")
+                   help="ntpd: do not listen on virtual addresses; ignored with a warning "
+                        "(pyntpd listens on the wildcard or the -I/interface addresses)")
     p.add_argument("-m", "--mcastname", action="append", default=[], metavar="ADDR",
                    help="multicast client of group ADDR (multicastclient ADDR): only signed "
                         "broadcasts are used")
     p.add_argument("-M", "--modifymmtimer", action="store_true",
-                   help="Windows only; ignored")
+                   help="Windows only; ignored with a warning")
     p.add_argument("-n", "--nofork", action="store_true", help="stay in the foreground")
-    p.add_argument("-N", "--nice", action="store_true", help="run at high priority")
+    p.add_argument("-N", "--nice", action="store_true",
+                   help="run at the highest nice priority (-20), as far as allowed")
     p.add_argument("-p", "--pidfile", metavar="FILE", help="write the process id to FILE")
     p.add_argument("-P", "--priority", type=int, metavar="N",
-                   help="process priority (nice value) to run at")
+                   help="real-time (SCHED_FIFO) priority N, as far as allowed")
     p.add_argument("-q", "--quit", action="store_true",
                    help="set the time once and exit (needs synchronisation)")
     p.add_argument("-r", "--propagationdelay", metavar="S",
@@ -141,9 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-u", "--user", type=_user_group, metavar="USER[:GROUP]",
                    help="drop root privileges to USER (and GROUP) after start-up")
     p.add_argument("-U", "--updateinterval", type=int, metavar="S",
-                   help="interface rescan interval; accepted, ignored")
-    p.add_argument("--var", action="append", default=[], help="ntpd setvar; ignored")
-    p.add_argument("--dvar", action="append", default=[], help="ntpd setvar; ignored")
+                   help="interface rescan interval; ignored with a warning")
+    p.add_argument("--var", action="append", default=[],
+                   help="ntpd setvar; ignored with a warning")
+    p.add_argument("--dvar", action="append", default=[],
+                   help="ntpd setvar; ignored with a warning")
     p.add_argument("-w", "--wait-sync", type=float, metavar="S",
                    help="forking start: the parent returns once the daemon is synchronised "
                         "(exit 0) or after S seconds (exit ETIMEDOUT, 110)")
@@ -205,6 +211,9 @@ def parse_args(argv: list[str]) -> DaemonOptions:
         warnings.append("--var/--dvar ignored: pyntpd serves no user-defined variables")
     if args.updateinterval is not None:
         warnings.append("-U ignored: pyntpd listens on wildcard or configured addresses")
+    if args.novirtualips:
+        warnings.append("-L ignored: pyntpd listens on the wildcard or the -I/interface "
+                        "addresses, never on each virtual address")
     if args.metrics and not ipaddress.ip_address(args.metrics[0]).is_loopback:
         warnings.append(
             f"--metrics listens on {args.metrics[0]}, not loopback: anyone who can reach "

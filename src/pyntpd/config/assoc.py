@@ -60,8 +60,10 @@ REFCLOCK_NO_EFFECT_VALUES = ("version", "key")
 REFCLOCK_OPTIONS = ["prefer", "noselect", "true", "minpoll", "maxpoll", "mode",
                     *REFCLOCK_NO_EFFECT_FLAGS, *REFCLOCK_NO_EFFECT_VALUES]
 # Drivers ntpd builds with --enable-all-clocks that pyntpd does not: what to use instead.
+KERNEL_PPS = 4  # fudge flag3 of the NMEA and PPS drivers
 REFCLOCK_ALTERNATIVE = (
-    "pyntpd builds LOCAL (127.127.1.u), SHM (127.127.28.u) and GPSD_JSON (127.127.46.u): "
+    "pyntpd builds LOCAL (127.127.1.u), NMEA (127.127.20.u), PPS (127.127.22.u), "
+    "SHM (127.127.28.u) and GPSD_JSON (127.127.46.u): "
     "let gpsd read the receiver and use 'server 127.127.28.u' (its shared memory) or "
     "'server 127.127.46.u' (its JSON socket)")
 FUDGE_OPTIONS = ["stratum", "refid", "time1", "time2", "flag1", "flag2", "flag3", "flag4",
@@ -534,6 +536,13 @@ def apply_fudges(ctx: Context) -> None:
         if fudge.address in ctx.b.unsupported_refclocks:
             continue
         if (clock_type, unit) in drivers:
+            if clock_type in (20, 22) and fudge.flags.get(KERNEL_PPS):
+                ctx.warning(fudge.token, "fudge 'flag3 1' (the kernel's PPS discipline) is "
+                            "refused: pyntpd disciplines the clock with the PPS samples "
+                            "itself; flag3 left 0",
+                            "remove 'flag3 1'; the PPS samples are used all the same")
+                fudge = replace(fudge, flags={b: on for b, on in fudge.flags.items()
+                                              if b != KERNEL_PPS})
             drivers[clock_type, unit] = _fudged(drivers[clock_type, unit], fudge)
             continue
         if clock_type != 1 or unit not in clocks:

@@ -96,6 +96,8 @@ class LocalClock:
 # The reference clock drivers pyntpd builds (besides LOCAL, type 1): type -> ntpd's name
 # for it on the billboard (`SHM(0)`) and its default refid (docs/refclocks.md).
 REFCLOCK_DRIVERS: dict[int, tuple[str, str]] = {
+    20: ("NMEA", "GPS"),
+    22: ("PPS", "PPS"),
     28: ("SHM", "SHM"),
     46: ("GPSD_JSON", "GPSD"),
 }

@@ -57,6 +57,7 @@ from pyntpd.daemon.privileges import (
     resolve_identity,
     set_parent_death_signal,
 )
+from pyntpd.daemon.refclocks import Devices
 from pyntpd.daemon.serve import (
     ListenAddress,
     UdpServer,
@@ -286,6 +287,7 @@ class Daemon:
         check_peers_and_workers(loaded.config, options.workers)
         self.options = options
         self.loaded = loaded
+        self.refclock_devices = Devices()  # opened in confine(), while still root
         self.precision = measure_precision()
         # Once, at start (ntpd: ipv4_works / ipv6_works): every socket follows from this.
         self.host_families = probe()
@@ -410,6 +412,8 @@ class Daemon:
             log.warning("cannot raise the process priority (-N/-P): %s", exc.strerror)
 
     def confine(self) -> None:
+        # The clocks' devices while still root: -u could not open root's SHM units 0/1.
+        self.refclock_devices = Devices.open(self.loaded.config.refclocks)
         # Checked while /proc is still visible (before -i); -u keeps the capability.
         if self.clock.can_adjust:
             effective = current_capabilities().get("CapEff", 0)
@@ -615,7 +619,8 @@ class Daemon:
                             local_driver(config, self.precision), self._publish, self.stop,
                             self.leapfile, self._peers_changed,
                             counters=lambda: self.responder.counters,
-                            responder=self.responder, serving=self.sockets)
+                            responder=self.responder, serving=self.sockets,
+                            refclock_devices=self.refclock_devices)
 
     def _own_refids(self) -> frozenset[bytes]:
         """This host's addresses as refids (a source stating one is synchronised to us),
@@ -758,6 +763,7 @@ class Daemon:
         sdnotify.ready(self.describe_state())
 
     def close(self) -> None:
+        self.refclock_devices.close()
         self.workers.stop()
         self.groups.leave()
         for sock_set in [self.sockets, self.cast_sockets, *self.socket_sets]:

@@ -33,6 +33,7 @@ from pyntpd.proto.control import (
 from pyntpd.proto.server import Responder, ServerCounters
 from pyntpd.proto.source import State
 from pyntpd.proto.timestamp import unix_ns_to_ntp, unix_to_ntp
+from pyntpd.refclock import drop_reasons
 from pyntpd.refclock.base import RefclockPeer
 from pyntpd.sync.engine import SourceStatus
 
@@ -176,7 +177,8 @@ class ControlService:
             leap=clock.leap, stratum=clock.fudge.stratum, precision=clock.precision,
             refid=refid, refclock=True, reach=clock.reach, hpoll=clock.poll,
             ppoll=clock.poll, flash=flash, hmode=3, pmode=4, received=clock.received,
-            dropped=dict(clock.drops), **fields)  # type: ignore[arg-type]
+            dropped={**dict.fromkeys(drop_reasons(clock.clock_type), 0), **clock.drops},
+            **fields)  # type: ignore[arg-type]
 
     @staticmethod
     def _peer_info(peer: Peer, associd: int, status: SourceStatus | None) -> PeerInfo:

@@ -32,7 +32,7 @@ from pyntpd.daemon.broadcast import BroadcastSender
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.exitcodes import EXIT_PANIC
 from pyntpd.daemon.interfaces import cast_interfaces
-from pyntpd.daemon.refclocks import RefclockRunner, build
+from pyntpd.daemon.refclocks import Devices, RefclockRunner, build
 from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.driver import Driver, Timer
 from pyntpd.logonce import LogOnce
@@ -41,6 +41,7 @@ from pyntpd.proto.broadcast import BroadcastClient
 from pyntpd.proto.server import Responder, ServerCounters
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
 from pyntpd.refclock.base import RefclockPeer
+from pyntpd.refclock.pps import prefer_numbers
 from pyntpd.stats.filegen import Statistics, StatsSettings
 from pyntpd.stats.statsformat import SysCounts, sys_counts
 from pyntpd.sync.engine import ORPHAN_REFID, PanicExit, SyncConfig, SyncEngine, SyncResult
@@ -89,6 +90,7 @@ class Synchroniser:
         counters: Callable[[], ServerCounters] | None = None,
         responder: Responder | None = None,
         serving: list[socket.socket] | None = None,
+        refclock_devices: Devices | None = None,
     ) -> None:
         self.responder = responder
         self.peers_changed = peers_changed
@@ -155,7 +157,8 @@ class Synchroniser:
             self.engine, clock, self, stats=self.stats,
             on_result=self._on_result, on_step=self._on_step,
             on_panic=self._on_panic, on_done=self._on_done, on_error=self._on_error)
-        peers, drivers = build(config.refclocks, precision)
+        peers, drivers = build(config.refclocks, precision, numbered=self.prefer_numbers,
+                               devices=refclock_devices)
         self.refclocks = RefclockRunner(peers, drivers, self.now, self._on_refclock_sample,
                                         self.stats.record_clock)
         for peer in peers:
@@ -341,6 +344,11 @@ class Synchroniser:
 
     def _on_sample(self, peer: Peer, sample: Sample) -> None:
         self.driver.on_sample(peer, sample)
+
+    def prefer_numbers(self) -> bool:
+        """ntpd's condition for a PPS driver's pulses: a prefer peer (other than a PPS
+        clock) survives selection and the system offset is under 0.4 s."""
+        return prefer_numbers(self.driver.last)
 
     def _on_refclock_sample(self, peer: RefclockPeer, sample: Sample) -> None:
         self.driver.on_sample(peer, sample)

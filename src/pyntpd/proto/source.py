@@ -130,6 +130,7 @@ class SourceSpec:
     key: SymmetricKey | None = None  # sign requests and require signed replies
     nts: bool = False  # authenticate with NTS (the caller supplies `Association.nts`)
     symmetric: bool = False  # `peer`: symmetric active mode (requires `key`)
+    pps: bool = False  # a PPS clock (type 22): followed while the prefer peer numbers its seconds
 
 
 RandomBits = Callable[[], int]

@@ -213,6 +213,7 @@ class ShmSegment(SegmentIO):
         self.key = segment_key(unit) if key is None else key
         self.perm = 0o666 if world_writable(unit, mode) else 0o600
         self.error: str | None = None
+        self.persistent = False
         self._addr: int | None = None
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.shmget.argtypes = (ctypes.c_int, ctypes.c_size_t, ctypes.c_int)
@@ -265,7 +266,11 @@ class ShmSegment(SegmentIO):
             return Query(Status.BAD_MODE)
         return Query(Status.OK, copy)
 
-    def close(self) -> None:
+    def close(self, final: bool = False) -> None:
+        """Detach; a segment held for the daemon's life (attached as root before -u, see
+        daemon.refclocks.Devices) only when `final`."""
+        if self.persistent and not final:
+            return
         if self._addr is not None:
             self._libc.shmdt(self._addr)
             self._addr = None

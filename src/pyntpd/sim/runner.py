@@ -30,6 +30,7 @@ from pyntpd.driver import Driver, take_over
 from pyntpd.proto.source import Association, SourceSpec
 from pyntpd.proto.timestamp import unix_ns_to_ntp
 from pyntpd.sim.network import IDEAL_HOST, Host, SimServer, UtcLeaps
+from pyntpd.sim.refclocks import SimReceiver, SimRefclocks
 from pyntpd.stats.filegen import Statistics
 from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.sync.leap import LeapList
@@ -89,6 +90,7 @@ class Simulation:
         utc: UtcLeaps | None = None,
         leap_list: LeapList | None = None,
         host: Host = IDEAL_HOST,
+        receiver: SimReceiver | None = None,
     ) -> None:
         self.clock = clock
         self.host = host
@@ -125,6 +127,11 @@ class Simulation:
             self.driver.add_source(key, assoc, server.address)
             assoc.start(self.local())
             self._schedule_poll(key)
+        self.refclocks: SimRefclocks | None = None
+        if receiver is not None:
+            self.refclocks = SimRefclocks(self, receiver, clock.epoch_ns / 1e9,
+                                          random.Random(rng.getrandbits(64)))
+            self.refclocks.start()
 
     # --- time -----------------------------------------------------------------------
 
@@ -225,6 +232,8 @@ class Simulation:
     def _on_step(self, step: float) -> None:
         for key in self.assocs:
             self._schedule_poll(key)  # each association has moved its timer with the step
+        if self.refclocks is not None:
+            self.refclocks.clock_stepped()
 
     def _on_panic(self, panic: PanicExit) -> None:
         self.trace.panic = (self.clock.true, panic)
@@ -275,6 +284,7 @@ class Report:
     frequency_from: float | None = None  # s of true time the rate statistics start at
     packets_per_day: float = math.nan  # requests sent, all sources together
     mean_poll: float = math.nan  # s between one source's requests, on average
+    served: str | None = None  # with a reference clock: the stratum and refid we serve
 
     def lines(self) -> list[str]:
         def us(x: float) -> str:
@@ -304,6 +314,8 @@ class Report:
             "  sources           " + ", ".join(
                 f"{k} '{self.tallies.get(k, ' ')}' poll {p}" for k, p in self.final_polls.items()),
         ]
+        if self.served is not None:
+            out.append(f"  serves            {self.served}")
         if self.kernel_leaps:
             out.append("  kernel leap       " + ", ".join(
                 f"{what} at {t:.3f} s" for t, what in self.kernel_leaps))
@@ -324,6 +336,7 @@ def summarise(
     rates_from = None if first is None else rate_window(first, sim.clock.fast_periods)
     rates = [] if rates_from is None else trace.frequency_errors[rates_from:]
     sources = max(1, len(sim.assocs))
+    refclocks = () if sim.refclocks is None else sim.refclocks.peers
     return Report(
         scenario=name, seed=seed, duration=duration, stats_from=stats_from, rms=rms,
         max_abs=max_abs, first_sync=float(first) if first is not None else None,
@@ -332,8 +345,10 @@ def summarise(
         steps=tuple(trace.steps),
         panic=str(trace.panic[1]) if trace.panic else None,
         exchanges=trace.exchanges, samples=trace.samples,
-        final_polls={str(k): a.poll for k, a in sim.assocs.items()},
-        tallies={str(k): str(s.tally) for k, s in result.sources.items()},
+        final_polls={**{str(k): a.poll for k, a in sim.assocs.items()},
+                     **{p.name: p.poll for p in refclocks}},
+        tallies={(k.name if k in refclocks else str(k)): str(s.tally)
+                 for k, s in result.sources.items()},
         synced_at=trace.synced_at,
         unsynchronised=trace.unsynchronised_time,
         losses=len(trace.unsynchronised),
@@ -343,6 +358,9 @@ def summarise(
         frequency_from=None if rates_from is None else float(rates_from),
         packets_per_day=trace.exchanges * 86400 / duration,
         mean_poll=duration * sources / trace.exchanges if trace.exchanges else math.nan,
+        served=None if sim.refclocks is None else
+        f"stratum {result.system.stratum}, refid "
+        f"{result.system.refid.rstrip(bytes(1)).decode('ascii', 'replace')}",
     )
 
 

@@ -31,6 +31,7 @@ from pyntpd.sim.network import (
     heavy_tail,
     plus,
 )
+from pyntpd.sim.refclocks import SimReceiver
 from pyntpd.sim.runner import Report, Simulation, summarise
 from pyntpd.stats.filegen import FileSet, Statistics, StatsSettings, check_statsdir
 from pyntpd.sync.engine import SyncConfig
@@ -63,6 +64,7 @@ class Setup:
     host: Host = IDEAL_HOST  # the client machine's latencies (REAL_HOST: a real one's)
     thermal_ppm: float = 0.0  # amplitude of a daily cycle of the oscillator's frequency
     kernel_hz: int = 0  # > 0: an old kernel whose frequency changes wait for the next tick
+    receiver: SimReceiver | None = None  # a GPS receiver with PPS on the client (stratum 1)
 
 
 def lan_path() -> Path:
@@ -250,6 +252,10 @@ SCENARIOS: dict[str, Setup] = {
                          "for tuning only: tune-lan with a 2 h outage from 6 h",
                          frequency_ppm=-40.0, wander=3e-10, host=REAL_HOST, thermal_ppm=0.3),
 
+    "stratum1-gps-pps": Setup(
+        "stratum1-gps-pps", lambda rng: [], "a GPS receiver on the host: NMEA (1 us jitter, "
+        "prefer) numbers the seconds of its PPS (100 ns): pyntpd serves stratum 1, refid PPS",
+        receiver=SimReceiver(), minpoll=4, maxpoll=4, duration=6 * HOUR, host=REAL_HOST),
     "leap-insert": leap_setup(
         "leap-insert", "3 servers announcing the 2016-12-31 leap all December; from "
         "30 Dec 12:00 UTC: armed on the 31st, inserted at midnight", JAN_2017 - 1.5 * DAY,
@@ -302,7 +308,7 @@ def run(
     cfg = config or setup.config
     stats = None if stats_dir is None else simulation_stats(stats_dir, clock.now() / 1e9)
     sim = Simulation(clock, pairs, cfg, random.Random(rng.getrandbits(64)), keep_updates,
-                     stats, utc, setup.leap_list, setup.host)
+                     stats, utc, setup.leap_list, setup.host, setup.receiver)
     length = setup.duration if duration is None else duration
     start = setup.stats_from if stats_from is None else stats_from
     try:

@@ -77,6 +77,7 @@ from pyntpd.types import (
 ORPHAN_REFID = bytes([127, 0, 0, 1])
 MAXERROR_CAP = 16.0
 NO_METRIC = 0xFFFFFFFF  # our metric towards a source when we do not know our address
+PPS_NUMBERING = 0.4  # s: ntpd follows a PPS clock only while the prefer peer is this close
 
 
 class PanicExit(Exception):
@@ -558,9 +559,13 @@ class SyncEngine:
         for c in survivors:
             self.sources[c.key].tally = Tally.CANDIDATE
         keys = [c.key for c in survivors]
-        preferred = [c.key for c in survivors if c.prefer]
-        if preferred:
-            peer = preferred[0]
+        preferred = [c for c in survivors if c.prefer]
+        pulses = [c.key for c in survivors if self.sources[c.key].spec.pps]
+        if preferred and pulses and abs(preferred[0].offset) < PPS_NUMBERING:
+            # ntpd's PPS peer: the prefer peer names the seconds, the pulses time them
+            peer = pulses[0]
+        elif preferred:
+            peer = preferred[0].key
         elif self._system_peer in keys:
             peer = self._system_peer  # no clock hopping while the old peer survives
         else:
@@ -613,7 +618,7 @@ class SyncEngine:
     ) -> select.Combined:
         chosen = candidates[peer]
         assert chosen is not None
-        if chosen.prefer:
+        if chosen.prefer or self.sources[peer].spec.pps:
             return select.Combined(chosen.offset, chosen.frequency, chosen.variance,
                                    chosen.jitter)
         return select.combine(survivors)
