@@ -12,15 +12,14 @@ from pyntpd.proto.server import ServerCounters
 
 
 def test_sysinfo_names_the_system_peer_its_mode_and_the_root_distance() -> None:
-    peers = [PeerInfo(associd=3, srcadr="192.0.2.1", srcport=123, hmode=3),
-             PeerInfo(associd=4, srcadr="2001:db8::1", srcport=123, hmode=1)]
-    v = mode6vars.system_peer(peers, 4, rootdelay=0.010, rootdisp=0.002)
+    peer = PeerInfo(associd=4, srcadr="2001:db8::1", srcport=123, hmode=1)
+    v = mode6vars.system_peer(peer, rootdelay=0.010, rootdisp=0.002)
     assert v == {"peeradr": "[2001:db8::1]:123", "peermode": "1", "rootdist": "7.000",
                  "authdelay": "0.000"}
 
 
 def test_sysinfo_without_a_system_peer_says_what_ntpd_says() -> None:
-    v = mode6vars.system_peer([PeerInfo(associd=3, srcadr="192.0.2.1")], 0, 0.0, 0.0)
+    v = mode6vars.system_peer(None, 0.0, 0.0)
     assert v["peeradr"] == "0.0.0.0:0" and v["peermode"] == "0"
 
 
@@ -46,6 +45,27 @@ def test_monstats_reports_the_mru_lists_depth_and_limits() -> None:
     v = mode6vars.monstats(access, 1030.0)
     assert v["mru_depth"] == "1" and v["mru_maxdepth"] == "100"
     assert v["mru_mindepth"] == "10" and v["mru_oldest_age"] == "30"
+
+
+def test_monstats_oldest_age_is_the_least_recently_heard_source() -> None:
+    # The first source heard again later is no longer the oldest entry of the list.
+    access = Access(RestrictTable([]))
+    access.check(0xC0000201, False, 123, 1000.0, 3)
+    access.check(0xC0000202, False, 123, 1010.0, 3)
+    access.check(0xC0000201, False, 123, 1020.0, 3)
+    assert mode6vars.monstats(access, 1030.0)["mru_oldest_age"] == "20"
+
+
+def test_each_group_lists_exactly_the_variables_it_computes() -> None:
+    # The daemon computes a group only when a request names one of the group's variables.
+    access = Access(RestrictTable([]))
+    access.check(0xC0000201, False, 123, 1000.0, 3)
+    c = ServerCounters()
+    assert set(mode6vars.system_peer(None, 0.0, 0.0)) == mode6vars.SYSINFO
+    assert set(mode6vars.sysstats(c, 0, 1.0)) == mode6vars.SYSSTATS
+    assert set(mode6vars.monstats(access, 1001.0)) == mode6vars.MONSTATS
+    assert set(mode6vars.authinfo(KeyRing(), 1.0)) == mode6vars.AUTHINFO
+    assert set(mode6vars.iostats(c, 1.0)) == mode6vars.IOSTATS
 
 
 def test_authinfo_counts_the_keys_loaded() -> None:

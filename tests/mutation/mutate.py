@@ -52,6 +52,7 @@ AUTH = "tests/proto/test_auth.py::"
 ACCESS = "tests/proto/test_access.py::"
 CONTROL = "tests/proto/test_control.py::"
 CONTROL_AUTH = "tests/proto/test_control_auth.py::"
+CONTROL_COST = "tests/proto/test_control_cost.py::"
 NTS = "tests/proto/test_nts.py::"
 PIDFILE = "tests/daemon/test_pidfile.py::"
 KEYS = "tests/config/test_keys.py::"
@@ -552,15 +553,16 @@ GUARDS: tuple[Guard, ...] = (
         "control-controlkey", "controlkey",
         "proto/control.py",
         "        if self.control_key is None or mac.key_id != self.control_key:\n"
-        "            return False\n",
+        "            return False, None\n",
         "",
         (CONTROL_AUTH + "test_a_request_signed_with_another_trusted_key_gets_no_answer",),
     ),
     Guard(
         "control-mac-verifies", "controlkey",
         "proto/control.py",
-        "        return self.keys.check(mac, data[:signed_end]) is AuthResult.OK\n",
-        "        return True\n",
+        "        if self.keys.check(mac, data[:signed_end]) is not AuthResult.OK:\n"
+        "            return False, None\n",
+        "",
         (CONTROL_AUTH + "test_a_tampered_signed_request_gets_no_answer",),
     ),
     Guard(
@@ -596,6 +598,20 @@ GUARDS: tuple[Guard, ...] = (
         (CONTROL + "test_nomrulist_refuses_mrulist_but_not_readvar",),
     ),
     Guard(
+        "control-mru-scan-limit", "mode 6 cost (issue 12): a page reads a bounded share",
+        "proto/control.py",
+        "        while record is not None and sent < limit and read < MRU_SCAN_LIMIT:\n",
+        "        while record is not None and sent < limit:\n",
+        (CONTROL_COST + "test_a_filter_that_matches_nothing_reads_at_most_the_scan_limit",),
+    ),
+    Guard(
+        "control-mru-row-limit", "mode 6 cost (issue 12): a page reads a bounded share",
+        "proto/control.py",
+        "        while record is not None and sent < limit and read < MRU_SCAN_LIMIT:\n",
+        "        while record is not None and read < MRU_SCAN_LIMIT:\n",
+        (CONTROL_COST + "test_a_page_reads_at_most_its_row_limit_whatever_frags_asks_for",),
+    ),
+    Guard(
         "control-count", "CVE-2015-7855",
         "proto/control.py",
         "    if header.count > available:\n",
@@ -614,7 +630,7 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "control-trailer", "CVE-2015-7855",
         "proto/control.py",
-        "    if trailer > MAX_TRAILER:\n",
+        "    if len(trailer) > MAX_TRAILER and any(trailer):\n",
         "    if False:\n",
         (CONTROL + "test_malformed_request_dropped_with_reason",
          ABUSE + "test_cve_2015_7855_mode_6_lengths_and_offsets_are_checked"),
@@ -622,7 +638,7 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "control-length", "CVE-2015-7855",
         "proto/control.py",
-        "    if len(datagram) > HEADER_LEN + MAX_DATA_LEN + MAX_TRAILER:\n",
+        "    if len(datagram) > MAX_REQUEST_LEN:\n",
         "    if False:\n",
         (CONTROL + "test_malformed_request_dropped_with_reason",
          ABUSE + "test_cve_2015_7855_mode_6_lengths_and_offsets_are_checked"),

@@ -28,6 +28,19 @@ _RESTRICTED = (DropReason.RESTRICTED, DropReason.CONTROL_DENIED)
 _DECLINED = (DropReason.MODE7, DropReason.MSSNTP)
 
 
+# The variables of each group, by the ntpq command that asks for them: the daemon computes
+# a group only when a request names one of its variables.
+SYSINFO = frozenset({"peeradr", "peermode", "rootdist", "authdelay"})
+SYSSTATS = frozenset({"ss_uptime", "ss_reset", "ss_numctlreq", "ss_received", "ss_badformat",
+                      "ss_badauth", "ss_declined", "ss_restricted", "ss_limited",
+                      "ss_kodsent", "ss_processed"})
+MONSTATS = frozenset({"mru_enabled", "mru_depth", "mru_maxdepth", "mru_mindepth",
+                      "mru_maxage", "mru_mem", "mru_maxmem", "mru_recycleold",
+                      "mru_oldest_age"})
+AUTHINFO = frozenset({"authreset", "authkeys"})
+IOSTATS = frozenset({"iostats_reset", "io_received", "io_dropped"})
+
+
 def _sum(counters: ServerCounters, reasons: Sequence[DropReason]) -> int:
     return sum(counters.dropped.get(reason, 0) for reason in reasons)
 
@@ -36,11 +49,9 @@ def _endpoint(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def system_peer(peers: Sequence[PeerInfo], associd: int, rootdelay: float,
-                rootdisp: float) -> dict[str, str]:
+def system_peer(peer: PeerInfo | None, rootdelay: float, rootdisp: float) -> dict[str, str]:
     """sysinfo's: the system peer's address and mode (ntpd: 0.0.0.0:0 and 0 without one),
     the root distance, the symmetric authentication delay (pyntpd adds none)."""
-    peer = next((p for p in peers if p.associd == associd), None) if associd else None
     return {
         "peeradr": _endpoint(peer.srcadr, peer.srcport) if peer else "0.0.0.0:0",
         "peermode": str(peer.hmode if peer else 0),
@@ -69,7 +80,7 @@ def sysstats(counters: ServerCounters, control_requests: int, uptime: float) -> 
 def monstats(access: Access, now: float) -> dict[str, str]:
     limits = access.mru_limits
     depth = len(access.mru)
-    oldest = next(iter(access.mru.values()), None)
+    oldest = access.oldest()  # the list's end, not the dict's first key (entries move)
     out = {
         "mru_enabled": "0x1",  # the MRU list is always kept (restrict limited needs it)
         "mru_depth": str(depth),
