@@ -46,8 +46,9 @@ from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
 from pyntpd.daemon.mode6 import ControlService
-from pyntpd.daemon.ntsketls import NtsSetupError, nts_service
+from pyntpd.daemon.ntsketls import NtsSetupError, nts_service, preload_client_context
 from pyntpd.daemon.pidfile import PidFile
+from pyntpd.daemon.preload import preload
 from pyntpd.daemon.privileges import (
     CAP_SYS_TIME,
     Identity,
@@ -58,6 +59,7 @@ from pyntpd.daemon.privileges import (
     set_parent_death_signal,
 )
 from pyntpd.daemon.refclocks import Devices
+from pyntpd.daemon.resolver import ResolverProcess, lookup_here
 from pyntpd.daemon.serve import (
     ListenAddress,
     UdpServer,
@@ -282,6 +284,14 @@ def _install_signal_handlers(
     signal.signal(signal.SIGHUP, on_hup)
 
 
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """What asyncio would print on stderr (gone once detached): a callback that raised, a
+    task whose exception nobody retrieved. Into the daemon's log, with the traceback."""
+    exc = context.get("exception")
+    log.error("internal error: %s", context.get("message") or "in the event loop",
+              exc_info=exc if isinstance(exc, BaseException) else None)
+
+
 class Daemon:
     def __init__(self, options: DaemonOptions, loaded: LoadedConfig) -> None:
         check_peers_and_workers(loaded.config, options.workers)
@@ -327,6 +337,7 @@ class Daemon:
         self.started_at = time.time()
         self.endpoints: Endpoints | None = None  # --metrics, --status-socket
         self.signd: SigndClient | None = None  # `restrict ... mssntp`: Samba's ntp_signd
+        self.resolver: ResolverProcess | None = None  # -i: name lookups outside the jail
         self._last_status = ""
         # -w: the forking parent's pipe, told "SYNC" once synchronised, then closed.
         self.sync_waiter: int | None = None
@@ -428,9 +439,16 @@ class Daemon:
         if self.options.user:
             # Resolved before chroot: the user database is usually not inside the jail.
             identity = resolve_identity(self.options.user, self.options.group)
+        # Whatever would be loaded on first use, loaded while the files are within reach.
+        preload()
+        if any(server.nts for server in self.loaded.config.servers):
+            preload_client_context(self.loaded.config.nts.ca)
         if self.options.jaildir:
+            # Forked before the chroot: names are looked up where /etc is.
+            self.resolver = ResolverProcess.start(identity)
             chroot_to(self.options.jaildir)
         if identity is not None:
+            logsetup.hand_over(identity.uid, identity.gid, identity.name)
             drop_privileges(identity, keep_sys_time=self.clock.can_adjust)
             log.info("running as %s (uid %d, gid %d), keeping %s", identity.name, identity.uid,
                      identity.gid, "CAP_SYS_TIME only" if self.clock.can_adjust
@@ -475,6 +493,9 @@ class Daemon:
             self.pidfile = None  # the main process owns it
             self._close_sync_waiter()  # the main process tells the parent
             self._release_endpoints(keep_path=True)  # the main process reports (and owns it)
+            if self.resolver is not None:
+                self.resolver.forget()  # the main process looks names up
+                self.resolver = None
             self.workers = WorkerSet()
             sdnotify.close()
             os.environ.pop("NOTIFY_SOCKET", None)  # only the main process speaks to systemd
@@ -496,6 +517,7 @@ class Daemon:
 
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_log_loop_exception)
         self._stop = asyncio.Event()
         endpoints: Endpoints | None = None
         if self.is_worker:
@@ -614,6 +636,7 @@ class Daemon:
             driftfile=self.options.driftfile or config.driftfile,
             statsdir=self.options.statsdir, own_refids=self._own_refids(),
             start_frequency=self._kernel_frequency(),
+            lookup=self.resolver.lookup if self.resolver is not None else lookup_here,
         )
         return Synchroniser(config, options, self.clock, self.precision,
                             local_driver(config, self.precision), self._publish, self.stop,
@@ -780,6 +803,9 @@ class Daemon:
         if self.nts is not None:
             self.nts.server.close_listeners()
         self._release_endpoints()
+        if self.resolver is not None:
+            self.resolver.close()
+            self.resolver = None
         if self.pidfile is not None:
             if self.exit_code == EXIT_PANIC:
                 self.pidfile.note_panic()  # what `pyntpctl status` reports, under SysV

@@ -210,6 +210,18 @@ def drop_privileges(
     return ident
 
 
+def drop_capabilities() -> None:
+    """Give up every capability for good, whatever the user (a helper process that needs
+    none: as root without -u this leaves uid 0 without its powers). Best effort for the
+    bounding set (EPERM once CAP_SETPCAP is gone, which -u already saw to); the permitted
+    and effective sets are emptied or OSError is raised."""
+    _drop_bounding_set(0)
+    with contextlib.suppress(OSError):
+        _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+    _capset(0)
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+
+
 def set_parent_death_signal(signum: int) -> None:
     """Have the kernel send `signum` to this process when its parent dies (worker processes
     must not outlive the main one, however it ends)."""

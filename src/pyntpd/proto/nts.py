@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
-from pyntpd.proto.ntske import AEAD_AES_SIV_CMAC_256, KEY_LENGTHS, MAX_COOKIES
+from pyntpd.proto.ntske import AEAD_AES_SIV_CMAC_256, KEY_LENGTHS, MAX_COOKIES, usable_cookie
 from pyntpd.proto.packet import (
     EF_HEAD,
     HEADER,
@@ -317,6 +317,7 @@ class NtsSession:
     port: int | None = None
     aead: int = AEAD_AES_SIV_CMAC_256
     nak: bool = False  # the server refused our cookie: NTS-KE again
+    refused_cookies: int = 0  # cookies in authentic replies not kept (ntske.usable_cookie)
 
     @property
     def needs_ke(self) -> bool:
@@ -365,6 +366,10 @@ class NtsSession:
             return ReplyCheck.BAD
         inner = parse_fields(plaintext) or []
         for ef in inner:
-            if ef.field_type == NTS_COOKIE and ef.value and len(self.cookies) < MAX_COOKIES:
+            if ef.field_type != NTS_COOKIE:
+                continue
+            if not usable_cookie(ef.value):
+                self.refused_cookies += 1
+            elif len(self.cookies) < MAX_COOKIES:
                 self.cookies.append(ef.value)
         return ReplyCheck.OK
