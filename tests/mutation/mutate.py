@@ -554,15 +554,16 @@ GUARDS: tuple[Guard, ...] = (
         "control-controlkey", "controlkey",
         "proto/control.py",
         "        if self.control_key is None or mac.key_id != self.control_key:\n"
-        "            return False\n",
+        "            return False, None\n",
         "",
         (CONTROL_AUTH + "test_a_request_signed_with_another_trusted_key_gets_no_answer",),
     ),
     Guard(
         "control-mac-verifies", "controlkey",
         "proto/control.py",
-        "        return self.keys.check(mac, data[:signed_end]) is AuthResult.OK\n",
-        "        return True\n",
+        "        if self.keys.check(mac, data[:signed_end]) is not AuthResult.OK:\n"
+        "            return False, None\n",
+        "",
         (CONTROL_AUTH + "test_a_tampered_signed_request_gets_no_answer",),
     ),
     Guard(
@@ -630,7 +631,7 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "control-trailer", "CVE-2015-7855",
         "proto/control.py",
-        "    if trailer > MAX_TRAILER:\n",
+        "    if len(trailer) > MAX_TRAILER and any(trailer):\n",
         "    if False:\n",
         (CONTROL + "test_malformed_request_dropped_with_reason",
          ABUSE + "test_cve_2015_7855_mode_6_lengths_and_offsets_are_checked"),
@@ -638,7 +639,7 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "control-length", "CVE-2015-7855",
         "proto/control.py",
-        "    if len(datagram) > HEADER_LEN + MAX_DATA_LEN + MAX_TRAILER:\n",
+        "    if len(datagram) > MAX_REQUEST_LEN:\n",
         "    if False:\n",
         (CONTROL + "test_malformed_request_dropped_with_reason",
          ABUSE + "test_cve_2015_7855_mode_6_lengths_and_offsets_are_checked"),

@@ -31,6 +31,7 @@ from pyntpd.config.leapfile import LeapFileWatch
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
 from pyntpd.daemon.broadcast import GroupMembership, cast_listen
+from pyntpd.daemon.controlrelay import ControlForwarder, ControlRelay
 from pyntpd.daemon.exitcodes import EXIT_PANIC
 from pyntpd.daemon.interfaces import (
     cast_interfaces,
@@ -324,6 +325,10 @@ class Daemon:
         self.groups = GroupMembership()
         self.pidfile: PidFile | None = None
         self.shared: SharedSystemVars | None = None
+        # --workers: mode 6 forwarded to the main process (one socketpair per worker; the
+        # main process keeps one end of each, a worker the other end of its own).
+        self.control_links: list[socket.socket] = []
+        self._forwarder: ControlForwarder | None = None
         self.workers = WorkerSet()
         self.is_worker = False
         self._shared_seq = 0
@@ -457,6 +462,8 @@ class Daemon:
             return
         self.shared = SharedSystemVars()
         main_pid = os.getpid()
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+                 for _ in self.socket_sets[1:]]
         for index in range(1, len(self.socket_sets)):
             pid = os.fork()
             if pid == 0:
@@ -464,8 +471,16 @@ class Daemon:
                 set_parent_death_signal(signal.SIGTERM)
                 if os.getppid() != main_pid:
                     os._exit(1)
+                self.control_links = [pairs[index - 1][1]]
+                for pair in pairs:
+                    for end in pair:
+                        if end is not self.control_links[0]:
+                            end.close()
                 os._exit(self._become_worker(index))
             self.workers.pids.append(pid)
+        self.control_links = [main_end for main_end, _ in pairs]
+        for _, worker_end in pairs:
+            worker_end.close()
         for extra in self.socket_sets[1:]:
             for sock in extra:
                 sock.close()
@@ -516,6 +531,12 @@ class Daemon:
             await self.nts.start(worker=self.is_worker)
         if self.is_worker:
             self._poll_shared()
+            if self.control_links:
+                forwarder = ControlForwarder(self.control_links[0], self.sockets,
+                                             self.responder)
+                self.responder.control_enabled = True
+                self.server.on_control = forwarder.forward
+                self._forwarder = forwarder  # _poll_shared sends it our counters
         else:
             # The clock becomes ours: whatever another daemon left running stops here.
             # Every way out of this process goes through the finally below, where the
@@ -524,9 +545,13 @@ class Daemon:
             self.sync = self._new_synchroniser(self.loaded.config)
             self.sync.start()
             # Mode 6 is answered by the main process only: workers do not hold the
-            # associations (with --workers, ntpq should use the main process's socket).
+            # associations, so they forward what the kernel hands them (controlrelay).
             control = ControlService(self.responder, lambda: self.sync)
             self.server.on_control = control.answer
+            relay = ControlRelay(self.control_links, self.sockets, control.answer_queued)
+            control.counters = lambda: relay.counters(self.responder.counters)
+            for link in self.control_links:
+                loop.add_reader(link.fileno(), relay.drain, link)
             self.server.on_peer = lambda sock: self.sync.peer_packets(sock) if self.sync else None
             if self.endpoints is not None:
                 endpoints, self.endpoints = self.endpoints, None  # stopped below
@@ -698,6 +723,8 @@ class Daemon:
             self._shared_seq, system = self.shared.read(self._shared_seq)
             if system is not None:
                 self.responder.set_system(system)
+        if self._forwarder is not None:
+            self._forwarder.publish()
         loop = asyncio.get_running_loop()
         self._shared_timer = loop.call_later(POLL_INTERVAL, self._poll_shared)
 
@@ -766,6 +793,10 @@ class Daemon:
             for sock in sock_set:
                 with contextlib.suppress(OSError):
                     sock.close()
+        for link in self.control_links:
+            with contextlib.suppress(OSError):
+                link.close()
+        self.control_links = []
         self.sockets = []
         self.cast_sockets = []
         self.socket_sets = []

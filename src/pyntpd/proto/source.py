@@ -49,6 +49,7 @@ from __future__ import annotations
 import enum
 import math
 import secrets
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -142,6 +143,9 @@ def _random_transmit() -> int:
     return value
 
 
+REGISTER_SIZE = 8  # ntpd's NTP_SHIFT
+
+
 @dataclass
 class Association:
     spec: SourceSpec
@@ -156,6 +160,9 @@ class Association:
     drops: dict[SourceDrop, int] = field(default_factory=dict)
     kod_poll: int = 0  # the poll a RATE kiss asked for
     last_sample: Sample | None = None
+    # The last REGISTER_SIZE samples, newest first: ntpd's clock filter register, which
+    # ntpq shows as filtdelay/filtoffset/filtdisp (our filter keeps no such window).
+    register: deque[Sample] = field(default_factory=lambda: deque(maxlen=REGISTER_SIZE))
     # Server's advertised state from the last reply that passed the origin test.
     stratum: int = 16
     leap: int = Leap.UNSYNCHRONISED
@@ -438,8 +445,13 @@ class Association:
         if sample.root_distance > self.spec.max_distance + PHI * (1 << self.poll):
             self._drop(SourceDrop.DISTANCE)
             return None
-        self.last_sample = sample
+        self.keep(sample)
         return sample
+
+    def keep(self, sample: Sample) -> None:
+        """`sample` is the association's newest: last_sample and the register's head."""
+        self.last_sample = sample
+        self.register.appendleft(sample)
 
     def _kiss(self, code: bytes) -> None:
         if code == b"RATE":
