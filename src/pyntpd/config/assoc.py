@@ -19,11 +19,10 @@ from .model import AF_INET, AF_INET6, IPAddress, LocalClock, ServerConfig, Serve
 POLL_MIN, POLL_MAX = 3, 17
 POLL_HINT = "ntpd would silently clamp it to 3..17"
 
-FLAG_OPTIONS = ("prefer", "iburst", "burst", "noselect", "true", "nts")
+FLAG_OPTIONS = ("prefer", "iburst", "burst", "noselect", "true", "nts", "xleave")
 VALUE_OPTIONS = ("minpoll", "maxpoll", "key", "version", "port", "ntsport")
 # ntpd options pyntpd does not implement; accepted so old files still load.
 IGNORED_FLAGS = {
-    "xleave": "interleaved mode is not supported",
     "preempt": "pyntpd does not demobilise preemptable associations",
 }
 IGNORED_VALUES = {
@@ -166,6 +165,10 @@ def handle_association(ctx: Context, head: Token, args: list[Token]) -> None:
         ctx.error(head, f"'nts' cannot be combined with {'peer' if kind == 'peer' else 'key'}",
                   "NTS authenticates client/server associations on its own: use "
                   "'server HOST nts' without 'key'")
+    if "xleave" in flags and kind == "peer":
+        flags.discard("xleave")
+        ctx.warning(head, "option 'xleave' ignored: pyntpd has interleaved mode for 'server' "
+                          "and 'pool', not for symmetric peers")
     if not ctx.line_ok:
         return
     server = ServerConfig(
@@ -184,6 +187,7 @@ def handle_association(ctx: Context, head: Token, args: list[Token]) -> None:
         true="true" in flags,
         nts="nts" in flags,
         nts_port=values.get("ntsport") or 4460,
+        xleave="xleave" in flags,
         location=addr_tok.loc,
     )
     key = (server.address.lower(), server.port)
