@@ -37,7 +37,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from pyntpd.daemon.serve import BATCH_LIMIT, SCM_TIMESTAMPNS, after_batch
+from pyntpd.daemon.serve import BATCH_LIMIT, SCM_TIMESTAMPNS, after_batch, collect_stamps
+from pyntpd.daemon.txstamp import ReplyStamps
+from pyntpd.proto.interleaved import NOT_LOW_BIT
 from pyntpd.proto.packet import MAX_PACKET_LEN, DropReason
 from pyntpd.proto.server import FAST, REPLY_PREFIX_LEN, Responder
 from pyntpd.proto.timestamp import unix_ns_to_ntp
@@ -137,8 +139,9 @@ _CMSG = _record_struct(
 )
 _TS_KIND = struct.unpack("@Q", struct.pack("@ii", socket.SOL_SOCKET, SCM_TIMESTAMPNS))[0]
 # The peer's port and address (IPv6: high and low 64 bits), then the request's first byte,
-# poll and transmit timestamp.
-_REQUEST = ((_DATA_AT, "B"), (_DATA_AT + 2, "B"), (_DATA_AT + 40, "Q"))
+# poll, the last byte of its origin (interleaved mode: proto.interleaved) and its transmit
+# timestamp.
+_REQUEST = ((_DATA_AT, "B"), (_DATA_AT + 2, "B"), (_DATA_AT + 31, "B"), (_DATA_AT + 40, "Q"))
 _PEER_V4 = _record_struct(
     "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 4, "I"), *_REQUEST)
 _PEER_V6 = _record_struct(
@@ -188,9 +191,9 @@ def _buffer(size: int, pins: list[object]) -> tuple[bytearray, int]:
     return raw, ctypes.addressof(view)
 
 
-def _v6_peers(records: bytearray) -> Iterator[tuple[int, int, int, int, int]]:
-    for port, high, low, first, poll, origin in _PEER_V6.iter_unpack(records):
-        yield port, high << 64 | low, first, poll, origin
+def _v6_peers(records: bytearray) -> Iterator[tuple[int, int, int, int, int, int]]:
+    for port, high, low, first, poll, mark, origin in _PEER_V6.iter_unpack(records):
+        yield port, high << 64 | low, first, poll, mark, origin
 
 
 class _Batch:
@@ -306,6 +309,7 @@ class MmsgServer:
         self.on_mssntp: Callable[[socket.socket], None] | None = None
         self._batch_size = batch
         self._batches: dict[socket.socket, _Batch] = {}
+        self.stamps = ReplyStamps()  # kernel transmit stamps of interleaved-mode replies
 
     def _batch_for(self, sock: socket.socket) -> _Batch:
         # Keyed by the socket object (identity): a dict hit is 25 ns, where reading
@@ -349,7 +353,8 @@ class MmsgServer:
             if got < want:
                 break  # the queue was empty: save the syscall that would say EAGAIN
         self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns,
-                                        self.on_peer, self.on_mssntp)
+                                        self.on_peer, self.on_mssntp, self.stamps)
+        collect_stamps(self.stamps, sock, self.responder, handled)
         return handled
 
     def _answer(self, batch: _Batch, count: int) -> list[tuple[int, int]]:
@@ -370,7 +375,7 @@ class MmsgServer:
         dropped: list[int] = []
         # The range comes first and is the shortest: zip stops at it without reading the
         # record after the last one filled.
-        for at, (controllen, flags, length), (port, address, first, poll, origin), (
+        for at, (controllen, flags, length), (port, address, first, poll, mark, origin), (
             kind, sec, nsec,
         ) in zip(
             range(0, count * _RECORD, _RECORD),
@@ -384,14 +389,35 @@ class MmsgServer:
                 sec, nsec = divmod(time_ns(), _NS)
             now = sec + nsec * 1e-9
             verdict = classify(first, length, address, is_v6, port, now)
-            if verdict == FAST:
-                # NTP seconds and fraction: the same as unix_ns_to_ntp(sec * 10**9 + nsec).
+            if verdict == FAST and not mark & 1:
+                # NTP seconds and fraction: the same as unix_ns_to_ntp(sec * 10**9 + nsec),
+                # the fraction's lowest bit set (proto.interleaved).
                 pack_prefix(records, at, heads[first], poll, middle, origin,
-                            (sec + _UNIX_TO_NTP) & _ERA, (nsec << 32) // _NS)
+                            (sec + _UNIX_TO_NTP) & _ERA, (nsec << 32) // _NS | 1)
+            elif verdict == FAST:
+                if not self._answer_interleaved(batch, at, address, port, sec, nsec, now):
+                    dropped.append(at // _RECORD)
             elif not self._answer_slow(
                     batch, at, flags, length, address, port, sec, nsec, now, verdict):
                 dropped.append(at // _RECORD)
         return _runs(count, dropped) if dropped else [(0, count)]
+
+    def _answer_interleaved(
+        self, batch: _Batch, at: int, address: int, port: int, sec: int, nsec: int,
+        now: float,
+    ) -> bool:
+        """A FAST request whose origin may be one of our receive timestamps: the responder
+        queues it for after the batch, or gives its basic prefix. True if it is answered
+        in the batch."""
+        start = at + _DATA_AT
+        receive = ((sec + _UNIX_TO_NTP) & _ERA) << 32 | (nsec << 32) // _NS
+        prefix = self.responder.interleave(
+            batch.records[start:start + REPLY_PREFIX_LEN + 8], address, batch.is_v6, port,
+            receive, now)
+        if prefix is None:
+            return False
+        batch.records[at:at + REPLY_PREFIX_LEN] = prefix
+        return True
 
     def _answer_slow(
         self, batch: _Batch, at: int, flags: int, length: int, address: int, port: int,
@@ -425,8 +451,9 @@ class MmsgServer:
         for index, (start, stop) in enumerate(runs):
             interrupted = 0
             while start < stop:
-                # Stamped as late as possible: all replies of this call share the stamp.
-                pack_transmit(transmit, 0, unix_ns_to_ntp(time_ns()))
+                # Stamped as late as possible: all replies of this call share the stamp,
+                # its lowest bit clear (proto.interleaved).
+                pack_transmit(transmit, 0, unix_ns_to_ntp(time_ns()) & NOT_LOW_BIT)
                 sent = sendmmsg(fd, pointers[start], stop - start, _MSG_DONTWAIT)
                 if sent > 0:
                     start += sent  # a partial send: go on with the rest
