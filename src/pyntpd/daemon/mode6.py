@@ -133,6 +133,8 @@ class ControlService:
             hmode=1 if a.spec.symmetric else 3, pmode=a.pmode or (0 if a.spec.symmetric else 4),
             received=a.received,
             dropped={reason.value: n for reason, n in a.drops.items()},
+            interleaved=a.interleaved,
+            transmit_stamps={stamp.value: n for stamp, n in a.transmit_stamps.items()},
             **fields,  # type: ignore[arg-type]
         )
 

@@ -460,6 +460,8 @@ class PeerInfo:
     # mode 6 variables (ntpq has no names for them): the metrics and JSON status show them.
     received: int = 0
     dropped: Mapping[str, int] = field(default_factory=dict)
+    interleaved: int = 0  # samples from interleaved-mode replies
+    transmit_stamps: Mapping[str, int] = field(default_factory=dict)  # samples' T1, by source
 
     def status_word(self) -> int:
         flags = PST_CONFIG if self.configured else 0

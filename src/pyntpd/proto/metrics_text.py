@@ -17,7 +17,7 @@ from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.nts import NtsFailure
 from pyntpd.proto.packet import DropReason
 from pyntpd.proto.server import KISS_DENY, KISS_RATE, KISS_RSTR, ServerCounters
-from pyntpd.proto.source import SourceDrop
+from pyntpd.proto.source import SourceDrop, Stamp
 from pyntpd.proto.timestamp import ntp_to_unix
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -61,6 +61,9 @@ class SourceState:
     received: int = 0  # datagrams from the source
     # No sample from them, by why: every SourceDrop, zeros included.
     dropped: Mapping[str, int] = field(default_factory=dict)
+    interleaved: int = 0  # samples from interleaved-mode replies
+    # Samples by where their T1 came from: every Stamp, zeros included.
+    transmit_stamps: Mapping[str, int] = field(default_factory=dict)
 
     @staticmethod
     def from_peer(peer: PeerInfo) -> SourceState:
@@ -72,7 +75,9 @@ class SourceState:
             offset=peer.offset, delay=peer.delay, jitter=peer.jitter,
             dispersion=peer.dispersion, tally=tally, selected=tally in ("*", "o"),
             refclock=peer.refclock, received=peer.received,
-            dropped={r.value: peer.dropped.get(r.value, 0) for r in SourceDrop})
+            dropped={r.value: peer.dropped.get(r.value, 0) for r in SourceDrop},
+            interleaved=peer.interleaved,
+            transmit_stamps={s.value: peer.transmit_stamps.get(s.value, 0) for s in Stamp})
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +110,9 @@ class Status:
     mssntp_signed: int = 0  # MS-SNTP replies signed by Samba's ntp_signd and sent
     mssntp_failed: Mapping[str, int] = field(default_factory=dict)  # every MssntpFailure
     http: Mapping[str, int] = field(default_factory=dict)  # metrics endpoint outcomes
+    # Interleaved mode: replies in it, those with only a user-space transmit timestamp,
+    # requests for it answered in basic mode, and replies kept for the next request.
+    interleaved: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def synchronised(self) -> bool:
@@ -114,7 +122,8 @@ class Status:
     def build(snapshot: ControlSnapshot, counters: ServerCounters, *, version: str,
               start_time: float, now: float, control_requests: int = 0,
               mru_entries: int = 0, http: Mapping[str, int] | None = None,
-              control_dropped: Mapping[ControlDrop, int] | None = None) -> Status:
+              control_dropped: Mapping[ControlDrop, int] | None = None,
+              interleaved_kept: int = 0) -> Status:
         reftime = ntp_to_unix(snapshot.reftime, now) if snapshot.reftime else None
         dropped = {reason.value: counters.dropped.get(reason, 0) for reason in DropReason}
         kod = {_text(code): counters.kod_sent.get(code, 0) for code in KISS_CODES}
@@ -137,7 +146,10 @@ class Status:
             control_dropped={r.value: (control_dropped or {}).get(r, 0) for r in ControlDrop},
             mssntp_signed=counters.mssntp_signed,
             mssntp_failed={f.value: counters.mssntp_failed.get(f, 0) for f in MssntpFailure},
-            http=dict(http or {}))
+            http=dict(http or {}),
+            interleaved={"served": counters.interleaved,
+                         "daemon_stamp": counters.interleaved_daemon_stamp,
+                         "missed": counters.interleaved_missed, "kept": interleaved_kept})
 
 
 # --- Prometheus text ---------------------------------------------------------------------
@@ -244,6 +256,14 @@ def exposition(status: Status) -> str:
              "Datagrams from the source that gave no sample, by reason",
              [({"address": s.address, "name": s.name, "reason": r}, n)
               for s in associations for r, n in s.dropped.items()])
+    w.family("ntp_source_interleaved_samples_total", "counter",
+             "Samples from interleaved-mode replies (xleave)",
+             per_source((s, s.interleaved) for s in associations))
+    w.family("ntp_source_transmit_stamps_total", "counter",
+             "Samples by where their T1 came from: the kernel (SO_TIMESTAMPING), or the "
+             "clock read before send() when the kernel gave none",
+             [({"address": s.address, "name": s.name, "stamp": k}, n)
+              for s in associations for k, n in s.transmit_stamps.items()])
     w.family("ntp_source_selected", "gauge",
              "1 for the system peer; the tally label is ntpq's condition of the source",
              [({"address": s.address, "name": s.name,
@@ -284,6 +304,13 @@ def exposition(status: Status) -> str:
              [({"reason": r}, n) for r, n in status.control_dropped.items()])
     w.gauge("ntp_server_mru_entries", "Sources in the MRU list (rate limiting, mrulist)",
             status.mru_entries)
+    w.family("ntp_server_interleaved_total", "counter",
+             "Interleaved mode: replies in it (served), those of them with only a user-space "
+             "transmit timestamp (daemon_stamp), requests for it answered in basic mode "
+             "(missed)",
+             [({"kind": k}, n) for k, n in status.interleaved.items() if k != "kept"])
+    w.gauge("ntp_server_interleaved_kept", "Replies kept for the next interleaved request",
+            status.interleaved.get("kept", 0))
     if status.http:
         w.family("ntp_metrics_http_requests_total", "counter",
                  "Requests to this metrics endpoint, by outcome",
@@ -317,7 +344,10 @@ def status_document(status: Status) -> dict[str, object]:
              "delay": _num(s.delay), "jitter": _num(s.jitter),
              "dispersion": _num(s.dispersion), "tally": s.tally,
              "condition": TALLY_NAMES.get(s.tally, s.tally), "selected": s.selected,
-             **({} if s.refclock else {"received": s.received, "dropped": dict(s.dropped)})}
+             **({} if s.refclock else {
+                 "received": s.received, "dropped": dict(s.dropped),
+                 "interleaved": s.interleaved,
+                 "transmit_stamps": dict(s.transmit_stamps)})}
             for s in status.sources
         ],
         "server": {
@@ -331,6 +361,7 @@ def status_document(status: Status) -> dict[str, object]:
             "control_requests": status.control_requests,
             "control_dropped": dict(status.control_dropped),
             "mru_entries": status.mru_entries,
+            "interleaved": dict(status.interleaved),
         },
         "metrics_http": dict(sorted(status.http.items())),
     }
