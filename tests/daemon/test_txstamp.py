@@ -213,3 +213,29 @@ def test_stamps_left_on_the_error_queue_are_read_when_the_socket_wakes_for_them(
     server = serving(make_responder())
     assert server.drain(server_sock) == 0
     assert txstamp.read_stamps(server_sock) == []
+
+
+def test_one_batch_answers_plain_and_interleaved_requests_each_as_asked(server_sock):
+    """The batch path searches a batch for an odd origin once; with one there, the plain
+    requests still get their batch replies and the interleaved one its own."""
+    if not mmsg.available():
+        pytest.skip("needs Linux recvmmsg/sendmmsg")
+    server = MmsgServer(make_responder())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.connect(server_sock.getsockname())
+        kept = unix_ns_to_ntp(time.time_ns()) | 1
+        server.responder.transmit_log.keep(kept, 0x1234_0000_0000_0000,
+                                           address_key(0x7F000001, False))
+        for n in range(5):
+            client.send(interleaved_request(0, 0x100 + n))
+        client.send(interleaved_request(kept, 0x200))
+        deadline = time.monotonic() + DEADLINE
+        handled = 0
+        while handled < 6 and time.monotonic() < deadline:
+            wait_readable(server_sock)
+            handled += server.drain(server_sock)
+        replies = [decode(client.recv(100)).header for _ in range(6)]
+    origins = {h.origin: h for h in replies}
+    assert set(origins) == {0x100, 0x101, 0x102, 0x103, 0x104, 0x200 ^ 0xFFFF}
+    assert origins[0x200 ^ 0xFFFF].transmit == 0x1234_0000_0000_0000
+    assert all(h.receive & 1 for h in replies)

@@ -139,13 +139,27 @@ _CMSG = _record_struct(
 )
 _TS_KIND = struct.unpack("@Q", struct.pack("@ii", socket.SOL_SOCKET, SCM_TIMESTAMPNS))[0]
 # The peer's port and address (IPv6: high and low 64 bits), then the request's first byte,
-# poll, the last byte of its origin (interleaved mode: proto.interleaved) and its transmit
-# timestamp.
-_REQUEST = ((_DATA_AT, "B"), (_DATA_AT + 2, "B"), (_DATA_AT + 31, "B"), (_DATA_AT + 40, "Q"))
+# poll and transmit timestamp.
+_REQUEST = ((_DATA_AT, "B"), (_DATA_AT + 2, "B"), (_DATA_AT + 40, "Q"))
 _PEER_V4 = _record_struct(
     "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 4, "I"), *_REQUEST)
 _PEER_V6 = _record_struct(
     "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 8, "Q"), (_NAME_AT + 16, "Q"), *_REQUEST)
+# Interleaved mode (proto.interleaved): the last byte of the request's origin, odd when it
+# names one of our receive timestamps. A batch is searched for one in a single slice; only
+# a batch that has one is walked with the marks read too, so plain traffic costs nothing.
+_MARK_AT = _DATA_AT + 31
+_EVEN = bytes(range(0, 256, 2))
+# Every reply's receive timestamp is odd: the lowest bit of the prefix's last byte, set for
+# a whole batch in one slice after its FAST prefixes are written (a `| 1` per datagram cost
+# 5-30 ns in the loop). Slow-path prefixes are written after it: a kiss's zero stays zero.
+_RECEIVE_LOW_AT = REPLY_PREFIX_LEN - 1
+_SET_LOW = bytes(b | 1 for b in range(256))
+_MARKED = ((_DATA_AT, "B"), (_DATA_AT + 2, "B"), (_MARK_AT, "B"), (_DATA_AT + 40, "Q"))
+_MARKED_V4 = _record_struct(
+    "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 4, "I"), *_MARKED)
+_MARKED_V6 = _record_struct(
+    "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 8, "Q"), (_NAME_AT + 16, "Q"), *_MARKED)
 
 _TRANSMIT = struct.Struct("!Q")
 _MIDDLE_LEN = 21  # the template's precision .. reference timestamp
@@ -191,8 +205,13 @@ def _buffer(size: int, pins: list[object]) -> tuple[bytearray, int]:
     return raw, ctypes.addressof(view)
 
 
-def _v6_peers(records: bytearray) -> Iterator[tuple[int, int, int, int, int, int]]:
-    for port, high, low, first, poll, mark, origin in _PEER_V6.iter_unpack(records):
+def _v6_peers(records: bytearray) -> Iterator[tuple[int, int, int, int, int]]:
+    for port, high, low, first, poll, origin in _PEER_V6.iter_unpack(records):
+        yield port, high << 64 | low, first, poll, origin
+
+
+def _v6_marked(records: bytearray) -> Iterator[tuple[int, int, int, int, int, int]]:
+    for port, high, low, first, poll, mark, origin in _MARKED_V6.iter_unpack(records):
         yield port, high << 64 | low, first, poll, mark, origin
 
 
@@ -207,6 +226,7 @@ class _Batch:
         self.family = family
         self.is_v6 = family == socket.AF_INET6
         self.peers = _v6_peers if self.is_v6 else _PEER_V4.iter_unpack
+        self.marked = _v6_marked if self.is_v6 else _MARKED_V4.iter_unpack
         self.size = size
         pins: list[object] = []
         self.records, records_at = _buffer(size * _RECORD, pins)
@@ -268,6 +288,16 @@ class _Batch:
         self.heads = [int.from_bytes(leads[(first >> 3) & 7], "big") for first in range(256)]
         self.middle = middle
         self.generation = generation
+
+
+def _mark_receive(records: bytearray, count: int, slow: list[tuple[int, bytes]]) -> None:
+    """Set the lowest bit of the receive timestamp of the first `count` slots' prefixes (in
+    one slice), then write the slow path's prefixes, which carry their own receive field."""
+    end = count * _RECORD
+    records[_RECEIVE_LOW_AT:end:_RECORD] = records[_RECEIVE_LOW_AT:end:_RECORD].translate(
+        _SET_LOW)
+    for at, prefix in slow:
+        records[at:at + REPLY_PREFIX_LEN] = prefix
 
 
 def _runs(count: int, dropped: list[int]) -> list[tuple[int, int]]:
@@ -373,9 +403,13 @@ class MmsgServer:
         records = batch.records
         is_v6 = batch.is_v6
         dropped: list[int] = []
+        slow: list[tuple[int, bytes]] = []  # (slot offset, prefix) answered by respond_full
+        if records[_MARK_AT:count * _RECORD:_RECORD].translate(None, _EVEN):
+            self._answer_marked(batch, count, dropped)
+            return _runs(count, dropped) if dropped else [(0, count)]
         # The range comes first and is the shortest: zip stops at it without reading the
         # record after the last one filled.
-        for at, (controllen, flags, length), (port, address, first, poll, mark, origin), (
+        for at, (controllen, flags, length), (port, address, first, poll, origin), (
             kind, sec, nsec,
         ) in zip(
             range(0, count * _RECORD, _RECORD),
@@ -389,58 +423,90 @@ class MmsgServer:
                 sec, nsec = divmod(time_ns(), _NS)
             now = sec + nsec * 1e-9
             verdict = classify(first, length, address, is_v6, port, now)
-            if verdict == FAST and not mark & 1:
-                # NTP seconds and fraction: the same as unix_ns_to_ntp(sec * 10**9 + nsec),
-                # the fraction's lowest bit set (proto.interleaved).
+            if verdict == FAST:
+                # NTP seconds and fraction: the same as unix_ns_to_ntp(sec * 10**9 + nsec).
                 pack_prefix(records, at, heads[first], poll, middle, origin,
-                            (sec + _UNIX_TO_NTP) & _ERA, (nsec << 32) // _NS | 1)
-            elif verdict == FAST:
-                if not self._answer_interleaved(batch, at, address, port, sec, nsec, now):
+                            (sec + _UNIX_TO_NTP) & _ERA, (nsec << 32) // _NS)
+            else:
+                prefix = self._answer_slow(
+                    batch, at, flags, length, address, port, sec, nsec, now, verdict)
+                if prefix is None:
                     dropped.append(at // _RECORD)
-            elif not self._answer_slow(
-                    batch, at, flags, length, address, port, sec, nsec, now, verdict):
-                dropped.append(at // _RECORD)
+                else:
+                    slow.append((at, prefix))
+        _mark_receive(records, count, slow)
         return _runs(count, dropped) if dropped else [(0, count)]
+
+    def _answer_marked(self, batch: _Batch, count: int, dropped: list[int]) -> None:
+        """`_answer`'s loop for a batch with a request whose origin is odd: FAST ones of
+        those go to the responder's interleaved mode (`_answer_interleaved`)."""
+        responder = self.responder
+        classify = responder.classify
+        time_ns = self.time_ns
+        heads, middle = batch.heads, batch.middle
+        pack_prefix = _PREFIX.pack_into
+        records = batch.records
+        is_v6 = batch.is_v6
+        slow: list[tuple[int, bytes]] = []
+        for at, (controllen, flags, length), (port, address, first, poll, mark, origin), (
+            kind, sec, nsec,
+        ) in zip(
+            range(0, count * _RECORD, _RECORD),
+            _META.iter_unpack(batch.headers),
+            batch.marked(batch.records),
+            _CMSG.iter_unpack(records),
+            strict=False,
+        ):
+            if controllen < _CMSG_TS_LEN or kind != _TS_KIND:
+                sec, nsec = divmod(time_ns(), _NS)
+            now = sec + nsec * 1e-9
+            verdict = classify(first, length, address, is_v6, port, now)
+            if verdict == FAST and not mark & 1:
+                pack_prefix(records, at, heads[first], poll, middle, origin,
+                            (sec + _UNIX_TO_NTP) & _ERA, (nsec << 32) // _NS)
+                continue
+            if verdict == FAST:
+                prefix = self._answer_interleaved(batch, at, address, port, sec, nsec, now)
+            else:
+                prefix = self._answer_slow(
+                    batch, at, flags, length, address, port, sec, nsec, now, verdict)
+            if prefix is None:
+                dropped.append(at // _RECORD)
+            else:
+                slow.append((at, prefix))
+        _mark_receive(records, count, slow)
 
     def _answer_interleaved(
         self, batch: _Batch, at: int, address: int, port: int, sec: int, nsec: int,
         now: float,
-    ) -> bool:
+    ) -> bytes | None:
         """A FAST request whose origin may be one of our receive timestamps: the responder
-        queues it for after the batch, or gives its basic prefix. True if it is answered
-        in the batch."""
+        queues it for after the batch (None), or gives its basic prefix."""
         start = at + _DATA_AT
         receive = ((sec + _UNIX_TO_NTP) & _ERA) << 32 | (nsec << 32) // _NS
-        prefix = self.responder.interleave(
+        return self.responder.interleave(
             batch.records[start:start + REPLY_PREFIX_LEN + 8], address, batch.is_v6, port,
             receive, now)
-        if prefix is None:
-            return False
-        batch.records[at:at + REPLY_PREFIX_LEN] = prefix
-        return True
 
     def _answer_slow(
         self, batch: _Batch, at: int, flags: int, length: int, address: int, port: int,
         sec: int, nsec: int, now: float, verdict: int,
-    ) -> bool:
-        """The full path for the datagram in the record at `at`; True if it is answered."""
+    ) -> bytes | None:
+        """The full path for the datagram in the record at `at`: its prefix, or None."""
         counters = self.responder.counters
         if flags & _MSG_TRUNC:
             counters.received += 1
             counters.drop(DropReason.TOO_LONG)
-            return False
+            return None
         start = at + _DATA_AT
         receive = ((sec + _UNIX_TO_NTP) & _ERA) << 32 | (nsec << 32) // _NS
         # A bytearray slice: a private copy, and the cheapest input for respond_full().
         prefix = self.responder.respond_full(
             batch.records[start:start + length], address, batch.is_v6, port, receive, now,
             verdict)
-        if prefix is None:
-            return False
-        if len(prefix) != REPLY_PREFIX_LEN:
+        if prefix is not None and len(prefix) != REPLY_PREFIX_LEN:
             raise ValueError(f"responder returned a {len(prefix)}-byte reply prefix")
-        batch.records[at:at + REPLY_PREFIX_LEN] = prefix
-        return True
+        return prefix
 
     def _send(self, fd: int, batch: _Batch, runs: list[tuple[int, int]]) -> None:
         """sendmmsg the runs of replies; never blocks, counts what is not sent."""
