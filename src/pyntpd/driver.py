@@ -31,12 +31,25 @@ from typing import Protocol
 from pyntpd.clock.base import Clock, ClockError, TakeOver
 from pyntpd.clock.watch import ClockWatch
 from pyntpd.logonce import LOGGER_NAME, LogOnce
-from pyntpd.proto.source import Association
+from pyntpd.proto.source import SourceSpec
 from pyntpd.stats.filegen import Statistics
 from pyntpd.sync.engine import PanicExit, SyncEngine, SyncResult
 from pyntpd.types import Sample
 
 log = logging.getLogger(LOGGER_NAME)
+
+
+class Polled(Protocol):
+    """What the driver needs of a source: an Association, or a reference clock's peer."""
+
+    @property
+    def spec(self) -> SourceSpec: ...
+    @property
+    def reach(self) -> int: ...
+    @property
+    def poll(self) -> int: ...
+    def set_poll(self, exponent: int) -> None: ...
+    def clock_stepped(self, step: float) -> None: ...
 
 
 class Timer(Protocol):
@@ -51,7 +64,7 @@ class Scheduler(Protocol):
 
 @dataclass
 class _Source:
-    assoc: Association
+    assoc: Polled
     address: str  # for the statistics files
 
 
@@ -115,9 +128,11 @@ class Driver:
 
     # --- sources --------------------------------------------------------------------
 
-    def add_source(self, key: Hashable, assoc: Association, address: str) -> None:
+    def add_source(self, key: Hashable, assoc: Polled, address: str,
+                   local_address: str | None = None) -> None:
+        """`local_address`: where we reach the source from (the engine's orphan election)."""
         self.sources[key] = _Source(assoc, address)
-        self.engine.add_source(key, assoc.spec)
+        self.engine.add_source(key, assoc.spec, local_address)
 
     def remove_source(self, key: Hashable) -> None:
         self.sources.pop(key, None)

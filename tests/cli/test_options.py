@@ -38,15 +38,30 @@ def test_bad_values_are_usage_errors(argv, capsys):
     assert info.value.code == 2
 
 
-@pytest.mark.parametrize("argv", [["-b"], ["-m", "224.0.1.1"], ["--saveconfigquit", "/tmp/x"]])
-def test_refused_features_say_why(argv):
-    with pytest.raises(OptionError):
-        parse_args(argv)
+def test_saveconfigquit_is_refused_saying_why():
+    with pytest.raises(OptionError, match="CVE-2015-7851"):
+        parse_args(["--saveconfigquit", "/tmp/x"])
 
 
 def test_ntpd_only_options_are_accepted_with_a_warning():
-    o = parse_args(["-A", "-M", "-r", "0.1", "-U", "300", "--var", "a=b"])
-    assert len(o.warnings) == 5
+    o = parse_args(["-A", "-M", "-U", "300", "--var", "a=b"])
+    assert len(o.warnings) == 4
+
+
+def test_b_m_and_r_are_the_broadcast_client_directives():
+    o = parse_args(["-b", "-m", "224.0.1.1", "-m", "ff05::101", "-r", "0.004"])
+    assert o.broadcast_client and o.multicast_groups == ("224.0.1.1", "ff05::101")
+    assert o.broadcast_delay == 0.004 and not o.warnings
+
+
+def test_m_needs_a_multicast_group():
+    with pytest.raises(OptionError, match=r"-m 10\.0\.0\.1: not a multicast group"):
+        parse_args(["-m", "10.0.0.1"])
+
+
+def test_r_needs_seconds():
+    with pytest.raises(OptionError, match="-r fast: not a number of seconds"):
+        parse_args(["-r", "fast"])
 
 
 def test_all_ntpd_flags_with_values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import math
 import os
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from pyntpd.cli import plot as plot_module
 from pyntpd.cli.pyntpctl import main
-from pyntpd.stats.statsformat import parse_loopstats, parse_peerstats
+from pyntpd.stats.statsformat import LoopStats, PeerStats, parse_loopstats, parse_peerstats
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PICTURES = ("offset.png", "frequency.png", "jitter.png", "peer-offsets.png")
@@ -166,3 +167,113 @@ def test_simulate_refuses_a_missing_stats_dir(tmp_path, capsys):
     err = _error(["simulate", "lan1", "--days", "0.01", "--stats", str(tmp_path / "x")],
                  capsys)
     assert "--stats: statsdir" in err and "does not exist" in err
+
+
+# --- what the pictures and the summary show --------------------------------------------------
+
+T0 = 1_800_000_000.0
+
+
+def _loop(offsets: list[float], step: float = 64.0) -> list[LoopStats]:
+    return [LoopStats(T0 + i * step, x, -100.0, 2e-5, 0.01, 6) for i, x in enumerate(offsets)]
+
+
+def _noise(n: int, size: float = 2e-5) -> list[float]:
+    return [size * math.sin(1.7 * i) for i in range(n)]
+
+
+def test_the_warm_up_ends_when_the_offset_has_settled_into_its_steady_band():
+    loop = _loop([0.1 * 0.5 ** i for i in range(20)] + _noise(200))
+    start = plot_module.steady_start(loop)
+    assert start is not None and T0 < start <= T0 + 20 * 64.0
+    assert all(abs(r.offset) < 1e-3 for r in loop if r.time >= start)
+
+
+def test_a_run_that_starts_settled_has_no_warm_up():
+    loop = _loop(_noise(200))
+    assert plot_module.steady_start(loop) == T0
+
+
+def test_too_few_clock_updates_tell_no_warm_up_and_the_summary_says_so():
+    loop = plot_module.SetData("loopstats", _loop([0.1, 0.05, 0.01]))
+    rows = dict(plot_module.summary_rows(loop, plot_module.SetData("peerstats")))
+    assert "cover the whole span" in rows["warm-up"] and "steady state" not in rows
+
+
+def test_the_summary_figures_cover_the_steady_state_and_say_so():
+    loop = plot_module.SetData("loopstats", _loop([0.1 * 0.5 ** i for i in range(20)]
+                                                  + _noise(200)))
+    rows = dict(plot_module.summary_rows(loop, plot_module.SetData("peerstats")))
+    assert "left out of the figures below" in rows["warm-up"]
+    assert rows["steady state"].startswith(plot_module._utc(plot_module.steady_start(
+        loop.records)))
+    assert rows["RMS offset"].endswith("µs")  # not the cold start's 100 ms
+    assert rows["max |offset| in the warm-up"] == "100.000 ms"
+
+
+def _falseticker_peers() -> plot_module.SetData:
+    records = []
+    for i in range(100):
+        t = T0 + i * 64.0
+        records.append(PeerStats(t, "192.0.2.1", 0x9614, _noise(100)[i], 0.002, 0.0, 1e-4))
+        liar = 0.05 if i < 50 else 3600.0
+        records.append(PeerStats(t, "192.0.2.66", 0x9114, liar, 0.002, 0.0, 1e-4))
+    return plot_module.SetData("peerstats", records)
+
+
+def test_a_falseticker_is_summarised_by_median_range_and_condition_not_an_rms():
+    rows = dict(plot_module.summary_rows(plot_module.SetData("loopstats"),
+                                         _falseticker_peers()))
+    liar = rows["peer 192.0.2.66"]
+    assert "median offset" in liar and "to 3600.000000 s" in liar
+    assert "falsetick 100%" in liar and "RMS" not in liar
+    assert "sys.peer 100%" in rows["peer 192.0.2.1"]
+
+
+def _drawn(monkeypatch, tmp_path, loop: plot_module.SetData,
+           peers: plot_module.SetData) -> dict[str, object]:
+    figures: dict[str, object] = {}
+
+    def keep(plt, fig, outdir, name):  # the figure as drawn, before it is saved and closed
+        figures[name] = fig
+        return name
+
+    monkeypatch.setattr(plot_module, "_save", keep)
+    plot_module.draw(plot_module._pyplot(), loop, peers, str(tmp_path))
+    return figures
+
+
+def test_every_source_has_its_own_panel_at_its_own_scale(monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    figures = _drawn(monkeypatch, tmp_path, plot_module.SetData("loopstats"),
+                     _falseticker_peers())
+    honest, liar = figures["peer-offsets.png"].axes  # type: ignore[attr-defined]
+    assert honest.get_title(loc="left").startswith("192.0.2.1: sys.peer")
+    assert liar.get_title(loc="left").startswith("192.0.2.66: falsetick")
+    assert "(µs)" in honest.get_ylabel() and "(s)" in liar.get_ylabel()
+    low, high = liar.get_ylim()
+    assert low < 0.05 and high > 3600  # both of its levels are on the plot
+
+
+def test_what_lies_beyond_the_scale_is_marked_and_said(monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    loop = plot_module.SetData("loopstats", _loop([0.1 * 0.5 ** i for i in range(20)]
+                                                  + _noise(200)))
+    figures = _drawn(monkeypatch, tmp_path, loop, plot_module.SetData("peerstats"))
+    (ax,) = figures["offset.png"].axes  # type: ignore[attr-defined]
+    _, high = ax.get_ylim()
+    assert high < 1e2 and "(µs)" in ax.get_ylabel()  # the steady state's scale
+    assert "points beyond the scale" in ax.get_title(loc="right")
+    assert "100.000 ms" in ax.get_title(loc="right")
+    assert "warm-up" in ax.get_legend_handles_labels()[1][0]
+
+
+def test_the_frequency_panel_is_scaled_to_the_steady_state(monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    records = [LoopStats(T0 + i * 64.0, 0.0, -100.0 + (8.0 * 0.7 ** i) + 0.01 * math.sin(i),
+                         2e-5, 0.01, 6) for i in range(200)]
+    figures = _drawn(monkeypatch, tmp_path, plot_module.SetData("loopstats", records),
+                     plot_module.SetData("peerstats"))
+    (ax,) = figures["frequency.png"].axes  # type: ignore[attr-defined]
+    low, high = ax.get_ylim()
+    assert high - low < 0.1 and low > -100.1  # not stretched to the start's +8 ppm

@@ -88,8 +88,8 @@ def test_foreground_daemon_options_are_refused(flag: str) -> None:
 
 
 def test_options_pyntpd_refuses_are_a_usage_error() -> None:
-    with pytest.raises(service.UsageError, match="broadcast"):
-        service.service_from(parse("start", "--", "-b"))
+    with pytest.raises(service.UsageError, match="saveconfig"):
+        service.service_from(parse("start", "--", "--saveconfigquit", "/tmp/x"))
 
 
 def test_unbalanced_quotes_in_the_environment_are_a_usage_error(

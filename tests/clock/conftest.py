@@ -77,6 +77,7 @@ class FakeKernel:
         self.time_ns = time_ns
         self.boot_ns = 5_000 * 10**9
         self.freq = round(freq_ppm * system.SCALED_PPM)
+        self.tick = 10_000  # us per 1/USER_HZ s
         self.status = status
         self.pll_offset_ns = pll_offset_ns
         self.adjtime_us = adjtime_us
@@ -132,6 +133,11 @@ class FakeKernel:
             if modes & system.ADJ_FREQUENCY:
                 limit = 500 * system.SCALED_PPM
                 self.freq = max(-limit, min(limit, tx.freq))
+            if modes & system.ADJ_TICK:
+                if not 9_000 <= tx.tick <= 11_000:  # Linux: within 10 % of 10000 us
+                    ctypes.set_errno(22)
+                    return -1
+                self.tick = tx.tick
             if modes & system.ADJ_MAXERROR:
                 self.maxerror = tx.maxerror
             if modes & system.ADJ_ESTERROR:
@@ -144,7 +150,7 @@ class FakeKernel:
         tx.freq = self.freq
         tx.status = self.status
         tx.maxerror, tx.esterror, tx.tai = self.maxerror, self.esterror, self.tai
-        tx.tolerance, tx.tick, tx.precision = 500 << 16, 10000, 1
+        tx.tolerance, tx.tick, tx.precision = 500 << 16, self.tick, 1
         sec, ns = divmod(self.time_ns, 10**9)
         tx.time.tv_sec, tx.time.tv_usec = sec, ns if nano else ns // 1000
         return TIME_ERROR if self.status & system.STA_UNSYNC else 0

@@ -23,6 +23,7 @@ from pyntpd.clock.kernel import (
     ADJ_SETOFFSET,
     ADJ_STATUS,
     ADJ_TAI,
+    ADJ_TICK,
     CLOCK_REALTIME,
     CLOCK_STATES,
     STA_DEL,
@@ -45,7 +46,8 @@ KERNEL_OFFSETS = {
     "ppsfreq": 96, "jitter": 104, "shift": 112, "stabil": 120, "jitcnt": 128,
     "calcnt": 136, "errcnt": 144, "stbcnt": 152, "tai": 160, "_reserved": 164,
 }
-_COPIED = ("modes", "offset", "freq", "maxerror", "esterror", "status", "constant", "tai")
+_COPIED = ("modes", "offset", "freq", "maxerror", "esterror", "status", "constant", "tai",
+           "tick")
 
 
 class FakeLibc:
@@ -160,14 +162,35 @@ def test_now_is_realtime_nanoseconds(clock, fake):
 
 
 @pytest.mark.parametrize(
-    ("ppm", "scaled"),
-    [(12.5, 819200), (-3.25, -212992), (0.0, 0), (600.0, 500 << 16), (-1e9, -(500 << 16))],
+    ("ppm", "scaled"), [(12.5, 819200), (-3.25, -212992), (0.0, 0), (500.0, 500 << 16)],
 )
-def test_adjust_frequency_sets_scaled_ppm_clamped(clock, fake, ppm, scaled):
+def test_adjust_frequency_sets_scaled_ppm(clock, fake, ppm, scaled):
     clock.adjust_frequency(ppm)
     assert fake.last["modes"] == ADJ_FREQUENCY
     assert fake.last["freq"] == scaled
     assert clock.frequency_ppm == scaled / 65536
+
+
+@pytest.mark.parametrize(
+    ("ppm", "tick", "freq_ppm"),
+    [(600.0, 10_006, 0.0), (12_345.0, 10_123, 45.0), (-83_000.0, 9_170, 0.0),
+     (1e9, 10_833, 500.0), (-1e9, 9_167, -500.0)],
+)
+def test_beyond_500_ppm_the_tick_length_carries_the_hundreds(clock, fake, ppm, tick, freq_ppm):
+    # Issue 13: a fast slew before the first sync, as chronyd's 83,333 ppm.
+    clock.adjust_frequency(ppm)
+    assert fake.last["modes"] == ADJ_FREQUENCY | ADJ_TICK  # one call: atomic
+    assert (fake.last["tick"], fake.last["freq"]) == (tick, round(freq_ppm * 65536))
+    assert clock.frequency_ppm == pytest.approx((tick - 10_000) * 100 + freq_ppm)
+
+
+def test_back_within_500_ppm_the_tick_returns_to_nominal(clock, fake):
+    clock.adjust_frequency(20_000.0)
+    clock.adjust_frequency(-12.0)
+    assert fake.calls[1]["modes"] == ADJ_FREQUENCY | ADJ_TICK
+    assert (fake.calls[1]["tick"], fake.calls[1]["freq"]) == (10_000, -12 * 65536)
+    clock.adjust_frequency(-11.0)
+    assert fake.calls[2]["modes"] == ADJ_FREQUENCY  # the tick is nominal already
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])

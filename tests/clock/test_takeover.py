@@ -182,3 +182,13 @@ def test_the_read_only_guard_lets_adjtime_reads_through_but_not_writes(real_libc
     with pytest.raises(pytest.fail.Exception):
         guarded.clock_adjtime(CLOCK_REALTIME, ctypes.byref(Timex(modes=ADJ_SETOFFSET)))
     assert behind.adjtime_us == 7
+
+
+def test_a_tick_length_left_by_another_daemon_reads_back_in_the_frequency(kernel):
+    # chronyd stopped in a fast slew leaves the tick off nominal: 10,050 us is +5000 ppm.
+    kernel.tick = 10_050
+    kernel.freq_ppm = 12.0
+    clock = SystemClock(libc=kernel, boottime=kernel.boottime)
+    assert clock.read_back().frequency_ppm == pytest.approx(5012.0)
+    clock.adjust_frequency(12.0)  # ours: back to nominal in the same call
+    assert (kernel.tick, kernel.freq_ppm) == (10_000, 12.0)

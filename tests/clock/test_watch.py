@@ -47,6 +47,14 @@ def test_our_own_changes_are_not_meddling(clock, watch):
     assert watch.counts == {}
 
 
+def test_our_fast_slew_beyond_500_ppm_through_the_tick_is_not_meddling(clock, watch):
+    # Issue 13: before the first sync the clock runs up to 83,833 ppm (ADJ_TICK).
+    watch.apply((SetFrequency(-83_000.0),))
+    clock.advance_to(1.0)
+    assert watch.check() is None
+    assert clock.frequency_ppm == pytest.approx(-83_000.0)
+
+
 def test_a_meddler_changing_the_frequency_is_noticed_logged_once_and_undone(
         clock, watch, caplog):
     caplog.set_level(logging.WARNING, logger="pyntpd")

@@ -93,9 +93,9 @@ def test_loopback_may_query_mode_6():
     assert "restrict-query-open" not in _codes(CLEAN)
 
 
-def test_peer_without_key_is_an_error_and_a_security_finding():
-    f = _only(CLEAN + "peer 192.0.2.9\n", "peer-without-key")
-    assert (f.severity, f.location.line) == ("error", 10)
+def test_peer_without_key_is_a_warning_that_it_is_polled_as_a_server():
+    f = _only(CLEAN + "peer 192.0.2.9\n", "peer-as-server")
+    assert (f.severity, f.location.line, f.basic) == ("warning", 10, True)
 
 
 KEYS = {"/etc/ntp/keys": "1 SHA1 0123456789abcdef0123456789abcdef01234567\n"}
@@ -105,7 +105,33 @@ def test_unauthenticated_server_when_trusted_keys_exist():
     text = CLEAN + "keys /etc/ntp/keys\ntrustedkey 1\n"
     found = [f for f in _audit(text, files=KEYS) if f.code == "server-without-key"]
     assert len(found) == 4
-    assert found[0].fix == "add 'key 1' (a key that server shares) or 'nts'"
+    assert found[0].fix == ("add 'key N' with a key this server shares (trusted here: 1), or "
+                            "'nts' if it offers NTS")
+
+
+CENTOS_POOL = "".join(f"server {i}.centos.pool.ntp.org iburst\n" for i in range(4))
+
+
+def test_public_pool_servers_are_not_told_to_use_a_key():
+    """A CentOS file with `trustedkey 4` (for ntpq) and the pool's servers: no key can
+    authenticate them, so the advice is NTS, once, as a note."""
+    text = GOOD_RESTRICT + LEAP + CENTOS_POOL + "keys /etc/ntp/keys\ntrustedkey 4\n"
+    keys = {"/etc/ntp/keys": "4 MD5 secret\n"}
+    findings = _audit(text, files=keys, hosts={f"{i}.centos.pool.ntp.org": [f"192.0.2.{i}"]
+                                               for i in range(4)})
+    assert [f.code for f in findings if f.code == "server-without-key"] == []
+    (note,) = [f for f in findings if f.code == "public-server-unauthenticated"]
+    assert note.severity == "note"
+    assert "'0.centos.pool.ntp.org', '1.centos.pool.ntp.org'" in note.what
+    assert "key" not in (note.fix or "") and "'server HOST nts'" in (note.fix or "")
+
+
+def test_private_server_beside_public_ones_is_still_told_to_use_a_shared_key():
+    text = (GOOD_RESTRICT + LEAP + CENTOS_POOL + "server ntp1.corp.example\n"
+            "keys /etc/ntp/keys\ntrustedkey 4\n")
+    keys = {"/etc/ntp/keys": "4 MD5 secret\n"}
+    (f,) = [f for f in _audit(text, files=keys) if f.code == "server-without-key"]
+    assert "'ntp1.corp.example'" in f.what
 
 
 def test_servers_with_keys_are_not_reported():
@@ -200,9 +226,19 @@ def test_huge_step_threshold_is_a_note_with_the_slew_time():
     assert "13.9 days" in (f.why or "")
 
 
-def test_disable_monitor_is_a_note_that_rate_limiting_stays_on():
+def test_disable_monitor_beside_a_limited_rule_says_ntpd_keeps_monitoring_too():
+    """In ntpd any `restrict ... limited` starts the MRU list again: `disable monitor`
+    never turned `limited` off."""
     f = _only(CLEAN + "disable monitor\n", "disable-monitor")
-    assert f.severity == "note" and "rate limiting stays on" in (f.why or "")
+    assert f.severity == "note"
+    assert "ntpd keeps its MRU list on whenever a 'restrict' rule says 'limited'" in f.why
+    assert "turns off" not in f.why
+
+
+def test_disable_monitor_without_limited_says_the_list_stays_readable():
+    text = CLEAN.replace("kod limited ", "kod ") + "disable monitor\n"
+    f = _only(text, "disable-monitor")
+    assert "'ntpq mrulist'" in (f.why or "") and "limited" in (f.why or "")
 
 
 def test_no_leapfile_is_a_note():

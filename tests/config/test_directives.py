@@ -200,12 +200,22 @@ def test_tos_options_are_recorded():
                                    cohort=True)
 
 
-def test_tos_minclock_above_maxclock_is_an_error():
-    assert "minclock 12 is greater than maxclock 10" in only_error(parse("tos minclock 12"))
+def test_tos_minclock_above_maxclock_is_kept_with_a_warning_as_ntpd_does():
+    result = parse("tos minclock 12")
+    assert "minclock 12 is greater than maxclock 10" in only_warning(result)
+    assert result.config.tos.minclock == 12
 
 
-def test_tos_floor_above_ceiling_is_an_error():
-    assert "floor 10 is greater than ceiling 5" in only_error(parse("tos floor 10 ceiling 5"))
+def test_tos_floor_above_ceiling_is_kept_with_a_warning_as_ntpd_does():
+    result = parse("tos floor 10 ceiling 5")
+    assert "floor 10 is greater than ceiling 5" in only_warning(result)
+    assert (result.config.tos.floor, result.config.tos.ceiling) == (10, 5)
+
+
+def test_tos_ceiling_above_15_is_clamped_as_ntpd_does():
+    result = parse("tos ceiling 16")
+    assert "ceiling 16 is above 15; using 15, as ntpd does" in only_warning(result)
+    assert result.config.tos.ceiling == 15
 
 
 def test_tos_unknown_option_suggests():
@@ -214,18 +224,37 @@ def test_tos_unknown_option_suggests():
     )
 
 
+def test_tos_unknown_option_drops_only_itself_and_its_value():
+    result = parse("tos minsan 2 orphan 10")
+    assert len(result.errors) == 1
+    assert result.config.tos.orphan == 10
+
+
 def test_tos_without_options_is_an_error():
     assert "missing option after 'tos'" in only_error(parse("tos"))
 
 
-def test_tos_maxdist_zero_is_an_error():
-    assert "maxdist 0 is out of range" in only_error(parse("tos maxdist 0"))
+def test_tos_maxdist_zero_is_raised_to_the_smallest_usable_value():
+    result = parse("tos maxdist 0")
+    assert "maxdist 0 is below 0.001; using 0.001" in only_warning(result)
+    assert result.config.tos.maxdist == 0.001
 
 
 def test_tinker_options_are_recorded():
-    config = _config("tinker step 0.5 stepout 600 panic 2000 allan 12 dispersion 20 freq -12.5")
-    assert config.tinker == TinkerConfig(step=0.5, stepout=600.0, panic=2000.0, allan=12,
-                                         dispersion=20.0, freq=-12.5)
+    result = parse("tinker step 0.5 stepout 600 panic 2000 allan 12 dispersion 20 freq -12.5")
+    assert result.config.tinker == TinkerConfig(step=0.5, stepout=600.0, panic=2000.0,
+                                                allan=12, dispersion=20.0, freq=-12.5)
+    assert not result.errors
+
+
+def test_tinker_knobs_pyntpd_has_no_use_for_say_so():
+    result = parse("tinker allan 12 dispersion 20 huffpuff 7200")
+    assert [str(d).split(": ", 2)[2] for d in result.warnings] == [
+        "'tinker allan' has no effect: pyntpd's filter estimates the Allan intercept itself",
+        "'tinker dispersion' has no effect: pyntpd uses RFC 5905's 15 PPM dispersion rate",
+        "'tinker huffpuff' has no effect: pyntpd has no huff-n'-puff filter; its "
+        "delay-bounded filter handles asymmetric congestion",
+    ]
 
 
 def test_tinker_panic_zero_warns_that_the_sanity_check_is_off():
@@ -234,29 +263,37 @@ def test_tinker_panic_zero_warns_that_the_sanity_check_is_off():
     assert result.config.tinker.panic == 0.0
 
 
-def test_tinker_allan_in_seconds_is_an_error_with_units_hint():
-    msg = only_error(parse("tinker allan 1500"))
-    assert "allan 1500 is out of range 0..30; allan is log2 seconds in ntpd 4.2.8" in msg
+def test_tinker_huffpuff_below_900_is_raised_to_900_as_ntpd_does():
+    result = parse("tinker huffpuff 60")
+    assert "huffpuff 60 is below 900; using 900, as ntpd does" in messages(
+        result)[0]
+    assert result.config.tinker.huffpuff == 900.0
 
 
-def test_tinker_huffpuff_below_900_is_an_error():
-    assert "at least 900 s" in only_error(parse("tinker huffpuff 60"))
+def test_tinker_negative_step_becomes_0():
+    result = parse("tinker step -1")
+    assert "step -1 is below 0; using 0" in only_warning(result)
+    assert result.config.tinker.step == 0.0
 
 
-def test_tinker_negative_step_is_an_error():
-    assert "step -1 is out of range" in only_error(parse("tinker step -1"))
-
-
-def test_tinker_non_finite_value_is_an_error():
-    assert "panic must be a number, not 'inf'" in only_error(parse("tinker panic inf"))
+def test_tinker_non_finite_value_is_an_error_that_drops_only_that_value():
+    result = parse("tinker panic inf stepout 900")
+    assert "panic must be a number, not 'inf'" in only_error(result)
+    assert (result.config.tinker.panic, result.config.tinker.stepout) == (1000.0, 900.0)
 
 
 def test_discard_options_are_recorded():
     assert _config("discard average 4 minimum 1 monitor 600").discard == DiscardConfig(4, 1, 600)
 
 
-def test_discard_average_out_of_range_is_an_error():
-    assert "average 20 is out of range 0..16" in only_error(parse("discard average 20"))
+def test_discard_average_up_to_a_byte_is_accepted_as_ntpd_does():
+    assert _config("discard average 20").discard.average == 20
+
+
+def test_discard_average_beyond_a_byte_is_ignored_as_ntpd_does():
+    result = parse("discard average 300 minimum 1")
+    assert "average 300 is above 255; ignored, as ntpd does" in only_warning(result)
+    assert result.config.discard == DiscardConfig(average=3, minimum=1)
 
 
 def test_mru_options_are_recorded():
@@ -269,8 +306,11 @@ def test_mru_maxdepth_and_maxmem_last_one_wins():
     assert _config("mru maxdepth 5000 maxmem 2048").mru == MruConfig(maxdepth=None, maxmem=2048)
 
 
-def test_mru_negative_is_an_error():
-    assert "maxdepth -1 is out of range" in only_error(parse("mru maxdepth -1"))
+def test_mru_negative_limit_is_ignored_and_the_list_stays_bounded():
+    """ntpd reads `maxdepth -1` as "no limit"; pyntpd keeps its bound."""
+    result = parse("mru maxdepth -1")
+    assert "maxdepth -1 is below 0; ignored" in only_warning(result)
+    assert result.config.mru == MruConfig()
 
 
 # -- enable/disable -----------------------------------------------------------------------

@@ -66,10 +66,12 @@ def test_ipv6_mask_gives_the_prefix():
     assert rule.network == ipaddress.ip_network("2001:db8::/32")
 
 
-def test_non_contiguous_mask_is_an_error():
-    result = parse("restrict 10.0.0.0 mask 255.0.255.0")
-    assert "mask '255.0.255.0' is not contiguous" in only_error(result)
-    assert result.config.restrictions == ()
+def test_non_contiguous_mask_is_kept_as_ntpd_keeps_it_with_a_warning():
+    result = parse("restrict 10.1.2.3 mask 255.0.255.0 noquery")
+    assert "mask '255.0.255.0' is not contiguous" in only_warning(result)
+    assert result.config.restrictions == (
+        RestrictRule(ipaddress.ip_network("10.0.2.0/32"), F.NOQUERY, mask=0xFF00FF00),
+    )
 
 
 def test_mask_that_is_not_an_address_is_an_error():
@@ -139,18 +141,55 @@ def test_host_name_resolution_honours_dash_4():
     assert resolver.calls == [("time.example", 2)]
 
 
-def test_unresolvable_host_name_is_a_warning_and_the_rule_is_skipped():
-    result = parse("restrict nowhere.example noquery")
+def test_unresolvable_host_name_restricting_nothing_beyond_the_default_is_skipped():
+    result = parse("restrict default kod limited nomodify notrap nopeer noquery\n"
+                   "restrict nowhere.example nomodify notrap noquery")
     assert "'nowhere.example' does not resolve now; this restrict rule is skipped" in (
         only_warning(result)
     )
+    assert not result.fatal
+    assert len(result.config.restrictions) == 2
+
+
+def test_unresolvable_host_name_that_restricts_more_than_the_default_stops_the_start():
+    result = parse("restrict default nomodify\nrestrict nowhere.example ignore")
+    (error,) = result.errors
+    assert error.fatal
+    assert "'nowhere.example' does not resolve now, so its restrict rule (ignore) cannot be " \
+        "applied" in error.message
+
+
+def test_unresolvable_host_name_without_a_default_stops_the_start():
+    assert parse("restrict nowhere.example noquery").fatal
+
+
+def test_unknown_flag_is_a_fatal_error_with_suggestion():
+    result = parse("restrict default nomodfy")
+    assert only_error(result) == (
+        "ntp.conf:1:18: error: unknown restrict flag 'nomodfy'; did you mean 'nomodify'?; "
+        "pyntpd refuses to start with a restrict line it cannot honour, rather than run more "
+        "open than this file says"
+    )
+    assert result.fatal == result.errors
+
+
+@pytest.mark.parametrize("line", [
+    "restrict 10.0.0.256 noquery",
+    "restrict 10.0.0.0 mask 255.255.0 noquery",
+    "restrict -6 10.0.0.1 ignore",
+    "restrict 10.0.0.0 mask ffff:: noquery",
+    "restrict source mask 255.0.0.0",
+    "restrict default kod limited noqeury",
+])
+def test_restrict_line_that_cannot_be_honoured_is_fatal(line):
+    result = parse(line)
+    assert result.errors and all(d.fatal for d in result.errors)
     assert result.config.restrictions == ()
 
 
-def test_unknown_flag_is_an_error_with_suggestion():
-    assert only_error(parse("restrict default nomodfy")) == (
-        "ntp.conf:1:18: error: unknown restrict flag 'nomodfy'; did you mean 'nomodify'?"
-    )
+def test_bad_restrict_line_does_not_make_other_lines_fatal():
+    result = parse("restrict default noquery\nserver a.example perfer")
+    assert result.errors and not result.fatal
 
 
 @pytest.mark.parametrize("flag", ["lowpriotrap", "notrap", "nomodify", "notrust", "version",
@@ -189,7 +228,56 @@ def test_ntpsigndsocket_without_an_mssntp_rule_signs_nothing():
     assert parse("ntpsigndsocket /run/signd\nrestrict default kod").config.signd_directory is None
 
 
+def test_bracketed_ipv6_address_is_accepted_as_ntpd_does():
+    assert _rules("restrict [::1]") == _rules("restrict ::1")
+
+
+def test_bracketed_ipv6_address_with_mask():
+    (rule,) = _rules("restrict [2001:db8::] mask [ffff:ffff::] noquery")
+    assert rule.network == ipaddress.ip_network("2001:db8::/32")
+
+
+def test_host_name_with_an_all_ones_mask_does_not_warn_that_the_mask_is_ignored():
+    result = parse("restrict time.example mask 255.255.255.255 nomodify",
+                   hosts={"time.example": ["192.0.2.5"]})
+    assert not result.diagnostics, messages(result)
+
+
+def test_host_name_with_a_network_mask_warns_that_the_mask_is_ignored():
+    result = parse("restrict time.example mask 255.255.255.0 nomodify",
+                   hosts={"time.example": ["192.0.2.5"]})
+    assert "'mask' is ignored for a host name" in only_warning(result)
+
+
 def test_missing_address_is_an_error():
     assert "missing address, 'default' or 'source' after 'restrict'" in only_error(
         parse("restrict")
     )
+
+
+def test_delrestrict_removes_the_entry_an_earlier_line_made():
+    rules = _rules("restrict default noquery\nrestrict 10.0.0.0 mask 255.0.0.0 nomodify\n"
+                   "restrict 192.0.2.1 ignore\ndelrestrict 10.0.0.0 mask 255.0.0.0")
+    assert [r.describe() for r in rules] == ["default", "-6 default", "192.0.2.1"]
+
+
+def test_delrestrict_of_nothing_is_a_warning():
+    assert "nothing to remove" in only_warning(parse("delrestrict 10.0.0.1"))
+
+
+def test_delrestrict_that_cannot_be_read_is_fatal_like_restrict():
+    assert parse("delrestrict 10.0.0.300").fatal
+
+
+@pytest.mark.parametrize("line", ["interface listen eth0!!", "interface ignor all",
+                                  "nic drop 10.0.0.300", "listen 10.0.0.300",
+                                  "interface listen"])
+def test_interface_line_that_cannot_be_honoured_is_fatal(line):
+    result = parse(line)
+    assert result.errors and all(d.fatal for d in result.errors)
+    assert result.config.interfaces == ()
+
+
+def test_bracketed_interface_address_is_accepted():
+    (rule,) = parse("interface listen [::1]").config.interfaces
+    assert rule.network == ipaddress.ip_network("::1/128")

@@ -57,14 +57,25 @@ def test_peer_with_key_is_accepted():
     assert not result.diagnostics, messages(result)
 
 
-def test_peer_without_key_is_refused_with_the_reason():
-    result = parse("peer 192.0.2.1")
-    assert only_error(result) == (
-        "ntp.conf:1:1: error: 'peer' without 'key' is refused; unauthenticated symmetric "
-        "peers can be used to force the clock (CVE-2015-7871 class); add 'key N' with a "
-        "trusted key, or use 'server'"
+def test_peer_without_key_is_polled_as_a_server_with_a_warning_saying_why():
+    """Puppet/Chef/Salt/Juju templates write `peer HOST` without a key: ntpsec polls such
+    a line as a server, and so does pyntpd, instead of losing the source."""
+    result = parse("peer 192.0.2.1 iburst minpoll 4")
+    assert only_warning(result) == (
+        "ntp.conf:1:1: warning: 'peer' without 'key': polled as 'server' (client mode), as "
+        "ntpsec does; in symmetric mode a forged packet from the peer's address could set "
+        "this clock (CVE-2016-1549 class); add 'key N' with a trusted key to keep symmetric "
+        "mode"
     )
-    assert result.config.servers == ()
+    (server,) = result.config.servers
+    assert (server.kind, server.address, server.iburst, server.minpoll, server.key) == (
+        "server", "192.0.2.1", True, 4, None)
+
+
+def test_peer_with_key_0_is_a_peer_without_key():
+    result = parse("peer 192.0.2.1 key 0")
+    assert result.config.servers[0].kind == "server"
+    assert len(result.warnings) == 2 and not result.errors
 
 
 def test_dash_4_sets_the_family():
@@ -97,33 +108,58 @@ def test_line_with_an_error_is_not_configured():
     assert parse("server a.example perfer").config.servers == ()
 
 
-@pytest.mark.parametrize("value", ["2", "18", "-1"])
-def test_minpoll_outside_3_to_17_is_an_error_with_ntpd_hint(value):
-    msg = only_error(parse(f"server a.example minpoll {value}"))
-    assert f"minpoll {int(value)} is out of range 3..17; ntpd would silently clamp it" in msg
+# ntpd 4.2.8: create_peer_node resets minpoll < 3 or > 255 to 3 and maxpoll outside 0..17
+# to 17; newpeer then clamps minpoll to <= 17, maxpoll to >= 3 (0: the default, 10), and
+# minpoll to <= maxpoll.
+@pytest.mark.parametrize(("options", "polls", "warning"), [
+    ("minpoll 2", (3, 10), "minpoll 2 is out of range 3..17; using 3, as ntpd does"),
+    ("minpoll -1", (3, 10), "minpoll -1 is out of range 3..17; using 3, as ntpd does"),
+    ("minpoll 300", (3, 10), "minpoll 300 is out of range 3..17; using 3, as ntpd does"),
+    ("minpoll 18 maxpoll 17", (17, 17),
+     "minpoll 18 is out of range 3..17; using 17, as ntpd does"),
+    ("maxpoll 18", (6, 17), "maxpoll 18 is out of range 3..17; using 17, as ntpd does"),
+    ("maxpoll 0", (6, 10), "maxpoll 0 means the default, 10, in ntpd"),
+    ("minpoll 3 maxpoll 2", (3, 3), "maxpoll 2 is out of range 3..17; using 3, as ntpd does"),
+    ("minpoll 10 maxpoll 6", (6, 6),
+     "minpoll 10 is greater than maxpoll 6; using minpoll 6, as ntpd does"),
+    ("minpoll 12", (10, 10),
+     "minpoll 12 is greater than maxpoll 10; using minpoll 10, as ntpd does"),
+])
+def test_poll_values_are_clamped_as_ntpd_clamps_them_with_a_warning(options, polls, warning):
+    result = parse(f"server a.example {options} iburst")
+    assert warning in only_warning(result)
+    (server,) = result.config.servers
+    assert (server.minpoll, server.maxpoll, server.iburst) == (*polls, True)
 
 
-def test_maxpoll_outside_range_is_an_error():
-    assert "maxpoll 18 is out of range 3..17" in only_error(parse("server a.example maxpoll 18"))
+@pytest.mark.parametrize("value", ["0", "5", "254"])
+def test_version_ntpd_takes_but_pyntpd_does_not_speak_becomes_4(value):
+    result = parse(f"server a.example version {value}")
+    assert f"version {value} is not an NTP version pyntpd speaks; sending 4" in only_warning(
+        result)
+    assert result.config.servers[0].version == 4
 
 
-def test_minpoll_greater_than_maxpoll_is_an_error():
-    msg = only_error(parse("server a.example minpoll 10 maxpoll 6"))
-    assert "minpoll 10 is greater than maxpoll 6" in msg
+def test_version_ntpd_refuses_drops_the_line():
+    assert "version 255 is out of range 1..4" in only_error(parse("server a.example version 255"))
 
 
-def test_minpoll_above_default_maxpoll_is_an_error():
-    assert "greater than maxpoll 10" in only_error(parse("server a.example minpoll 12"))
+def test_key_0_means_no_key_as_in_ntpd():
+    result = parse("server a.example key 0")
+    assert "'key 0' means no key in ntpd" in only_warning(result)
+    assert result.config.servers[0].key is None
 
 
-@pytest.mark.parametrize("value", ["0", "5"])
-def test_version_outside_1_to_4_is_an_error(value):
-    assert "out of range 1..4" in only_error(parse(f"server a.example version {value}"))
+def test_key_above_65535_drops_the_line_rather_than_poll_unauthenticated():
+    result = parse("server a.example key 65536")
+    assert "key 65536 is out of range 1..65535" in only_error(result)
+    assert result.config.servers == ()
 
 
-@pytest.mark.parametrize("value", ["0", "65536"])
-def test_key_outside_1_to_65535_is_an_error(value):
-    assert "out of range 1..65535" in only_error(parse(f"server a.example key {value}"))
+def test_bracketed_ipv6_server_address_is_accepted_as_ntpd_does():
+    (server,) = parse("server [2001:db8::1] iburst").config.servers
+    assert (server.address, server.family, server.iburst) == (
+        "2001:db8::1", socket.AF_INET6, True)
 
 
 def test_port_zero_is_an_error():
@@ -242,21 +278,64 @@ def test_fudge_before_its_server_line_still_applies():
     assert result.config.local_clocks[0].stratum == 8
 
 
-def test_fudge_stratum_above_15_is_an_error():
-    assert "stratum 16 is out of range 0..15" in only_error(
-        parse("server 127.127.1.0\nfudge 127.127.1.0 stratum 16")
-    )
+def test_fudge_stratum_16_is_accepted_as_ntpd_accepts_it():
+    result = parse("server 127.127.1.0\nfudge 127.127.1.0 stratum 16")
+    assert not result.diagnostics, messages(result)
+    assert result.config.local_clocks[0].stratum == 16
 
 
-def test_fudge_refid_longer_than_4_is_an_error():
-    msg = only_error(parse("server 127.127.1.0\nfudge 127.127.1.0 refid TOOLONG"))
-    assert "refid 'TOOLONG'" in msg
+def test_fudge_stratum_above_16_is_ignored_as_ntpd_ignores_it():
+    result = parse("server 127.127.1.0\nfudge 127.127.1.0 stratum 17 refid LCL")
+    assert "fudge stratum 17 is out of range 0..16; ignored, as ntpd does" in only_warning(
+        result)
+    assert (result.config.local_clocks[0].stratum, result.config.local_clocks[0].refid) == (
+        5, "LCL")
+
+
+def test_fudge_refid_longer_than_4_is_cut_to_4_as_ntpd_does():
+    result = parse("server 127.127.1.0\nfudge 127.127.1.0 refid TOOLONG")
+    assert "using 'TOOL', as ntpd does" in only_warning(result)
+    assert result.config.local_clocks[0].refid == "TOOL"
+
+
+def test_fudge_refid_with_a_space_like_character_is_an_error():
+    assert "must be 1 to 4 printable ASCII" in only_error(
+        parse("server 127.127.1.0\nfudge 127.127.1.0 refid \"A B\""))
 
 
 def test_fudge_without_matching_server_is_a_warning():
     assert "has no matching 'server 127.127.1.1' line" in only_warning(
         parse("fudge 127.127.1.1 stratum 10")
     )
+
+
+@pytest.mark.parametrize("options", ["burst iburst prefer", "iburst", "prefer true",
+                                     "minpoll 4 maxpoll 6 mode 0", "version 4"])
+def test_options_on_a_local_clock_line_keep_the_local_clock(options):
+    """`server 127.127.1.0 burst iburst prefer` (real files): ntpd takes every server option
+    on a reference clock line, and so does pyntpd; those without meaning for the LOCAL
+    driver are named in a warning."""
+    result = parse(f"server 127.127.1.0 {options}\nfudge 127.127.1.0 stratum 10")
+    assert not result.errors, messages(result)
+    (clock,) = result.config.local_clocks
+    assert clock.stratum == 10
+    assert clock.prefer == ("prefer" in options)
+    assert not any("no matching" in m for m in messages(result))
+
+
+def test_burst_iburst_prefer_local_clock_warns_only_about_burst_and_iburst():
+    result = parse("server 127.127.1.0 burst iburst prefer\nfudge 127.127.1.0 stratum 10")
+    assert [d.message for d in result.warnings] == [
+        "option 'burst' has no effect on the LOCAL driver; ignored",
+        "option 'iburst' has no effect on the LOCAL driver; ignored",
+    ]
+
+
+def test_fudge_after_a_local_clock_line_in_error_says_that_line_is_not_used():
+    result = parse("server 127.127.1.0 ttl 3\nfudge 127.127.1.0 stratum 10")
+    assert "'ttl' does not apply to reference clocks" in only_error(result)
+    assert "fudge for '127.127.1.0' ignored: its 'server 127.127.1.0' line (ntp.conf:1:8) is " \
+        "not used" in messages(result)[1]
 
 
 def test_fudge_of_a_network_address_is_an_error():
@@ -273,10 +352,11 @@ def test_fudge_time2_is_accepted_with_a_warning():
     assert "fudge 'time2' has no effect on the LOCAL driver" in only_warning(result)
 
 
-def test_other_refclock_types_are_ignored_with_a_warning():
-    result = parse("server 127.127.28.0 prefer\nfudge 127.127.28.0 refid GPS\n")
-    assert "refclock type 28 is not supported; line ignored" in only_warning(result)
+def test_refclock_types_pyntpd_does_not_build_are_ignored_with_a_warning():
+    result = parse("server 127.127.11.0 prefer\nfudge 127.127.11.0 refid GPS\n")
+    assert "refclock type 11 is not supported; line ignored" in only_warning(result)
     assert result.config.local_clocks == () and result.config.servers == ()
+    assert result.config.refclocks == ()
 
 
 def test_refclock_with_pool_is_an_error():

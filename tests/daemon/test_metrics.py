@@ -74,8 +74,21 @@ def test_metrics_is_prometheus_text():
         assert headers["Content-Type"] == CONTENT_TYPE
         assert headers["Connection"] == "close"
         assert int(headers["Content-Length"]) == len(body)
-        assert b"\nntp_system_stratum 2\n" in body
-        assert b"\nntp_server_packets_received_total 5\n" in body
+        assert b"\nntp_system_stratum 2.0\n" in body
+        assert b"\nntp_server_packets_received_total 5.0\n" in body
+
+    assert _run(test).outcomes == {"ok": 1}
+
+
+def test_metrics_is_openmetrics_when_the_scraper_asks_for_it():
+    request = (b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: application/"
+               b"openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n")
+
+    async def test(server: MetricsServer, port: int) -> None:
+        status, headers, body = _split(await _send(port, request))
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["Content-Type"].startswith("application/openmetrics-text;")
+        assert b"\nntp_system_stratum 2.0\n" in body and body.endswith(b"# EOF\n")
 
     assert _run(test).outcomes == {"ok": 1}
 
@@ -191,7 +204,7 @@ def test_outcomes_are_exported_on_the_next_scrape():
     async def test(server: MetricsServer, port: int) -> None:
         await _send(port, b"nonsense\r\n\r\n")
         _, _, body = _split(await _send(port, GET))
-        assert b'ntp_metrics_http_requests_total{outcome="bad_request"} 1\n' in body
+        assert b'ntp_metrics_http_requests_total{outcome="bad_request"} 1.0\n' in body
 
     _run(test)
 
@@ -219,7 +232,12 @@ def test_ipv6_loopback_listens_ipv6_only():
 
 
 def test_parse_head_strips_the_query_string():
-    assert parse_head(b"GET /status?x=1 HTTP/1.1\r\nA: b\r\n\r\n") == ("GET", "/status")
+    assert parse_head(b"GET /status?x=1 HTTP/1.1\r\nA: b\r\n\r\n") == ("GET", "/status", "")
+
+
+def test_parse_head_reads_the_accept_header_whatever_its_case():
+    head = b"GET /metrics HTTP/1.1\r\naCCept:  text/plain \r\n\r\n"
+    assert parse_head(head) == ("GET", "/metrics", "text/plain")
 
 
 def test_parse_head_refuses_a_bare_line_feed_request():

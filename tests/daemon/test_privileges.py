@@ -72,6 +72,7 @@ def dropped(user: str, group: str | None = None, keep_sys_time: bool = True) -> 
     return in_child(child)
 
 
+@pytest.mark.needs_sys_time
 @needs_root
 def test_drop_becomes_nobody_in_real_effective_and_saved_ids() -> None:
     s = dropped("nobody", "nogroup")
@@ -79,11 +80,13 @@ def test_drop_becomes_nobody_in_real_effective_and_saved_ids() -> None:
     assert s["resgid"] == [NOBODY.pw_gid] * 3
 
 
+@pytest.mark.needs_sys_time
 @needs_root
 def test_drop_leaves_only_the_target_group_as_supplementary_group() -> None:
     assert dropped("nobody", "nogroup")["groups"] == [NOBODY.pw_gid]
 
 
+@pytest.mark.needs_sys_time
 @needs_root
 def test_drop_keeps_only_cap_sys_time_effective_and_permitted() -> None:
     caps = dropped("nobody", "nogroup")["caps"]
@@ -91,11 +94,13 @@ def test_drop_keeps_only_cap_sys_time_effective_and_permitted() -> None:
     assert caps["CapPrm"] == SYS_TIME
 
 
+@pytest.mark.needs_sys_time
 @needs_root
 def test_drop_shrinks_bounding_set_to_cap_sys_time() -> None:
     assert dropped("nobody", "nogroup")["caps"]["CapBnd"] == SYS_TIME
 
 
+@pytest.mark.needs_sys_time
 @needs_root
 def test_drop_clears_inheritable_and_ambient_sets() -> None:
     caps = dropped("nobody", "nogroup")["caps"]
@@ -103,6 +108,7 @@ def test_drop_clears_inheritable_and_ambient_sets() -> None:
     assert caps.get("CapAmb", 0) == 0
 
 
+@pytest.mark.needs_sys_time
 @needs_root
 def test_drop_sets_no_new_privs() -> None:
     assert dropped("nobody", "nogroup")["caps"]["NoNewPrivs"] == 1
@@ -114,6 +120,7 @@ def test_drop_without_keep_sys_time_leaves_no_capabilities() -> None:
     assert (caps["CapEff"], caps["CapPrm"], caps["CapBnd"]) == (0, 0, 0)
 
 
+@pytest.mark.needs_sys_time
 @needs_root
 def test_group_defaults_to_the_users_primary_group() -> None:
     s = dropped("nobody")
@@ -121,6 +128,7 @@ def test_group_defaults_to_the_users_primary_group() -> None:
     assert s["groups"] == [NOBODY.pw_gid]
 
 
+@pytest.mark.needs_sys_time
 @needs_root
 def test_numeric_uid_and_unlisted_numeric_gid_are_accepted() -> None:
     s = dropped(str(NOBODY.pw_uid), "4242")
@@ -129,6 +137,7 @@ def test_numeric_uid_and_unlisted_numeric_gid_are_accepted() -> None:
     assert s["groups"] == [4242]
 
 
+@pytest.mark.needs_sys_time
 @needs_root
 def test_drop_accepts_identity_resolved_beforehand() -> None:
     ident = resolve_identity("nobody", "nogroup")
@@ -140,6 +149,7 @@ def test_drop_accepts_identity_resolved_beforehand() -> None:
     assert in_child(child)["resuid"] == [NOBODY.pw_uid] * 3
 
 
+@pytest.mark.needs_sys_time
 @needs_root
 def test_drop_refuses_when_not_root() -> None:
     def child() -> dict[str, Any]:
@@ -242,6 +252,7 @@ def test_chroot_to_missing_directory_is_a_privilege_error(tmp_path: Path) -> Non
     assert "No such file or directory" in result["message"]
 
 
+@pytest.mark.needs_sys_time
 @needs_root
 def test_chroot_refuses_when_not_root() -> None:
     def child() -> dict[str, Any]:

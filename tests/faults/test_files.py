@@ -80,6 +80,7 @@ def test_statistics_on_a_broken_disk_are_logged_once_and_written_when_it_recover
         assert loop_lines and all(parse_loopstats(x) for x in loop_lines)
 
 
+@pytest.mark.needs_sys_time
 @pytest.mark.parametrize("fault", ["full", "read-only"])
 def test_a_drift_file_that_cannot_be_written_keeps_its_old_content(
         tmp_path: Path, fault: str) -> None:

@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from pyntpd.daemon.driftfile import DriftFile, parse_drift
 from pyntpd.stats.filegen import FileSet, Statistics, StatsSettings
 from pyntpd.stats.statsformat import SysCounts, parse_sysstats
@@ -97,6 +99,7 @@ def test_a_sighup_storm_with_changes_ends_on_the_last_good_configuration(
     assert "reload rejected" in output
 
 
+@pytest.mark.needs_sys_time
 def test_sigterm_during_a_storm_of_drift_and_stats_writes_leaves_them_whole(
         tmp_path: Path) -> None:
     """Every reload that changes the discipline closes the engine, which writes the drift

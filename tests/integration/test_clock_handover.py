@@ -91,6 +91,7 @@ def run(tmp_path: Path, offset: float, *, stop_when: str, env: dict[str, str] | 
     return code, output, json.loads(dump.read_text())
 
 
+@pytest.mark.needs_sys_time
 def test_taken_over_at_start_and_left_at_the_estimate_after_sigterm_mid_slew(tmp_path):
     # 60 ms behind (measured as ~30 ms with kernel receive timestamps): below the step
     # threshold, slewed at ~500 ppm for about a minute.
@@ -106,6 +107,7 @@ def test_taken_over_at_start_and_left_at_the_estimate_after_sigterm_mid_slew(tmp
     assert left["ppm"] == pytest.approx(estimate, abs=1e-3) and abs(estimate) < 50
 
 
+@pytest.mark.needs_sys_time
 def test_a_panic_exit_leaves_the_estimate(tmp_path):
     # (The receive timestamps are the kernel's, so the simulated clock can only be a little
     # off this machine's; a panic threshold below the offset stands in for 1000 s.)
@@ -116,6 +118,7 @@ def test_a_panic_exit_leaves_the_estimate(tmp_path):
     assert left["ppm"] == pytest.approx(estimate, abs=1e-3)
 
 
+@pytest.mark.needs_sys_time
 def test_an_exception_in_the_loop_exits_and_leaves_the_estimate(tmp_path):
     code, output, left = run(tmp_path, -0.06, stop_when="synchronisation failed, exiting",
                              env={"SIM_BREAK": "1"})
@@ -126,6 +129,7 @@ def test_an_exception_in_the_loop_exits_and_leaves_the_estimate(tmp_path):
     assert left["max_ppm"] > 300 and abs(estimate) < 50  # it had been slewing
 
 
+@pytest.mark.needs_sys_time
 def test_the_kernels_frequency_is_not_written_to_the_drift_file_unlearnt(tmp_path):
     # It may be anything a killed daemon left (even mid-slew); the next start would trust it.
     drift = tmp_path / "ntp.drift"

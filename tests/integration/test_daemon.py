@@ -193,9 +193,9 @@ def test_version_flag():
     assert result.returncode == 0 and result.stdout.startswith("pyntpd ")
 
 
-def test_broadcast_client_flag_is_refused_with_a_reason():
-    result = run_cli("-b")
-    assert result.returncode == 2 and "broadcast" in result.stderr
+def test_multicast_client_flag_needs_a_group_address():
+    result = run_cli("-m", "192.0.2.1")
+    assert result.returncode == 2 and "not a multicast group address" in result.stderr
 
 
 def test_unknown_flag_is_a_usage_error():

@@ -93,7 +93,7 @@ def test_system_and_source_metrics_of_the_local_clock(daemon):
     assert values["ntp_system_stratum"] == 11
     assert values["ntp_system_synchronised"] == 1
     assert values['ntp_system_refid_info{refid="LOCL"}'] == 1
-    local = 'address="127.127.1.0",name="LOCAL(0)"'
+    local = 'address="127.127.1.0",name="LOCAL(0)",port="0"'
     assert values[f"ntp_source_reach{{{local}}}"] == 255
     assert values[f'ntp_source_selected{{{local},tally="sys.peer"}}'] == 1
 

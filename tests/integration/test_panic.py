@@ -78,6 +78,7 @@ def wait_exit(pid: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.needs_sys_time
 def test_a_panic_exits_with_its_own_status_and_notes_it_in_the_pidfile(
         workdir: Path, liar: int) -> None:
     pidfile = workdir / "pyntpd.pid"
@@ -96,6 +97,7 @@ def test_a_panic_exits_with_its_own_status_and_notes_it_in_the_pidfile(
     assert pidfile.read_text() == f"{daemon.proc.pid}\npanic\n"
 
 
+@pytest.mark.needs_sys_time
 def test_with_dash_g_the_first_correction_is_not_a_panic(workdir: Path, liar: int) -> None:
     simclock = program(workdir, running_clock=True)
     with Pyntpd("-c", str(conf_for(workdir, liar)), "-g", wrap=wrapper(simclock),
@@ -110,6 +112,7 @@ def _init(env: dict[str, str], action: str) -> subprocess.CompletedProcess[str]:
                           timeout=60, env=env)
 
 
+@pytest.mark.needs_sys_time
 def test_the_init_script_reports_a_panic_exit_and_what_to_do(workdir: Path, liar: int) -> None:
     """As the SysV script runs it by default: detached, -u (here nobody), a pidfile in a
     directory the daemon cannot write once it has dropped root."""

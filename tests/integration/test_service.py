@@ -486,6 +486,7 @@ def _simclock_program(directory: Path, preamble: str = "") -> Path:
     return program
 
 
+@pytest.mark.needs_sys_time
 def test_graceful_stop_writes_the_drift_file(svc: Service) -> None:
     program = _simclock_program(svc.dir)
     drift = svc.dir / "ntp.drift"
@@ -520,6 +521,7 @@ def _free_privileged_port() -> int:
     pytest.skip("no free UDP port below 1024 on 127.0.0.1")
 
 
+@pytest.mark.needs_sys_time
 def test_the_units_user_and_capabilities_suffice(svc: Service) -> None:
     """As pyntpd.service runs it: an unprivileged user whose only capabilities are the
     unit's two (ambient), no new privileges, no writable executable memory. The daemon must

@@ -226,6 +226,7 @@ def _step_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if "clock stepped by" in line]
 
 
+@pytest.mark.needs_sys_time
 @pytest.mark.parametrize("flag", ["-G", "-g"])
 def test_capital_g_steps_the_clock_once_at_start_however_small_and_minus_g_does_not(
         tmp_path, flag):

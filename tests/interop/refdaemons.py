@@ -136,6 +136,10 @@ TOOL_FINDERS: dict[str, Callable[[], str | None]] = {
     "nsenter": find_nsenter,
     "samba": find_samba,
     "samba-tool": find_samba_tool,
+    # Debian's gpsd and gpsd-clients (scripts/install-test-deps)
+    "gpsd": lambda: shutil.which("gpsd"),
+    "gpsfake": lambda: shutil.which("gpsfake"),
+    "gpspipe": lambda: shutil.which("gpspipe"),
 }
 
 

@@ -705,9 +705,9 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "config-peer-needs-key", "CVE-2016-1549",
         "config/assoc.py",
-        "    if kind == \"peer\" and \"key\" not in values:\n",
+        "    if kind == \"peer\" and key is None and ctx.line_ok:\n",
         "    if False:\n",
-        (FILES + "test_a_peer_without_a_key_is_refused",),
+        (FILES + "test_a_peer_without_a_key_never_becomes_a_symmetric_association",),
     ),
 )
 

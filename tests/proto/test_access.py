@@ -66,6 +66,37 @@ def test_ntpport_rule_matches_only_source_port_123():
     assert flags_of(table, "10.1.2.3", port=50000) == F.NOQUERY.value
 
 
+def masked(address, mask, flags=F.NONE):
+    base = ipaddress.ip_address(int(ipaddress.ip_address(address)) & mask)
+    return RestrictRule(ipaddress.ip_network(f"{base}/32"), flags, mask=mask)
+
+
+def test_non_contiguous_mask_matches_the_bits_under_the_mask():
+    """ntpd takes any mask: `restrict 10.0.0.5 mask 255.0.0.255` is every 10.x.y.5."""
+    table = RestrictTable([rule("0.0.0.0/0", F.NOQUERY, default=True),
+                           masked("10.0.0.5", 0xFF0000FF, F.IGNORE)])
+    assert flags_of(table, "10.7.9.5") == F.IGNORE.value
+    assert flags_of(table, "10.7.9.6") == F.NOQUERY.value
+
+
+def test_with_a_non_contiguous_mask_rules_keep_ntpds_order():
+    """ntpd sorts entries by address, then mask, descending, and the first match wins: for
+    prefix masks that is the longest match, which a masked rule does not disturb."""
+    table = RestrictTable([
+        rule("0.0.0.0/0", F.NOQUERY, default=True),
+        rule("10.0.0.0/8", F.KOD),
+        rule("10.1.0.0/16", F.LIMITED),
+        rule("10.1.2.3/32", F.NOPEER),
+        masked("10.0.0.5", 0xFF0000FF, F.IGNORE),
+    ])
+    assert flags_of(table, "10.1.2.3") == F.NOPEER.value
+    assert flags_of(table, "10.1.9.9") == F.LIMITED.value
+    assert flags_of(table, "10.2.2.2") == F.KOD.value
+    assert flags_of(table, "10.1.0.5") == F.LIMITED.value  # 10.1.0.0 sorts above 10.0.0.5
+    assert flags_of(table, "10.2.0.5") == F.IGNORE.value
+    assert flags_of(table, "192.0.2.1") == F.NOQUERY.value
+
+
 def test_restrict_source_is_a_template_not_a_match():
     table = RestrictTable([RestrictRule(None, F.NOQUERY)])
     assert flags_of(table, "10.1.2.3") == 0 and table.source_template == F.NOQUERY.value

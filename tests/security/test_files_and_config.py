@@ -71,8 +71,12 @@ def test_enable_mode7_is_refused() -> None:
     assert result.returncode == 1 and "mode7" in result.stdout + result.stderr
 
 
-def test_a_peer_without_a_key_is_refused() -> None:
-    """Unauthenticated symmetric peers let anyone become a time source (CVE-2016-1549)."""
-    with config_file(f"{LOCAL_CONF}peer 127.0.0.2\n") as conf:
-        result = check(conf)
-    assert result.returncode == 1 and "'peer' without 'key'" in result.stdout + result.stderr
+def test_a_peer_without_a_key_never_becomes_a_symmetric_association() -> None:
+    """Unauthenticated symmetric peers let anyone become a time source (CVE-2016-1549): a
+    `peer` line without a key is polled as a server (client mode), as ntpsec does."""
+    with config_file(f"{LOCAL_CONF}peer 127.0.0.2 iburst\n") as conf, \
+            Pyntpd("-c", conf) as d:
+        d.wait_for_log("association with 127.0.0.2")
+        output = d.output()
+    assert "'peer' without 'key': polled as 'server' (client mode)" in output
+    assert "symmetric association" not in output

@@ -48,6 +48,7 @@ def _world_readable_dir(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.mark.needs_sys_time
 def test_after_dash_u_only_cap_sys_time_is_left(
         root: None, tmp_path: Path) -> None:
     d = _world_readable_dir(tmp_path)
@@ -70,6 +71,7 @@ def test_after_dash_u_only_cap_sys_time_is_left(
         os.getgrouplist("nobody", nobody.pw_gid))
 
 
+@pytest.mark.needs_sys_time
 def test_chroot_with_dash_i_serves_from_inside_the_jail_keeping_cap_sys_time(
         root: None, tmp_path: Path) -> None:
     d = _world_readable_dir(tmp_path)
@@ -93,6 +95,7 @@ def _modes(root: Path) -> dict[str, int]:
             for p in root.rglob("*")}
 
 
+@pytest.mark.needs_sys_time
 def test_no_file_the_daemon_creates_is_world_writable_even_under_umask_000(
         root: None, tmp_path: Path) -> None:
     from tests.ntscerts import make_pki
@@ -152,6 +155,7 @@ def test_the_units_sandboxing_scores_no_worse_than_it_does_today() -> None:
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
 
 
+@pytest.mark.needs_sys_time
 def test_the_daemon_runs_under_the_units_restrictions(
         root: None, tmp_path: Path) -> None:
     """What pyntpd.service imposes, reproduced without systemd: the root file system

@@ -3,6 +3,8 @@
 import csv
 import importlib.util
 
+import pytest
+
 from pyntpd.cli.pyntpctl import main
 
 
@@ -17,14 +19,24 @@ def test_simulate_prints_the_report_and_writes_csv(tmp_path, capsys):
     assert len(rows) == 1 + int(0.05 * 86400)
 
 
-def test_simulate_plot_needs_matplotlib(tmp_path, capsys):
+def test_simulate_plot_without_matplotlib_fails_with_the_install_hint(tmp_path, capsys,
+                                                                      monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
     png = tmp_path / "o.png"
-    main(["simulate", "lan1", "--days", "0.01", "--plot", str(png)])
-    captured = capsys.readouterr()
-    if importlib.util.find_spec("matplotlib") is None:
-        assert "matplotlib is not installed" in captured.err and not png.exists()
-    else:
-        assert png.exists()
+    assert main(["simulate", "lan1", "--days", "0.01", "--plot", str(png)]) == 1
+    err = capsys.readouterr().err
+    assert "--plot needs matplotlib" in err and "pip install 'pyntpd[plot]'" in err
+    assert not png.exists()
+
+
+def test_simulate_plot_writes_a_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "o.png"
+    assert main(["simulate", "lan1", "--days", "0.05", "--plot", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert "plot written to" in capsys.readouterr().out
 
 
 def test_panic_scenario_exits_non_zero(capsys):

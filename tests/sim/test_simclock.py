@@ -22,9 +22,60 @@ def test_frequency_error_and_correction():
 
 
 def test_frequency_correction_is_clamped_like_the_kernel():
-    c = SimClock()
+    c = SimClock(max_frequency_ppm=500.0)  # a clock without the tick adjustment
     c.adjust_frequency(1e4)
-    assert c.correction_ppm == 500.0
+    assert c.correction_ppm == 500.0 and c.tick_us == 10_000
+
+
+def test_beyond_500_ppm_the_tick_carries_the_hundreds_as_adjtimex_tick():
+    c = SimClock()
+    c.adjust_frequency(12_345.0)
+    assert (c.tick_us, c.correction_ppm) == (10_123, pytest.approx(45.0))
+    assert c.read_back().frequency_ppm == pytest.approx(12_345.0)
+    c.advance_to(2.0)
+    assert c.phase == pytest.approx(2.0 * 12_345e-6, rel=1e-9)
+
+
+def test_the_tick_adjustment_stops_at_a_twelfth_of_the_tick():
+    c = SimClock()
+    c.adjust_frequency(-1e6)
+    assert c.tick_us == 10_000 - 833
+    assert c.frequency_ppm == pytest.approx(-83_800.0)
+
+
+def test_a_frequency_change_takes_effect_at_once_as_since_linux_4_19():
+    c = SimClock()
+    c.advance_to(0.0025)
+    c.adjust_frequency(1000.0)
+    c.advance_to(1.0025)
+    assert c.phase == pytest.approx(1000e-6, rel=1e-9)
+
+
+def test_on_an_old_kernel_a_frequency_change_waits_for_the_next_tick():
+    c = SimClock(hz=100)
+    c.advance_to(0.0025)  # a quarter of a 10 ms tick
+    c.adjust_frequency(1000.0)
+    c.advance_to(0.01)
+    assert c.phase == 0.0  # nothing until the tick at 10 ms
+    c.advance_to(1.01)
+    assert c.phase == pytest.approx(1000e-6, rel=1e-9)
+
+
+def test_running_faster_than_500_ppm_is_recorded_as_a_fast_period():
+    c = SimClock()
+    c.adjust_frequency(50_000.0)
+    c.advance_to(2.0)
+    c.adjust_frequency(10.0)
+    c.advance_to(3.0)
+    assert c.fast_periods == [[0.0, 2.0]]
+
+
+def test_a_daily_thermal_cycle_moves_the_oscillator_by_its_amplitude():
+    c = SimClock(thermal_ppm=0.2)
+    c.advance_to(86_400 / 4)
+    assert c.oscillator == pytest.approx(0.2e-6, rel=1e-6)
+    c.advance_to(3 * 86_400 / 4)
+    assert c.oscillator == pytest.approx(-0.2e-6, rel=1e-6)
 
 
 def test_step_and_now_in_nanoseconds():

@@ -83,11 +83,12 @@ def test_a_drift_file_outranks_the_kernels_frequency():
 
 
 def slewing_hard(sim: Simulation) -> None:
-    """Converged, then 60 ms off (a step nobody saw): the engine slews near 500 ppm."""
+    """Converged, then 60 ms off (a step nobody saw): the engine slews (after the first
+    sync at most 5 ppm off its estimate: issue 13)."""
     sim.clock.phase += 0.06
     for _ in range(200):
         sim.run(sim.clock.true + 2.0)
-        if abs(sim.clock.correction_ppm - sim.engine.frequency_ppm) > 300:
+        if abs(sim.clock.correction_ppm - sim.engine.frequency_ppm) > 2:
             return
     raise AssertionError("never slewed")
 

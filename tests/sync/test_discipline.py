@@ -124,3 +124,36 @@ def test_correction_model_tracks_frequency_and_steps():
     assert m.correction(1012.0 + 5) == pytest.approx(2.0 + 15 * 100e-6 / (1 + 100e-6))
     assert m.to_raw(1017.0) == pytest.approx(1017.0 - m.correction(1017.0))
     assert m.last_step_at() == 1012.0
+
+
+# --- issue 13: a steady rate -----------------------------------------------------------------
+
+
+def test_a_slew_is_spread_over_the_time_the_engine_gives():
+    # Half a 64 s poll, not 2 s: the rate moves by 20 us / 32 s, not by 10 ppm.
+    plan = disc().decide(0.0, 20e-6, 10.0, spread=32.0)
+    assert plan.ppm == pytest.approx(10.0 + 20e-6 / 32.0 * 1e6)
+    assert plan.until == pytest.approx(32.0)
+
+
+def test_after_the_first_sync_a_slew_runs_at_most_rate_ppm_off_the_estimate():
+    plan = disc().decide(0.0, 1e-3, -40.0, spread=8.0, rate_ppm=5.0)
+    assert plan.ppm == pytest.approx(-35.0)
+    assert plan.until == pytest.approx(200.0)  # longer instead
+
+
+def test_before_the_first_sync_a_large_offset_is_slewed_at_the_clocks_fast_rate():
+    plan = disc().decide(0.0, -0.1, -100.0, spread=32.0, fast_ppm=83_833.0)
+    assert plan.fast and plan.decision is Decision.SLEW
+    assert plan.ppm == pytest.approx(-83_833.0)
+    assert plan.until == pytest.approx(0.1 / 83_733e-6)  # 1.2 s, not 200 s
+
+
+def test_a_fast_slew_is_a_slew_never_a_step_under_x():
+    plan = disc(slew_only=True).decide(0.0, 0.1, 0.0, fast_ppm=83_833.0)
+    assert (plan.decision, plan.fast, plan.step) == (Decision.SLEW, True, 0.0)
+
+
+def test_an_offset_within_a_millisecond_is_never_slewed_fast():
+    plan = disc().decide(0.0, 0.0009, 0.0, spread=32.0, fast_ppm=83_833.0)
+    assert not plan.fast and plan.ppm == pytest.approx(0.0009 / 32.0 * 1e6)

@@ -36,7 +36,8 @@ def until(w: World, wanted, offsets: dict, limit: int = 40):
 
 
 def slewing_hard(action) -> bool:
-    return isinstance(action, SetFrequency) and abs(action.ppm) > 100
+    # (the estimate is about 0 here; after the first sync a slew runs at most 5 ppm off it)
+    return isinstance(action, SetFrequency) and abs(action.ppm) > 2
 
 
 # --- where the clock starts ------------------------------------------------------------------
@@ -160,9 +161,11 @@ def test_samples_in_flight_across_a_foreign_step_are_not_used():
 def test_mid_slew_the_resting_frequency_is_the_bare_estimate():
     w = World(a=None)
     w.run(600, {"a": drift(-20.0)})
-    result = until(w, slewing_hard, {"a": lambda t: drift(-20.0)(t) + 0.05})
+    result = until(w, lambda a: isinstance(a, SetFrequency) and abs(a.ppm + 20.0) > 2,
+                   {"a": lambda t: drift(-20.0)(t) + 0.05})
     w.done += result.actions
-    assert abs(w.engine.model.ppm - w.engine.frequency_ppm) > 100  # slewing hard
+    # slewing (after the first sync at most 5 ppm off the estimate: issue 13)
+    assert abs(w.engine.model.ppm - w.engine.frequency_ppm) > 2
     assert w.engine.resting_frequency == w.engine.frequency_ppm
     assert w.engine.resting_frequency == pytest.approx(-20.0, abs=0.5)
 

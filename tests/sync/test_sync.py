@@ -220,7 +220,7 @@ def test_a_source_back_from_unreachable_stays_reachable_while_its_association_ba
     # The association polls ever less often while nobody answers (towards maxpoll): the
     # request after the first reply back may be 2^maxpoll s away.
     w = World(a=SourceSpec("192.0.2.1", minpoll=6, maxpoll=10))
-    w.run(2000, {"a": 0.0}, noise=random.Random(3), every=64)
+    w.run(1000, {"a": 0.0}, noise=random.Random(3), every=64)
     assert w.engine.sources["a"].poll < 10
     w.t += 3000
     assert w.update(w.t).system_peer is None  # unreachable
@@ -305,6 +305,60 @@ def test_orphan_mode_after_orphanwait():
     assert w.engine.update(T0 + 100).system.stratum == 16
     r = w.engine.update(T0 + 301)
     assert r.system.stratum == 10 and r.system.refid == bytes([127, 0, 0, 1])
+
+
+def test_orphan_mode_starts_when_orphanwait_is_over_not_at_the_next_hold_wakeup():
+    """Nothing answers, so only wake-ups run the engine: one must fall on orphanwait."""
+    w = World(SyncConfig(tos=TosConfig(orphan=10, orphanwait=100)))
+    r = w.result
+    while r.system.stratum == 16:
+        assert r.wakeup is not None and r.wakeup <= T0 + 100
+        r = w.update(r.wakeup)
+    assert (w.t, r.system.stratum) == (T0 + 100, 10)
+
+
+def test_local_clock_outside_floor_and_ceiling_is_never_used():
+    """`fudge 127.127.1.0 stratum 16` (or 15): ntpd never selects it; orphan mode may."""
+    for stratum in (15, 16):
+        w = World(SyncConfig(local_clock=LocalClockDriver(stratum=stratum),
+                             tos=TosConfig(orphan=12, orphanwait=0)))
+        r = w.update(T0 + 1)
+        assert (r.system.stratum, r.system.refid) == (12, bytes([127, 0, 0, 1]))
+
+
+def _orphans(*names, local="10.0.0.2"):
+    """An engine with `tos orphan 10`, reaching sources "low" (10.0.0.1) and "high"
+    (10.0.0.3) from `local`."""
+    w = World(SyncConfig(tos=TosConfig(orphan=10, orphanwait=0)))
+    for name, address in (("low", "10.0.0.1"), ("high", "10.0.0.3")):
+        if name in names:
+            w.engine.add_source(name, SourceSpec(address), local_address=local)
+    return w
+
+
+def test_orphan_parent_is_the_source_with_the_lowest_address_below_ours():
+    w = _orphans("low", "high")
+    r = w.run(128, {"low": 0.001, "high": -0.002}, stratum=10)
+    assert (r.system_peer, r.system.stratum, r.system.refid) == ("low", 11, bytes([10, 0, 0, 1]))
+
+
+def test_with_the_lowest_address_we_are_the_orphan_parent():
+    w = _orphans("low", "high", local="10.0.0.0")
+    r = w.run(128, {"low": 0.001, "high": -0.002}, stratum=10)
+    assert (r.system_peer, r.system.stratum, r.system.refid) == (None, 10, bytes([127, 0, 0, 1]))
+
+
+def test_a_source_above_the_orphan_stratum_is_never_selected():
+    """It could have the orphan parent among its ancestors: a timing loop."""
+    w = _orphans("high", local="10.0.0.0")
+    r = w.run(128, {"high": 0.0}, stratum=11)
+    assert r.system_peer is None and r.sources["high"].tally == Tally.REJECT
+
+
+def test_a_source_below_the_orphan_stratum_is_a_normal_candidate():
+    w = _orphans("high")
+    r = w.run(128, {"high": 0.0}, stratum=3)
+    assert (r.system_peer, r.system.stratum) == ("high", 4)
 
 
 def _voting(start, leaps=(1, 1, 0), seconds=160, leap_list=None):
@@ -448,4 +502,5 @@ def test_driftfile_frequency_is_applied_at_start_and_trusted():
     # The raw clock needs exactly that: nothing to correct, and the estimate stays.
     r = w.run(128, {"a": lambda t: 0.001 - 37.5e-6 * (t - T0)})
     assert r.frequency == pytest.approx(-37.5, abs=0.01)
-    assert abs(r.offset) < 1e-4
+    # the 1 ms is slewed out at 5 ppm at most (issue 13): 0.64 ms of it by now
+    assert abs(r.offset) < 0.5e-3

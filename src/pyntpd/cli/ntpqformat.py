@@ -260,6 +260,30 @@ def readvar_json(associd: int, status: int, variables: dict[str, str],
             "variables": {n: typed(n, v, pivot_unix) for n, v in variables.items()}}
 
 
+CLOCK_EVENTS = ("clk_okay", "clk_noreply", "clk_badformat", "clk_fault", "clk_badsignal",
+                "clk_baddate", "clk_badtime")
+
+
+def clock_status_text(status: int) -> str:
+    """`0101 clk_noreply, last_clk_noreply`-style, as ntpq shows a clock status: the
+    current status in the low byte, the last event in the high one."""
+    current = _name(CLOCK_EVENTS, status & 0xFF, "clk")
+    last = _name(CLOCK_EVENTS, (status >> 8) & 0xFF, "clk")
+    return f"{status:04x} {current}, last_{last}"
+
+
+def clockvar_text(associd: int, status: int, variables: dict[str, str]) -> str:
+    items = [("status", clock_status_text(status)), *variables.items()]
+    return f"associd={associd} " + wrap_vars(items)
+
+
+def clockvar_json(associd: int, status: int, variables: dict[str, str],
+                  pivot_unix: float) -> dict[str, object]:
+    return {"command": "clockvar", "associd": associd, "status": status,
+            "status_text": clock_status_text(status).split(" ", 1)[1],
+            "variables": {n: typed(n, v, pivot_unix) for n, v in variables.items()}}
+
+
 # --- mrulist ---------------------------------------------------------------------------------
 
 

@@ -1,8 +1,9 @@
 """ntpd 4.2.8's command line, with ntpd's meanings, plus pyntpd's own long options.
 
-Flags that only make sense for features pyntpd refuses (broadcast and multicast clients,
-saveconfig) are errors that say why; flags that tune things pyntpd does differently are
-accepted with a warning, so an existing init script keeps working.
+Flags that only make sense for features pyntpd refuses (saveconfig) are errors that say
+why; flags that tune things pyntpd does differently are accepted with a warning, so an
+existing init script keeps working. -b, -m and -r are the broadcast client's directives,
+under the same rule as in the file: only with a trusted key (config/broadcast).
 """
 
 from __future__ import annotations
@@ -94,11 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     family.add_argument("-4", "--ipv4", action="store_true", help="use IPv4 only")
     family.add_argument("-6", "--ipv6", action="store_true", help="use IPv6 only")
     p.add_argument("-a", "--authreq", action="store_true",
-                   help="require authentication (always the case in pyntpd; accepted)")
+                   help="require authentication: always the case in pyntpd, so accepted and "
+                        "changes nothing")
     p.add_argument("-A", "--authnoreq", action="store_true",
-                   help="ntpd: do not require authentication; refused (warning)")
+                   help="ntpd: do not require authentication; ignored with a warning (pyntpd "
+                        "always requires it)")
     p.add_argument("-b", "--bcastsync", action="store_true",
-                   help="ntpd: broadcast client; refused (unauthenticated)")
+                   help="broadcast client (broadcastclient): only broadcasts signed with a "
+                        "trusted key are used")
     p.add_argument("-c", "--configfile", metavar="FILE",
                    help=f"configuration file (default {DEFAULT_CONFIG} if it exists, "
                         "else the embedded default)")
@@ -116,20 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--keyfile", metavar="FILE", help="symmetric keys file")
     p.add_argument("-l", "--logfile", metavar="FILE", help="log to FILE")
     p.add_argument("-L", "--novirtualips", action="store_true",
-                   help="do not listen on virtual addresses (accepted)")
+                   help="ntpd: do not listen on virtual addresses; ignored with a warning "
+                        "(pyntpd listens on the wildcard or the -I/interface addresses)")
     p.add_argument("-m", "--mcastname", action="append", default=[], metavar="ADDR",
-                   help="ntpd: multicast client; refused (unauthenticated)")
+                   help="multicast client of group ADDR (multicastclient ADDR): only signed "
+                        "broadcasts are used")
     p.add_argument("-M", "--modifymmtimer", action="store_true",
-                   help="Windows only; ignored")
+                   help="Windows only; ignored with a warning")
     p.add_argument("-n", "--nofork", action="store_true", help="stay in the foreground")
-    p.add_argument("-N", "--nice", action="store_true", help="run at high priority")
+    p.add_argument("-N", "--nice", action="store_true",
+                   help="run at the highest nice priority (-20), as far as allowed")
     p.add_argument("-p", "--pidfile", metavar="FILE", help="write the process id to FILE")
     p.add_argument("-P", "--priority", type=int, metavar="N",
-                   help="process priority (nice value) to run at")
+                   help="real-time (SCHED_FIFO) priority N, as far as allowed")
     p.add_argument("-q", "--quit", action="store_true",
                    help="set the time once and exit (needs synchronisation)")
     p.add_argument("-r", "--propagationdelay", metavar="S",
-                   help="ntpd: broadcast delay; ignored (no broadcast client)")
+                   help="broadcast delay in seconds (broadcastdelay S)")
     p.add_argument("--saveconfigquit", metavar="FILE",
                    help="ntpd: save the configuration and exit; refused")
     p.add_argument("-s", "--statsdir", metavar="DIR", help="statistics directory")
@@ -138,9 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-u", "--user", type=_user_group, metavar="USER[:GROUP]",
                    help="drop root privileges to USER (and GROUP) after start-up")
     p.add_argument("-U", "--updateinterval", type=int, metavar="S",
-                   help="interface rescan interval; accepted, ignored")
-    p.add_argument("--var", action="append", default=[], help="ntpd setvar; ignored")
-    p.add_argument("--dvar", action="append", default=[], help="ntpd setvar; ignored")
+                   help="interface rescan interval; ignored with a warning")
+    p.add_argument("--var", action="append", default=[],
+                   help="ntpd setvar; ignored with a warning")
+    p.add_argument("--dvar", action="append", default=[],
+                   help="ntpd setvar; ignored with a warning")
     p.add_argument("-w", "--wait-sync", type=float, metavar="S",
                    help="forking start: the parent returns once the daemon is synchronised "
                         "(exit 0) or after S seconds (exit ETIMEDOUT, 110)")
@@ -173,11 +182,21 @@ class OptionError(Exception):
 
 def parse_args(argv: list[str]) -> DaemonOptions:
     args = build_parser().parse_args(argv)
-    if args.bcastsync or args.mcastname:
-        raise OptionError(
-            "-b/-m (broadcast and multicast clients) are refused: they accept time from any "
-            "sender on the network; use 'server' or 'pool' lines (with NTS or keys)"
-        )
+    for group in args.mcastname:
+        try:
+            multicast = ipaddress.ip_address(group).is_multicast
+        except ValueError:
+            multicast = False
+        if not multicast:
+            raise OptionError(f"-m {group}: not a multicast group address (e.g. 224.0.1.1)")
+    delay = None
+    if args.propagationdelay is not None:
+        try:
+            delay = float(args.propagationdelay)
+        except ValueError:
+            raise OptionError(f"-r {args.propagationdelay}: not a number of seconds") from None
+        if not -10.0 <= delay <= 10.0:
+            raise OptionError(f"-r {args.propagationdelay}: out of range -10..10 s")
     if args.saveconfigquit:
         raise OptionError(
             "--saveconfigquit is refused: pyntpd never writes its configuration "
@@ -188,12 +207,13 @@ def parse_args(argv: list[str]) -> DaemonOptions:
         warnings.append("-A ignored: pyntpd always requires authentication where ntpd's -a did")
     if args.modifymmtimer:
         warnings.append("-M ignored: it is a Windows option")
-    if args.propagationdelay:
-        warnings.append("-r ignored: pyntpd has no broadcast client")
     if args.var or args.dvar:
         warnings.append("--var/--dvar ignored: pyntpd serves no user-defined variables")
     if args.updateinterval is not None:
         warnings.append("-U ignored: pyntpd listens on wildcard or configured addresses")
+    if args.novirtualips:
+        warnings.append("-L ignored: pyntpd listens on the wildcard or the -I/interface "
+                        "addresses, never on each virtual address")
     if args.metrics and not ipaddress.ip_address(args.metrics[0]).is_loopback:
         warnings.append(
             f"--metrics listens on {args.metrics[0]}, not loopback: anyone who can reach "
@@ -236,5 +256,8 @@ def parse_args(argv: list[str]) -> DaemonOptions:
         observe=args.observe,
         metrics=args.metrics,
         status_socket=args.status_socket,
+        broadcast_client=args.bcastsync,
+        multicast_groups=tuple(args.mcastname),
+        broadcast_delay=delay,
         warnings=tuple(warnings),
     )

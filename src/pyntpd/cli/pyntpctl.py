@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import sys
 from collections.abc import Sequence
 
 from pyntpd.cli.configcheck import register_check
-from pyntpd.cli.plot import register_plot
+from pyntpd.cli.plot import INSTALL_HINT, PlotError, draw_simulation, register_plot
 from pyntpd.cli.service import register_service
 
 EXIT_OK = 0
@@ -29,37 +30,16 @@ def _write_csv(path: str, offsets: list[float], frequency_errors: list[float]) -
             out.writerow([second + 1, f"{offset:.9e}", f"{freq:.6f}"])
 
 
-def _write_plot(path: str, title: str, offsets: list[float], stats_from: float) -> str | None:
-    """A PNG of offset vs time, if matplotlib is installed (it is not a dependency)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: no plot written (the CSV has the data)"
-    hours = [(i + 1) / 3600 for i in range(len(offsets))]
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.plot(hours, [x * 1e6 for x in offsets], linewidth=0.5)
-    ax.axvline(stats_from / 3600, color="grey", linestyle=":")
-    ax.set_xlabel("simulated time (h)")
-    ax.set_ylabel("offset, local - true (us)")
-    ax.set_title(title)
-    window = [abs(x) for x in offsets[int(stats_from):]]
-    if window:
-        limit = max(window) * 1e6 * 1.2
-        ax.set_ylim(-limit, limit)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return None
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
     from pyntpd.sim.scenarios import DAY, SCENARIOS, run
     from pyntpd.stats.filegen import StatsDirError
 
     setup = SCENARIOS[args.scenario]
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        # Before a simulated day is spent: the plot was asked for and cannot be made.
+        print(f"pyntpctl simulate: --plot needs matplotlib, which is not installed: "
+              f"{INSTALL_HINT}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         report, sim = run(
             setup, args.seed, minpoll=args.minpoll, maxpoll=args.maxpoll,
@@ -78,10 +58,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         _write_csv(args.csv, trace.offsets, trace.frequency_errors)
         print(f"  offsets written to {args.csv}")
     if args.plot:
-        title = f"{report.scenario} seed {report.seed}: RMS {report.rms * 1e6:.1f} us"
-        problem = _write_plot(args.plot, title, trace.offsets, report.stats_from)
-        print(f"  {problem}" if problem else f"  plot written to {args.plot}",
-              file=sys.stderr if problem else sys.stdout)
+        window = report.duration - report.stats_from
+        title = (f"{report.scenario} seed {report.seed}: RMS offset {report.rms * 1e6:.1f} µs "
+                 f"over {window / 3600:.1f} h from {report.stats_from:.0f} s")
+        try:
+            draw_simulation(args.plot, title, trace.offsets, report.stats_from)
+        except (PlotError, OSError) as exc:
+            print(f"pyntpctl simulate: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"  plot written to {args.plot}")
     return EXIT_FAILURE if report.panic else EXIT_OK
 
 
@@ -101,7 +86,8 @@ def register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                                                     "are taken (default 2000)")
     p.add_argument("--csv", metavar="FILE",
                    help="write the offset and the rate error (frequency + slew) per second")
-    p.add_argument("--plot", metavar="FILE", help="write a PNG (needs matplotlib)")
+    p.add_argument("--plot", metavar="FILE",
+                   help="write a PNG of the offset (needs matplotlib: " + INSTALL_HINT + ")")
     p.add_argument("--stats", metavar="DIR",
                    help="write loopstats and peerstats files into DIR (an existing directory), "
                         "in ntpd's format, for 'pyntpctl plot'")

@@ -19,6 +19,7 @@ import select
 import sys
 import time
 
+from pyntpd import refclock
 from pyntpd.cli.options import DaemonOptions, OptionError, parse_args
 from pyntpd.config import Diagnostic, check_config, check_file
 from pyntpd.daemon import logsetup
@@ -40,6 +41,23 @@ log = logging.getLogger("pyntpd")
 _EXPECTED = (StartupError, BindError, PidFileError, PrivilegeError, OptionError)
 
 
+def refclock_warnings(source: str, options: DaemonOptions) -> list[Diagnostic]:
+    """A reference clock with nothing to read now is still configured (and retried at run
+    time, as ntpd does): --check says so."""
+    try:
+        config = load_config(source, options.keyfile, options.trusted_keys).result.config
+    except Exception:  # the file's own problems are reported by the check above
+        return []
+    out = []
+    for clock in config.refclocks:
+        reason = refclock.probe(clock.type, clock.unit)
+        if reason is not None:
+            loc = clock.location
+            out.append(Diagnostic("warning", loc.file, loc.line, loc.col,
+                                  f"{clock.name}: {reason}", None))
+    return out
+
+
 def check(options: DaemonOptions) -> int:
     """--check: every problem on stdout, exit 1 if any is an error; nothing is started.
 
@@ -47,10 +65,11 @@ def check(options: DaemonOptions) -> int:
     restrict defaults are judged (config.check)."""
     source = config_source(options)
     if source == BUILTIN:
-        result = load_config(source, options.keyfile, options.trusted_keys).result
+        result = load_config(source, options.keyfile, options.trusted_keys, options).result
         diagnostics = result.diagnostics + check_config(result.config, filename=BUILTIN)
     else:
         diagnostics = check_file(source, keys_file=options.keyfile)
+    diagnostics = diagnostics + refclock_warnings(source, options)
     for diagnostic in diagnostics:
         print(diagnostic)
     errors = sum(1 for d in diagnostics if d.is_error)
@@ -160,7 +179,7 @@ def _refuse_unreadable(options: DaemonOptions, unreadable: tuple[Diagnostic, ...
 
 def run(options: DaemonOptions) -> int:
     source = config_source(options)
-    loaded = load_config(source, options.keyfile, options.trusted_keys)
+    loaded = load_config(source, options.keyfile, options.trusted_keys, options)
     logfile = options.logfile or loaded.config.logfile
     try:
         logsetup.configure_logging(foreground=options.foreground, logfile=logfile,
@@ -174,6 +193,15 @@ def run(options: DaemonOptions) -> int:
     if loaded.result.unreadable:
         return _refuse_unreadable(options, loaded.result.unreadable)
     report_diagnostics(loaded.result)
+    if loaded.result.fatal:
+        # A restrict/interface line that cannot be honoured: ntpd would run without it.
+        first = loaded.result.fatal[0]
+        reason = (f"refusing to start: {len(loaded.result.fatal)} security setting(s) in "
+                  f"{source} cannot be honoured, first {first.location}: {first.message}")
+        log.error("%s", reason)
+        if not options.foreground:
+            print(f"pyntpd: {reason}", file=sys.stderr)
+        return EXIT_FAILURE
     if loaded.result.has_errors:
         log.error("%d configuration error(s): the lines in error are ignored, as ntpd "
                   "does; 'pyntpd --check%s' lists them", len(loaded.result.errors),

@@ -4,7 +4,8 @@
     pyntpq --status [HOST]      one line like ntpstat; exit 0 synchronised, 1 not, 2 unknown
 
 Commands (-c, in order, -p being `peers`): `rv`/`readvar [ASSOC] [VAR,...]`,
-`as`/`associations`, `pe`/`peers`, `mrulist [mincount=N] [laddr=A] [...]`.
+`cv`/`clockvar [ASSOC] [VAR,...]` (a reference clock), `as`/`associations`, `pe`/`peers`,
+`mrulist [mincount=N] [laddr=A] [...]`.
 """
 
 from __future__ import annotations
@@ -190,6 +191,23 @@ def cmd_readvar(ctx: Context, args: Sequence[str]) -> None:
              fmt.readvar_json(associd, response.status, variables, pivot))
 
 
+def cmd_clockvar(ctx: Context, args: Sequence[str]) -> None:
+    """ntpq's `cv [ASSOC] [VAR,...]`: a reference clock's variables (READCLOCK); without
+    an association, the system peer's, if that is a reference clock."""
+    associd = 0
+    rest = list(args)
+    if rest and rest[0].isdigit():
+        associd = int(rest.pop(0))
+        if associd > 0xFFFF:
+            raise QueryError(f"association id {associd} out of range")
+    wanted = [v for arg in rest for v in arg.split(",") if v.strip()]
+    data = ", ".join(v.strip() for v in wanted).encode("ascii", "replace")
+    response = ctx.server.query(Opcode.READCLOCK, associd, data)
+    variables = parse_vars(response.data)
+    ctx.emit(fmt.clockvar_text(response.associd, response.status, variables),
+             fmt.clockvar_json(response.associd, response.status, variables, time.time()))
+
+
 def cmd_associations(ctx: Context, args: Sequence[str]) -> None:
     assocs = _associations(ctx)
     ctx.emit(fmt.assoc_text(assocs), fmt.assoc_json(assocs))
@@ -241,6 +259,7 @@ def cmd_mrulist(ctx: Context, args: Sequence[str]) -> None:
 
 COMMANDS: dict[str, Callable[[Context, Sequence[str]], None]] = {
     "readvar": cmd_readvar, "rv": cmd_readvar,
+    "clockvar": cmd_clockvar, "cv": cmd_clockvar,
     "associations": cmd_associations, "as": cmd_associations,
     "peers": cmd_peers, "pe": cmd_peers,
     "mrulist": cmd_mrulist,

@@ -47,6 +47,33 @@ NS_PER_S = 1_000_000_000
 MAX_FREQUENCY_PPM = 500.0  # the kernel's frequency range, and ntpd's frequency tolerance
 SLEW_RATE = 500e-6  # seconds of slew per second, as Linux adjtime()
 MAX_ERROR_S = 16.0  # the kernel's NTP_PHASE_LIMIT: at this maxerror it sets STA_UNSYNC
+# The tick length (adjtimex ADJ_TICK, `tick`: microseconds per 1/USER_HZ s): beyond the
+# kernel's 500 ppm of ADJ_FREQUENCY it carries a correction in steps of 100 ppm.
+USER_HZ = 100
+NOMINAL_TICK_US = 1_000_000 // USER_HZ  # adjtimex's `tick` at no correction
+PPM_PER_TICK_US = 1e6 / NOMINAL_TICK_US  # 100 ppm per microsecond of tick
+# Tick lengths within 1/12 of the nominal one, as chronyd allows itself (the kernel takes
+# 10 %): 83,333 ppm with the frequency's own 500 ppm on top.
+MAX_TICK_DELTA_US = NOMINAL_TICK_US // 12
+FAST_FREQUENCY_PPM = MAX_TICK_DELTA_US * PPM_PER_TICK_US + MAX_FREQUENCY_PPM
+
+
+def split_frequency(ppm: float) -> tuple[int, float]:
+    """The kernel's (tick, freq) for a correction of `ppm`, clamped to what they can
+    carry: the tick stays nominal within +-500 ppm, and beyond it takes the whole hundreds,
+    leaving freq within +-50 ppm."""
+    ppm = max(-FAST_FREQUENCY_PPM, min(FAST_FREQUENCY_PPM, ppm))
+    if abs(ppm) <= MAX_FREQUENCY_PPM:
+        return NOMINAL_TICK_US, ppm
+    delta = max(-MAX_TICK_DELTA_US, min(MAX_TICK_DELTA_US, round(ppm / PPM_PER_TICK_US)))
+    freq = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, ppm - delta * PPM_PER_TICK_US))
+    return NOMINAL_TICK_US + delta, freq
+
+
+def tick_ppm(tick_us: int) -> float:
+    return (tick_us - NOMINAL_TICK_US) * PPM_PER_TICK_US
+
+
 
 # Kernel status bits (by their timex.h names without STA_) that make the kernel discipline
 # the clock on its own: a previous daemon's PLL/FLL/PPS mode would fight ours.

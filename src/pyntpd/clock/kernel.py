@@ -3,8 +3,12 @@
 What each Clock method does to the kernel (include/uapi/linux/timex.h, kernel/time/ntp.c):
 
 - now(): clock_gettime(CLOCK_REALTIME) through time.time_ns().
-- adjust_frequency(ppm): ADJ_FREQUENCY, `freq` = ppm * 65536 (scaled ppm), clamped to the
-  kernel's +-500 ppm. Absolute: it replaces the previous correction.
+- adjust_frequency(ppm): ADJ_FREQUENCY, `freq` = ppm * 65536 (scaled ppm). Absolute: it
+  replaces the previous correction. Beyond the kernel's +-500 ppm (a fast slew before the
+  first sync, issue 13) ADJ_TICK as well, in the same call: the tick length carries the
+  whole hundreds (100 ppm per microsecond of a 10,000 us tick, within 1/12 of it, as
+  chronyd), `freq` the rest; back within 500 ppm the tick returns to nominal. Since Linux
+  4.19 both take effect at once (do_adjtimex: timekeeping_advance(TK_ADV_FREQ)).
 - slew(s): ADJ_OFFSET_SINGLESHOT, adjtime()'s semantics: the kernel walks the clock by `s`
   at 500 ppm, replacing any slew still outstanding. The kernel PLL (ADJ_OFFSET with STA_PLL)
   is never used: the engine disciplines by frequency and must know when a correction lands.
@@ -48,12 +52,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import (
-    MAX_FREQUENCY_PPM,
+    FAST_FREQUENCY_PPM,
+    NOMINAL_TICK_US,
     NS_PER_S,
     ClockError,
     ClockPermissionError,
     ClockState,
     TakeOver,
+    split_frequency,
+    tick_ppm,
 )
 
 __all__ = ["ClockError", "ClockPermissionError", "SystemClock"]
@@ -253,7 +260,12 @@ class SystemClock:
         self._adjtime = self._libc.clock_adjtime
         self._boottime = boottime_ns if boottime is None else boottime
         self.frequency_ppm: float | None = None  # the last frequency set, for reporting
+        self.tick_us = NOMINAL_TICK_US  # the tick length last set or read back
 
+    @property
+    def max_frequency_ppm(self) -> float:
+        """What adjust_frequency() carries out: with the tick length, beyond 500 ppm."""
+        return FAST_FREQUENCY_PPM
     @property
     def can_adjust(self) -> bool:
         return True
@@ -303,9 +315,10 @@ class SystemClock:
         boot_epoch, span, status = best
         tx = Timex(modes=ADJ_OFFSET_SS_READ)
         self._call(tx, "reading the adjtime() remainder")
+        self.tick_us = status.tick_us
         return ClockState(
             time_ns=status.time_ns,
-            frequency_ppm=status.frequency_ppm,
+            frequency_ppm=status.frequency_ppm + tick_ppm(status.tick_us),
             flags=status.flags,
             pll_offset_s=status.offset_s,
             slew_s=tx.offset * 1e-6,  # adjtime() counts in microseconds, whatever STA_NANO
@@ -332,10 +345,15 @@ class SystemClock:
         return self.adjust_frequency(frequency_ppm)
 
     def adjust_frequency(self, ppm: float) -> int:
-        ppm = _clamp(_finite(ppm, "frequency"), MAX_FREQUENCY_PPM)
-        tx = self._adjust(ADJ_FREQUENCY, "setting the clock frequency",
-                          freq=round(ppm * SCALED_PPM))
-        self.frequency_ppm = ppm
+        tick, freq = split_frequency(_finite(ppm, "frequency"))
+        if tick == self.tick_us:
+            tx = self._adjust(ADJ_FREQUENCY, "setting the clock frequency",
+                              freq=round(freq * SCALED_PPM))
+        else:
+            tx = self._adjust(ADJ_FREQUENCY | ADJ_TICK, "setting the clock frequency",
+                              freq=round(freq * SCALED_PPM), tick=tick)
+            self.tick_us = tick
+        self.frequency_ppm = tick_ppm(tick) + freq
         return time_from_timex(tx)
 
     def slew(self, offset_s: float) -> int:

@@ -1,11 +1,20 @@
 """A simulated clock: the `Clock` interface against a true simulated time.
 
 The oscillator has a frequency error (ppm, positive: it runs fast) that wanders as a random
-walk, one normal step of `wander` (fractional frequency) per simulated second. On top of it
+walk, one normal step of `wander` (fractional frequency) per simulated second, plus a daily
+thermal cycle if asked (`thermal_ppm`: the amplitude of a sine with a period of a day). On top of it
 the disciplined corrections act as in the Linux kernel, which this models rather than an
 ideal clock:
 
-- the frequency correction (`adjust_frequency`, ADJ_FREQUENCY) multiplies the rate;
+- the frequency correction (`adjust_frequency`, ADJ_FREQUENCY) multiplies the rate. Since
+  Linux 4.19 do_adjtimex() updates the timekeeper's multiplier at once for ADJ_FREQUENCY
+  and ADJ_TICK (timekeeping_advance(TK_ADV_FREQ)), the default here; before it (`hz` > 0,
+  e.g. 250 for a 3.10 kernel) the new rate waits for the next tick;
+- beyond the kernel's +-500 ppm of ADJ_FREQUENCY the correction is carried by the tick
+  length as well (ADJ_TICK: microseconds per 1/USER_HZ s tick, within +-10 % of 10000, so
+  100 ppm a unit), as `SystemClock` does it: `tick_us` and `correction_ppm` read back as
+  the kernel's `tick` and `freq`, and every stretch of time run faster than 500 ppm is
+  recorded (`fast_periods`) -- the fast slew of a start, which a report keeps apart;
 - a step moves the clock at once (and, as ADJ_SETOFFSET, moves its time against the
   uninterruptible clock: `boot_epoch_ns`, as the kernel's own leap seconds do);
 - `slew` is adjtime(): the offset is worked off at 500 ppm on top of everything else, and
@@ -41,13 +50,17 @@ from collections.abc import Callable, Iterable
 
 from pyntpd.clock.base import (
     DISCIPLINE_FLAGS,
+    FAST_FREQUENCY_PPM,
     MAX_ERROR_S,
     MAX_FREQUENCY_PPM,
+    NOMINAL_TICK_US,
     NS_PER_S,
     SLEW_RATE,
     ClockState,
     TakeOver,
+    split_frequency,
     status_flags,
+    tick_ppm,
 )
 
 DEFAULT_EPOCH_NS = 1_800_000_000 * NS_PER_S  # 2027-01-15, inside NTP era 0
@@ -57,8 +70,7 @@ DAY = 86_400
 LEAP_TOLERANCE = 1e-9
 SHIFT_PLL = 2  # Linux include/linux/timex.h
 PLL_TIME_CONSTANT = 2  # the kernel's default time_constant
-
-
+HZ = 250  # a common CONFIG_HZ: an old kernel's frequency change waits up to 1/HZ s
 class SimClock:
     can_adjust = True
 
@@ -76,6 +88,10 @@ class SimClock:
         pll_offset: float = 0.0,
         flags: Iterable[str] = ("UNSYNC",),
         time_constant: int = PLL_TIME_CONSTANT,
+        hz: int = 0,
+        thermal_ppm: float = 0.0,
+        thermal_phase: float = 0.0,
+        max_frequency_ppm: float = FAST_FREQUENCY_PPM,
     ) -> None:
         self.true = 0.0  # simulated true time, s since the epoch
         self.phase = offset  # local minus true, s
@@ -83,8 +99,18 @@ class SimClock:
         self.wander = wander
         self.rng = rng or random.Random(0)
         self.epoch_ns = epoch_ns
-        # What the kernel holds (a previous daemon may have left any of it).
-        self.correction_ppm = kernel_frequency_ppm
+        self.thermal_ppm = thermal_ppm  # amplitude of the daily cycle
+        self.thermal_phase = thermal_phase  # rad at true time 0
+        self.hz = hz  # 0: a frequency change takes effect at once (Linux >= 4.19)
+        # What the clock accepts: the kernel's 500 ppm, or (default) with the tick as well.
+        self.max_frequency_ppm = max_frequency_ppm
+        # What the kernel holds (a previous daemon may have left any of it): the tick and
+        # the frequency as adjtimex reads them, and the rate in force (`_effective_ppm`),
+        # which follows them at the next tick.
+        self.tick_us, self.correction_ppm = split_frequency(kernel_frequency_ppm)
+        self._effective_ppm = kernel_frequency_ppm
+        self._pending: tuple[float, float] | None = None  # (true time, ppm) at the next tick
+        self.fast_periods: list[list[float]] = []  # [start, end] true times beyond 500 ppm
         self.slew_left = adjtime_left
         self.pll_offset = pll_offset  # s still to be worked off by the kernel PLL
         self.flags = frozenset(flags)
@@ -104,15 +130,39 @@ class SimClock:
     # --- the simulation's side ------------------------------------------------------
 
     @property
+    def frequency_ppm(self) -> float:
+        """The correction the kernel holds, tick and frequency together (ppm)."""
+        return tick_ppm(self.tick_us) + self.correction_ppm
+
+    @property
+    def oscillator(self) -> float:
+        """The oscillator's own frequency error now (s/s): the walk and the thermal cycle."""
+        if not self.thermal_ppm:
+            return self.natural
+        cycle = math.sin(2 * math.pi * math.floor(self.true) / DAY + self.thermal_phase)
+        return self.natural + self.thermal_ppm * 1e-6 * cycle
+
+    @property
     def rate_error(self) -> float:
         """How fast local time gains on true time now, without slew (s/s)."""
-        f = self.correction_ppm * 1e-6
-        return (1.0 + self.natural) * (1.0 + f) - 1.0
+        f = self._effective_ppm * 1e-6
+        return (1.0 + self.oscillator) * (1.0 + f) - 1.0
+
+    @property
+    def unset_phase(self) -> float:
+        """The phase less every step and leap: what only the rate has done to the clock."""
+        return self.phase - self._set_total
 
     def advance_to(self, true: float) -> None:
         while self.true < true:
             next_second = math.floor(self.true) + 1.0
             end = min(true, next_second)
+            if self._pending is not None:
+                at, ppm = self._pending
+                if at <= self.true:
+                    self._take_effect(ppm)
+                    continue
+                end = min(end, at)
             trigger = self._leap_trigger()
             if trigger is not None:
                 left = trigger - (self.true + self.phase)
@@ -128,6 +178,16 @@ class SimClock:
                     self.natural += self.rng.gauss(0.0, self.wander)
                 if self.on_second is not None:
                     self.on_second(int(end), self.phase)
+
+    def _take_effect(self, ppm: float) -> None:
+        self._pending = None
+        was_fast = abs(self._effective_ppm) > MAX_FREQUENCY_PPM
+        self._effective_ppm = ppm
+        fast = abs(ppm) > MAX_FREQUENCY_PPM
+        if fast and not was_fast:
+            self.fast_periods.append([self.true, math.inf])
+        elif was_fast and not fast and self.fast_periods:
+            self.fast_periods[-1][1] = self.true
 
     def _pll_share(self) -> None:
         # Linux second_overflow(): the next second's tick carries this much of the offset.
@@ -188,9 +248,17 @@ class SimClock:
             self.leap_events.append((self.true, f"armed {self.leap_state}"))
 
     def true_at_local(self, local_s: float) -> float:
-        """When (true time) the local clock will read `local_s`, at the current rate."""
+        """When (true time) the local clock will read `local_s`, at the current rate and,
+        from the next tick, at the one just set."""
         local_now = self.epoch_ns / NS_PER_S + self.true + self.phase
-        return self.true + (local_s - local_now) / (1.0 + self.rate_error)
+        if self._pending is None:
+            return self.true + (local_s - local_now) / (1.0 + self.rate_error)
+        at, ppm = self._pending
+        local_at = local_now + (at - self.true) * (1.0 + self.rate_error)
+        if local_s <= local_at:
+            return self.true + (local_s - local_now) / (1.0 + self.rate_error)
+        rate = (1.0 + self.oscillator) * (1.0 + ppm * 1e-6)
+        return at + (local_s - local_at) / rate
 
     # --- what any process may do to the kernel (a previous daemon, a meddler) --------
 
@@ -209,7 +277,17 @@ class SimClock:
         return self.epoch_ns + round((self.true + self.phase) * NS_PER_S)
 
     def adjust_frequency(self, ppm: float) -> int:
-        self.correction_ppm = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, ppm))
+        if self.max_frequency_ppm <= MAX_FREQUENCY_PPM:
+            self.tick_us = NOMINAL_TICK_US
+            self.correction_ppm = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, ppm))
+        else:
+            self.tick_us, self.correction_ppm = split_frequency(ppm)
+        if self.hz <= 0:
+            self._take_effect(self.frequency_ppm)
+            return self.now()
+        # An old kernel: the new rate starts with the next tick; the call returns now.
+        tick = math.ceil(self.true * self.hz - 1e-9)
+        self._pending = (tick / self.hz, self.frequency_ppm)
         return self.now()
 
     def slew(self, offset_s: float) -> int:
@@ -238,7 +316,7 @@ class SimClock:
     def read_back(self) -> ClockState:
         return ClockState(
             time_ns=self.now(),
-            frequency_ppm=self.correction_ppm,
+            frequency_ppm=self.frequency_ppm,
             flags=self.flags,
             pll_offset_s=self.pll_offset,
             slew_s=self.slew_left,

@@ -133,15 +133,18 @@ class ClockWatch:
         one that took effect, and nothing else."""
         applied = apply_actions(self.clock, actions)
         if self.expected is not None:
+            # Beyond the kernel's 500 ppm only a clock that carries it in the tick length.
+            limit = getattr(self.clock, "max_frequency_ppm", MAX_FREQUENCY_PPM)
             for action, _ in applied.done:
-                self.expected = self._after(self.expected, action)
+                self.expected = self._after(self.expected, action, limit)
         return applied
 
     @staticmethod
-    def _after(expected: Expected, action: ClockAction) -> Expected:
+    def _after(expected: Expected, action: ClockAction,
+               limit: float = MAX_FREQUENCY_PPM) -> Expected:
         match action:
             case SetFrequency(ppm):
-                ppm = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, ppm))
+                ppm = max(-limit, min(limit, ppm))
                 return replace(expected, frequency_ppm=ppm)
             case Step(offset):
                 return replace(expected,

@@ -3,7 +3,8 @@
 A Finding says what is wrong, why it matters and how to fix it. Three sources feed it:
 
 - the parser's diagnostics (issue 2), some of which are security findings in their own right
-  (Autokey, mode 7, `tinker panic 0`, a readable keys file, a `peer` without a key);
+  (Autokey, mode 7, `tinker panic 0`, a readable keys file) or are named for what they are
+  (a `peer` without a key, polled as a server);
 - whole-configuration checks that `pyntpd --check` has always made (`basic`: names that do
   not resolve, too few sources, no `restrict default`);
 - the security review proper, reported with `--audit` only: restrict defaults, who may query
@@ -22,6 +23,7 @@ from typing import Literal
 from pyntpd.proto.access_types import RestrictFlag, RestrictRule
 
 from . import files
+from .assoc import PEER_AS_SERVER
 from .diagnostics import Diagnostic, Location
 from .model import NtpConfig, ParseResult, ServerConfig
 from .refused import AUTOKEY_WHY, MODE7_WHY
@@ -77,21 +79,23 @@ class Finding:
 
 # --- parser diagnostics -----------------------------------------------------------------
 
-# Parser diagnostics that are security findings: (code, test on the message). The texts
-# come from the parser's own constants where it has them, so a rewording cannot slip by.
-_SECURITY_DIAGNOSTICS: tuple[tuple[str, Callable[[str], bool]], ...] = (
-    ("autokey", lambda m: AUTOKEY_WHY in m),
-    ("mode7", lambda m: MODE7_WHY in m),
-    ("peer-without-key", lambda m: m.startswith("'peer' without 'key'")),
-    ("tinker-panic-0", lambda m: m.startswith("'tinker panic 0'")),
-    ("keys-file-mode", lambda m: m.startswith("keys file is accessible to group/others")),
+# Parser diagnostics with a finding of their own: (code, test on the message, severity when
+# the diagnostic is a warning). The texts come from the parser's own constants where it has
+# them, so a rewording cannot slip by.
+_NAMED_DIAGNOSTICS: tuple[tuple[str, Callable[[str], bool], Severity], ...] = (
+    ("autokey", lambda m: AUTOKEY_WHY in m, "security"),
+    ("mode7", lambda m: MODE7_WHY in m, "security"),
+    ("peer-as-server", lambda m: m == PEER_AS_SERVER, "warning"),
+    ("tinker-panic-0", lambda m: m.startswith("'tinker panic 0'"), "security"),
+    ("keys-file-mode", lambda m: m.startswith("keys file is accessible to group/others"),
+     "security"),
 )
 
 
 def from_diagnostic(d: Diagnostic) -> Finding:
-    for code, matches in _SECURITY_DIAGNOSTICS:
+    for code, matches, severity in _NAMED_DIAGNOSTICS:
         if matches(d.message):
-            return Finding(code, "error" if d.is_error else "security", d.location, d.message,
+            return Finding(code, "error" if d.is_error else severity, d.location, d.message,
                            fix=d.hint, basic=True)
     return Finding("parse", d.severity, d.location, d.message, fix=d.hint, basic=True)
 
@@ -151,7 +155,7 @@ class _Review:
         config = self.config
         usable = [s for s in config.servers if not s.noselect]
         where = config.servers[0].location if config.servers else self.file
-        if not config.servers and not config.local_clocks:
+        if not config.servers and not config.local_clocks and not config.refclocks:
             yield Finding("no-sources", "warning", where,
                           "no time sources are configured; this server will never synchronise",
                           basic=True)
@@ -254,24 +258,57 @@ class _Review:
                 "add 'noquery' unless ntpq must reach this server from there")
 
     def authentication(self) -> Iterator[Finding]:
+        """Unauthenticated servers although keys are trusted here. Only a server that could
+        hold one of those keys is told to use it: public servers (the NTP pool, the big
+        public services) share no key with anyone, so for them the way to authenticated time
+        is NTS with servers that offer it."""
         config = self.config
-        trusted = [k.key_id for k in config.keys if k.key_id in config.trusted_keys]
+        trusted = sorted(k.key_id for k in config.keys if k.key_id in config.trusted_keys)
         if not trusted:
             return
+        public: list[ServerConfig] = []
         for server in config.servers:
-            if server.kind == "server" and server.key is None and not server.nts:
+            if server.key is not None or server.nts:
+                continue
+            if server.kind == "pool" or is_public_server(server.address):
+                public.append(server)
+                continue
+            ids = ", ".join(str(k) for k in trusted[:5]) + (", ..." if len(trusted) > 5 else "")
+            yield Finding(
+                "server-without-key", "security", server.location,
+                f"server '{server.address}' is not authenticated although trusted keys "
+                "are configured",
+                "anyone on the path can forge its replies and move this clock",
+                f"add 'key N' with a key this server shares (trusted here: {ids}), or 'nts' "
+                "if it offers NTS")
+        if public:
+            names = ", ".join(f"'{s.address}'" for s in public)
+            yield Finding(
+                "public-server-unauthenticated", "note", public[0].location,
+                f"{names} {'is a public server' if len(public) == 1 else 'are public servers'}"
+                ": keys cannot authenticate them",
+                "public servers share no symmetric key with anyone, so this file's trusted "
+                "keys cannot protect their replies",
+                "if authenticated time matters, add servers that offer NTS "
+                "('server HOST nts')")
+
+    def shm_world_writable(self) -> Iterator[Finding]:
+        """ntpd creates SHM units 2 and up world-writable (docs/security.md)."""
+        for c in self.config.refclocks:
+            if c.type == 28 and c.unit >= 2 and not c.mode & 1:
                 yield Finding(
-                    "server-without-key", "security", server.location,
-                    f"server '{server.address}' is not authenticated although trusted keys "
-                    "are configured",
-                    "anyone on the path can forge its replies and move this clock",
-                    f"add 'key {trusted[0]}' (a key that server shares) or 'nts'")
+                    "shm-world-writable", "security", c.location,
+                    f"{c.address}: the shared memory segment is created world-writable",
+                    "any local user can write this server's time into it, and through it "
+                    "every client's", "use unit 0 or 1 with a writer running as root (gpsd), "
+                    "or add 'mode 1' to keep the segment owner-only", basic=True)
 
     def selection(self) -> Iterator[Finding]:
         config = self.config
         sources: list[tuple[bool, Location]] = [
             (s.noselect, s.location) for s in config.servers]
         sources += [(c.noselect, c.location) for c in config.local_clocks]
+        sources += [(c.noselect, c.location) for c in config.refclocks]
         if sources and all(noselect for noselect, _ in sources):
             yield Finding("all-noselect", "security", sources[0][1],
                           "every source is 'noselect'",
@@ -282,7 +319,7 @@ class _Review:
         if not locals_:
             return
         clock = min(locals_, key=lambda c: c.stratum)
-        if not any(not s.noselect for s in config.servers):
+        if not any(not s.noselect for s in (*config.servers, *config.refclocks)):
             yield Finding(
                 "local-clock-only", "security", clock.location,
                 f"the local clock driver {clock.address} is the only source",
@@ -320,12 +357,21 @@ class _Review:
                 "remove it (the default is 0.128 s)")
 
     def monitoring(self) -> Iterator[Finding]:
-        if not self.config.flags.monitor:
-            yield Finding(
-                "disable-monitor", "note", self.file, "'disable monitor' has no effect",
-                "in ntpd it turns off the MRU list and with it the 'limited' rate limit; "
-                "pyntpd always keeps the (bounded) list, so rate limiting stays on",
-                "remove it")
+        """In ntpd `disable monitor` stops the MRU list only while no `restrict` rule says
+        `limited` (any such rule starts it again); pyntpd always keeps its bounded list."""
+        if self.config.flags.monitor:
+            return
+        limited = any(r.flags & F.LIMITED for r in self.config.restrictions)
+        if limited:
+            why = ("ntpd keeps its MRU list on whenever a 'restrict' rule says 'limited', as "
+                   "one here does, and pyntpd always keeps its (bounded) list")
+        else:
+            why = ("pyntpd always keeps its (bounded) MRU list, where ntpd without a "
+                   "'limited' rule would stop it; hosts that may query this server (no "
+                   "'noquery') can read it with 'ntpq mrulist'")
+        yield Finding(
+            "disable-monitor", "note", self.file, "'disable monitor' has no effect", why,
+            "remove it; keep the client list private with 'noquery' or 'nomrulist'")
 
     def leap_seconds(self) -> Iterator[Finding]:
         if self.config.leapfile is None:
@@ -345,6 +391,23 @@ class _Review:
                     "you operate")
 
 
+# Public NTP services: nobody shares a symmetric key with them. The pool's names all end in
+# pool.ntp.org; the rest are the large operators' well-known names.
+PUBLIC_SUFFIXES = ("pool.ntp.org",)
+PUBLIC_NAMES = frozenset([
+    "time.google.com", "time1.google.com", "time2.google.com", "time3.google.com",
+    "time4.google.com", "time.cloudflare.com", "time.apple.com", "time.windows.com",
+    "time.facebook.com", "ntp.ubuntu.com", "time.nist.gov", "time-a.nist.gov",
+    "time-b.nist.gov", "time.euro.apple.com", "time.aws.com",
+])
+
+
+def is_public_server(address: str) -> bool:
+    name = address.lower().removesuffix(".")
+    return (name in PUBLIC_NAMES
+            or any(name == s or name.endswith("." + s) for s in PUBLIC_SUFFIXES))
+
+
 def _liar_reason(n: int) -> str:
     if n <= 1:
         return ("with one source nothing can detect a falseticker: whatever it says, "
@@ -354,14 +417,7 @@ def _liar_reason(n: int) -> str:
 
 
 def _rule_name(rule: RestrictRule) -> str:
-    if rule.hostname:
-        return rule.hostname
-    if rule.network is None:
-        return "source"
-    net = rule.network
-    if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address)
-    return str(net) if net.version == 6 else f"{net.network_address} mask {net.netmask}"
+    return rule.describe()
 
 
 def review(
@@ -371,7 +427,8 @@ def review(
     """Whole-configuration findings; `full=False` gives only the basic ones."""
     r = _Review(config, resolve, filename)
     checks: list[Callable[[], Iterable[Finding]]] = [
-        r.unresolved, r.source_count, r.restrict_default_missing, r.selection]
+        r.unresolved, r.source_count, r.restrict_default_missing, r.selection,
+        r.shm_world_writable]
     if full:
         checks += [r.restrict_default_flags, r.query_open, r.authentication,
                    r.discipline, r.monitoring, r.leap_seconds, r.bursts]

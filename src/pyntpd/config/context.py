@@ -1,8 +1,12 @@
 """Shared state and argument helpers for the directive handlers.
 
-Handlers report problems through the Context and commit their result only when the line
-produced no error (`ctx.line_ok`): like ntpd, a line with an error is dropped as a whole,
-so a half-understood `server` line never becomes an association.
+Handlers report problems through the Context. A line that is one setting (`server`,
+`fudge`, `includefile`) is committed only when it produced no error (`ctx.line_ok`), so a
+half-understood `server` line never becomes an association. A line that carries several
+settings (`tos`, `tinker`, `discard`, `mru`, `enable`, `statistics`) keeps the ones that
+were understood: only the bad word is dropped. A security setting pyntpd cannot honour
+(`restrict`, `interface`) is never dropped quietly: `fail_closed` makes its errors fatal,
+and the daemon refuses to start rather than run more open than the file says.
 """
 
 from __future__ import annotations
@@ -14,12 +18,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyntpd.proto.access_types import RestrictRule
+from pyntpd.proto.access_types import RestrictFlag, RestrictRule
 
 from . import files
-from .diagnostics import DiagnosticSink, Location, suggest
+from .diagnostics import Diagnostic, DiagnosticSink, Location, suggest
 from .lexer import Token
-from .model import FilegenConfig, InterfaceRule, LocalClock, ServerConfig
+from .model import (
+    BroadcastConfig,
+    FilegenConfig,
+    InterfaceRule,
+    LocalClock,
+    RefclockConfig,
+    ServerConfig,
+)
 
 _INT = re.compile(r"[+-]?[0-9]{1,12}")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]{1,15}(?:\.[0-9]{0,15})?|\.[0-9]{1,15})(?:[eE][+-]?[0-9]{1,3})?")
@@ -32,6 +43,8 @@ class Fudge:
     stratum: int | None = None
     refid: str | None = None
     time1: float | None = None
+    time2: float | None = None
+    flags: dict[int, bool] = field(default_factory=dict)  # flag bit -> set
     ignored: list[str] = field(default_factory=list)
 
 
@@ -43,17 +56,34 @@ class KeyRef:
 
 
 @dataclass(slots=True)
+class CastBuilder:
+    """`broadcast`, `broadcastclient`, `multicastclient`, `broadcastdelay`, `ttl` so far."""
+
+    broadcasts: list[BroadcastConfig] = field(default_factory=list)
+    client_token: Token | None = None  # the line that turned the broadcast client on
+    groups: list[str] = field(default_factory=list)
+    delay: float | None = None
+    ttl_map: tuple[int, ...] | None = None
+
+
+@dataclass(slots=True)
 class Builder:
     """Mutable accumulation of a configuration while lines are read."""
 
     servers: list[ServerConfig] = field(default_factory=list)
     server_index: dict[tuple[str, int], ServerConfig] = field(default_factory=dict)
     local_clocks: list[LocalClock] = field(default_factory=list)
+    refclocks: list[RefclockConfig] = field(default_factory=list)
     unsupported_refclocks: set[str] = field(default_factory=set)
+    refclock_lines: dict[str, Token] = field(default_factory=dict)  # address -> its line
+    unpeers: list[Token] = field(default_factory=list)  # `unpeer`/`unconfig` targets
     fudges: list[Fudge] = field(default_factory=list)
     restrictions: list[RestrictRule] = field(default_factory=list)
-    # (network, ntpport bit) -> index in `restrictions`; ntpd keeps one entry per key
-    restrict_index: dict[tuple[object, int], int] = field(default_factory=dict)
+    # (network, mask, ntpport bit) -> index in `restrictions`; ntpd keeps one entry per key
+    restrict_index: dict[tuple[object, int | None, int], int] = field(default_factory=dict)
+    # `restrict NAME` whose name did not resolve: (name, -4/-6, flags), judged at the end
+    unresolved_restricts: list[tuple[Token, int | None, RestrictFlag]] = field(
+        default_factory=list)
     scalars: dict[str, Any] = field(default_factory=dict)
     keys_token: Token | None = None
     key_refs: list[KeyRef] = field(default_factory=list)
@@ -66,6 +96,7 @@ class Builder:
     flags: dict[str, bool] = field(default_factory=dict)
     discard: dict[str, int] = field(default_factory=dict)
     mru: dict[str, int | None] = field(default_factory=dict)
+    cast: CastBuilder = field(default_factory=CastBuilder)
 
 
 class Context:
@@ -74,11 +105,24 @@ class Context:
         self.resolve = resolve
         self.b = Builder()
         self._line_errors = 0
+        self._line_start = 0
+        # `end` was read here: ntpd ignores the rest of the configuration
+        self.stopped: Token | None = None
 
     # -- line bookkeeping ------------------------------------------------------------------
 
     def start_line(self) -> None:
         self._line_errors = self.sink.error_count
+        self._line_start = len(self.sink.items)
+
+    def fail_closed(self, what: str) -> None:
+        """This line's errors stop the daemon from starting (and a reload keeps the running
+        configuration, as for any error)."""
+        self.sink.make_fatal(
+            self._line_start,
+            f"pyntpd refuses to start with a {what} line it cannot honour, rather than "
+            "run more open than this file says",
+        )
 
     @property
     def line_ok(self) -> bool:
@@ -98,6 +142,12 @@ class Context:
 
     def error(self, at: Token | Location, message: str, hint: str | None = None) -> None:
         self.sink.error(self.loc(at), message, hint)
+
+    def fatal(self, at: Token | Location, message: str, hint: str | None = None) -> None:
+        """An error that stops the daemon from starting (see `fail_closed`)."""
+        loc = self.loc(at)
+        self.sink.append(Diagnostic("error", loc.file, loc.line, loc.col, message, hint,
+                                    fatal=True))
 
     def warning(self, at: Token | Location, message: str, hint: str | None = None) -> None:
         self.sink.warning(self.loc(at), message, hint)

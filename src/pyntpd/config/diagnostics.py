@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Severity = Literal["error", "warning"]
@@ -37,6 +37,9 @@ class Diagnostic:
     col: int
     message: str
     hint: str | None = None
+    # An error in a security setting pyntpd cannot honour (a `restrict` or `interface` line):
+    # the daemon refuses to start rather than run more open than the file says.
+    fatal: bool = False
 
     @property
     def location(self) -> Location:
@@ -100,6 +103,14 @@ class DiagnosticSink:
 
     def error(self, loc: Location, message: str, hint: str | None = None) -> None:
         self.add("error", loc, message, hint)
+
+    def make_fatal(self, since: int, hint: str) -> None:
+        """Mark the errors reported since item `since` as fatal, adding `hint`."""
+        for i in range(since, len(self.items)):
+            d = self.items[i]
+            if d.is_error and not d.fatal:
+                joined = f"{d.hint}; {hint}" if d.hint else hint
+                self.items[i] = replace(d, hint=joined, fatal=True)
 
     def warning(self, loc: Location, message: str, hint: str | None = None) -> None:
         self.add("warning", loc, message, hint)

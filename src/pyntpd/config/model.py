@@ -94,6 +94,47 @@ class LocalClock:
         return f"127.127.1.{self.unit}"
 
 
+# The reference clock drivers pyntpd builds (besides LOCAL, type 1): type -> ntpd's name
+# for it on the billboard (`SHM(0)`) and its default refid (docs/refclocks.md).
+REFCLOCK_DRIVERS: dict[int, tuple[str, str]] = {
+    20: ("NMEA", "GPS"),
+    22: ("PPS", "PPS"),
+    28: ("SHM", "SHM"),
+    46: ("GPSD_JSON", "GPSD"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RefclockConfig:
+    """`server 127.127.T.U ...` for a driver other than LOCAL, with its `fudge` line
+    applied. `mode` is the server line's mode word (ntpd keeps it in the peer's ttl);
+    `flags` the fudge flag1..flag4 bits (1, 2, 4, 8), as ntpd's `sloppyclockflag`."""
+
+    type: int
+    unit: int
+    mode: int = 0
+    prefer: bool = False
+    noselect: bool = False
+    true: bool = False
+    minpoll: int = 6
+    maxpoll: int = 10
+    time1: float = 0.0
+    time2: float = 0.0
+    stratum: int = 0
+    refid: str | None = None  # None: the driver's own
+    flags: int = 0
+    location: Location = field(default=NO_LOCATION, compare=False)
+
+    @property
+    def address(self) -> str:
+        return f"127.127.{self.type}.{self.unit}"
+
+    @property
+    def name(self) -> str:
+        """As ntpq shows it: SHM(0), GPSD_JSON(128)."""
+        return f"{REFCLOCK_DRIVERS[self.type][0]}({self.unit})"
+
+
 @dataclass(frozen=True, slots=True)
 class SystemFlags:
     """`enable`/`disable` flags with ntpd's defaults."""
@@ -171,10 +212,48 @@ class NtsConfig:
     listen: str | None = None  # None: every address
 
 
+# ntpd's ttl mapping vector (MAX_TTL entries): `broadcast ... ttl N` picks entry N, and the
+# `ttl` directive replaces the list. 0 leaves the kernel's multicast default (1 hop).
+MAX_TTL = 8
+DEFAULT_TTL_MAP = tuple(i * 256 // MAX_TTL for i in range(MAX_TTL))
+DEFAULT_BROADCAST_DELAY = -0.050  # ntpd [Bug 3031]: calibrate, and give up above 50 ms
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastConfig:
+    """A `broadcast ADDRESS` line: mode 5 packets to a broadcast or multicast address (or a
+    unicast one) every 2**minpoll s while synchronised, signed when `key` is given."""
+
+    address: str
+    key: int | None = None
+    ttl: int = 0  # index into NtpConfig.ttl_map, as in ntpd
+    version: int = 4
+    minpoll: int = 6  # ntpd's NTP_MINDPOLL: broadcasts every 64 s
+    location: Location = field(default=NO_LOCATION, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastClientConfig:
+    """`broadcastclient` / `enable bclient`, `multicastclient`, `broadcastdelay`: whether
+    mode 5 packets are listened to. Only authenticated ones ever are (config/broadcast)."""
+
+    enabled: bool = False  # broadcastclient, enable bclient: broadcasts to our subnets
+    groups: tuple[str, ...] = ()  # multicastclient: multicast groups joined
+    # broadcastdelay: > 0 a fixed round-trip delay (no calibration); otherwise calibrate
+    # with a client/server exchange and refuse a broadcaster farther than |delay|.
+    delay: float = DEFAULT_BROADCAST_DELAY
+    location: Location = field(default=NO_LOCATION, compare=False)
+
+    @property
+    def listening(self) -> bool:
+        return self.enabled or bool(self.groups)
+
+
 @dataclass(frozen=True, slots=True)
 class NtpConfig:
     servers: tuple[ServerConfig, ...] = ()
     local_clocks: tuple[LocalClock, ...] = ()
+    refclocks: tuple[RefclockConfig, ...] = ()
     restrictions: tuple[RestrictRule, ...] = ()
     driftfile: str | None = None
     keys_file: str | None = None
@@ -199,6 +278,9 @@ class NtpConfig:
     mru: MruConfig = MruConfig()
     interfaces: tuple[InterfaceRule, ...] = ()
     nts: NtsConfig = NtsConfig()
+    broadcasts: tuple[BroadcastConfig, ...] = ()
+    ttl_map: tuple[int, ...] = DEFAULT_TTL_MAP
+    broadcast_client: BroadcastClientConfig = BroadcastClientConfig()
     # Every file read to build this config, in order; a reload watches these.
     files: tuple[str, ...] = field(default=(), compare=False)
 
@@ -244,6 +326,11 @@ class ParseResult:
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def fatal(self) -> list[Diagnostic]:
+        """Errors that stop the daemon from starting (config.context.Context.fail_closed)."""
+        return [d for d in self.diagnostics if d.fatal]
 
     @property
     def warnings(self) -> list[Diagnostic]:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 
-from . import assoc, files, refused, system
+from . import assoc, broadcast, files, refused, system
 from . import ntsconfig as nts
 from . import restrict as access
 from .context import Context
@@ -38,8 +38,11 @@ HANDLERS: dict[str, Handler] = {
     "server": assoc.handle_association,
     "pool": assoc.handle_association,
     "peer": assoc.handle_association,
+    "unpeer": assoc.handle_unpeer,
+    "unconfig": assoc.handle_unpeer,
     "fudge": assoc.handle_fudge,
     "restrict": access.handle_restrict,
+    "delrestrict": access.handle_delrestrict,
     "interface": access.handle_interface,
     "nic": access.handle_interface,
     "listen": access.handle_listen,
@@ -62,14 +65,19 @@ HANDLERS: dict[str, Handler] = {
     "enable": system.handle_enable,
     "disable": system.handle_enable,
     "nts": nts.handle_nts,
+    "broadcast": broadcast.handle_broadcast,
+    "broadcastclient": broadcast.handle_broadcastclient,
+    "multicastclient": broadcast.handle_multicastclient,
+    "broadcastdelay": broadcast.handle_broadcastdelay,
+    "ttl": broadcast.handle_ttl,
 }
-for _name in (*refused.AUTOKEY_DIRECTIVES, *refused.ONE_TO_MANY_DIRECTIVES):
+for _name in (*refused.AUTOKEY_DIRECTIVES, *refused.MANYCAST_DIRECTIVES):
     HANDLERS[_name] = refused.handle_refused
 for _name in refused.IGNORED_DIRECTIVES:
     HANDLERS[_name] = refused.handle_ignored
 
-DIRECTIVES = frozenset([*HANDLERS, "includefile"])
-_SERVER_USES = ("server", "pool", "peer")
+DIRECTIVES = frozenset([*HANDLERS, "includefile", "end"])
+_SERVER_USES = ("server", "pool", "peer", "broadcast")
 
 
 class _Parser:
@@ -95,6 +103,10 @@ class _Parser:
         self.stack.append(os.path.normpath(filename))
         self.files.append(filename)
         for line in lex(text, filename, self.sink):
+            if self.ctx.stopped:
+                self.ctx.warning(line.tokens[0], "not read: ntpd stops reading its "
+                                 f"configuration at 'end' ({self.ctx.stopped.loc})")
+                break
             head, args = line.tokens[0], list(line.tokens[1:])
             self.ctx.start_line()
             try:
@@ -110,6 +122,9 @@ class _Parser:
     def _dispatch(self, head: Token, args: list[Token]) -> None:
         if head.text == "includefile":
             self._include(head, args)
+            return
+        if head.text == "end":
+            self._end(head, args)
             return
         handler = HANDLERS.get(head.text)
         if handler is None:
@@ -146,6 +161,12 @@ class _Parser:
                              f"{files.describe_os_error(exc)}")
             return
         self.run(files.decode(data, path, self.sink), path)
+
+    def _end(self, head: Token, args: list[Token]) -> None:
+        """ntpd stops reading its configuration at `end`, in every file it has open."""
+        self.ctx.no_more(args, 0, "end")
+        if self.ctx.line_ok:
+            self.ctx.stopped = head
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -216,7 +237,9 @@ class _Parser:
     def finish(self) -> ParseResult:
         ctx = self.ctx
         b = ctx.b
+        assoc.apply_unpeers(ctx)
         assoc.apply_fudges(ctx)
+        access.check_unresolved(ctx)
         keys_file, keys = self._load_keys()
         s = b.scalars
 
@@ -228,12 +251,14 @@ class _Parser:
             value = s.get(name)
             return value if isinstance(value, int) else None
 
+        broadcasts, ttl_map, broadcast_client = broadcast.finish(ctx, keys, b.trusted_keys)
         tos = dict(b.tos)
         if "cohort" in tos:
             tos["cohort"] = bool(tos["cohort"])
         config = NtpConfig(
             servers=tuple(b.servers),
             local_clocks=tuple(b.local_clocks),
+            refclocks=tuple(b.refclocks),
             restrictions=tuple(b.restrictions),
             driftfile=text("driftfile"),
             keys_file=keys_file,
@@ -257,6 +282,9 @@ class _Parser:
             mru=replace(MruConfig(), **b.mru),
             interfaces=tuple(b.interfaces),
             nts=nts.check_nts(ctx),
+            broadcasts=broadcasts,
+            broadcast_client=broadcast_client,
+            **({} if ttl_map is None else {"ttl_map": ttl_map}),
             files=tuple(self.files),
         )
         return ParseResult(config, list(self.sink.items), tuple(self.unreadable))

@@ -12,11 +12,13 @@ from .lexer import Token
 AUTOKEY_WHY = "Autokey is broken by design (CVE-2015-7701 class, RFC 8633 §3.5)"
 AUTOKEY_FIX = "use NTS ('server HOST nts') or symmetric keys"
 
-ONE_TO_MANY_WHY = (
-    "unauthenticated one-to-many modes (broadcast/multicast/manycast) let any host on the "
-    "network offer time and widen the attack surface"
+MANYCAST_WHY = (
+    "manycast mobilises an association with whichever host answers a multicast solicitation, "
+    "and its servers answer anyone who asks on the group"
 )
-ONE_TO_MANY_FIX = "use 'server' or 'pool' lines"
+MANYCAST_FIX = (
+    "use 'pool' lines to find servers, and 'broadcast ADDRESS key N' to serve a segment"
+)
 
 MODE7_WHY = (
     "pyntpd never answers mode 7 (ntpdc): it was the monlist amplification vector "
@@ -25,13 +27,7 @@ MODE7_WHY = (
 MODE7_FIX = "use ntpq (mode 6) for monitoring"
 
 AUTOKEY_DIRECTIVES = ("crypto", "revoke", "automax", "ident")
-ONE_TO_MANY_DIRECTIVES = (
-    "broadcast",
-    "broadcastclient",
-    "manycastserver",
-    "manycastclient",
-    "multicastclient",
-)
+MANYCAST_DIRECTIVES = ("manycastserver", "manycastclient")
 
 # Accepted and ignored, with the reason given to the administrator.
 IGNORED_DIRECTIVES: dict[str, str] = {
@@ -43,8 +39,6 @@ IGNORED_DIRECTIVES: dict[str, str] = {
     "logconfig": "pyntpd does not implement ntpd's syslog classes",
     "setvar": "pyntpd does not publish extra system variables",
     "keysdir": "keysdir only served Autokey, which pyntpd does not support",
-    "broadcastdelay": "broadcast modes are not supported",
-    "ttl": "manycast is not supported",
     "phone": "modem reference clocks are not supported",
     "device": "reference clock devices are not supported",
     "rlimit": "pyntpd does not change its resource limits",
@@ -55,7 +49,7 @@ IGNORED_DIRECTIVES: dict[str, str] = {
     "pollskewlist": "poll skewing is not supported",
     "reset": "counter resets are a run-time operation",
     "nonvolatile": "the driftfile write threshold is fixed",
-    "unpeer": "unpeer is a run-time operation",
+    "tick": "pyntpd uses the kernel's tick",
 }
 
 
@@ -67,8 +61,8 @@ def handle_refused(ctx: Context, head: Token, args: list[Token]) -> None:
     name = head.text
     if name in AUTOKEY_DIRECTIVES:
         autokey(ctx, head)
-    elif name in ONE_TO_MANY_DIRECTIVES:
-        ctx.error(head, f"'{name}' is not supported: {ONE_TO_MANY_WHY}", ONE_TO_MANY_FIX)
+    elif name in MANYCAST_DIRECTIVES:
+        ctx.error(head, f"'{name}' is not supported: {MANYCAST_WHY}", MANYCAST_FIX)
 
 
 def handle_ignored(ctx: Context, head: Token, args: list[Token]) -> None:

@@ -1,10 +1,15 @@
 """File names, keys, statistics and the system knobs (`tos`, `tinker`, `enable`, `discard`,
-`mru`). Ranges are chosen to catch typos and unit confusion, not to second-guess experts:
-a value ntpd would accept but that makes no physical sense is an error with a hint.
+`mru`).
+
+These lines carry several settings each, so one bad word never costs the others: a value
+ntpd clamps is clamped the same way with a warning, a value outside what pyntpd can use is
+brought to its nearest usable value with a warning, and a word that is not a number or not
+an option is an error that drops only that word (and its value) while the rest applies.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -12,9 +17,10 @@ from .context import Context, KeyRef
 from .diagnostics import Location
 from .lexer import Token
 from .model import STATISTICS_NAMES, FilegenConfig, FilegenType
-from .refused import MODE7_FIX, MODE7_WHY, ONE_TO_MANY_FIX
+from .refused import MODE7_FIX, MODE7_WHY
 
 INT_MAX = 2**31 - 1
+BIG = 1e9  # s or PPM: far beyond any meaningful tinker/tos value, still a finite float
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,39 @@ class Option:
     lo: float
     hi: float
     hint: str | None = None
+    ntpd: bool = False  # ntpd 4.2.8 clamps to the same range
+    ignore: bool = False  # out of range: ignored (as ntpd does) rather than clamped
+
+
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _number(ctx: Context, tok: Token, name: str, kind: type) -> int | float | None:
+    text = tok.text
+    if not _NUMBER.fullmatch(text) or (kind is int and not re.fullmatch(r"[+-]?[0-9]+", text)):
+        what = "a whole number" if kind is int and _NUMBER.fullmatch(text) else "a number"
+        ctx.error(tok, f"{name} must be {what}, not '{text}'; ignored")
+        return None
+    value = int(text) if kind is int else float(text)
+    if not math.isfinite(value):
+        ctx.error(tok, f"{name} must be a number, not '{text}'; ignored")
+        return None
+    return value
+
+
+def _in_range(ctx: Context, tok: Token, name: str, opt: Option,
+              value: int | float) -> int | float | None:
+    """The value to use: as given, clamped (with a warning), or None (ignored)."""
+    if opt.lo <= value <= opt.hi:
+        return value
+    limit = opt.kind(opt.lo if value < opt.lo else opt.hi)
+    where = f"{name} {value:g} is {'below' if value < opt.lo else 'above'} {limit:g}"
+    as_ntpd = ", as ntpd does" if opt.ntpd else ""
+    if opt.ignore:
+        ctx.warning(tok, f"{where}; ignored{as_ntpd}", opt.hint)
+        return None
+    ctx.warning(tok, f"{where}; using {limit:g}{as_ntpd}", opt.hint)
+    return limit
 
 
 def _options(
@@ -32,7 +71,8 @@ def _options(
     table: dict[str, Option],
     ignored: dict[str, str] | None = None,
 ) -> list[tuple[str, Token, int | float]]:
-    """Parse `name value` pairs; returns them in order, for last-one-wins semantics."""
+    """Parse `name value` pairs; returns the usable ones in order, for last-one-wins
+    semantics. A bad pair is reported and left out; the others still count."""
     ignored = ignored or {}
     out: list[tuple[str, Token, int | float]] = []
     if not args:
@@ -49,15 +89,18 @@ def _options(
         opt = table.get(tok.text)
         if opt is None:
             ctx.unknown(tok, "option", [*table, *ignored], f"for '{head.text}'")
-            break  # the next token is probably its value
-        value: int | float | None
-        if opt.kind is int:
-            value = ctx.int_arg(args, i, tok, tok.text, int(opt.lo), int(opt.hi), opt.hint)
-        else:
-            value = ctx.float_arg(args, i, tok, tok.text, opt.lo, opt.hi, opt.hint)
+            if i < len(args) and _NUMBER.fullmatch(args[i].text):
+                i += 1  # its value goes with it
+            continue
+        value_tok = ctx.need(args, i, tok, tok.text)
+        i += 1
+        if value_tok is None:
+            continue
+        value = _number(ctx, value_tok, tok.text, opt.kind)
+        if value is not None:
+            value = _in_range(ctx, value_tok, tok.text, opt, value)
         if value is not None:
             out.append((tok.text, tok, value))
-        i += 1
     return out
 
 
@@ -209,11 +252,9 @@ def _stats_name(ctx: Context, tok: Token) -> bool:
 def handle_statistics(ctx: Context, head: Token, args: list[Token]) -> None:
     if not args:
         ctx.error(ctx.after(head), "missing statistics name after 'statistics'")
-    names = [tok.text for tok in args if _stats_name(ctx, tok)]
-    if ctx.line_ok:
-        for name in names:
-            if name not in ctx.b.statistics:
-                ctx.b.statistics.append(name)
+    for name in [tok.text for tok in args if _stats_name(ctx, tok)]:
+        if name not in ctx.b.statistics:
+            ctx.b.statistics.append(name)
 
 
 def handle_filegen(ctx: Context, head: Token, args: list[Token]) -> None:
@@ -267,94 +308,104 @@ def handle_filegen(ctx: Context, head: Token, args: list[Token]) -> None:
 # -- tos, tinker, discard, mru ------------------------------------------------------------
 
 TOS_OPTIONS = {
-    "minsane": Option(int, 1, 64),
-    "minclock": Option(int, 1, 64),
-    "maxclock": Option(int, 1, 64),
-    "maxdist": Option(float, 0.001, 16.0),
-    "mindist": Option(float, 0.0, 16.0),
+    "minsane": Option(int, 0, INT_MAX, ntpd=True),
+    "minclock": Option(int, 1, INT_MAX, ntpd=True),
+    "maxclock": Option(int, 1, INT_MAX, ntpd=True),
+    "maxdist": Option(float, 0.001, BIG, "with a smaller maxdist no source is ever usable"),
+    "mindist": Option(float, 0.0, BIG),
     "orphan": Option(int, 1, 16, "16 turns orphan mode off"),
-    "orphanwait": Option(int, 0, 86400),
+    "orphanwait": Option(int, 0, INT_MAX),
     "cohort": Option(int, 0, 1),
-    "floor": Option(int, 0, 16),
-    "ceiling": Option(int, 0, 16),
-    "beacon": Option(int, 1, 86400),
+    "floor": Option(int, 0, 15, ntpd=True),
+    "ceiling": Option(int, 0, 15, ntpd=True),
+    "beacon": Option(int, 0, INT_MAX),
 }
 TOS_IGNORED = {
     "basedate": "pyntpd derives the era from its build",
-    "bcpollbstep": "broadcast modes are not supported",
+    "bcpollbstep": "pyntpd always waits one poll interval before it believes a broadcaster's "
+    "time going backwards",
 }
 _TOS_DEFAULTS = {"minclock": 3, "maxclock": 10, "floor": 0, "ceiling": 15}
 
 
 def handle_tos(ctx: Context, head: Token, args: list[Token]) -> None:
     values = _options(ctx, head, args, TOS_OPTIONS, TOS_IGNORED)
-    merged = {**_TOS_DEFAULTS, **ctx.b.tos, **{n: v for n, _t, v in values}}
+    ctx.b.tos.update({n: v for n, _t, v in values})
+    merged = {**_TOS_DEFAULTS, **ctx.b.tos}
+    # ntpd logs these and keeps the values ("daemon will not operate properly").
     for low, high in (("minclock", "maxclock"), ("floor", "ceiling")):
         if merged[low] > merged[high]:
-            ctx.error(head, f"{low} {merged[low]} is greater than {high} {merged[high]}")
-    if ctx.line_ok:
-        ctx.b.tos.update({n: v for n, _t, v in values})
+            ctx.warning(head, f"{low} {merged[low]} is greater than {high} {merged[high]}",
+                        "no source can then be selected")
 
 
 TINKER_OPTIONS = {
-    "step": Option(float, 0.0, 86400.0, "0 disables stepping"),
-    "stepback": Option(float, 0.0, 86400.0),
-    "stepfwd": Option(float, 0.0, 86400.0),
-    "stepout": Option(float, 0.0, 86400.0),
-    "panic": Option(float, 0.0, 1e9),
-    "allan": Option(
-        int,
-        0,
-        30,
-        "allan is log2 seconds in ntpd 4.2.8 (default 11 = 2048 s); ntpd 4.2.6 took seconds",
-    ),
-    "dispersion": Option(float, 0.0, 1000.0, "dispersion is in PPM (default 15)"),
-    "huffpuff": Option(float, 900.0, 86400.0, "the huff-n'-puff span is at least 900 s"),
-    "freq": Option(float, -500.0, 500.0, "freq is in PPM"),
+    "step": Option(float, 0.0, BIG, "0 disables stepping"),
+    "stepback": Option(float, 0.0, BIG),
+    "stepfwd": Option(float, 0.0, BIG),
+    "stepout": Option(float, 0.0, BIG),
+    "panic": Option(float, 0.0, BIG, "0 disables the sanity limit"),
+    "allan": Option(float, -BIG, BIG),
+    "dispersion": Option(float, 0.0, BIG),
+    "huffpuff": Option(float, 900.0, BIG, "the huff-n'-puff span is at least 900 s", ntpd=True),
+    "freq": Option(float, -500.0, 500.0, "freq is in PPM", ntpd=True),
 }
 TINKER_IGNORED = {"tick": "pyntpd uses the kernel's tick"}
+# Recorded, but the discipline has nothing they could set: its filter estimates the
+# oscillator's stability and the sources' dispersion itself.
+TINKER_NO_EFFECT = {
+    "allan": "pyntpd's filter estimates the Allan intercept itself",
+    "dispersion": "pyntpd uses RFC 5905's 15 PPM dispersion rate",
+    "huffpuff": "pyntpd has no huff-n'-puff filter; its delay-bounded filter handles "
+                "asymmetric congestion",
+}
+ALLAN_BYTE = 256  # ntpd 4.2.8 keeps allan in a u_char
 
 
 def handle_tinker(ctx: Context, head: Token, args: list[Token]) -> None:
-    values = _options(ctx, head, args, TINKER_OPTIONS, TINKER_IGNORED)
-    for name, tok, value in values:
+    for name, tok, value in _options(ctx, head, args, TINKER_OPTIONS, TINKER_IGNORED):
+        if name == "allan":
+            kept = int(value) % ALLAN_BYTE
+            if kept != value:
+                ctx.warning(tok, f"allan {value:g} does not fit ntpd 4.2.8's byte (log2 s); "
+                            f"ntpd keeps {kept}",
+                            "ntpd 4.2.6 documented seconds; 4.2.8 takes log2 seconds "
+                            "(default 11 = 2048 s)")
+            value = kept
+        if name in TINKER_NO_EFFECT:
+            ctx.warning(tok, f"'tinker {name}' has no effect: {TINKER_NO_EFFECT[name]}")
         if name == "panic" and value == 0:
             ctx.warning(
                 tok,
                 "'tinker panic 0' disables the 1000 s sanity limit: a single bad source can "
                 "then set the clock to any time",
             )
-    if ctx.line_ok:
-        for name, _tok, value in values:
-            ctx.b.tinker[name] = int(value) if name == "allan" else float(value)
+        ctx.b.tinker[name] = int(value) if name == "allan" else float(value)
 
 
 DISCARD_OPTIONS = {
-    "average": Option(int, 0, 16, "average is log2 seconds (3 = 8 s)"),
-    "minimum": Option(int, 0, 3600, "minimum is in seconds"),
+    "average": Option(int, 0, 255, "average is log2 seconds (3 = 8 s)", ntpd=True,
+                      ignore=True),
+    "minimum": Option(int, 0, INT_MAX, "minimum is in seconds"),
     "monitor": Option(int, 0, INT_MAX),
 }
 
 
 def handle_discard(ctx: Context, head: Token, args: list[Token]) -> None:
     values = _options(ctx, head, args, DISCARD_OPTIONS)
-    if ctx.line_ok:
-        ctx.b.discard.update({n: int(v) for n, _t, v in values})
+    ctx.b.discard.update({n: int(v) for n, _t, v in values})
 
 
 MRU_OPTIONS = {
-    name: Option(int, 0, INT_MAX)
-    for name in (
-        "maxdepth",
-        "maxmem",
-        "mindepth",
-        "maxage",
-        "initalloc",
-        "initmem",
-        "incalloc",
-        "incmem",
-    )
+    name: Option(int, 0, INT_MAX, ntpd=True, ignore=True)
+    for name in ("mindepth", "initalloc", "initmem", "incalloc", "incmem")
 }
+# ntpd takes a negative maxdepth/maxmem as "no limit"; pyntpd's list is always bounded.
+MRU_OPTIONS |= {
+    name: Option(int, 0, INT_MAX, "pyntpd keeps the list bounded", ignore=True)
+    for name in ("maxdepth", "maxmem")
+}
+MRU_OPTIONS["maxage"] = Option(int, 0, INT_MAX)
 # Pairs that set the same limit in different units: the last one written wins.
 MRU_PARTNER = {
     "maxdepth": "maxmem",
@@ -367,12 +418,10 @@ MRU_PARTNER = {
 
 
 def handle_mru(ctx: Context, head: Token, args: list[Token]) -> None:
-    values = _options(ctx, head, args, MRU_OPTIONS)
-    if ctx.line_ok:
-        for name, _tok, value in values:
-            ctx.b.mru[name] = int(value)
-            if name in MRU_PARTNER:
-                ctx.b.mru[MRU_PARTNER[name]] = None
+    for name, _tok, value in _options(ctx, head, args, MRU_OPTIONS):
+        ctx.b.mru[name] = int(value)
+        if name in MRU_PARTNER:
+            ctx.b.mru[MRU_PARTNER[name]] = None
 
 
 # -- enable / disable ---------------------------------------------------------------------
@@ -405,19 +454,14 @@ def handle_enable(ctx: Context, head: Token, args: list[Token]) -> None:
             continue
         if enable and name == "mode7":
             ctx.error(tok, f"'enable mode7' is refused: {MODE7_WHY}", MODE7_FIX)
-        elif enable and name == "bclient":
-            ctx.error(
-                tok,
-                "'enable bclient' is refused: a broadcast client accepts time from any host "
-                "on the network segment",
-                ONE_TO_MANY_FIX,
-            )
-        elif not enable and name == "auth":
+            continue
+        if enable and name == "bclient":
+            ctx.b.cast.client_token = tok  # checked with the keys (config/broadcast)
+        if not enable and name == "auth":
             ctx.warning(
                 tok,
                 "'disable auth' does not weaken pyntpd: unauthenticated packets never "
                 "create associations",
             )
         changes[name] = enable
-    if ctx.line_ok:
-        ctx.b.flags.update(changes)
+    ctx.b.flags.update(changes)

@@ -25,12 +25,20 @@ from pyntpd.clock.base import Clock, ClockError
 from pyntpd.clock.kernel import SystemClock
 from pyntpd.clock.observe import ObserveClock
 from pyntpd.config import parse_file, parse_text
+from pyntpd.config.broadcast import with_command_line as broadcast_options
 from pyntpd.config.defaults import DEFAULT_CONFIG, DEFAULT_CONFIG_TEXT
 from pyntpd.config.leapfile import LeapFileWatch
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
+from pyntpd.daemon.broadcast import GroupMembership, cast_listen
 from pyntpd.daemon.exitcodes import EXIT_PANIC
-from pyntpd.daemon.interfaces import local_addresses, own_refids, own_refids_of, plan_listen
+from pyntpd.daemon.interfaces import (
+    cast_interfaces,
+    local_addresses,
+    own_refids,
+    own_refids_of,
+    plan_listen,
+)
 from pyntpd.daemon.invocation import DaemonOptions
 from pyntpd.daemon.ipfamilies import IpFamilies, family_name, probe
 from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
@@ -48,6 +56,7 @@ from pyntpd.daemon.privileges import (
     resolve_identity,
     set_parent_death_signal,
 )
+from pyntpd.daemon.refclocks import Devices
 from pyntpd.daemon.serve import (
     ListenAddress,
     UdpServer,
@@ -74,7 +83,12 @@ BUILTIN = "<built-in default>"
 
 def _sync_relevant(config: NtpConfig) -> tuple[object, ...]:
     return (config.servers, config.local_clocks, config.tos, config.tinker, config.driftfile,
-            config.leapfile, config.leapfile_checkhash, config.flags.ntp, config.nts.ca)
+            config.leapfile, config.leapfile_checkhash, config.flags.ntp, config.nts.ca,
+            config.broadcasts, config.ttl_map, config.broadcast_client,
+            # Broadcast keys are taken when the synchroniser starts (so are servers' keys:
+            # a reload that only changes keys does not reach a `server ... key N` yet).
+            *((config.keys, config.trusted_keys)
+              if config.broadcasts or config.broadcast_client.listening else ()))
 
 
 def make_clock(options: DaemonOptions, config: NtpConfig) -> Clock:
@@ -118,10 +132,11 @@ def config_source(options: DaemonOptions) -> str:
 
 
 def load_config(
-    source: str, keys_file: str | None = None, trusted_keys: tuple[int, ...] = ()
+    source: str, keys_file: str | None = None, trusted_keys: tuple[int, ...] = (),
+    options: DaemonOptions | None = None,
 ) -> LoadedConfig:
     """Parse the configuration; `keys_file` is -k, which overrides the `keys` directive, and
-    `trusted_keys` are -t's, added to `trustedkey`."""
+    `trusted_keys` are -t's, added to `trustedkey`; `options` adds -b, -m and -r."""
     if source == BUILTIN:
         result = parse_text(DEFAULT_CONFIG_TEXT, BUILTIN, keys_file=keys_file)
     else:
@@ -130,6 +145,9 @@ def load_config(
         config = result.config
         result = dataclasses.replace(result, config=dataclasses.replace(
             config, trusted_keys=config.trusted_keys | frozenset(trusted_keys)))
+    if options is not None:
+        result = broadcast_options(result, options.broadcast_client, options.multicast_groups,
+                                   options.broadcast_delay)
     return LoadedConfig(source, result)
 
 
@@ -216,12 +234,18 @@ def listen_addresses(config: NtpConfig, options: DaemonOptions,
 
 def check_peers_and_workers(config: NtpConfig, workers: int) -> None:
     """A peer's packets come to the NTP port, where SO_REUSEPORT may hand them to a worker,
-    which holds no association: symmetric peers need the single serving process."""
+    which holds no association: symmetric peers need the single serving process. So do
+    broadcasts, for the broadcast client."""
     peers = [s for s in config.servers if s.kind == "peer"]
     if peers and workers > 1:
         raise StartupError(
             f"{peers[0].location}: symmetric 'peer' associations need a single serving "
             f"process; remove --workers {workers} or use 'server' instead of 'peer'")
+    client = config.broadcast_client
+    if client.listening and workers > 1:
+        raise StartupError(
+            f"{client.location}: a broadcast client needs a single serving process; remove "
+            f"--workers {workers} or the broadcastclient/multicastclient line")
 
 
 def _ignore_signals_while_exiting() -> None:
@@ -262,6 +286,7 @@ class Daemon:
         check_peers_and_workers(loaded.config, options.workers)
         self.options = options
         self.loaded = loaded
+        self.refclock_devices = Devices()  # opened in confine(), while still root
         self.precision = measure_precision()
         # Once, at start (ntpd: ipv4_works / ipv6_works): every socket follows from this.
         self.host_families = probe()
@@ -270,6 +295,7 @@ class Daemon:
                         "%s only", family_name(family), why,
                         "IPv4" if family == socket.AF_INET6 else "IPv6")
         self.responder = Responder(build_access(loaded.config), keys=build_keyring(loaded.config))
+        self.responder.broadcast_client = loaded.config.broadcast_client.listening
         try:
             self.nts = nts_service(loaded.config.nts, options.port)
         except NtsSetupError as exc:
@@ -283,6 +309,9 @@ class Daemon:
         self.exit_code = 0
         self.sockets: list[socket.socket] = []
         self.socket_sets: list[list[socket.socket]] = []
+        # Broadcast client sockets beyond the serving ones (interface rules: daemon/broadcast)
+        self.cast_sockets: list[socket.socket] = []
+        self.groups = GroupMembership()
         self.pidfile: PidFile | None = None
         self.shared: SharedSystemVars | None = None
         self.workers = WorkerSet()
@@ -323,6 +352,15 @@ class Daemon:
             self.close()
             raise
         self.sockets = self.socket_sets[0]
+        client = self.loaded.config.broadcast_client
+        if client.listening:
+            try:
+                self.cast_sockets = open_sockets(cast_listen(usable, client,
+                                                             cast_interfaces()))
+            except BaseException:
+                self.close()
+                raise
+            self._join_groups(self.loaded.config)
         if self.nts is not None:
             try:
                 self.nts.bind(self.families)
@@ -335,9 +373,22 @@ class Daemon:
             except MetricsBindError as exc:
                 self.close()
                 raise StartupError(str(exc)) from None
-        for sock in self.sockets:
+        for sock in self.sockets + self.cast_sockets:
             where = sock.getsockname()
             log.info("listening on %s port %d", where[0], where[1])
+
+    def _join_groups(self, config: NtpConfig) -> None:
+        """multicastclient: join the groups (again, after a reload that changed them)."""
+        self.groups.leave()
+        groups = config.broadcast_client.groups
+        if groups:
+            joined = self.groups.join(self.sockets + self.cast_sockets, groups,
+                                      cast_interfaces())
+            if joined:
+                log.info("joined multicast group %s", ", ".join(joined))
+            else:
+                log.error("multicastclient: could not join %s on any multicast-capable "
+                          "interface; no multicast broadcast will be heard", ", ".join(groups))
 
     def write_pidfile(self) -> None:
         path = self.options.pidfile or self.loaded.config.pidfile
@@ -356,6 +407,8 @@ class Daemon:
             log.warning("cannot raise the process priority (-N/-P): %s", exc.strerror)
 
     def confine(self) -> None:
+        # The clocks' devices while still root: -u could not open root's SHM units 0/1.
+        self.refclock_devices = Devices.open(self.loaded.config.refclocks)
         # Checked while /proc is still visible (before -i); -u keeps the capability.
         if self.clock.can_adjust:
             effective = current_capabilities().get("CapEff", 0)
@@ -432,7 +485,7 @@ class Daemon:
         endpoints: Endpoints | None = None
         if self.is_worker:
             await self._first_publication()
-        for sock in self.sockets:
+        for sock in self.sockets + self.cast_sockets:
             loop.add_reader(sock.fileno(), self.server.drain, sock)
         self._configure_signd(self.loaded.config)
         self.server.on_mssntp = self._sign
@@ -477,7 +530,7 @@ class Daemon:
                 self.workers.stop()
             if self._shared_timer is not None:
                 self._shared_timer.cancel()
-            for sock in self.sockets:
+            for sock in self.sockets + self.cast_sockets:
                 loop.remove_reader(sock.fileno())
         c = self.responder.counters
         log.info("%s exiting: %d packets received, %d served, %d dropped",
@@ -541,7 +594,8 @@ class Daemon:
                             local_driver(config, self.precision), self._publish, self.stop,
                             self.leapfile, self._peers_changed,
                             counters=lambda: self.responder.counters,
-                            responder=self.responder, serving=self.sockets)
+                            responder=self.responder, serving=self.sockets,
+                            refclock_devices=self.refclock_devices)
 
     def _own_refids(self) -> frozenset[bytes]:
         """This host's addresses as refids (a source stating one is synchronised to us),
@@ -633,7 +687,7 @@ class Daemon:
         self.workers.signal_all(signal.SIGHUP)
         try:
             loaded = load_config(self.loaded.source, self.options.keyfile,
-                                 self.options.trusted_keys)
+                                 self.options.trusted_keys, self.options)
         except Exception as exc:  # the running daemon must survive any reload failure
             log.error("reload failed: %s; keeping the running configuration", exc)
             sdnotify.ready(self.describe_state())
@@ -657,6 +711,9 @@ class Daemon:
         if (new.discard, new.mru) != (old.discard, old.mru):
             self.responder.access = build_access(new)
         self.responder.keys = build_keyring(new)
+        self.responder.broadcast_client = new.broadcast_client.listening
+        if new.broadcast_client.groups != old.broadcast_client.groups:
+            self._join_groups(new)
         self._configure_signd(new)
         if self.nts is not None:
             self.nts.reload(new.nts)  # new certificate for new NTS-KE sessions
@@ -679,12 +736,15 @@ class Daemon:
         sdnotify.ready(self.describe_state())
 
     def close(self) -> None:
+        self.refclock_devices.close()
         self.workers.stop()
-        for sock_set in [self.sockets, *self.socket_sets]:
+        self.groups.leave()
+        for sock_set in [self.sockets, self.cast_sockets, *self.socket_sets]:
             for sock in sock_set:
                 with contextlib.suppress(OSError):
                     sock.close()
         self.sockets = []
+        self.cast_sockets = []
         self.socket_sets = []
         if self.nts is not None:
             self.nts.server.close_listeners()

@@ -28,7 +28,15 @@ from pyntpd.daemon.serve import ListenAddress
 from pyntpd.sync.engine import refid_for
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _SIOCGIFADDR = 0x8915
+_SIOCGIFFLAGS = 0x8913
+_SIOCGIFBRDADDR = 0x8919
+_SIOCGIFNETMASK = 0x891B
+_IFF_BROADCAST = 0x2
+_IFF_LOOPBACK = 0x8
+_IFF_UP = 0x1
+_IFF_MULTICAST = 0x1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,3 +203,114 @@ def plan_listen(
             family = socket.AF_INET6 if v6 else socket.AF_INET
             chosen.append(ListenAddress(family, str(local.address), port))
     return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class CastInterface:
+    """An interface address as broadcasting needs it: its network, broadcast address and
+    whether it is up, multicast-capable, loopback."""
+
+    name: str
+    index: int
+    address: IPAddress
+    network: IPNetwork
+    broadcast: ipaddress.IPv4Address | None
+    multicast: bool
+    loopback: bool
+
+
+def _ifreq(probe: socket.socket, name: str, request: int) -> bytes | None:
+    try:
+        return fcntl.ioctl(probe.fileno(), request, struct.pack("256s", name.encode()[:15]))
+    except OSError:
+        return None
+
+
+def _ip(entry: ctypes._Pointer[_Sockaddr], version: int) -> IPAddress:  # type: ignore[name-defined]
+    if version == 4:
+        return ipaddress.IPv4Address(bytes(ctypes.cast(entry, ctypes.POINTER(_SockaddrIn))
+                                           .contents.addr))
+    return ipaddress.IPv6Address(bytes(ctypes.cast(entry, ctypes.POINTER(_SockaddrIn6))
+                                       .contents.addr))
+
+
+def _cast_getifaddrs() -> list[CastInterface]:
+    """getifaddrs(3): every address with its netmask, broadcast address and flags."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    head = ctypes.POINTER(_Ifaddrs)()
+    if libc.getifaddrs(ctypes.byref(head)) != 0:
+        raise OSError(ctypes.get_errno(), "getifaddrs failed")
+    found = []
+    try:
+        node = head
+        while node:
+            entry = node.contents
+            node = entry.next
+            if not (entry.addr and entry.netmask and entry.name) or not entry.flags & _IFF_UP:
+                continue
+            family = entry.addr.contents.family
+            if family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            version = 4 if family == socket.AF_INET else 6
+            name = entry.name.decode("utf-8", "replace")
+            addr = _ip(entry.addr, version)
+            mask = _ip(entry.netmask, version)
+            network = ipaddress.ip_network(f"{addr}/{mask}" if version == 4
+                                           else f"{addr}/{bin(int(mask)).count('1')}",
+                                           strict=False)
+            broadcast = None
+            if version == 4 and entry.flags & _IFF_BROADCAST:
+                broadcast = _broadcast_of(
+                    addr, network, _ip(entry.ifu, 4) if entry.ifu else None)
+            found.append(CastInterface(
+                name, socket.if_nametoindex(name), addr, network, broadcast,
+                bool(entry.flags & _IFF_MULTICAST), bool(entry.flags & _IFF_LOOPBACK)))
+    finally:
+        libc.freeifaddrs(head)
+    return found
+
+
+def _broadcast_of(
+    addr: IPAddress, network: IPNetwork, stated: IPAddress | None
+) -> ipaddress.IPv4Address | None:
+    """The interface's broadcast address. An address added without `brd` states none (or
+    itself), yet the kernel still routes the prefix's broadcast address to it: that one."""
+    if isinstance(stated, ipaddress.IPv4Address) and stated not in (
+            addr, ipaddress.IPv4Address(0)):
+        return stated
+    if isinstance(network, ipaddress.IPv4Network) and network.prefixlen < 31:
+        return network.broadcast_address
+    return None
+
+
+def cast_interfaces() -> list[CastInterface]:
+    """The interfaces that are up: every address with its network, broadcast address and
+    flags (from getifaddrs; else each primary IPv4 address through ioctls)."""
+    try:
+        return _cast_getifaddrs()
+    except (OSError, AttributeError):
+        pass
+    found: list[CastInterface] = []
+    try:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError:
+        return found
+    with probe:
+        for index, name in socket.if_nameindex():
+            raw = _ifreq(probe, name, _SIOCGIFFLAGS)
+            flags = struct.unpack_from("H", raw, 16)[0] if raw is not None else 0
+            addr = _ipv4_address(probe, name)
+            mask = _ifreq(probe, name, _SIOCGIFNETMASK)
+            if not flags & _IFF_UP or addr is None or mask is None:
+                continue
+            brd = _ifreq(probe, name, _SIOCGIFBRDADDR) if flags & _IFF_BROADCAST else None
+            network = ipaddress.IPv4Network(f"{addr}/{ipaddress.IPv4Address(mask[20:24])}",
+                                            strict=False)
+            broadcast = None
+            if flags & _IFF_BROADCAST:
+                broadcast = _broadcast_of(
+                    addr, network, ipaddress.IPv4Address(brd[20:24]) if brd else None)
+            found.append(CastInterface(name, index, addr, network, broadcast,
+                                       bool(flags & _IFF_MULTICAST),
+                                       bool(flags & _IFF_LOOPBACK)))
+    return found

@@ -40,4 +40,7 @@ class DaemonOptions:
     observe: bool = False  # measure and serve, never adjust the clock
     metrics: tuple[str, int] | None = None  # --metrics: (address, TCP port)
     status_socket: str | None = None  # --status-socket: Unix socket serving JSON status
+    broadcast_client: bool = False  # -b: broadcastclient
+    multicast_groups: tuple[str, ...] = ()  # -m GROUP: multicastclient GROUP
+    broadcast_delay: float | None = None  # -r SECONDS: broadcastdelay
     warnings: tuple[str, ...] = field(default=())

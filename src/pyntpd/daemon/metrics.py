@@ -1,7 +1,8 @@
 """`--metrics [ADDR:]PORT`: a small HTTP/1.1 endpoint for Prometheus and for JSON status;
 `--status-socket PATH`: the same JSON on a Unix socket (connect, read until EOF).
 
-    GET /metrics                 Prometheus text format 0.0.4 (proto.metrics_text)
+    GET /metrics                 Prometheus text format 0.0.4, or OpenMetrics 1.0 when the
+                                 Accept header asks for it (proto.metrics_text)
     GET /status, /status.json    the same state as JSON
 
 Bounded in every direction, because it shares the event loop with the serving path: the
@@ -29,7 +30,16 @@ from dataclasses import replace
 from pyntpd import __version__
 from pyntpd.daemon.ipfamilies import family_name, no_family
 from pyntpd.daemon.mode6 import ControlService
-from pyntpd.proto.metrics_text import CONTENT_TYPE, Status, exposition, status_document
+from pyntpd.proto.metrics_text import (
+    CONTENT_TYPE,
+    OPENMETRICS_TYPE,
+    BroadcastCounts,
+    Status,
+    exposition,
+    openmetrics_exposition,
+    status_document,
+    wants_openmetrics,
+)
 from pyntpd.proto.server import Responder
 
 log = logging.getLogger("pyntpd.metrics")
@@ -195,17 +205,22 @@ class BadRequest(Exception):
         self.outcome = outcome
 
 
-def parse_head(head: bytes) -> tuple[str, str]:
-    """(method, path) of a request head ending in CRLF CRLF; BadRequest otherwise."""
+def parse_head(head: bytes) -> tuple[str, str, str]:
+    """(method, path, Accept header) of a request head ending in CRLF CRLF; BadRequest
+    otherwise."""
     lines = head.decode("latin-1").split("\r\n")
     match = _REQUEST_LINE.fullmatch(lines[0])
     if match is None:
         raise BadRequest(400, "bad_request")
+    accept = ""
     for line in lines[1:]:
         if line and _HEADER.fullmatch(line) is None:
             raise BadRequest(400, "bad_request")
+        name, _, value = line.partition(":")
+        if name.lower() == "accept":
+            accept = value.strip()
     method, target = match.groups()
-    return method, target.split("?", 1)[0]
+    return method, target.split("?", 1)[0], accept
 
 
 def response(status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8",
@@ -222,11 +237,19 @@ def collector(responder: Responder, control: ControlService, start_time: float,
 
     def collect() -> Status:
         now_ns = time_ns()
+        sync = control.synchroniser()
+        broadcast = None
+        if sync is not None:
+            sender, client = sync.broadcaster, sync.broadcast_client
+            broadcast = BroadcastCounts(
+                sent=sender.sent, unsynchronised=sender.unsynchronised,
+                send_errors=sender.send_errors,
+                heard=dict(client.counts) if client is not None else {})
         return Status.build(
             control.snapshot(now_ns, mru=False), responder.counters,
             version=f"pyntpd {__version__}", start_time=start_time, now=now_ns / 1e9,
             control_requests=control.requests, mru_entries=len(responder.access.mru),
-            control_dropped=control.control.drops,
+            broadcast=broadcast, control_dropped=control.control.drops,
             interleaved_kept=len(responder.transmit_log))
 
     return collect
@@ -306,7 +329,7 @@ class MetricsServer:
             self.count("incomplete")
             return
         try:
-            method, path = parse_head(head)
+            method, path, accept = parse_head(head)
             if method not in ("GET", "HEAD"):
                 raise BadRequest(405, "method_not_allowed")
             route = ROUTES.get(path)
@@ -317,7 +340,7 @@ class MetricsServer:
             extra = "Allow: GET, HEAD\r\n" if bad.status == 405 else ""
             reply = response(bad.status, f"{_REASONS[bad.status]}\n".encode(), extra=extra)
         else:
-            reply = self._render(route, method == "HEAD")
+            reply = self._render(route, method == "HEAD", wants_openmetrics(accept))
         await self._finish(reader, writer, reply)
 
     @staticmethod
@@ -338,10 +361,12 @@ class MetricsServer:
                         break
                     received += len(chunk)
 
-    def _render(self, route: str, head_only: bool) -> bytes:
+    def _render(self, route: str, head_only: bool, openmetrics: bool = False) -> bytes:
         try:
             status = replace(self.collect(), http=dict(self.outcomes))
-            if route == "metrics":
+            if route == "metrics" and openmetrics:
+                body, kind = openmetrics_exposition(status).encode("utf-8"), OPENMETRICS_TYPE
+            elif route == "metrics":
                 body, kind = exposition(status).encode("utf-8"), CONTENT_TYPE
             else:
                 document = json.dumps(status_document(status), indent=2, allow_nan=False)

@@ -19,8 +19,10 @@ from pyntpd.daemon.serve import address_text
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser
 from pyntpd.proto.access import address_key
+from pyntpd.proto.broadcast import BroadcastAssociation
 from pyntpd.proto.control import (
     SST_LOCAL,
+    SST_UHF,
     ControlResponder,
     ControlSnapshot,
     PeerInfo,
@@ -29,6 +31,8 @@ from pyntpd.proto.control import (
 from pyntpd.proto.server import Responder
 from pyntpd.proto.source import State
 from pyntpd.proto.timestamp import unix_ns_to_ntp, unix_to_ntp
+from pyntpd.refclock import drop_reasons
+from pyntpd.refclock.base import RefclockPeer
 from pyntpd.sync.engine import SourceStatus
 
 LOCAL_ASSOCID = 1
@@ -45,14 +49,15 @@ class ControlService:
         self.synchroniser = synchroniser
         self.time_ns = time_ns
         self.control = ControlResponder(os.urandom(32))
-        self._ids: dict[Peer, int] = {}
+        self._ids: dict[Peer | RefclockPeer, int] = {}
+        self._cast_ids: dict[str, int] = {}  # `broadcast` lines by address
         self._next_id = LOCAL_ASSOCID + 1
         self.sent = 0
         self.send_errors = 0
         self.requests = 0  # mode 6 requests handled (the metrics endpoint reports it)
         responder.control_enabled = True
 
-    def _associd(self, peer: Peer) -> int:
+    def _associd(self, peer: Peer | RefclockPeer) -> int:
         associd = self._ids.get(peer)
         if associd is None:
             associd = self._ids[peer] = self._next_id
@@ -65,16 +70,27 @@ class ControlService:
         sync = self.synchroniser()
         last = sync.last if sync is not None else None
         peers: list[PeerInfo] = []
+        clocks: dict[int, tuple[int, dict[str, str]]] = {}
         system_peer = 0
+        refclock_peer = False
         if sync is not None:
-            live = set(sync.sources.peers)
+            live: set[Peer | RefclockPeer] = {*sync.sources.peers, *sync.refclocks.peers}
             self._ids = {p: i for p, i in self._ids.items() if p in live}
+            for clock in sync.refclocks.peers:
+                associd = self._associd(clock)
+                status = last.sources.get(clock) if last is not None else None
+                if last is not None and last.system_peer is clock:
+                    system_peer = associd
+                    refclock_peer = True
+                peers.append(self._refclock_info(clock, associd, status))
+                clocks[associd] = (clock.status_word(), clock.clock_variables())
             for peer in sync.sources.peers:
                 associd = self._associd(peer)
                 status = last.sources.get(peer) if last is not None else None
                 if last is not None and last.system_peer is peer:
                     system_peer = associd
                 peers.append(self._peer_info(peer, associd, status))
+            peers.extend(self._broadcasts(sync))
             local = self._local_clock(sync, system_peer == 0 and s.synchronised)
             if local is not None:
                 peers.insert(0, local)
@@ -86,12 +102,14 @@ class ControlService:
             system=f"{uname.system}/{uname.release}", leap=s.leap, stratum=s.stratum,
             precision=s.precision, rootdelay=s.root_delay, rootdisp=s.root_dispersion,
             refid=s.refid, reftime=s.reference_time, clock=unix_ns_to_ntp(now_ns),
-            peer=system_peer, refclock=system_peer == LOCAL_ASSOCID,
-            clock_source=SST_LOCAL if system_peer == LOCAL_ASSOCID else None,
+            peer=system_peer, refclock=system_peer == LOCAL_ASSOCID or refclock_peer,
+            clock_source=(SST_LOCAL if system_peer == LOCAL_ASSOCID
+                          else SST_UHF if refclock_peer else None),
             offset=last.offset if last is not None else 0.0,
             frequency=last.frequency if last is not None else 0.0,
             sys_jitter=last.jitter if last is not None else 0.0,
             peers=tuple(peers),
+            clocks=clocks,
             mru=tuple(mru_items(self.responder.access.entries())) if mru else (),
         )
 
@@ -107,6 +125,45 @@ class ControlService:
                         srchost=f"LOCAL({clock.unit})", leap=0, stratum=clock.stratum,
                         refid=refid, refclock=True, reach=0o377, hmode=3, pmode=4,
                         tally="*" if selected else " ")
+
+    def _broadcasts(self, sync: Synchroniser) -> list[PeerInfo]:
+        """`broadcast` lines, as ntpd lists them: type B/M, refid BCST/MCST, never reached."""
+        infos = []
+        for target in sync.broadcaster.targets:
+            associd = self._cast_ids.get(target.config.address)
+            if associd is None:
+                associd = self._cast_ids[target.config.address] = self._next_id
+                self._next_id += 1
+            key_id = target.config.key or 0
+            infos.append(PeerInfo(
+                associd=associd, srcadr=target.config.address,
+                srcport=target.routes[0][0].getsockname()[1],
+                refid=b"MCST" if target.dest.is_multicast else b"BCST", hmode=5, pmode=0,
+                hpoll=target.config.minpoll, ppoll=target.config.minpoll, keyid=key_id,
+                authenable=key_id != 0))
+        return infos
+
+    @staticmethod
+    def _refclock_info(clock: RefclockPeer, associd: int,
+                       status: SourceStatus | None) -> PeerInfo:
+        """A reference clock as ntpq shows it: SHM(0), t = l, its code as refid."""
+        fields: dict[str, object] = {}
+        flash = 0
+        if status is not None:
+            fields = {"tally": status.tally, "offset": status.offset, "delay": status.delay,
+                      "jitter": status.jitter, "dispersion": status.dispersion}
+            flash = int(status.unfit)
+        sample = clock.last_sample
+        if sample is not None:
+            fields.update(reftime=sample.reference_time, rec=unix_to_ntp(sample.local_time))
+        refid = clock.fudge.refid if clock.fudge.refid is not None else clock.refid
+        return PeerInfo(
+            associd=associd, srcadr=clock.address, srcport=0, srchost=clock.name,
+            leap=clock.leap, stratum=clock.fudge.stratum, precision=clock.precision,
+            refid=refid, refclock=True, reach=clock.reach, hpoll=clock.poll,
+            ppoll=clock.poll, flash=flash, hmode=3, pmode=4, received=clock.received,
+            dropped={**dict.fromkeys(drop_reasons(clock.clock_type), 0), **clock.drops},
+            **fields)  # type: ignore[arg-type]
 
     @staticmethod
     def _peer_info(peer: Peer, associd: int, status: SourceStatus | None) -> PeerInfo:
@@ -129,8 +186,11 @@ class ControlService:
             srchost=None if peer.address == peer.config.address else peer.config.address,
             keyid=a.spec.key.key_id if a.spec.key is not None else 0,
             authenable=a.spec.key is not None or a.spec.nts, authentic=a.authentic,
-            # Symmetric active (1) for `peer`; the peer's mode as last heard (1 or 2).
-            hmode=1 if a.spec.symmetric else 3, pmode=a.pmode or (0 if a.spec.symmetric else 4),
+            # Symmetric active (1) for `peer`; the peer's mode as last heard (1 or 2); a
+            # broadcast client association is ntpd's MODE_BCLIENT (6) once it only listens.
+            hmode=(1 if a.spec.symmetric
+                   else 6 if isinstance(a, BroadcastAssociation) and not a.calibrating else 3),
+            pmode=a.pmode or (0 if a.spec.symmetric else 4),
             received=a.received,
             dropped={reason.value: n for reason, n in a.drops.items()},
             interleaved=a.interleaved,

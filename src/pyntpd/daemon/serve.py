@@ -77,11 +77,12 @@ def after_batch(
             address_text)
     if responder.control_queue and on_control is not None:
         on_control(sock)
-    if responder.peer_queue:
+    if responder.peer_queue or responder.broadcast_queue:
         if on_peer is not None:
-            on_peer(sock)  # symmetric packets from configured peers (daemon/syncloop)
+            on_peer(sock)  # symmetric packets and broadcasts for the sync side (syncloop)
         else:
             responder.take_peer()
+            responder.take_broadcast()
     if responder.mssntp_queue:
         if on_mssntp is not None:
             on_mssntp(sock)

@@ -22,6 +22,14 @@ packets from their NTP socket to the peer's NTP port, so a symmetric association
 socket of its own. Its packets leave from a serving socket (the one the peer was last heard
 on, else the first of its family), and the peer's packets arrive there: the responder hands
 those from a configured peer's address and port over (`symmetric_addresses`, `deliver`).
+
+Broadcast client (`broadcastclient`, `multicastclient`; proto.broadcast): broadcasts arrive
+on the serving sockets too and the responder hands them over (`deliver_broadcast`). The
+first authentic one from a broadcaster mobilises an association, which gets a socket of its
+own, like a server's, for the calibration exchange only; once the exchange has given its
+offset the socket is closed and the association just listens. An association that gives up
+(calibration refused, no answer, silence) is dropped; the broadcaster's next packet may
+mobilise a new one.
 """
 
 from __future__ import annotations
@@ -35,15 +43,17 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pyntpd.config.diagnostics import Location
 from pyntpd.config.keys import SymmetricKey
-from pyntpd.config.model import ServerConfig
+from pyntpd.config.model import NO_LOCATION, ServerConfig
 from pyntpd.daemon.ipfamilies import family_name, unreachable
 from pyntpd.daemon.ntsketls import KeFailure, key_exchange
-from pyntpd.daemon.serve import SO_TIMESTAMPNS, receive_timestamp_ns
+from pyntpd.daemon.serve import SO_TIMESTAMPNS, address_text, receive_timestamp_ns
 from pyntpd.daemon.txstamp import CLIENT_FLAGS, RECEIVE_ANCILLARY, RequestStamps, read_stamps
 from pyntpd.daemon.txstamp import enable as enable_stamps
 from pyntpd.logonce import LogOnce
 from pyntpd.proto.auth import KeyRing
+from pyntpd.proto.broadcast import BroadcastAssociation, BroadcastClient, Heard
 from pyntpd.proto.nts import NtsSession
 from pyntpd.proto.packet import MAX_PACKET_LEN
 from pyntpd.proto.server import PeerPacket
@@ -126,6 +136,19 @@ class Peer:
     def address_int(self) -> int:
         return int(ipaddress.ip_address(self.address))
 
+    def local_address(self) -> str | None:
+        """The address we reach the peer from (ntpd's orphan election compares it with the
+        peer's): our connected socket's, or, for a symmetric peer that shares the serving
+        sockets, the one the kernel would choose (connecting a UDP socket sends nothing)."""
+        try:
+            if self.sock is not None:
+                return str(self.sock.getsockname()[0]).split("%", 1)[0]
+            with socket.socket(self.family, socket.SOCK_DGRAM) as probe:
+                probe.connect((self.address, self.ntp_port))
+                return str(probe.getsockname()[0]).split("%", 1)[0]
+        except OSError:
+            return None
+
     def open(self) -> None:
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
@@ -164,6 +187,8 @@ class SourceManager:
     nts_ca: str | None = None  # `nts ca`: trust anchors for NTS-KE servers (None: system)
     serving: list[socket.socket] = field(default_factory=list)  # symmetric peers send here
     system: Callable[[], SystemVars] = SystemVars  # what our symmetric packets state
+    broadcast: BroadcastClient | None = None  # broadcastclient / multicastclient
+    broadcast_location: Location = NO_LOCATION  # the line that enabled the broadcast client
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _dead: dict[str, float] = field(default_factory=dict)  # replaced address -> when
     _timer: asyncio.TimerHandle | None = None
@@ -391,6 +416,9 @@ class SourceManager:
             if peer.assoc.on_timer(now):
                 self._send(peer, now)
             self._rekey_if_needed(peer, now)
+            assoc = peer.assoc
+            if isinstance(assoc, BroadcastAssociation) and assoc.demobilised is not None:
+                self._demobilise(peer, assoc)
         self._replace_dead_pool_members()
         self._reschedule()
 
@@ -459,6 +487,85 @@ class SourceManager:
             if sample is not None:
                 self.on_sample(peer, sample)
 
+    # --- broadcast client ---------------------------------------------------------------
+
+    def deliver_broadcast(self, packets: list[PeerPacket]) -> None:
+        """Broadcasts the responder took; only authentic ones reach an association."""
+        client = self.broadcast
+        if client is None:
+            return
+        for packet in packets:
+            known = client.associations.get((packet.address, packet.is_v6, packet.port))
+            pending = known is not None and known.unicast_offset is not None
+            heard = client.receive(packet.data, packet.address, packet.is_v6, packet.port,
+                                   packet.receive_ts, packet.now)
+            assoc = heard.association
+            if assoc is None:
+                self._broadcast_refused(packet, heard)
+                continue
+            peer = self._broadcast_peer(assoc) if not heard.created else \
+                self._mobilise(assoc)
+            if peer is None:
+                continue
+            if heard.sample is not None:
+                if pending:
+                    log.info("broadcast delay to %s calibrated: %.3f ms", peer.address,
+                             assoc.delay * 1e3)
+                self.on_sample(peer, heard.sample)
+            if assoc.demobilised is not None:
+                self._demobilise(peer, assoc)
+
+    def _broadcast_refused(self, packet: PeerPacket, heard: Heard) -> None:
+        where = packet.address, packet.is_v6
+        self._once.warning(
+            ("broadcast refused", where, heard.drop),
+            "broadcast from %s dropped (%s): pyntpd listens only to broadcasts signed with a "
+            "trusted key from a synchronised broadcaster", address_text(*where), heard.drop)
+
+    def _broadcast_peer(self, assoc: BroadcastAssociation) -> Peer | None:
+        return next((p for p in self.peers if p.assoc is assoc), None)
+
+    def _mobilise(self, assoc: BroadcastAssociation) -> Peer | None:
+        key = assoc.spec.key
+        config = ServerConfig(
+            "server", assoc.spec.address, port=assoc.spec.port, minpoll=assoc.spec.minpoll,
+            maxpoll=assoc.spec.maxpoll, key=key.key_id if key is not None else None,
+            version=assoc.spec.version, location=self.broadcast_location)
+        peer = Peer(config, assoc.spec.address, assoc)
+        if assoc.calibrating:
+            try:
+                peer.open()
+            except OSError as exc:
+                log.warning("cannot open a socket to broadcaster %s: %s", peer.address,
+                            exc.strerror)
+                assert self.broadcast is not None
+                self.broadcast.forget(assoc)
+                return None
+            assert peer.sock is not None
+            asyncio.get_running_loop().add_reader(peer.sock.fileno(), self._readable, peer)
+        self.peers.append(peer)
+        log.info("broadcast association with %s (key %s, every %d s): %s", peer.address,
+                 config.key, 1 << assoc.ppoll,
+                 "calibrating the delay with a client/server exchange" if assoc.calibrating
+                 else f"delay {assoc.delay * 1e3:.3f} ms (broadcastdelay)")
+        self.on_change()
+        self._reschedule()
+        return peer
+
+    def _demobilise(self, peer: Peer, assoc: BroadcastAssociation) -> None:
+        log.warning("broadcast association with %s dropped: %s", peer.address,
+                    assoc.demobilised)
+        if self.broadcast is not None:
+            self.broadcast.forget(assoc)
+        if peer in self.peers:
+            self._drop(peer)
+
+    def _calibrated(self, peer: Peer) -> None:
+        """The calibration exchange is over: the association only listens from now on."""
+        if peer.sock is not None:
+            asyncio.get_running_loop().remove_reader(peer.sock.fileno())
+            peer.close()
+
     def _readable(self, peer: Peer) -> None:
         sock = peer.sock
         if sock is None:
@@ -478,6 +585,9 @@ class SourceManager:
             if sample is not None:
                 self.on_sample(peer, sample)
             self._rekey_if_needed(peer, rx_ns / 1e9)
+            if isinstance(peer.assoc, BroadcastAssociation) and not peer.assoc.calibrating:
+                self._calibrated(peer)
+                return
 
     def _replace_dead_pool_members(self) -> None:
         for peer in list(self.peers):

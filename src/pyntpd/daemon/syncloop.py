@@ -11,7 +11,9 @@ The leapfile is watched here: read again when it changes (hourly, and at SIGHUP 
 
 Symmetric peers (`peer HOST key N`) share the serving sockets: given the `responder`, this
 tells it the configured peers' addresses and ports (the only sources of symmetric packets it
-hands over), and `peer_packets` passes those to their associations after each batch.
+hands over), and `peer_packets` passes those to their associations after each batch, and
+the broadcasts it queued to the broadcast client. The `broadcast` lines are sent from here
+too (daemon/broadcast), stating the system variables of the last update.
 """
 
 from __future__ import annotations
@@ -26,17 +28,23 @@ from dataclasses import dataclass
 from pyntpd.clock.base import Clock
 from pyntpd.config.leapfile import LeapFileResult, LeapFileWatch, ntp_date
 from pyntpd.config.model import NtpConfig
+from pyntpd.daemon.broadcast import BroadcastSender
 from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.exitcodes import EXIT_PANIC
+from pyntpd.daemon.interfaces import cast_interfaces
+from pyntpd.daemon.refclocks import Devices, RefclockRunner, build
 from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.driver import Driver, Timer
 from pyntpd.logonce import LogOnce
 from pyntpd.proto.auth import KeyRing
+from pyntpd.proto.broadcast import BroadcastClient
 from pyntpd.proto.server import Responder, ServerCounters
 from pyntpd.proto.timestamp import NTP_UNIX_OFFSET
+from pyntpd.refclock.base import RefclockPeer
+from pyntpd.refclock.pps import prefer_numbers
 from pyntpd.stats.filegen import Statistics, StatsSettings
 from pyntpd.stats.statsformat import SysCounts, sys_counts
-from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
+from pyntpd.sync.engine import ORPHAN_REFID, PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.sync.localclock import LocalClockDriver
 from pyntpd.types import Sample, SystemVars, Tally, Unfit
 
@@ -82,6 +90,7 @@ class Synchroniser:
         counters: Callable[[], ServerCounters] | None = None,
         responder: Responder | None = None,
         serving: list[socket.socket] | None = None,
+        refclock_devices: Devices | None = None,
     ) -> None:
         self.responder = responder
         self.peers_changed = peers_changed
@@ -110,18 +119,33 @@ class Synchroniser:
                 discipline=clock.can_adjust, local_clock=local_clock, precision=precision,
                 initial_frequency=initial, own_refids=options.own_refids,
                 start_frequency=options.start_frequency,
+                # Before the first sync a fast slew as far as the clock carries it (ADJ_TICK).
+                fast_slew_ppm=getattr(clock, "max_frequency_ppm", 0.0),
             ),
             self.now(),
         )
         if leapfile is not None and leapfile.table is not None:
             self.engine.set_leap_file(leapfile.table.leap_list())
+        keys = KeyRing.build(config.keys, config.trusted_keys)
+        cast = config.broadcast_client
+        self.broadcast_client = BroadcastClient(
+            keys, delay=cast.delay, max_associations=config.tos.maxclock,
+            floor=config.tos.floor, ceiling=config.tos.ceiling, local_precision=precision,
+            max_distance=config.tos.maxdist,
+            own_addresses=frozenset((int(i.address), i.address.version == 6)
+                                    for i in cast_interfaces()),
+        ) if cast.listening else None
         self.sources = SourceManager(
             config.servers, self._on_sample, clock.now, local_precision=precision,
             max_distance=config.tos.maxdist, max_sources=config.tos.maxclock,
             family=options.family, on_change=self._sources_changed,
-            keys=KeyRing.build(config.keys, config.trusted_keys), nts_ca=config.nts.ca,
+            keys=keys, nts_ca=config.nts.ca,
             serving=list(serving or ()), system=self._stated_system,
+            broadcast=self.broadcast_client, broadcast_location=cast.location,
         )
+        self.broadcaster = BroadcastSender(
+            config.broadcasts, config.ttl_map, keys, list(serving or ()), clock.now,
+            self._stated_system)
         self.last_logged: dict[object, object] = {}
         self._known: set[Peer] = set()
         self._drift_timer: asyncio.TimerHandle | None = None
@@ -131,8 +155,14 @@ class Synchroniser:
                                 started=self.now(), counts=self._sys_counts())
         self.driver = Driver(
             self.engine, clock, self, stats=self.stats,
-            on_result=self._on_result, on_step=lambda step: self.sources.clock_stepped(),
+            on_result=self._on_result, on_step=self._on_step,
             on_panic=self._on_panic, on_done=self._on_done, on_error=self._on_error)
+        peers, drivers = build(config.refclocks, precision, numbered=self.prefer_numbers,
+                               devices=refclock_devices)
+        self.refclocks = RefclockRunner(peers, drivers, self.now, self._on_refclock_sample,
+                                        self.stats.record_clock)
+        for peer in peers:
+            self.driver.add_source(peer, peer, peer.address)
 
     @property
     def last(self) -> SyncResult | None:
@@ -150,6 +180,8 @@ class Synchroniser:
     def start(self) -> None:
         self.driver.update()
         self.sources.start()
+        self.broadcaster.start()
+        self.refclocks.start()
         if self.drift is not None and self.clock.can_adjust:
             self._schedule_drift()
         self._schedule_sysstats()
@@ -158,6 +190,8 @@ class Synchroniser:
 
     def close(self) -> None:
         self.driver.stop()
+        self.broadcaster.close()
+        self.refclocks.close()
         for timer in (self._drift_timer, self._sysstats_timer, self._leapfile_timer):
             if timer is not None:
                 timer.cancel()
@@ -237,16 +271,27 @@ class Synchroniser:
     def _log_changes(self, result: SyncResult) -> None:
         """What an administrator wants in the log: who we follow, and who is lying."""
         previous = self.last_logged
-        if result.system_peer is not previous.get("peer"):
-            peer = result.system_peer
+        # Who we follow; without anyone, whether we serve as synchronised all the same (the
+        # local clock, orphan mode). The start, unsynchronised, is no news.
+        peer = result.system_peer
+        state = (result.system.synchronised, result.system.refid)
+        changed = state != previous.get("state", (False, SystemVars().refid))
+        if peer is not previous.get("peer") or (peer is None and changed):
             if isinstance(peer, Peer):
                 log.info("synchronised to %s (stratum %d), offset %+.6f s", describe(peer),
                          result.system.stratum, result.offset)
+            elif isinstance(peer, RefclockPeer):
+                log.info("synchronised to %s (%s, stratum %d), offset %+.6f s", peer.name,
+                         peer.address, result.system.stratum, result.offset)
+            elif result.system.synchronised and result.system.refid == ORPHAN_REFID:
+                log.info("orphan parent: no source left, serving stratum %d (tos orphan)",
+                         result.system.stratum)
             elif result.system.synchronised:
                 log.info("synchronised to the local clock (stratum %d)", result.system.stratum)
             else:
                 log.warning("no selectable source: serving as unsynchronised")
-            previous["peer"] = peer
+        previous["peer"] = peer
+        previous["state"] = state
         for peer, status in result.sources.items():
             if not isinstance(peer, Peer):
                 continue
@@ -272,7 +317,7 @@ class Synchroniser:
     def _sources_changed(self) -> None:
         current = set(self.sources.peers)
         for peer in current - self._known:
-            self.driver.add_source(peer, peer.assoc, peer.address)
+            self.driver.add_source(peer, peer.assoc, peer.address, peer.local_address())
         for peer in self._known - current:
             self.driver.remove_source(peer)
         self._known = current
@@ -281,9 +326,15 @@ class Synchroniser:
             self.responder.peer_addresses = self.sources.symmetric_addresses()
 
     def peer_packets(self, sock: socket.socket) -> None:
-        """After a batch: the symmetric packets the responder took from configured peers."""
+        """After a batch: the symmetric packets the responder took from configured peers,
+        and the broadcasts it took for the broadcast client."""
         if self.responder is not None:
             self.sources.deliver(sock, self.responder.take_peer())
+            self.sources.deliver_broadcast(self.responder.take_broadcast())
+
+    def _on_step(self, step: float) -> None:
+        self.sources.clock_stepped()
+        self.broadcaster.clock_stepped(step)
 
     def _stated_system(self) -> SystemVars:
         return self.last.system if self.last is not None else SystemVars()
@@ -293,6 +344,18 @@ class Synchroniser:
 
     def _on_sample(self, peer: Peer, sample: Sample) -> None:
         self.driver.on_sample(peer, sample)
+
+    def prefer_numbers(self) -> bool:
+        """ntpd's condition for a PPS driver's pulses: a prefer peer (other than a PPS
+        clock) survives selection and the system offset is under 0.4 s."""
+        return prefer_numbers(self.driver.last)
+
+    def _on_refclock_sample(self, peer: RefclockPeer, sample: Sample) -> None:
+        self.driver.on_sample(peer, sample)
+
+    def _on_step(self, step: float) -> None:
+        # (the driver told every source, reference clocks included, of the step)
+        self.sources.clock_stepped()
 
     def _on_result(self, result: SyncResult, now: float) -> None:
         if result.stepped:

@@ -98,27 +98,61 @@ class MonEntry:
 
 
 class _Table:
-    """Rules of one address family, grouped by prefix length for longest-match lookup."""
+    """Rules of one address family, grouped by prefix length for longest-match lookup.
+
+    ntpd also takes masks that are not prefixes. Its own order (restrict entries sorted by
+    address, then mask, then ntpport, descending; the first match wins) is the longest match
+    for prefix masks; once the table holds a non-prefix mask, lookups walk that order."""
 
     def __init__(self, bits: int) -> None:
         self.bits = bits
         # prefix length -> {network int: (flags, ntpport flags or None)}
         self.by_prefix: dict[int, dict[int, list[int | None]]] = {}
         self.prefixes: list[int] = []
+        # non-prefix masks: (address & mask, mask) -> slot
+        self.masked: dict[tuple[int, int], list[int | None]] = {}
+        self._ordered: list[tuple[int, int, list[int | None]]] | None = None
 
-    def add(self, network: int, prefix: int, flags: int) -> None:
-        slot = self.by_prefix.setdefault(prefix, {}).setdefault(network, [None, None])
+    @staticmethod
+    def _merge(slot: list[int | None], flags: int) -> None:
         # Repeated lines for the same network add their flags together, as ntpd's do.
         index = 1 if flags & NTPPORT else 0
         slot[index] = (slot[index] or 0) | flags
+
+    def add(self, network: int, prefix: int, flags: int) -> None:
+        self._merge(self.by_prefix.setdefault(prefix, {}).setdefault(network, [None, None]),
+                    flags)
         self.prefixes = sorted(self.by_prefix, reverse=True)
+        self._ordered = None
+
+    def add_masked(self, network: int, mask: int, flags: int) -> None:
+        self._merge(self.masked.setdefault((network & mask, mask), [None, None]), flags)
+        self._ordered = None
 
     def lookup(self, address: int, port: int) -> int:
+        if self.masked:
+            return self._lookup_ordered(address, port)
         bits = self.bits
         for prefix in self.prefixes:
             shift = bits - prefix
             slot = self.by_prefix[prefix].get((address >> shift) << shift)
             if slot is None:
+                continue
+            if port == NTP_PORT and slot[1] is not None:
+                return slot[1]
+            if slot[0] is not None:
+                return slot[0]
+        return 0
+
+    def _lookup_ordered(self, address: int, port: int) -> int:
+        if self._ordered is None:
+            full = (1 << self.bits) - 1
+            entries = [(net, full ^ ((1 << (self.bits - prefix)) - 1), slot)
+                       for prefix, nets in self.by_prefix.items() for net, slot in nets.items()]
+            entries += [(net, mask, slot) for (net, mask), slot in self.masked.items()]
+            self._ordered = sorted(entries, key=lambda e: (e[0], e[1]), reverse=True)
+        for net, mask, slot in self._ordered:
+            if address & mask != net:
                 continue
             if port == NTP_PORT and slot[1] is not None:
                 return slot[1]
@@ -138,7 +172,11 @@ class RestrictTable:
             if rule.network is None:
                 continue  # `restrict source` is a template, applied per association
             table = self._v6 if rule.network.version == 6 else self._v4
-            table.add(int(rule.network.network_address), rule.network.prefixlen, rule.flags.value)
+            if rule.mask is not None:
+                table.add_masked(int(rule.network.network_address), rule.mask, rule.flags.value)
+            else:
+                table.add(int(rule.network.network_address), rule.network.prefixlen,
+                          rule.flags.value)
         self.source_template: int | None = next(
             (r.flags.value for r in self.rules if r.network is None), None
         )

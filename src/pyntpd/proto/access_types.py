@@ -68,3 +68,23 @@ class RestrictRule:
     # `restrict` lines may also name a host that must be resolved; the config layer keeps the
     # name for error messages and for re-resolution.
     hostname: str | None = None
+    # A mask that is not a prefix (ntpd takes any mask): the rule matches a source whose
+    # address ANDed with `mask` is `network`'s address, and `network` is that one address.
+    mask: int | None = None
+
+    def describe(self) -> str:
+        """The rule as a `restrict` line would name it."""
+        if self.hostname:
+            return self.hostname
+        net = self.network
+        if net is None:
+            return "source"
+        if self.is_default:
+            return "default" if net.version == 4 else "-6 default"
+        if self.mask is not None:
+            mask = (ipaddress.IPv4Address(self.mask) if net.version == 4
+                    else ipaddress.IPv6Address(self.mask))
+            return f"{net.network_address} mask {mask}"
+        if net.prefixlen == net.max_prefixlen:
+            return str(net.network_address)
+        return str(net) if net.version == 6 else f"{net.network_address} mask {net.netmask}"

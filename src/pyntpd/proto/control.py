@@ -100,6 +100,7 @@ CERR_RESTRICT = 7
 
 # System status word: clock source (ntpd's CTL_SST_TS_*).
 SST_UNSPEC = 0
+SST_UHF = 4  # ntpd's sync_uhf_radio: a satellite (GPS) reference clock
 SST_LOCAL = 5
 SST_NTP = 6
 
@@ -590,6 +591,8 @@ class ControlSnapshot:
     clk_wander: float = 0.0  # ppm
     clock_source: int | None = None  # SST_*; None: NTP when synchronised
     peers: tuple[PeerInfo, ...] = ()
+    # Reference clocks' READCLOCK answers by association id: (status word, variables).
+    clocks: Mapping[int, tuple[int, dict[str, str]]] = field(default_factory=dict)
     mru: tuple[MruItem, ...] = ()
 
     def status_word(self) -> int:
@@ -735,7 +738,7 @@ class ControlResponder:
         if op == Opcode.READVAR:
             return self._readvar(header, body, snap)
         if op == Opcode.READCLOCK:
-            return error(CERR_BADASSOC)  # no reference clocks with variables
+            return self._readclock(header, body, snap)
         if op == Opcode.REQ_NONCE:
             if flags & NOMRULIST:
                 return error(CERR_PERMISSION)
@@ -777,6 +780,23 @@ class ControlResponder:
             names = list(variables)
         text = join_text([f"{name}={variables[name]}" for name in names])
         return ControlReply(fragments(header, text, status, header.associd, leap))
+
+    def _readclock(self, header: ControlHeader, body: bytes,
+                   snap: ControlSnapshot) -> ControlReply:
+        """ntpq's `cv`: a reference clock's variables. Association 0 is the system peer,
+        as in ntpd, when that is a reference clock."""
+        leap = snap.leap & 3
+        associd = header.associd or (snap.peer if snap.peer in snap.clocks else 0)
+        clock = snap.clocks.get(associd)
+        if clock is None:
+            return ControlReply([error_response(header, CERR_BADASSOC, leap)])
+        status, variables = clock
+        wanted = [name for name, _ in parse_text(body)]
+        if any(name not in variables for name in wanted):
+            return ControlReply([error_response(header, CERR_UNKNOWNVAR, leap)])
+        names = list(dict.fromkeys(wanted)) if wanted else list(variables)
+        text = join_text([f"{name}={variables[name]}" for name in names])
+        return ControlReply(fragments(header, text, status, associd, leap))
 
     def _read_mru(
         self,

@@ -1,4 +1,4 @@
-"""The daemon's state as Prometheus text (exposition format 0.0.4) and as a JSON document.
+"""The daemon's state as Prometheus metrics (text 0.0.4 or OpenMetrics) and as a JSON document.
 
 Pure: `Status.build` takes the mode 6 snapshot (the same collection ntpq sees, built by
 daemon.control), the responder's counters and a few process facts, and the renderers turn
@@ -10,6 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.registry import Collector
 
 from pyntpd.proto.auth import AuthResult
 from pyntpd.proto.control import ControlDrop, ControlSnapshot, PeerInfo
@@ -58,6 +63,7 @@ class SourceState:
     tally: str  # ntpq's tally character
     selected: bool
     refclock: bool = False  # a reference clock driver: no datagrams, no drops
+    port: int = 123  # the source's NTP port (0 for a reference clock)
     received: int = 0  # datagrams from the source
     # No sample from them, by why: every SourceDrop, zeros included.
     dropped: Mapping[str, int] = field(default_factory=dict)
@@ -74,10 +80,22 @@ class SourceState:
             stratum=peer.stratum, reach=peer.reach, poll=peer.hpoll,
             offset=peer.offset, delay=peer.delay, jitter=peer.jitter,
             dispersion=peer.dispersion, tally=tally, selected=tally in ("*", "o"),
-            refclock=peer.refclock, received=peer.received,
-            dropped={r.value: peer.dropped.get(r.value, 0) for r in SourceDrop},
+            refclock=peer.refclock, port=peer.srcport, received=peer.received,
+            # a reference clock's readings refused, by its driver's reasons
+            dropped=dict(peer.dropped) if peer.refclock else
+            {r.value: peer.dropped.get(r.value, 0) for r in SourceDrop},
             interleaved=peer.interleaved,
             transmit_stamps={s.value: peer.transmit_stamps.get(s.value, 0) for s in Stamp})
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastCounts:
+    """The broadcaster's and the broadcast client's counters (proto.broadcast)."""
+
+    sent: int = 0
+    unsynchronised: int = 0  # broadcasts not sent: we were unsynchronised
+    send_errors: int = 0
+    heard: Mapping[str, int] = field(default_factory=dict)  # "sample", or why not
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +128,8 @@ class Status:
     mssntp_signed: int = 0  # MS-SNTP replies signed by Samba's ntp_signd and sent
     mssntp_failed: Mapping[str, int] = field(default_factory=dict)  # every MssntpFailure
     http: Mapping[str, int] = field(default_factory=dict)  # metrics endpoint outcomes
+    broadcast_packets: int = 0  # broadcasts the responder handed to the broadcast client
+    broadcast: BroadcastCounts = BroadcastCounts()
     # Interleaved mode: replies in it, those with only a user-space transmit timestamp,
     # requests for it answered in basic mode, and replies kept for the next request.
     interleaved: Mapping[str, int] = field(default_factory=dict)
@@ -123,6 +143,7 @@ class Status:
               start_time: float, now: float, control_requests: int = 0,
               mru_entries: int = 0, http: Mapping[str, int] | None = None,
               control_dropped: Mapping[ControlDrop, int] | None = None,
+              broadcast: BroadcastCounts | None = None,
               interleaved_kept: int = 0) -> Status:
         reftime = ntp_to_unix(snapshot.reftime, now) if snapshot.reftime else None
         dropped = {reason.value: counters.dropped.get(reason, 0) for reason in DropReason}
@@ -146,176 +167,222 @@ class Status:
             control_dropped={r.value: (control_dropped or {}).get(r, 0) for r in ControlDrop},
             mssntp_signed=counters.mssntp_signed,
             mssntp_failed={f.value: counters.mssntp_failed.get(f, 0) for f in MssntpFailure},
-            http=dict(http or {}),
+            http=dict(http or {}), broadcast_packets=counters.broadcast_packets,
+            broadcast=broadcast or BroadcastCounts(),
             interleaved={"served": counters.interleaved,
                          "daemon_stamp": counters.interleaved_daemon_stamp,
                          "missed": counters.interleaved_missed, "kept": interleaved_kept})
 
 
 # --- Prometheus text ---------------------------------------------------------------------
+# Rendered by prometheus_client (escaping, number formats, the 0.0.4 text and OpenMetrics
+# encoders) from a custom collector over the Status value: the library keeps up with the
+# formats, this module only says what the daemon's state means.
 
-def escape_label(value: str) -> str:
-    """Exposition format: backslash, double quote and line feed are escaped in labels."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+OPENMETRICS_TYPE = openmetrics.CONTENT_TYPE_LATEST
 
-
-def escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+Labels = Mapping[str, str]
 
 
-Sample = tuple[Mapping[str, str], float]
+def _source_labels(s: SourceState) -> dict[str, str]:
+    # address + port is unique per association (daemon.sources keys its peers by it), so
+    # four `server 127.0.0.1 port N` lines give four series; the name alone is not unique
+    # (a pool's members share it), the association id is (but changes with every start).
+    return {"address": s.address, "port": str(s.port), "name": s.name}
 
 
-class _Writer:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+def _family(kind: str, name: str, help_text: str,
+            samples: Iterable[tuple[Labels, float]]) -> Metric:
+    samples = list(samples)
+    keys = list(samples[0][0]) if samples else []
+    family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+        name, help_text, labels=keys)
+    for labels, value in samples:
+        family.add_metric([labels[k] for k in keys], float(value))
+    return family
 
-    def family(self, name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> None:
-        self.lines.append(f"# HELP {name} {escape_help(help_text)}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            if labels:
-                text = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels.items())
-                self.lines.append(f"{name}{{{text}}} {format_value(value)}")
-            else:
-                self.lines.append(f"{name} {format_value(value)}")
 
-    def gauge(self, name: str, help_text: str, value: float) -> None:
-        self.family(name, "gauge", help_text, [({}, value)])
+def _one(kind: str, name: str, help_text: str, value: float) -> Metric:
+    return _family(kind, name, help_text, [({}, value)])
 
-    def counter(self, name: str, help_text: str, value: float) -> None:
-        self.family(name, "counter", help_text, [({}, value)])
+
+class StatusCollector(Collector):
+    """The daemon's state as metric families, for one scrape (a Status is a snapshot)."""
+
+    def __init__(self, status: Status) -> None:
+        self.status = status
+
+    def collect(self) -> Iterable[Metric]:
+        st = self.status
+        yield _family("gauge", "ntp_build_info", "pyntpd version; always 1",
+                      [({"version": st.version}, 1)])
+        yield _one("gauge", "process_start_time_seconds",
+                   "Start time of the process since the Unix epoch", st.start_time)
+        yield from self._system(st)
+        yield from self._sources(st.sources)
+        yield from self._server(st)
+
+    @staticmethod
+    def _system(st: Status) -> Iterable[Metric]:
+        yield _one("gauge", "ntp_system_synchronised",
+                   "1 when this server is synchronised (leap != 3, stratum < 16)",
+                   st.synchronised)
+        yield _one("gauge", "ntp_system_leap", "Leap indicator served (0 none, 1 insert, "
+                   "2 delete, 3 unsynchronised)", st.leap)
+        yield _one("gauge", "ntp_system_stratum", "Stratum served (16: unsynchronised)",
+                   st.stratum)
+        yield _family("gauge", "ntp_system_refid_info", "Reference id served; always 1",
+                      [({"refid": st.refid}, 1)])
+        yield _one("gauge", "ntp_system_precision_seconds", "Precision of the system clock",
+                   2.0 ** st.precision)
+        yield _one("gauge", "ntp_system_root_delay_seconds", "Root delay served",
+                   st.root_delay)
+        yield _one("gauge", "ntp_system_root_dispersion_seconds", "Root dispersion served",
+                   st.root_dispersion)
+        if st.reference_time is not None:
+            yield _one("gauge", "ntp_system_reference_timestamp_seconds",
+                       "Last clock update (reference timestamp) since the Unix epoch",
+                       st.reference_time)
+        yield _one("gauge", "ntp_system_offset_seconds", "Estimated offset of the local "
+                   "clock (true minus local) at the last update", st.offset)
+        yield _one("gauge", "ntp_system_frequency_ppm",
+                   "Frequency correction of the local clock", st.frequency)
+        yield _one("gauge", "ntp_system_jitter_seconds",
+                   "System jitter: the combined estimate's standard deviation", st.jitter)
+
+    @staticmethod
+    def _sources(sources: tuple[SourceState, ...]) -> Iterable[Metric]:
+        def per_source(kind: str, name: str, help_text: str,
+                       values: Iterable[tuple[SourceState, float]]) -> Metric:
+            return _family(kind, name, help_text,
+                           [(_source_labels(s), v) for s, v in values])
+
+        yield per_source("gauge", "ntp_source_reach", "Reach register of the source "
+                         "(8 bits, newest poll in the lowest)",
+                         ((s, s.reach) for s in sources))
+        yield per_source("gauge", "ntp_source_stratum", "Stratum of the source",
+                         ((s, s.stratum) for s in sources))
+        yield per_source("gauge", "ntp_source_poll_seconds", "Poll interval of the source",
+                         ((s, 2.0 ** s.poll) for s in sources))
+        yield per_source("gauge", "ntp_source_offset_seconds", "Offset of the source "
+                         "(source minus local); NaN before the first sample",
+                         ((s, s.offset) for s in sources))
+        yield per_source("gauge", "ntp_source_delay_seconds", "Round-trip delay to the source",
+                         ((s, s.delay) for s in sources))
+        yield per_source("gauge", "ntp_source_jitter_seconds", "Jitter of the source",
+                         ((s, s.jitter) for s in sources))
+        yield per_source("gauge", "ntp_source_dispersion_seconds", "Dispersion of the source",
+                         ((s, s.dispersion) for s in sources))
+        associations = [s for s in sources if not s.refclock]
+        yield per_source("counter", "ntp_source_received_total",
+                         "Datagrams received from the source (each a sample or a drop)",
+                         ((s, s.received) for s in associations))
+        yield _family("counter", "ntp_source_dropped_total",
+                      "Datagrams from the source that gave no sample, by reason",
+                      [({**_source_labels(s), "reason": r}, n)
+                       for s in associations for r, n in s.dropped.items()])
+        yield per_source("counter", "ntp_source_interleaved_samples_total",
+                         "Samples from interleaved-mode replies (xleave)",
+                         ((s, s.interleaved) for s in associations))
+        yield _family("counter", "ntp_source_transmit_stamps_total",
+                      "Samples by where their T1 came from: the kernel (SO_TIMESTAMPING), or "
+                      "the clock read before send() when the kernel gave none",
+                      [({**_source_labels(s), "stamp": k}, n)
+                       for s in associations for k, n in s.transmit_stamps.items()])
+        refclocks = [s for s in sources if s.refclock]
+        if refclocks:
+            yield per_source("counter", "ntp_refclock_readings_total",
+                             "Readings a reference clock driver took (before ntpd's median "
+                             "filter)", ((s, s.received) for s in refclocks))
+            yield _family("counter", "ntp_refclock_dropped_total",
+                          "Readings a reference clock driver refused, by reason",
+                          [({**_source_labels(s), "reason": r}, n)
+                           for s in refclocks for r, n in sorted(s.dropped.items())])
+        yield _family("gauge", "ntp_source_selected",
+                      "1 for the system peer; the tally label is ntpq's condition of the "
+                      "source",
+                      [({**_source_labels(s), "tally": TALLY_NAMES.get(s.tally, s.tally)},
+                        s.selected) for s in sources])
+
+    @staticmethod
+    def _server(st: Status) -> Iterable[Metric]:
+        yield _one("counter", "ntp_server_packets_received_total",
+                   "Datagrams received on the NTP port(s)", st.received)
+        yield _one("counter", "ntp_server_packets_served_total", "Time requests answered",
+                   st.served)
+        yield _family("counter", "ntp_server_packets_dropped_total",
+                      "Datagrams dropped without a time reply, by reason",
+                      [({"reason": r}, n) for r, n in st.dropped.items()])
+        yield _one("counter", "ntp_server_rate_limited_total",
+                   "Requests over the rate limit ('limited'); the same as "
+                   "ntp_server_packets_dropped_total{reason=\"rate_limited\"}",
+                   st.dropped.get(DropReason.RATE_LIMITED.value, 0))
+        yield _family("counter", "ntp_server_kod_sent_total",
+                      "Kiss-o'-death replies sent, by code",
+                      [({"code": c}, n) for c, n in st.kod_sent.items()])
+        yield _one("counter", "ntp_server_nts_served_total", "NTS requests answered",
+                   st.nts_served)
+        yield _one("counter", "ntp_server_peer_packets_total", "Symmetric-mode packets "
+                   "from configured peers, handed to their associations", st.peer_packets)
+        yield _family("counter", "ntp_server_nts_failed_total",
+                      "NTS requests not answered (or answered with an NTS NAK), by why",
+                      [({"kind": k}, n) for k, n in st.nts_failed.items()])
+        yield _one("counter", "ntp_server_mssntp_signed_total",
+                   "MS-SNTP replies signed by Samba's ntp_signd and sent", st.mssntp_signed)
+        yield _family("counter", "ntp_server_mssntp_failed_total",
+                      "MS-SNTP requests left unanswered, by why",
+                      [({"kind": k}, n) for k, n in st.mssntp_failed.items()])
+        yield _family("counter", "ntp_server_auth_failed_total",
+                      "Signed requests left unanswered because the MAC did not verify, by why",
+                      [({"kind": k}, n) for k, n in st.auth_failed.items()])
+        yield _one("counter", "ntp_server_control_requests_total",
+                   "Mode 6 (ntpq) requests answered", st.control_requests)
+        yield _family("counter", "ntp_server_control_dropped_total",
+                      "Mode 6 requests left unanswered, by reason",
+                      [({"reason": r}, n) for r, n in st.control_dropped.items()])
+        b = st.broadcast
+        yield _one("counter", "ntp_broadcast_sent_total",
+                   "Broadcasts sent ('broadcast' lines)", b.sent)
+        yield _family("counter", "ntp_broadcast_not_sent_total", "Broadcasts not sent: "
+                      "unsynchronised (ntpd says nothing then), or a send error",
+                      [({"reason": "unsynchronised"}, b.unsynchronised),
+                       ({"reason": "send_error"}, b.send_errors)])
+        yield _one("counter", "ntp_broadcast_received_total",
+                   "Broadcasts handed to the broadcast client", st.broadcast_packets)
+        yield _family("counter", "ntp_broadcast_heard_total",
+                      "What the broadcast client made of them: a sample, or why not",
+                      [({"outcome": k}, n)
+                       for k, n in sorted({"sample": 0, **b.heard}.items())])
+        yield _one("gauge", "ntp_server_mru_entries",
+                   "Sources in the MRU list (rate limiting, mrulist)", st.mru_entries)
+        yield _family("counter", "ntp_server_interleaved_total",
+                      "Interleaved mode: replies in it (served), those of them with only a "
+                      "user-space transmit timestamp (daemon_stamp), requests for it "
+                      "answered in basic mode (missed)",
+                      [({"kind": k}, n) for k, n in st.interleaved.items() if k != "kept"])
+        yield _one("gauge", "ntp_server_interleaved_kept",
+                   "Replies kept for the next interleaved request",
+                   st.interleaved.get("kept", 0))
+        if st.http:
+            yield _family("counter", "ntp_metrics_http_requests_total",
+                          "Requests to this metrics endpoint, by outcome",
+                          [({"outcome": k}, n) for k, n in sorted(st.http.items())])
 
 
 def exposition(status: Status) -> str:
-    w = _Writer()
-    w.family("ntp_build_info", "gauge", "pyntpd version; always 1",
-             [({"version": status.version}, 1)])
-    w.gauge("process_start_time_seconds", "Start time of the process since the Unix epoch",
-            status.start_time)
-    # System.
-    w.gauge("ntp_system_synchronised", "1 when this server is synchronised (leap != 3, "
-            "stratum < 16)", status.synchronised)
-    w.gauge("ntp_system_leap", "Leap indicator served (0 none, 1 insert, 2 delete, "
-            "3 unsynchronised)", status.leap)
-    w.gauge("ntp_system_stratum", "Stratum served (16: unsynchronised)", status.stratum)
-    w.family("ntp_system_refid_info", "gauge", "Reference id served; always 1",
-             [({"refid": status.refid}, 1)])
-    w.gauge("ntp_system_precision_seconds", "Precision of the system clock",
-            2.0 ** status.precision)
-    w.gauge("ntp_system_root_delay_seconds", "Root delay served", status.root_delay)
-    w.gauge("ntp_system_root_dispersion_seconds", "Root dispersion served",
-            status.root_dispersion)
-    if status.reference_time is not None:
-        w.gauge("ntp_system_reference_timestamp_seconds",
-                "Last clock update (reference timestamp) since the Unix epoch",
-                status.reference_time)
-    w.gauge("ntp_system_offset_seconds", "Estimated offset of the local clock (true minus "
-            "local) at the last update", status.offset)
-    w.gauge("ntp_system_frequency_ppm", "Frequency correction of the local clock",
-            status.frequency)
-    w.gauge("ntp_system_jitter_seconds", "System jitter: the combined estimate's standard "
-            "deviation", status.jitter)
-    # Sources.
-    sources = status.sources
+    """Prometheus text format 0.0.4."""
+    return generate_latest(StatusCollector(status)).decode("utf-8")
 
-    def per_source(values: Iterable[tuple[SourceState, float]]) -> list[Sample]:
-        return [({"address": s.address, "name": s.name}, v) for s, v in values]
 
-    w.family("ntp_source_reach", "gauge", "Reach register of the source (8 bits, newest "
-             "poll in the lowest)", per_source((s, s.reach) for s in sources))
-    w.family("ntp_source_stratum", "gauge", "Stratum of the source",
-             per_source((s, s.stratum) for s in sources))
-    w.family("ntp_source_poll_seconds", "gauge", "Poll interval of the source",
-             per_source((s, 2.0 ** s.poll) for s in sources))
-    w.family("ntp_source_offset_seconds", "gauge", "Offset of the source (source minus "
-             "local); NaN before the first sample", per_source((s, s.offset) for s in sources))
-    w.family("ntp_source_delay_seconds", "gauge", "Round-trip delay to the source",
-             per_source((s, s.delay) for s in sources))
-    w.family("ntp_source_jitter_seconds", "gauge", "Jitter of the source",
-             per_source((s, s.jitter) for s in sources))
-    w.family("ntp_source_dispersion_seconds", "gauge", "Dispersion of the source",
-             per_source((s, s.dispersion) for s in sources))
-    associations = [s for s in sources if not s.refclock]
-    w.family("ntp_source_received_total", "counter",
-             "Datagrams received from the source (each a sample or a drop)",
-             per_source((s, s.received) for s in associations))
-    w.family("ntp_source_dropped_total", "counter",
-             "Datagrams from the source that gave no sample, by reason",
-             [({"address": s.address, "name": s.name, "reason": r}, n)
-              for s in associations for r, n in s.dropped.items()])
-    w.family("ntp_source_interleaved_samples_total", "counter",
-             "Samples from interleaved-mode replies (xleave)",
-             per_source((s, s.interleaved) for s in associations))
-    w.family("ntp_source_transmit_stamps_total", "counter",
-             "Samples by where their T1 came from: the kernel (SO_TIMESTAMPING), or the "
-             "clock read before send() when the kernel gave none",
-             [({"address": s.address, "name": s.name, "stamp": k}, n)
-              for s in associations for k, n in s.transmit_stamps.items()])
-    w.family("ntp_source_selected", "gauge",
-             "1 for the system peer; the tally label is ntpq's condition of the source",
-             [({"address": s.address, "name": s.name,
-                "tally": TALLY_NAMES.get(s.tally, s.tally)}, s.selected) for s in sources])
-    # Serving.
-    w.counter("ntp_server_packets_received_total", "Datagrams received on the NTP port(s)",
-              status.received)
-    w.counter("ntp_server_packets_served_total", "Time requests answered", status.served)
-    w.family("ntp_server_packets_dropped_total", "counter",
-             "Datagrams dropped without a time reply, by reason",
-             [({"reason": r}, n) for r, n in status.dropped.items()])
-    w.counter("ntp_server_rate_limited_total", "Requests over the rate limit ('limited'); "
-              "the same as ntp_server_packets_dropped_total{reason=\"rate_limited\"}",
-              status.dropped.get(DropReason.RATE_LIMITED.value, 0))
-    w.family("ntp_server_kod_sent_total", "counter", "Kiss-o'-death replies sent, by code",
-             [({"code": c}, n) for c, n in status.kod_sent.items()])
-    w.family("ntp_server_nts_served_total", "counter", "NTS requests answered",
-             [({}, status.nts_served)])
-    w.family("ntp_server_peer_packets_total", "counter",
-             "Symmetric-mode packets from configured peers, handed to their associations",
-             [({}, status.peer_packets)])
-    w.family("ntp_server_nts_failed_total", "counter",
-             "NTS requests not answered (or answered with an NTS NAK), by why",
-             [({"kind": k}, n) for k, n in status.nts_failed.items()])
-    w.family("ntp_server_mssntp_signed_total", "counter",
-             "MS-SNTP replies signed by Samba's ntp_signd and sent",
-             [({}, status.mssntp_signed)])
-    w.family("ntp_server_mssntp_failed_total", "counter",
-             "MS-SNTP requests left unanswered, by why",
-             [({"kind": k}, n) for k, n in status.mssntp_failed.items()])
-    w.family("ntp_server_auth_failed_total", "counter",
-             "Signed requests left unanswered because the MAC did not verify, by why",
-             [({"kind": k}, n) for k, n in status.auth_failed.items()])
-    w.counter("ntp_server_control_requests_total", "Mode 6 (ntpq) requests answered",
-              status.control_requests)
-    w.family("ntp_server_control_dropped_total", "counter",
-             "Mode 6 requests left unanswered, by reason",
-             [({"reason": r}, n) for r, n in status.control_dropped.items()])
-    w.gauge("ntp_server_mru_entries", "Sources in the MRU list (rate limiting, mrulist)",
-            status.mru_entries)
-    w.family("ntp_server_interleaved_total", "counter",
-             "Interleaved mode: replies in it (served), those of them with only a user-space "
-             "transmit timestamp (daemon_stamp), requests for it answered in basic mode "
-             "(missed)",
-             [({"kind": k}, n) for k, n in status.interleaved.items() if k != "kept"])
-    w.gauge("ntp_server_interleaved_kept", "Replies kept for the next interleaved request",
-            status.interleaved.get("kept", 0))
-    if status.http:
-        w.family("ntp_metrics_http_requests_total", "counter",
-                 "Requests to this metrics endpoint, by outcome",
-                 [({"outcome": k}, n) for k, n in sorted(status.http.items())])
-    return "\n".join(w.lines) + "\n"
+def openmetrics_exposition(status: Status) -> str:
+    """OpenMetrics 1.0 text (ends with `# EOF`), for a scraper that asks for it."""
+    return openmetrics.generate_latest(StatusCollector(status)).decode("utf-8")
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """A scraper that lists OpenMetrics in its Accept header gets it (Prometheus does)."""
+    return any(part.split(";", 1)[0].strip() == "application/openmetrics-text"
+               for part in accept.split(","))
 
 
 # --- JSON --------------------------------------------------------------------------------
@@ -339,15 +406,16 @@ def status_document(status: Status) -> dict[str, object]:
             "frequency": _num(status.frequency), "jitter": _num(status.jitter),
         },
         "sources": [
-            {"address": s.address, "name": s.name, "refid": s.refid, "stratum": s.stratum,
+            {"address": s.address, "port": s.port, "name": s.name, "refid": s.refid,
+             "stratum": s.stratum,
              "reach": s.reach, "poll": s.poll, "offset": _num(s.offset),
              "delay": _num(s.delay), "jitter": _num(s.jitter),
              "dispersion": _num(s.dispersion), "tally": s.tally,
              "condition": TALLY_NAMES.get(s.tally, s.tally), "selected": s.selected,
-             **({} if s.refclock else {
-                 "received": s.received, "dropped": dict(s.dropped),
-                 "interleaved": s.interleaved,
-                 "transmit_stamps": dict(s.transmit_stamps)})}
+             **({"readings": s.received} if s.refclock else {
+                 "received": s.received, "interleaved": s.interleaved,
+                 "transmit_stamps": dict(s.transmit_stamps)}),
+             "dropped": dict(s.dropped)}
             for s in status.sources
         ],
         "server": {
@@ -362,6 +430,13 @@ def status_document(status: Status) -> dict[str, object]:
             "control_dropped": dict(status.control_dropped),
             "mru_entries": status.mru_entries,
             "interleaved": dict(status.interleaved),
+        },
+        "broadcast": {
+            "sent": status.broadcast.sent,
+            "not_sent_unsynchronised": status.broadcast.unsynchronised,
+            "send_errors": status.broadcast.send_errors,
+            "received": status.broadcast_packets,
+            "heard": dict(sorted(status.broadcast.heard.items())),
         },
         "metrics_http": dict(sorted(status.http.items())),
     }

@@ -26,7 +26,10 @@ Decisions, in ntpd's order (ntp_proto.c receive()):
    create an association here (CVE-2016-1549 class), replies are not requests. A symmetric
    packet (mode 1/2) from the address and port of a configured `peer` (`peer_addresses`,
    set by the daemon) is queued for that association (`take_peer`), which requires its
-   MAC; every other symmetric packet is dropped as NOT_A_REQUEST;
+   MAC; every other symmetric packet is dropped as NOT_A_REQUEST. A broadcast (mode 5) is
+   queued for the broadcast client (`take_broadcast`, proto.broadcast, which requires a MAC
+   under a trusted key) when one runs (`broadcast_client`), after `noserve`, `version` and
+   `limited` as ntpd applies them; otherwise it is dropped as NOT_A_REQUEST too;
 5. the reply is 48 bytes, never longer than the request, and carries no extension fields:
    unknown ones are ignored, as chrony does. A signed request gets a reply signed with the
    same key (as long as the request); it is queued as a `SignedReply` for the serving path,
@@ -103,6 +106,7 @@ MSSNTP_QUEUE_LIMIT = 64  # MS-SNTP requests held per batch for ntp_signd
 PEER_QUEUE_LIMIT = 64  # symmetric packets from configured peers held per batch
 # Interleaved-mode requests held per batch; beyond, they get a basic reply in the batch.
 INTERLEAVED_QUEUE_LIMIT = 256
+BROADCAST_QUEUE_LIMIT = 64  # broadcasts held per batch for the broadcast client
 _SYMMETRIC = frozenset({Mode.SYMMETRIC_ACTIVE, Mode.SYMMETRIC_PASSIVE})
 
 KISS_RATE = b"RATE"
@@ -135,6 +139,7 @@ class ServerCounters:
 
     nts_served: int = 0
     peer_packets: int = 0  # symmetric packets handed to a configured peer's association
+    broadcast_packets: int = 0  # broadcasts handed to the broadcast client
     nts_failed: dict[nts.NtsFailure, int] = field(default_factory=dict)
     mssntp_signed: int = 0  # MS-SNTP replies signed by ntp_signd and sent (also in served)
     mssntp_failed: dict[mssntp.MssntpFailure, int] = field(default_factory=dict)
@@ -211,7 +216,8 @@ class SignedReply:
 
 @dataclass(frozen=True, slots=True)
 class PeerPacket:
-    """A symmetric packet from a configured peer's address and port, for its association."""
+    """A packet for the sync side rather than a request: symmetric from a configured peer's
+    address and port, or a broadcast for the broadcast client."""
 
     data: bytes
     address: int
@@ -236,6 +242,8 @@ class Responder:
         # (address, is_v6, port) of every configured `peer`, resolved; set by the daemon.
         self.peer_addresses: frozenset[tuple[int, bool, int]] = frozenset()
         self.peer_queue: list[PeerPacket] = []
+        self.broadcast_client = False  # set by the daemon when it listens to broadcasts
+        self.broadcast_queue: list[PeerPacket] = []
         self.mssntp_queue: list[mssntp.MssntpRequest] = []
         self.interleaved_queue: list[InterleavedReply] = []
         # One live entry per interleaved client: as many as the MRU list holds sources.
@@ -279,6 +287,11 @@ class Responder:
     def take_interleaved(self) -> list[InterleavedReply]:
         """The interleaved-mode replies queued since the last call, to send and keep."""
         queued, self.interleaved_queue = self.interleaved_queue, []
+        return queued
+
+    def take_broadcast(self) -> list[PeerPacket]:
+        """The broadcasts queued since the last call, for the broadcast client."""
+        queued, self.broadcast_queue = self.broadcast_queue, []
         return queued
 
     def take_mssntp(self) -> list[mssntp.MssntpRequest]:
@@ -411,6 +424,9 @@ class Responder:
                 self.peer_queue.append(PeerPacket(bytes(data), address, is_v6, port,
                                                   receive_ts, now))
             return None
+        if mode == Mode.BROADCAST and self.broadcast_client:
+            return self._queue_broadcast(data, address, is_v6, port, receive_ts, now, flags,
+                                         version)
         if mode != Mode.CLIENT:
             counters.drop(DropReason.NOT_A_REQUEST)
             return None
@@ -496,6 +512,31 @@ class Responder:
             prefix = self._reply(data, version, receive_ts, now, origin=data[32:40])
         self.interleaved_queue.append(InterleavedReply(
             prefix, transmit, receive_ts | 1, client, address, is_v6, port))
+        return None
+
+    def _queue_broadcast(
+        self,
+        data: bytes | bytearray | memoryview,
+        address: int,
+        is_v6: bool,
+        port: int,
+        receive_ts: int,
+        now: float,
+        flags: int,
+        version: int,
+    ) -> None:
+        """ntpd drops a broadcast from a `noserve` source, one that `version` excludes, and
+        an over-rate one under `limited` (never with a kiss: nobody asked)."""
+        counters = self.counters
+        if flags & acc.NOSERVE or (flags & acc.VERSION and version != 4):
+            counters.drop(DropReason.RESTRICTED)
+        elif ((flags & acc.OVER_RATE and flags & acc.LIMITED)
+              or len(self.broadcast_queue) >= BROADCAST_QUEUE_LIMIT):
+            counters.drop(DropReason.RATE_LIMITED)
+        else:
+            counters.broadcast_packets += 1
+            self.broadcast_queue.append(PeerPacket(bytes(data), address, is_v6, port,
+                                                   receive_ts, now))
         return None
 
     def _respond_nts(

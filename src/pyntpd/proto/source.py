@@ -164,6 +164,7 @@ class SourceSpec:
     nts: bool = False  # authenticate with NTS (the caller supplies `Association.nts`)
     symmetric: bool = False  # `peer`: symmetric active mode (requires `key`)
     xleave: bool = False  # interleaved mode (client/server)
+    pps: bool = False  # a PPS clock (type 22): followed while the prefer peer numbers its seconds
 
 
 RandomBits = Callable[[], int]

@@ -43,6 +43,52 @@ def exponential(mean: float) -> Jitter:
     return lambda rng: rng.expovariate(1.0 / mean)
 
 
+def uniform(low: float, high: float) -> Jitter:
+    return lambda rng: rng.uniform(low, high)
+
+
+def plus(*parts: Jitter) -> Jitter:
+    """The sum of independent delays."""
+    return lambda rng: sum(part(rng) for part in parts)
+
+
+def heavy_tail(probability: float, scale: float, alpha: float = 1.5,
+               cap: float = 1.0) -> Jitter:
+    """Delay spikes: with `probability` a Pareto delay (shape `alpha`, from `scale` s up,
+    at most `cap`): with alpha < 2 its variance is infinite, as congested routes' are.
+    Both numbers are drawn every time, so that the stream does not depend on the outcome."""
+    def draw(rng: random.Random) -> float:
+        hit, u = rng.random(), rng.random()
+        return min(cap, scale * (1.0 - u) ** (-1.0 / alpha)) if hit < probability else 0.0
+    return draw
+
+
+@dataclass(frozen=True)
+class Host:
+    """The client machine between the daemon's code and the wire: what the project's
+    simulator long left out, and what makes a real host's figures worse than an ideal one's.
+
+    - `send_latency`: from t1, read in user space before send(), until the request is on
+      the wire (system call, stack, queueing discipline, driver): 10-30 us on a real host.
+    - `receive_latency`: from the wire to the kernel's receive timestamp (interrupt
+      coalescing); t4 is that timestamp (SO_TIMESTAMPNS), not a user-space read.
+    - `timer_latency`: how late a timer fires (a poll, the end of a slew): the event
+      loop's wake-up and scheduling.
+    """
+
+    send_latency: Jitter = no_jitter
+    receive_latency: Jitter = no_jitter
+    timer_latency: Jitter = no_jitter
+
+
+IDEAL_HOST = Host()
+# A real Linux host: 10-30 us from the user-space t1 to the wire (DESIGN.md measures
+# ~25 us between a kernel and a user-space timestamp), 2 us mean to the receive timestamp,
+# timers 0.1-1 ms late.
+REAL_HOST = Host(send_latency=uniform(10e-6, 30e-6), receive_latency=exponential(2e-6),
+                 timer_latency=plus(uniform(100e-6, 200e-6), exponential(300e-6)))
+
+
 @dataclass(frozen=True, slots=True)
 class Spikes:
     probability: float  # per packet and direction

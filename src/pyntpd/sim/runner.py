@@ -29,7 +29,8 @@ from pyntpd.clock.simclock import SimClock
 from pyntpd.driver import Driver, take_over
 from pyntpd.proto.source import Association, SourceSpec
 from pyntpd.proto.timestamp import unix_ns_to_ntp
-from pyntpd.sim.network import SimServer, UtcLeaps
+from pyntpd.sim.network import IDEAL_HOST, Host, SimServer, UtcLeaps
+from pyntpd.sim.refclocks import SimReceiver, SimRefclocks
 from pyntpd.stats.filegen import Statistics
 from pyntpd.sync.engine import PanicExit, SyncConfig, SyncEngine, SyncResult
 from pyntpd.sync.leap import LeapList
@@ -41,7 +42,9 @@ class Trace:
     """What happened, once a second (true time) and at every update."""
 
     offsets: list[float] = field(default_factory=list)  # local minus true, per second
-    frequency_errors: list[float] = field(default_factory=list)  # ppm, per second
+    # ppm, the clock's mean rate error over each second (steps and leaps left out): what
+    # every program timing an interval sees, slews included
+    frequency_errors: list[float] = field(default_factory=list)
     updates: list[tuple[float, SyncResult]] = field(default_factory=list)
     steps: list[tuple[float, float]] = field(default_factory=list)  # (true time, amount)
     panic: tuple[float, PanicExit] | None = None
@@ -86,8 +89,12 @@ class Simulation:
         stats: Statistics | None = None,
         utc: UtcLeaps | None = None,
         leap_list: LeapList | None = None,
+        host: Host = IDEAL_HOST,
+        receiver: SimReceiver | None = None,
     ) -> None:
         self.clock = clock
+        self.host = host
+        self._unset_phase = clock.unset_phase
         self.utc = utc
         self.stats = stats  # written as the daemon writes them, stamped with the local clock
         self.rng = rng
@@ -104,6 +111,8 @@ class Simulation:
         took = take_over(clock)
         if took is not None and config.start_frequency is None:
             config = replace(config, start_frequency=took.frequency_ppm)
+        if not config.fast_slew_ppm:
+            config = replace(config, fast_slew_ppm=clock.max_frequency_ppm)
         self.engine = SyncEngine(config, self.local())
         self.engine.set_leap_file(leap_list)
         self.driver = Driver(self.engine, clock, self, stats=stats, on_result=self._on_result,
@@ -118,6 +127,11 @@ class Simulation:
             self.driver.add_source(key, assoc, server.address)
             assoc.start(self.local())
             self._schedule_poll(key)
+        self.refclocks: SimRefclocks | None = None
+        if receiver is not None:
+            self.refclocks = SimRefclocks(self, receiver, clock.epoch_ns / 1e9,
+                                          random.Random(rng.getrandbits(64)))
+            self.refclocks.start()
 
     # --- time -----------------------------------------------------------------------
 
@@ -128,8 +142,10 @@ class Simulation:
         heapq.heappush(self._events, (true, next(self._seq), action))
 
     def _at_local(self, local: float, action: Callable[[], None]) -> None:
-        # A microsecond late, so that float rounding never fires a timer before its time.
-        self._at(max(self.clock.true, self.clock.true_at_local(local)) + 1e-6, action)
+        # A microsecond late, so that float rounding never fires a timer before its time,
+        # and as late again as the host's timers are.
+        late = 1e-6 + self.host.timer_latency(self.rng)
+        self._at(max(self.clock.true, self.clock.true_at_local(local)) + late, action)
 
     def call_at(self, local: float, callback: Callable[[], None]) -> _Event:
         """The driver's Scheduler, on simulated time."""
@@ -159,7 +175,9 @@ class Simulation:
             now, before = self.utc.offset(self.clock.true), self.utc.offset(self.clock.true - 0.5)
             phase = min(phase - now, phase - before, key=abs)
         self.trace.offsets.append(phase)
-        self.trace.frequency_errors.append(self.clock.rate_error * 1e6)
+        unset = self.clock.unset_phase
+        self.trace.frequency_errors.append((unset - self._unset_phase) * 1e6)
+        self._unset_phase = unset
 
     # --- polling and packets --------------------------------------------------------
 
@@ -174,12 +192,13 @@ class Simulation:
         now = self.local()
         if assoc.on_timer(now):
             request = assoc.make_request(now)
-            assoc.sent(unix_ns_to_ntp(self.clock.now()))
+            assoc.sent(unix_ns_to_ntp(self.clock.now()))  # t1, read before send()
             self.trace.exchanges += 1
             server = self.servers[key]
-            delay = server.path.delay(self.rng, self.clock.true, forward=True)
+            leaves = self.clock.true + self.host.send_latency(self.rng)
+            delay = server.path.delay(self.rng, leaves, forward=True)
             if delay is not None:
-                self._at(self.clock.true + delay, lambda: self._serve(key, request))
+                self._at(leaves + delay, lambda: self._serve(key, request))
         self._schedule_poll(key)
 
     def _serve(self, key: Hashable, request: bytes) -> None:
@@ -190,7 +209,8 @@ class Simulation:
         reply, leaves = answer
         delay = server.path.delay(self.rng, leaves, forward=False)
         if delay is not None:
-            self._at(leaves + delay, lambda: self._receive(key, reply))
+            stamped = leaves + delay + self.host.receive_latency(self.rng)
+            self._at(stamped, lambda: self._receive(key, reply))
 
     def _receive(self, key: Hashable, reply: bytes) -> None:
         t4 = self.clock.now()
@@ -212,6 +232,8 @@ class Simulation:
     def _on_step(self, step: float) -> None:
         for key in self.assocs:
             self._schedule_poll(key)  # each association has moved its timer with the step
+        if self.refclocks is not None:
+            self.refclocks.clock_stepped()
 
     def _on_panic(self, panic: PanicExit) -> None:
         self.trace.panic = (self.clock.true, panic)
@@ -255,22 +277,36 @@ class Report:
     unsynchronised: float = 0.0  # s without a selected source after that
     losses: int = 0  # how many times the selection was lost after that
     kernel_leaps: tuple[tuple[float, str], ...] = ()  # (true time, what the kernel did)
+    # The clock's rate error (ppm, per-second means, slews included) after the first sync:
+    # from the first whole second within 1 ms once any start-up fast slew has ended.
+    frequency_rms: float = math.nan
+    frequency_max: float = math.nan
+    frequency_from: float | None = None  # s of true time the rate statistics start at
+    packets_per_day: float = math.nan  # requests sent, all sources together
+    mean_poll: float = math.nan  # s between one source's requests, on average
+    served: str | None = None  # with a reference clock: the stratum and refid we serve
 
     def lines(self) -> list[str]:
         def us(x: float) -> str:
             return f"{x * 1e6:.1f} us"
 
         first = "never" if self.first_sync is None else f"{self.first_sync:.0f} s"
+        since = ("" if self.frequency_from is None
+                 else f" (from {self.frequency_from:.0f} s)")
         out = [
             f"scenario {self.scenario}, seed {self.seed}, {self.duration / 86400:.2f} days, "
             f"statistics from {self.stats_from:.0f} s",
             f"  RMS offset        {us(self.rms)}",
             f"  max |offset|      {us(self.max_abs)}",
+            f"  rate error        RMS {self.frequency_rms:.3f} ppm, max "
+            f"{self.frequency_max:.3f} ppm after the first sync{since}",
+            f"  packets           {self.packets_per_day:.0f} a day, mean poll "
+            f"{self.mean_poll:.0f} s",
             f"  first sync (1 ms) {first}",
             f"  unsynchronised    {self.unsynchronised:.0f} s in {self.losses} losses after the"
             " first selection" + ("" if self.synced_at is None
                                   else f" at {self.synced_at:.0f} s"),
-            f"  frequency error   {self.frequency_error:+.4f} ppm at the end",
+            f"  frequency error   {self.frequency_error:+.4f} ppm estimate at the end",
             f"  final offset      {us(self.final_offset)}",
             f"  steps             {len(self.steps)}"
             + "".join(f" [{t:.0f} s: {a:+.6f} s]" for t, a in self.steps[:4]),
@@ -278,6 +314,8 @@ class Report:
             "  sources           " + ", ".join(
                 f"{k} '{self.tallies.get(k, ' ')}' poll {p}" for k, p in self.final_polls.items()),
         ]
+        if self.served is not None:
+            out.append(f"  serves            {self.served}")
         if self.kernel_leaps:
             out.append("  kernel leap       " + ", ".join(
                 f"{what} at {t:.3f} s" for t, what in self.kernel_leaps))
@@ -295,6 +333,10 @@ def summarise(
     max_abs = max((abs(x) for x in window), default=math.nan)
     first = next((i + 1 for i, x in enumerate(offsets) if abs(x) <= 1e-3), None)
     result = sim.engine.update(sim.local())
+    rates_from = None if first is None else rate_window(first, sim.clock.fast_periods)
+    rates = [] if rates_from is None else trace.frequency_errors[rates_from:]
+    sources = max(1, len(sim.assocs))
+    refclocks = () if sim.refclocks is None else sim.refclocks.peers
     return Report(
         scenario=name, seed=seed, duration=duration, stats_from=stats_from, rms=rms,
         max_abs=max_abs, first_sync=float(first) if first is not None else None,
@@ -303,10 +345,31 @@ def summarise(
         steps=tuple(trace.steps),
         panic=str(trace.panic[1]) if trace.panic else None,
         exchanges=trace.exchanges, samples=trace.samples,
-        final_polls={str(k): a.poll for k, a in sim.assocs.items()},
-        tallies={str(k): str(s.tally) for k, s in result.sources.items()},
+        final_polls={**{str(k): a.poll for k, a in sim.assocs.items()},
+                     **{p.name: p.poll for p in refclocks}},
+        tallies={(k.name if k in refclocks else str(k)): str(s.tally)
+                 for k, s in result.sources.items()},
         synced_at=trace.synced_at,
         unsynchronised=trace.unsynchronised_time,
         losses=len(trace.unsynchronised),
         kernel_leaps=tuple(sim.clock.leap_events),
+        frequency_rms=math.sqrt(sum(r * r for r in rates) / len(rates)) if rates else math.nan,
+        frequency_max=max((abs(r) for r in rates), default=math.nan),
+        frequency_from=None if rates_from is None else float(rates_from),
+        packets_per_day=trace.exchanges * 86400 / duration,
+        mean_poll=duration * sources / trace.exchanges if trace.exchanges else math.nan,
+        served=None if sim.refclocks is None else
+        f"stratum {result.system.stratum}, refid "
+        f"{result.system.refid.rstrip(bytes(1)).decode('ascii', 'replace')}",
     )
+
+
+def rate_window(first_sync: int, fast_periods: list[list[float]]) -> int:
+    """The first second (as the index of the trace's per-second rates: the second that
+    starts there) counted as after the first sync: from `first_sync` on, once a fast slew
+    under way by then has ended."""
+    start = first_sync
+    for begun, ended in fast_periods:
+        if begun < start:
+            start = max(start, math.ceil(min(ended, 1e12)))
+    return start

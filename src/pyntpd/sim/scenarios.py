@@ -20,7 +20,18 @@ from pyntpd.clock.simclock import SimClock
 from pyntpd.config.diagnostics import Location
 from pyntpd.config.model import TinkerConfig
 from pyntpd.proto.source import SourceSpec
-from pyntpd.sim.network import Path, SimServer, UtcLeaps, exponential
+from pyntpd.sim.network import (
+    IDEAL_HOST,
+    REAL_HOST,
+    Host,
+    Path,
+    SimServer,
+    UtcLeaps,
+    exponential,
+    heavy_tail,
+    plus,
+)
+from pyntpd.sim.refclocks import SimReceiver
 from pyntpd.sim.runner import Report, Simulation, summarise
 from pyntpd.stats.filegen import FileSet, Statistics, StatsSettings, check_statsdir
 from pyntpd.sync.engine import SyncConfig
@@ -50,6 +61,10 @@ class Setup:
     leaps: tuple[tuple[int, int], ...] = ()  # UTC's leaps: (midnight ending the day, +1/-1)
     announce: float | None = None  # s before a leap the servers announce it; None: its month
     leap_list: LeapList | None = None  # the client's leapfile
+    host: Host = IDEAL_HOST  # the client machine's latencies (REAL_HOST: a real one's)
+    thermal_ppm: float = 0.0  # amplitude of a daily cycle of the oscillator's frequency
+    kernel_hz: int = 0  # > 0: an old kernel whose frequency changes wait for the next tick
+    receiver: SimReceiver | None = None  # a GPS receiver with PPS on the client (stratum 1)
 
 
 def lan_path() -> Path:
@@ -58,6 +73,21 @@ def lan_path() -> Path:
 
 def lan(count: int) -> Callable[[random.Random], list[SimServer]]:
     return lambda rng: [SimServer(f"192.0.2.{i + 1}", lan_path()) for i in range(count)]
+
+
+def lan_one(forward: float = 0.001, backward: float = 0.001, queue: float = 100e-6,
+            spikes: float = 0.0, outages: tuple[tuple[float, float], ...] = (),
+            ) -> Callable[[random.Random], list[SimServer]]:
+    """One LAN server: base delays each way (their difference is an asymmetry no protocol
+    sees), exponential queueing, and optionally heavy-tailed delay spikes (`spikes`: their
+    probability per packet and direction, Pareto from 1 ms) and outages."""
+    def servers(rng: random.Random) -> list[SimServer]:
+        def jitter() -> Callable[[random.Random], float]:
+            queueing = exponential(queue)
+            return plus(queueing, heavy_tail(spikes, 1e-3)) if spikes else queueing
+        path = Path(forward, backward, jitter(), jitter(), outages=outages)
+        return [SimServer("192.0.2.1", path)]
+    return servers
 
 
 def wan(rng: random.Random) -> list[SimServer]:
@@ -195,6 +225,37 @@ SCENARIOS: dict[str, Setup] = {
                                  minpoll=4, maxpoll=6),
 
 
+    # Issue 13: the host as it is (send and receive latency, late timers), a daily thermal
+    # cycle of +-0.2 ppm, constant asymmetry, heavy-tailed spikes, an outage. Reported on,
+    # never tuned on: the `tune-*` scenarios (other paths, clocks and seeds) are for that.
+    "lan1-real": Setup("lan1-real", lan(1), "lan1 on a real host: t1 10-30 us before the "
+                       "wire, receive timestamps 2 us late, timers late, +-0.2 ppm daily",
+                       host=REAL_HOST, thermal_ppm=0.2),
+    "lan1-old-kernel": Setup("lan1-old-kernel", lan(1), "lan1-real on a kernel before 4.19 "
+                             "(HZ 250): a frequency change waits up to 4 ms for the next "
+                             "tick", host=REAL_HOST, thermal_ppm=0.2, kernel_hz=250),
+    "lan1-asymmetric": Setup("lan1-asymmetric", lan_one(0.001, 0.00104),
+                             "lan1-real with the way back 40 us longer: 20 us no protocol "
+                             "can see", host=REAL_HOST, thermal_ppm=0.2),
+    "lan1-spikes": Setup("lan1-spikes", lan_one(spikes=0.02),
+                         "lan1-real with 2 % of packets delayed by Pareto(1.5) spikes "
+                         "from 1 ms", host=REAL_HOST, thermal_ppm=0.2),
+    "lan1-outage-2h": Setup("lan1-outage-2h", lan_one(outages=((10 * HOUR, 12 * HOUR),)),
+                            "lan1-real, the server unreachable from 10 h to 12 h",
+                            host=REAL_HOST, thermal_ppm=0.2),
+    "tune-lan": Setup("tune-lan", lan_one(0.0005, 0.0005, 50e-6),
+                      "for tuning only: 0.5 ms + exp(50 us) each way, a 40 ppm clock, "
+                      "wander 3e-10, +-0.3 ppm daily, a real host", frequency_ppm=-40.0,
+                      wander=3e-10, host=REAL_HOST, thermal_ppm=0.3),
+    "tune-outage": Setup("tune-outage", lan_one(0.0005, 0.0005, 50e-6,
+                                                outages=((6 * HOUR, 8 * HOUR),)),
+                         "for tuning only: tune-lan with a 2 h outage from 6 h",
+                         frequency_ppm=-40.0, wander=3e-10, host=REAL_HOST, thermal_ppm=0.3),
+
+    "stratum1-gps-pps": Setup(
+        "stratum1-gps-pps", lambda rng: [], "a GPS receiver on the host: NMEA (1 us jitter, "
+        "prefer) numbers the seconds of its PPS (100 ns): pyntpd serves stratum 1, refid PPS",
+        receiver=SimReceiver(), minpoll=4, maxpoll=4, duration=6 * HOUR, host=REAL_HOST),
     "leap-insert": leap_setup(
         "leap-insert", "3 servers announcing the 2016-12-31 leap all December; from "
         "30 Dec 12:00 UTC: armed on the 31st, inserted at midnight", JAN_2017 - 1.5 * DAY,
@@ -234,7 +295,8 @@ def run(
     hi = max(lo, hi)
     clock = SimClock(offset=setup.offset, frequency_ppm=setup.frequency_ppm,
                      wander=setup.wander, rng=random.Random(rng.getrandbits(64)),
-                     epoch_ns=round(setup.epoch * 1e9))
+                     epoch_ns=round(setup.epoch * 1e9), thermal_ppm=setup.thermal_ppm,
+                     hz=setup.kernel_hz)
     utc = UtcLeaps(setup.epoch, setup.leaps) if setup.leaps else None
     servers = setup.servers(rng)
     for server in servers:
@@ -246,7 +308,7 @@ def run(
     cfg = config or setup.config
     stats = None if stats_dir is None else simulation_stats(stats_dir, clock.now() / 1e9)
     sim = Simulation(clock, pairs, cfg, random.Random(rng.getrandbits(64)), keep_updates,
-                     stats, utc, setup.leap_list)
+                     stats, utc, setup.leap_list, setup.host, setup.receiver)
     length = setup.duration if duration is None else duration
     start = setup.stats_from if stats_from is None else stats_from
     try:

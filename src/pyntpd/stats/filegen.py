@@ -33,6 +33,7 @@ from pyntpd.config.diagnostics import Location
 from pyntpd.config.model import STATISTICS_NAMES, FilegenType, NtpConfig
 from pyntpd.logonce import LogOnce
 from pyntpd.stats.statsformat import (
+    ClockStats,
     LoopRecorder,
     StatsRecord,
     SysCounts,
@@ -43,7 +44,7 @@ from pyntpd.sync.engine import SourceStatus, SyncResult
 
 log = logging.getLogger("pyntpd")
 
-WRITTEN_SETS = ("loopstats", "peerstats", "sysstats")  # the sets pyntpd produces
+WRITTEN_SETS = ("loopstats", "peerstats", "sysstats", "clockstats")  # the sets pyntpd produces
 DEFAULT_STATSDIR = "/var/NTP/"  # ntpd's compiled-in default (NTP_VAR)
 FILE_MODE = 0o644
 _OPEN_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -375,6 +376,11 @@ class Statistics:
             self.write("sysstats", SysStats(now, round(elapsed - self._sys_reset_at),
                                             counts - self._sys_base))
         self._sys_base, self._sys_reset_at = counts, elapsed
+
+    def record_clock(self, now: float, address: str, text: str) -> None:
+        """A clockstats line for reference clock `address` (127.127.T.U)."""
+        if self.enabled("clockstats"):
+            self.write("clockstats", ClockStats(now, address, text))
 
     def counters(self) -> dict[str, SetCounters]:
         return {name: fg.counters for name, fg in self.sets.items()}

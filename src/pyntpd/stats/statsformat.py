@@ -142,7 +142,23 @@ class SysStats:
                          *(str(v) for v in self.counts.values())])
 
 
-StatsRecord = LoopStats | PeerStats | SysStats
+@dataclass(frozen=True, slots=True)
+class ClockStats:
+    """ntpd's record_clock_stats: `MJD seconds 127.127.T.U text`, the text being the
+    driver's (a timecode, or its tallies under flag4)."""
+
+    time: float
+    address: str
+    text: str
+
+    def line(self) -> str:
+        if not _is_token(self.address):
+            raise ValueError(f"address {self.address!r} is not one field")
+        text = "".join(c if c.isprintable() else "?" for c in self.text)
+        return f"{_stamp(self.time)} {self.address} {text}"
+
+
+StatsRecord = LoopStats | PeerStats | SysStats | ClockStats
 
 # Which of ntpd's sysstats counters each of our drop reasons adds to. The serving path does
 # not count packets by version, so "current version" and "old version" stay 0.

@@ -18,9 +18,15 @@ disturbs them, and the offset still to correct is always `estimate - correction`
   below the step threshold as well; the panic threshold still applies unless -g);
 - otherwise a slew, done through the frequency (chrony-style, not the kernel PLL): the
   frequency is set to the estimate plus offset / tau for tau seconds, after which the
-  engine sets the bare estimate. tau is short (`SLEW_TIME`), since the offset estimate is
-  already the filters' smoothed one, and longer only when the rate would exceed the
-  kernel's 500 ppm;
+  engine sets the bare estimate. tau is spread over the poll interval (the engine passes
+  `spread`, a few polls of the system peer: issue 13), as ntpd's PLL and chrony's
+  corrtimeratio do, so that every program timing an interval, and every client of ours,
+  sees the rate move by offset / tau, a fraction of a ppm, not by tens of ppm for 2 s;
+  the engine plans again at every sample, so a correction is in effect an exponential
+  approach with that time constant. Never faster than the kernel's 500 ppm allows;
+- before the first sync (`fast_ppm`: what the clock can run at beyond 500 ppm, through
+  the kernel's tick length, as chronyd's 83,333 ppm), an offset beyond `FAST_ABOVE` is
+  slewed at that rate: 0.1 s in 1.2 s instead of 200 s, and never a step, so -x is kept;
 - the frequency estimate is clamped to +-500 ppm, and with no source the last estimate is
   kept (holdover).
 """
@@ -32,7 +38,10 @@ from dataclasses import dataclass, field
 
 MAX_FREQUENCY_PPM = 500.0
 SLEW_ONLY_STEP = 600.0  # ntpd -x
-SLEW_TIME = 2.0  # s over which a small offset is slewed out
+SLEW_TIME = 2.0  # s: the shortest a slew is spread over
+# Before the first sync, offsets beyond this are slewed at the clock's fast rate: what
+# the normal rate would take minutes over (it is also the 'first sync' of issue 13).
+FAST_ABOVE = 1e-3
 SEGMENT_KEEP = 3600.0  # s of correction history kept for samples still in flight
 
 
@@ -124,6 +133,7 @@ class Plan:
     ppm: float  # frequency to set now
     step: float = 0.0
     until: float | None = None  # when the slew ends (the engine wants an update then)
+    fast: bool = False  # a fast slew, beyond the kernel's 500 ppm
 
 
 @dataclass
@@ -135,8 +145,12 @@ class Discipline:
     def frequency(self, estimate_ppm: float) -> float:
         return max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, estimate_ppm))
 
-    def decide(self, now: float, offset: float, frequency_ppm: float) -> Plan:
-        """What to do about `offset` (s, positive: the clock is behind) at `now`."""
+    def decide(self, now: float, offset: float, frequency_ppm: float, spread: float = 0.0,
+               fast_ppm: float = 0.0, rate_ppm: float = MAX_FREQUENCY_PPM) -> Plan:
+        """What to do about `offset` (s, positive: the clock is behind) at `now`. A slew
+        is spread over `spread` s at least (and `slew_time`), and runs the clock at most
+        `rate_ppm` off the estimate; `fast_ppm` > 500: the clock
+        may run that fast to remove an offset beyond FAST_ABOVE (before the first sync)."""
         cfg = self.config
         ppm = self.frequency(frequency_ppm)
         size = abs(offset)
@@ -157,14 +171,20 @@ class Discipline:
             return Plan(Decision.STEP, ppm, step=offset)
         self.spike_since = None
         self.adjusted = True
-        return self.slew(now, offset, ppm)
+        return self.slew(now, offset, ppm, spread, fast_ppm, rate_ppm)
 
-    def slew(self, now: float, offset: float, ppm: float) -> Plan:
+    def slew(self, now: float, offset: float, ppm: float, spread: float = 0.0,
+             fast_ppm: float = 0.0, rate_ppm: float = MAX_FREQUENCY_PPM) -> Plan:
         """Correct `offset` by running the clock off-frequency for a while."""
-        room = MAX_FREQUENCY_PPM - abs(ppm)
-        if room <= 0.0 or offset == 0.0:
+        if offset == 0.0:
             return Plan(Decision.SLEW, ppm)
-        tau = max(self.config.slew_time, abs(offset) / (room * 1e-6))
+        if fast_ppm > MAX_FREQUENCY_PPM and abs(offset) > FAST_ABOVE:
+            tau = abs(offset) / ((fast_ppm - abs(ppm)) * 1e-6)
+            return Plan(Decision.SLEW, ppm + offset / tau * 1e6, until=now + tau, fast=True)
+        room = min(MAX_FREQUENCY_PPM - abs(ppm), rate_ppm)
+        if room <= 0.0:
+            return Plan(Decision.SLEW, ppm)
+        tau = max(self.config.slew_time, spread, abs(offset) / (room * 1e-6))
         return Plan(Decision.SLEW, ppm + offset / tau * 1e6, until=now + tau)
 
     def stepout_pending(self) -> bool:

@@ -23,6 +23,15 @@ intersection, clustering, combining (`select`); then the step/slew/panic policy
 (`discipline`). The local clock driver and orphan mode only stand in when no real source is
 selected, and never move the clock. Leap seconds (the LI served, when the kernel is armed,
 the TAI offset, samples ignored around midnight) are `sync.leap`'s decisions.
+
+Orphan mode (`tos orphan N`) follows ntpd 4.2.8's clock_select: a source at the orphan
+stratum N is not a candidate but may be elected orphan parent, the one with the lowest
+metric (its IPv4 address, or the hash of its IPv6 address, as a refid) below our own metric
+towards it (the local address we reach it from); a source above stratum N is never selected
+(it could have the orphan parent among its ancestors: a loop). When no real source survives,
+we follow the elected parent at stratum N+1; when none is elected, we become the parent
+ourselves once `orphanwait` has passed, at stratum N. So a mesh of servers whose upstreams
+are gone agrees on one clock, the parent's, without a timing loop.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from pyntpd.proto.source import SourceSpec
 from pyntpd.proto.timestamp import unix_to_ntp
 from pyntpd.sync import select, tuning
 from pyntpd.sync.discipline import (
+    FAST_ABOVE,
+    MAX_FREQUENCY_PPM,
     CorrectionModel,
     Decision,
     Discipline,
@@ -65,6 +76,8 @@ from pyntpd.types import (
 
 ORPHAN_REFID = bytes([127, 0, 0, 1])
 MAXERROR_CAP = 16.0
+NO_METRIC = 0xFFFFFFFF  # our metric towards a source when we do not know our address
+PPS_NUMBERING = 0.4  # s: ntpd follows a PPS clock only while the prefer peer is this close
 
 
 class PanicExit(Exception):
@@ -98,6 +111,9 @@ class SyncConfig:
     # the filters: it may be anything a previous daemon left (even mid-slew).
     start_frequency: float | None = None
     slew_time: float | None = None  # s; None: the discipline's default
+    # ppm the clock can run at for a fast slew before the first sync (beyond the kernel's
+    # 500 ppm: through the tick length, ADJ_TICK); 0: none. The shell sets the clock's own.
+    fast_slew_ppm: float = 0.0
     tuning: Tuning = field(default_factory=lambda: tuning.DEFAULT)
     # refid_for() of every address of this host: a source whose reference is one of them is
     # synchronised to us (RFC 5905 fit(): a timing loop). The daemon lists them.
@@ -146,6 +162,11 @@ class SyncResult:
         return self.step != 0.0
 
 
+def orphan_metric(address: str | None) -> int:
+    """ntpd's orphan election metric: the address as a refid, as an unsigned number."""
+    return NO_METRIC if address is None else int.from_bytes(refid_for(address), "big")
+
+
 def _reach_window(src: _Source, tune: Tuning) -> float:
     """How long after its newest sample a silent source stays reachable: until
     `unreach_polls` polls have gone unanswered. The first of them is the request the association had
@@ -178,6 +199,7 @@ class _Source:
     heard_poll: int = 0  # the poll when the newest sample came: the next request's interval
     fresh: bool = False  # a sample arrived since the poll was last reconsidered
     tally: Tally = Tally.REJECT
+    local_metric: int = NO_METRIC  # ours towards this source, for the orphan election
 
 
 @dataclass(slots=True)
@@ -194,6 +216,7 @@ class _ClockSide:
     offset: float
     last_update: float
     synced: bool | None
+    settled: bool
 
 
 @dataclass
@@ -206,6 +229,8 @@ class SyncEngine:
         freq = self.config.initial_frequency
         start = freq if freq is not None else self.config.start_frequency
         self._ppm0 = 0.0 if start is None or not self.config.discipline else start
+        # A previous daemon stopped in a fast slew may have left the tick length too.
+        self._ppm0 = max(-MAX_FREQUENCY_PPM, min(MAX_FREQUENCY_PPM, self._ppm0))
         self.model = CorrectionModel(self.start, self._ppm0)
         self.discipline = Discipline(self.config.discipline_config())
         self.frequency_ppm = self._ppm0 if freq is None else freq
@@ -224,6 +249,9 @@ class SyncEngine:
         self.leap = LeapPolicy()
         self._refid: bytes | None = None  # the refid we state while synchronised
         self._before: _ClockSide | None = None  # before the last update's actions
+        # The first sync is done: the offset was once within FAST_ABOVE (a fast slew,
+        # before it, may run the clock beyond 500 ppm; never after it).
+        self._settled = False
 
     def set_leap_file(self, leap_list: LeapList | None) -> None:
         """The leap second list (the leapfile), or None: the sources' majority decides."""
@@ -232,7 +260,9 @@ class SyncEngine:
 
     # --- sources --------------------------------------------------------------------
 
-    def add_source(self, key: Hashable, spec: SourceSpec) -> None:
+    def add_source(self, key: Hashable, spec: SourceSpec,
+                   local_address: str | None = None) -> None:
+        """`local_address`: the address we reach this source from (for orphan mode)."""
         tune = self.config.tuning
         precision = 2.0 ** self.config.precision
         if self.config.initial_frequency is not None or math.isfinite(self._variance):
@@ -241,7 +271,8 @@ class SyncEngine:
                                 tune.known_frequency_sd**2, tuning=tune)
         else:
             filt = SourceFilter(precision, tuning=tune)
-        self.sources[key] = _Source(spec, filt, max(spec.minpoll, 0))
+        self.sources[key] = _Source(spec, filt, max(spec.minpoll, 0),
+                                    local_metric=orphan_metric(local_address))
 
     def remove_source(self, key: Hashable) -> None:
         self.sources.pop(key, None)
@@ -291,6 +322,8 @@ class SyncEngine:
         correction = self.model.correction(now)
         candidates, statuses, arriving = self._candidates(now, raw_now, correction)
         peer, survivors = self._select(candidates, arriving)
+        if peer is None:
+            peer, survivors = self._orphan_parent(candidates)
         panic: PanicExit | None = None
         step = 0.0
         offset = jitter = 0.0
@@ -304,7 +337,14 @@ class SyncEngine:
             self._lost_at = now
         leap = self.leap.decide(now, votes)
         if peer is not None and self._dirty and not self._done:
-            plan = self.discipline.decide(now, offset, self.frequency_ppm)
+            fast = 0.0 if self._settled or self.config.once else self.config.fast_slew_ppm
+            tune = self.config.tuning
+            spread = tune.slew_polls * 2.0 ** self.sources[peer].poll
+            settled = self._settled or abs(offset) <= FAST_ABOVE
+            rate = tune.slew_ppm if settled else MAX_FREQUENCY_PPM
+            plan = self.discipline.decide(now, offset, self.frequency_ppm, spread, fast, rate)
+            if plan.decision is Decision.SLEW and settled:
+                self._settled = True
             if plan.decision is Decision.PANIC and self.config.discipline:
                 panic = PanicExit(offset, self.config.tinker.panic)
             elif self.config.discipline:
@@ -335,7 +375,7 @@ class SyncEngine:
         self._synced = synced
         self._kernel_leap = leap.kernel
         polls = {key: self._poll(src) for key, src in self.sources.items()}
-        wakeup = self._wakeup(now + step, leap.next_change)
+        wakeup = self._wakeup(now + step, leap.next_change, lost=peer is None)
         return SyncResult(
             actions=tuple(actions), system=system, sources=self._statuses(statuses),
             polls=polls, wakeup=wakeup, offset=offset, frequency=self.frequency_ppm,
@@ -362,7 +402,7 @@ class SyncEngine:
         d = self.discipline
         return _ClockSide(self.model.copy(), d.adjusted, d.spike_since, self._started,
                           self._slew_until, self._done, self._offset, self._last_update,
-                          self._synced)
+                          self._synced, self._settled)
 
     def clock_failed(
         self, result: SyncResult, applied: tuple[ClockAction, ...], now: float
@@ -381,6 +421,7 @@ class SyncEngine:
         self._started, self._slew_until, self._done = (before.started, before.slew_until,
                                                         before.done)
         self._offset, self._last_update = before.offset, before.last_update
+        self._settled = before.settled
         self._synced = None  # whatever the kernel now says, tell it again
         if any(isinstance(a, SetTai) for a in result.actions):
             self._tai = None  # and the TAI offset too, unless it took effect below
@@ -463,7 +504,8 @@ class SyncEngine:
             statuses[key] = SourceStatus(Tally.REJECT, offset, delay, filt.jitter, dispersion,
                                          distance, src.poll, filt.count, unfit)
             sane = filt.ready and not src.spec.noselect and not unfit
-            if (not filt.ready and not src.spec.noselect and stratum_ok
+            orphaned = tos.orphan < STRATUM_UNSYNC and sample.stratum >= tos.orphan
+            if (not filt.ready and not src.spec.noselect and stratum_ok and not orphaned
                     and age <= tune.arriving_polls * 2.0 ** src.poll + tune.reach_slack):
                 arriving += 1
             path = (sample.root_delay + delay) / 2 + sample.root_dispersion
@@ -472,6 +514,11 @@ class SyncEngine:
                 sample.stratum, sample.leap, src.spec.prefer, src.spec.true,
             ) if sane else None
         return candidates, statuses, arriving
+
+    def _orphaned(self, candidate: select.Candidate | None) -> bool:
+        """At or above the orphan stratum: not a normal candidate (see the module doc)."""
+        orphan = self.config.tos.orphan
+        return candidate is not None and orphan < STRATUM_UNSYNC and candidate.stratum >= orphan
 
     def _loop(self, sample: Sample) -> bool:
         """RFC 5905 fit(): the source is synchronised to us (its reference is one of our
@@ -491,7 +538,7 @@ class SyncEngine:
     ) -> tuple[Hashable | None, list[select.Candidate]]:
         for src in self.sources.values():
             src.tally = Tally.REJECT
-        sane = [c for c in candidates.values() if c is not None]
+        sane = [c for c in candidates.values() if c is not None and not self._orphaned(c)]
         if not sane:
             self._system_peer = None
             return None, []
@@ -512,9 +559,13 @@ class SyncEngine:
         for c in survivors:
             self.sources[c.key].tally = Tally.CANDIDATE
         keys = [c.key for c in survivors]
-        preferred = [c.key for c in survivors if c.prefer]
-        if preferred:
-            peer = preferred[0]
+        preferred = [c for c in survivors if c.prefer]
+        pulses = [c.key for c in survivors if self.sources[c.key].spec.pps]
+        if preferred and pulses and abs(preferred[0].offset) < PPS_NUMBERING:
+            # ntpd's PPS peer: the prefer peer names the seconds, the pulses time them
+            peer = pulses[0]
+        elif preferred:
+            peer = preferred[0].key
         elif self._system_peer in keys:
             peer = self._system_peer  # no clock hopping while the old peer survives
         else:
@@ -522,6 +573,42 @@ class SyncEngine:
         self._system_peer = peer
         self.sources[peer].tally = Tally.SYSPEER
         return peer, survivors
+
+    def _orphan_parent(
+        self, candidates: dict[Hashable, select.Candidate | None]
+    ) -> tuple[Hashable | None, list[select.Candidate]]:
+        """No real source: the orphan parent, if one is elected (ntpd: typeorphan). The local
+        clock driver, when usable, stands in before any orphan parent, as in ntpd."""
+        orphan = self.config.tos.orphan
+        if orphan >= STRATUM_UNSYNC or self._local_clock_usable():
+            return None, []
+        if self.config.tos.minsane > 1:
+            return None, []  # one orphan parent is never enough survivors
+        best: tuple[int, Hashable] | None = None
+        for key, cand in candidates.items():
+            if cand is None or cand.stratum != orphan:
+                continue
+            src = self.sources[key]
+            metric = orphan_metric(src.spec.address)
+            if metric < src.local_metric and (best is None or metric < best[0]):
+                best = (metric, key)
+        if best is None:
+            return None, []
+        key = best[1]
+        cand = candidates[key]
+        assert cand is not None
+        self.sources[key].tally = Tally.SYSPEER
+        self._system_peer = key
+        return key, [cand]
+
+    def _local_clock_usable(self) -> bool:
+        """ntpd never selects a source outside `tos floor`..`ceiling`, the LOCAL driver
+        included (`fudge 127.127.1.0 stratum 16` turns it off); nor at stratum 15, whose
+        clients would be at 16."""
+        clock = self.config.local_clock
+        tos = self.config.tos
+        return (clock is not None and tos.floor <= clock.stratum <= tos.ceiling
+                and clock.stratum + 1 < STRATUM_UNSYNC)
 
     def _combine(
         self,
@@ -531,7 +618,7 @@ class SyncEngine:
     ) -> select.Combined:
         chosen = candidates[peer]
         assert chosen is not None
-        if chosen.prefer:
+        if chosen.prefer or self.sources[peer].spec.pps:
             return select.Combined(chosen.offset, chosen.frequency, chosen.variance,
                                    chosen.jitter)
         return select.combine(survivors)
@@ -569,6 +656,14 @@ class SyncEngine:
 
     def _set_frequency(self, now: float, ppm: float, actions: list[ClockAction]) -> None:
         if ppm != self.model.ppm:
+            # A kernel before Linux 4.19 applies a new frequency at its next tick, not at
+            # `now`: the raw clock the filters work on is then off by up to the change
+            # times that latency (330 us at the start or end of an 83,000 ppm fast slew),
+            # so their phase is widened by as much (uniformly distributed).
+            late = abs(ppm - self.model.ppm) * 1e-6 * self.config.tuning.frequency_latency
+            if late > 0.0:
+                for src in self.sources.values():
+                    src.filter.widen(late * late / 12)
             self.model.set_frequency(now, ppm)
             actions.append(SetFrequency(ppm))
 
@@ -605,7 +700,9 @@ class SyncEngine:
             precision=precision,
             root_delay=sample.root_delay + src.filter.min_delay,
             root_dispersion=root_dispersion,
-            refid=refid_for(src.spec.address),
+            # A primary server states its reference clock's code (GPS, SHM), as ntpd's
+            # clock_update does for a stratum 0 peer; others the peer's address.
+            refid=sample.refid if stratum == 1 else refid_for(src.spec.address),
             reference_time=unix_to_ntp(self._last_update),
             updated_at=now,
         )
@@ -613,7 +710,7 @@ class SyncEngine:
     def _fallback_vars(self, now: float, lost: bool) -> SystemVars:
         """No selected source: the local clock driver, orphan mode, or unsynchronised."""
         precision = self.config.precision
-        if lost and self.config.local_clock is not None:
+        if lost and self.config.local_clock is not None and self._local_clock_usable():
             return self.config.local_clock.system_vars(now)
         orphan = self.config.tos.orphan
         if lost and orphan < STRATUM_UNSYNC and now - self._lost_at >= self.config.tos.orphanwait:
@@ -667,8 +764,12 @@ class SyncEngine:
         src.poll = max(lo, min(src.poll, hi))
         return src.poll
 
-    def _wakeup(self, now: float, leap_change: float | None) -> float | None:
+    def _wakeup(self, now: float, leap_change: float | None, lost: bool = False
+                ) -> float | None:
         times = [now + self.config.tuning.hold_wakeup]
+        orphan_at = self._lost_at + self.config.tos.orphanwait
+        if lost and self.config.tos.orphan < STRATUM_UNSYNC and orphan_at > now:
+            times.append(orphan_at)  # orphan mode starts when orphanwait is over, not later
         if self._slew_until is not None:
             times.append(self._slew_until)
         if leap_change is not None:

@@ -249,7 +249,7 @@ class SourceFilter:
     def bounds(self, offset: float, delay: float) -> Bounds:
         """The interval a sample puts the offset in, from its delay above the path minimum."""
         n = len(self.window)
-        if n < MIN_SAMPLES:
+        if n < LIKELIHOOD_AFTER:
             # Too few samples to know the path: all we know is |error| <= delay/2.
             return Bounds(offset, delay / 2, self.precision)
         delays = sorted(p.delay for p in self.window)
@@ -263,6 +263,12 @@ class SourceFilter:
         return Bounds(offset, (delay - dmin + floor) / 2, soft)
 
     # --- updating -------------------------------------------------------------------
+
+    def widen(self, variance: float) -> None:
+        """The raw clock may have moved by an unknown amount of this variance (s^2): the
+        phase is that much less certain, the frequency no less."""
+        for m in self.models:
+            m.p00 += variance
 
     def add(self, t: float, offset: float, delay: float) -> Verdict:
         """Use one sample taken at raw time `t` (offset against the raw clock)."""

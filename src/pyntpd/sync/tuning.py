@@ -66,10 +66,20 @@ class Tuning:
     hold_wakeup: float = 64.0
     # Adaptive polling: samples at a poll interval before it may be raised, and the
     # fraction of a sample's typical error the prediction may lose over the next interval.
-    # (On lan1, 0.7 lets the poll reach 1024 s at ~56 us RMS; 0.3 settles at 256 s, ~34 us;
-    # 0.25 at 128-256 s, ~26 us.)
+    # (Tuned on tune-lan, seeds 11-13, default polling. With slews over 3 polls: 0.25
+    # settles at ~205 s mean poll, 21 us RMS; 0.5 at 430 s, 40 us; 1.0 at 816 s, 63 us.
+    # Over half a poll (slew_polls 0.5): 1.0 at 800 s, 40 us. docs/ARCHITECTURE.md.)
     poll_samples: int = 4
-    poll_ratio: float = 0.25
+    poll_ratio: float = 1.0
+    # A slew is spread over this many poll intervals of the system peer (issue 13: the
+    # rate moves by offset / (slew_polls * poll), not by tens of ppm for 2 s).
+    slew_polls: float = 0.5
+    # After the first sync a slew runs the clock at most this far off the frequency
+    # estimate (an offset left by the fast slew, or after an outage, takes longer instead).
+    slew_ppm: float = 5.0
+    # How late a kernel may apply a frequency change (s): one tick at HZ 250 before Linux
+    # 4.19 (since then at once); what it may have put the raw clock off by widens the filters.
+    frequency_latency: float = 0.004
     # Prior uncertainty (s/s) of a frequency known from the driftfile or the running estimate.
     known_frequency_sd: float = 5e-6
     # The filter: samples as delay-bounded intervals (False: Gaussian updates, for
