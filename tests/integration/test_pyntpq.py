@@ -91,6 +91,29 @@ def test_mrulist_counts_this_clients_packets(daemon: Pyntpd) -> None:
     assert any(line.split()[-2:] == [str(port), "127.0.0.2"] for line in text.splitlines())
 
 
+def send_from_many(port: int, count: int, first: str = "127.0.8.1") -> list[str]:
+    """One client request from each of `count` loopback addresses: that many MRU entries."""
+    base = int.from_bytes(socket.inet_aton(first), "big")
+    addresses = [socket.inet_ntoa((base + i).to_bytes(4, "big")) for i in range(count)]
+    for address in addresses:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((address, 0))
+            s.sendto(client_request(), ("127.0.0.1", port))
+    return addresses
+
+
+def test_mrulist_pages_through_hundreds_of_sources() -> None:
+    # Several READ_MRU pages, each resuming after the newest entry of the last: every source
+    # arrives once, whatever the time between the requests.
+    with config_file(LOCAL_CONF) as conf, Pyntpd("-c", conf) as d:
+        addresses = send_from_many(d.port, 400)
+        query(d.port)  # the daemon has read every request before pyntpq asks
+        entries = pyntpq_json(d.port, "-n", "-c", "mrulist")["entries"]
+    assert isinstance(entries, list)
+    listed = [e["addr"] for e in entries]
+    assert set(addresses) <= set(listed) and len(listed) == len(set(listed))
+
+
 def test_status_says_synchronised_to_the_local_clock(daemon: Pyntpd) -> None:
     result = pyntpq(daemon.port, "--status")
     assert result.returncode == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from collections.abc import Callable
 
 import pytest
@@ -56,3 +58,27 @@ def test_restrict_noquery_silences_ntpq(require: Require, netns: NetNamespace) -
             Pyntpd("-c", conf, port=123, wrap=netns.wrap):
         result = netns.run([ntpq_path, "-c", "rv", "127.0.0.1"], timeout=30)
     assert "stratum=" not in result.stdout
+
+
+SEND_FROM_MANY = textwrap.dedent("""
+    import socket, sys
+    request = bytes([0x23]) + bytes(47)
+    for i in range(int(sys.argv[1])):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((f"127.0.{8 + i // 250}.{1 + i % 250}", 0))
+            s.sendto(request, ("127.0.0.1", 123))
+""")
+
+
+def test_ntpq_mrulist_pages_through_hundreds_of_sources(require: Require,
+                                                        netns: NetNamespace) -> None:
+    # ntpq fetches the list in several requests, each naming the newest entries it has:
+    # pyntpd must find them again, whatever the time between the requests.
+    require("ntpq")
+    with config_file("server 127.127.1.0\nrestrict default\n") as conf, \
+            Pyntpd("-c", conf, port=123, wrap=netns.wrap):
+        netns.run([sys.executable, "-c", SEND_FROM_MANY, "400"], timeout=30, check=True)
+        mru = ntpq(netns, "-n", "-c", "mrulist")
+    listed = {line.split()[-1] for line in mru.splitlines() if line.strip()}
+    expected = {f"127.0.{8 + i // 250}.{1 + i % 250}" for i in range(400)}
+    assert expected <= listed, f"{len(expected - listed)} of 400 sources missing"

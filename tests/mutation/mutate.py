@@ -53,6 +53,7 @@ AUTH = "tests/proto/test_auth.py::"
 ACCESS = "tests/proto/test_access.py::"
 CONTROL = "tests/proto/test_control.py::"
 CONTROL_AUTH = "tests/proto/test_control_auth.py::"
+CONTROL_COST = "tests/proto/test_control_cost.py::"
 NTS = "tests/proto/test_nts.py::"
 PIDFILE = "tests/daemon/test_pidfile.py::"
 KEYS = "tests/config/test_keys.py::"
@@ -605,6 +606,20 @@ GUARDS: tuple[Guard, ...] = (
         "        if op == Opcode.READ_MRU:\n"
         "            if False:\n",
         (CONTROL + "test_nomrulist_refuses_mrulist_but_not_readvar",),
+    ),
+    Guard(
+        "control-mru-scan-limit", "mode 6 cost (issue 12): a page reads a bounded share",
+        "proto/control.py",
+        "        while record is not None and sent < limit and read < MRU_SCAN_LIMIT:\n",
+        "        while record is not None and sent < limit:\n",
+        (CONTROL_COST + "test_a_filter_that_matches_nothing_reads_at_most_the_scan_limit",),
+    ),
+    Guard(
+        "control-mru-row-limit", "mode 6 cost (issue 12): a page reads a bounded share",
+        "proto/control.py",
+        "        while record is not None and sent < limit and read < MRU_SCAN_LIMIT:\n",
+        "        while record is not None and read < MRU_SCAN_LIMIT:\n",
+        (CONTROL_COST + "test_a_page_reads_at_most_its_row_limit_whatever_frags_asks_for",),
     ),
     Guard(
         "control-count", "CVE-2015-7855",

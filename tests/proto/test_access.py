@@ -199,6 +199,38 @@ def test_entries_lists_most_recent_first():
     assert [k for k, _ in a.entries()] == [2, 1]
 
 
+def walk_from_oldest(a):
+    keys, entry = [], a.oldest()
+    while entry is not None:
+        keys.append(entry.key)
+        entry = a.newer(entry)
+    return keys
+
+
+def test_the_mru_list_reads_oldest_to_newest_with_a_source_seen_again_moved_to_the_end():
+    a = limited_access()
+    for source, now in ((1, 1.0), (2, 2.0), (3, 3.0), (1, 4.0)):
+        a.check(source, False, 1, now)
+    assert walk_from_oldest(a) == [2, 3, 1]
+    assert a.newest().key == 1 and a.older(a.newest()).key == 3
+
+
+def test_the_mru_list_resumes_after_an_entry_without_walking_from_an_end():
+    a = limited_access()
+    for source in range(10):
+        a.check(source, False, 1, float(source))
+    entry = a.mru[6]
+    assert [a.newer(entry).key, a.newer(a.newer(entry)).key] == [7, 8]
+    assert a.newer(a.mru[9]) is None and a.older(a.mru[0]) is None
+
+
+def test_a_recycled_entry_leaves_the_list():
+    a = limited_access(max_entries=3, min_depth=1, max_age=1e9)
+    for source in range(5):
+        a.check(source, False, 1, float(source))
+    assert walk_from_oldest(a) == [2, 3, 4] and set(a.mru) == {2, 3, 4}
+
+
 def test_mru_limits_from_maxmem():
     assert MruLimits.from_maxmem(1024).max_entries == 1024 * 1024 // acc.MRU_ENTRY_BYTES
 

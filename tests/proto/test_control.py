@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyntpd.proto.access import NOMRULIST, NOQUERY
+from pyntpd.proto.access import NOMRULIST, NOQUERY, Access, RestrictTable
 from pyntpd.proto.control import (
     CERR_BADASSOC,
     CERR_BADOP,
@@ -16,6 +16,7 @@ from pyntpd.proto.control import (
     CERR_UNKNOWNVAR,
     HEADER_LEN,
     MAX_DATA_LEN,
+    AccessMru,
     ControlDrop,
     ControlHeader,
     ControlResponder,
@@ -25,7 +26,6 @@ from pyntpd.proto.control import (
     PeerInfo,
     decode,
     encode,
-    mru_items,
     parse_text,
     reassemble,
 )
@@ -432,12 +432,19 @@ def test_mrulist_mincount_and_recent() -> None:
     assert values["addr.0"] == "203.0.113.37:123" and "addr.3" not in values
 
 
-def test_mru_items_from_access_keys() -> None:
-    class Entry:
-        first, last, count, port, mode_version, flags = 1.0, 2.0, 3, 123, 0x1B, 0
-
-    items = mru_items([(0xC0000201, Entry()), ((1 << 128) | 1, Entry())])
-    assert [i.address_text for i in items] == ["192.0.2.1:123", "[::1]:123"]
+def test_the_daemons_mru_list_names_ipv4_and_ipv6_sources_as_ntpd_does() -> None:
+    access = Access(RestrictTable())
+    access.check(0xC0000201, False, 123, NOW)
+    access.check(1, True, 40000, NOW + 1)
+    view = AccessMru(access)
+    oldest = view.oldest()
+    assert oldest is not None
+    newest = view.newer(oldest)
+    assert newest is not None
+    assert [view.address_text(oldest), view.address_text(newest)] == [
+        "192.0.2.1:123", "[::1]:40000"]
+    assert view.find("[::1]:40000") is newest and view.find("192.0.2.1:123") is oldest
+    assert view.find("192.0.2.1:124") is None  # another port: not the entry named
 
 
 # --- restrictions and writes ---------------------------------------------------------------

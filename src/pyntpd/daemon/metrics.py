@@ -246,7 +246,7 @@ def collector(responder: Responder, control: ControlService, start_time: float,
                 send_errors=sender.send_errors,
                 heard=dict(client.counts) if client is not None else {})
         return Status.build(
-            control.snapshot(now_ns, mru=False), responder.counters,
+            control.snapshot(now_ns), responder.counters,
             version=f"pyntpd {__version__}", start_time=start_time, now=now_ns / 1e9,
             control_requests=control.requests, mru_entries=len(responder.access.mru),
             broadcast=broadcast, control_dropped=control.control.drops,

@@ -1,9 +1,13 @@
-"""Mode 6 (ntpq) in the daemon: what the daemon knows, put in a snapshot for proto.control.
+"""Mode 6 (ntpq) in the daemon: what the daemon knows, for proto.control's responder.
 
 The serving path queues mode 6 requests (Responder.take_control) and calls `answer` after each
 batch with the socket they came in on; restrict has been applied already (ignore and noquery
-never get here). The snapshot is built per batch from the live state: the system variables
-the responder serves, the engine's last result, every association, the MRU list.
+never get here). Each request costs what it asks for, never the size of the MRU list: the
+responder refuses what it refuses before asking for anything, and LiveState builds only what
+a request needs — the system variables (from the responder's and the engine's last result)
+for readvar, one association for its id, every association for readstat, one reference
+clock's variables for cv, and for mrulist a view of the MRU list read in place, a page at a
+time.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import platform
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from pyntpd import __version__
 from pyntpd.daemon.serve import address_text
@@ -23,10 +28,10 @@ from pyntpd.proto.broadcast import BroadcastAssociation
 from pyntpd.proto.control import (
     SST_LOCAL,
     SST_UHF,
+    AccessMru,
     ControlResponder,
     ControlSnapshot,
     PeerInfo,
-    mru_items,
 )
 from pyntpd.proto.server import Responder
 from pyntpd.proto.source import State
@@ -64,38 +69,42 @@ class ControlService:
             self._next_id += 1
         return associd
 
-    def snapshot(self, now_ns: int, mru: bool = True) -> ControlSnapshot:
-        """`mru=False` leaves the MRU list out (the metrics endpoint needs only its size)."""
+    def _refresh_ids(self, sync: Synchroniser) -> None:
+        """Association ids for the live associations (new ones numbered on: reference
+        clocks, servers and peers, broadcasts), none for gone ones; as many steps as there
+        are associations."""
+        live: set[Peer | RefclockPeer] = {*sync.sources.peers, *sync.refclocks.peers}
+        if any(p not in live for p in self._ids):
+            self._ids = {p: i for p, i in self._ids.items() if p in live}
+        for clock in sync.refclocks.peers:
+            self._associd(clock)
+        for peer in sync.sources.peers:
+            self._associd(peer)
+        for target in sync.broadcaster.targets:
+            if target.config.address not in self._cast_ids:
+                self._cast_ids[target.config.address] = self._next_id
+                self._next_id += 1
+
+    def _system_peer(self, sync: Synchroniser | None) -> tuple[int, bool]:
+        """The system peer's association id (the local clock's while it is what we serve;
+        0: none), and whether it is a reference clock."""
+        if sync is None:
+            return 0, False
+        self._refresh_ids(sync)
+        last = sync.last
+        if last is not None and last.system_peer is not None:
+            associd = self._ids.get(last.system_peer, 0)  # type: ignore[arg-type]
+            if associd:
+                return associd, last.system_peer in sync.refclocks.peers
+        local = self._local_clock(sync, self.responder.system.synchronised)
+        return (LOCAL_ASSOCID if local is not None and local.tally == "*" else 0), False
+
+    def system(self, now_ns: int) -> ControlSnapshot:
+        """The system variables alone (no associations, no MRU list): what readvar needs."""
         s = self.responder.system
         sync = self.synchroniser()
         last = sync.last if sync is not None else None
-        peers: list[PeerInfo] = []
-        clocks: dict[int, tuple[int, dict[str, str]]] = {}
-        system_peer = 0
-        refclock_peer = False
-        if sync is not None:
-            live: set[Peer | RefclockPeer] = {*sync.sources.peers, *sync.refclocks.peers}
-            self._ids = {p: i for p, i in self._ids.items() if p in live}
-            for clock in sync.refclocks.peers:
-                associd = self._associd(clock)
-                status = last.sources.get(clock) if last is not None else None
-                if last is not None and last.system_peer is clock:
-                    system_peer = associd
-                    refclock_peer = True
-                peers.append(self._refclock_info(clock, associd, status))
-                clocks[associd] = (clock.status_word(), clock.clock_variables())
-            for peer in sync.sources.peers:
-                associd = self._associd(peer)
-                status = last.sources.get(peer) if last is not None else None
-                if last is not None and last.system_peer is peer:
-                    system_peer = associd
-                peers.append(self._peer_info(peer, associd, status))
-            peers.extend(self._broadcasts(sync))
-            local = self._local_clock(sync, system_peer == 0 and s.synchronised)
-            if local is not None:
-                peers.insert(0, local)
-                if local.tally == "*":
-                    system_peer = LOCAL_ASSOCID
+        system_peer, refclock_peer = self._system_peer(sync)
         uname = platform.uname()
         return ControlSnapshot(
             version=f"pyntpd {__version__}", processor=uname.machine,
@@ -108,10 +117,66 @@ class ControlService:
             offset=last.offset if last is not None else 0.0,
             frequency=last.frequency if last is not None else 0.0,
             sys_jitter=last.jitter if last is not None else 0.0,
-            peers=tuple(peers),
-            clocks=clocks,
-            mru=tuple(mru_items(self.responder.access.entries())) if mru else (),
         )
+
+    def associations(self) -> list[PeerInfo]:
+        """Every association as ntpq sees it: the local clock, reference clocks, servers
+        and peers, broadcasts."""
+        sync = self.synchroniser()
+        if sync is None:
+            return []
+        system_peer, _ = self._system_peer(sync)
+        last = sync.last
+        peers = [self._refclock_info(clock, self._ids[clock],
+                                     last.sources.get(clock) if last is not None else None)
+                 for clock in sync.refclocks.peers]
+        peers += [self._peer_info(peer, self._ids[peer],
+                                  last.sources.get(peer) if last is not None else None)
+                  for peer in sync.sources.peers]
+        peers += self._broadcasts(sync)
+        local = self._local_clock(sync, system_peer == LOCAL_ASSOCID)
+        return [local, *peers] if local is not None else peers
+
+    def association(self, associd: int) -> PeerInfo | None:
+        """One association, without building the others."""
+        sync = self.synchroniser()
+        if sync is None:
+            return None
+        system_peer, _ = self._system_peer(sync)
+        if associd == LOCAL_ASSOCID:
+            return self._local_clock(sync, system_peer == LOCAL_ASSOCID)
+        last = sync.last
+        for known, known_id in self._ids.items():
+            if known_id == associd:
+                status = last.sources.get(known) if last is not None else None
+                if isinstance(known, RefclockPeer):
+                    return self._refclock_info(known, associd, status)
+                return self._peer_info(known, associd, status)
+        if associd in self._cast_ids.values():
+            return next(p for p in self._broadcasts(sync) if p.associd == associd)
+        return None
+
+    def clock_variables(self, associd: int) -> tuple[int, dict[str, str]] | None:
+        """A reference clock's status word and variables (ntpq's `cv`)."""
+        sync = self.synchroniser()
+        if sync is None:
+            return None
+        self._refresh_ids(sync)
+        for clock in sync.refclocks.peers:
+            if self._ids.get(clock) == associd:
+                return clock.status_word(), clock.clock_variables()
+        return None
+
+    def snapshot(self, now_ns: int) -> ControlSnapshot:
+        """The system variables, every association and reference clock, without the MRU
+        list (the metrics endpoint, which needs only the list's size)."""
+        sync = self.synchroniser()
+        clocks: dict[int, tuple[int, dict[str, str]]] = {}
+        if sync is not None:
+            self._refresh_ids(sync)
+            clocks = {self._ids[c]: (c.status_word(), c.clock_variables())
+                      for c in sync.refclocks.peers}
+        return replace(self.system(now_ns), peers=tuple(self.associations()), clocks=clocks)
 
     def _local_clock(self, sync: Synchroniser, serving_it: bool) -> PeerInfo | None:
         """127.127.1.0 as ntpq shows it: LOCAL(0), '*' while it is what we serve."""
@@ -130,10 +195,7 @@ class ControlService:
         """`broadcast` lines, as ntpd lists them: type B/M, refid BCST/MCST, never reached."""
         infos = []
         for target in sync.broadcaster.targets:
-            associd = self._cast_ids.get(target.config.address)
-            if associd is None:
-                associd = self._cast_ids[target.config.address] = self._next_id
-                self._next_id += 1
+            associd = self._cast_ids[target.config.address]  # numbered by _refresh_ids
             key_id = target.config.key or 0
             infos.append(PeerInfo(
                 associd=associd, srcadr=target.config.address,
@@ -208,12 +270,49 @@ class ControlService:
         self.control.control_key = sync.config.control_key if sync is not None else None
         self.requests += len(queued)
         now_ns = self.time_ns()
-        snapshot = self.snapshot(now_ns)
+        state = LiveState(self, now_ns)
         for data, address, is_v6, port, flags in queued:
             key = address_key(address, is_v6)
-            for fragment in self.control.respond(data, key, flags, now_ns / 1e9, snapshot):
+            for fragment in self.control.respond(data, key, flags, now_ns / 1e9, state):
                 try:
                     sock.sendto(fragment, (address_text(address, is_v6), port))
                     self.sent += 1
                 except OSError:
                     self.send_errors += 1
+
+
+class LiveState:
+    """The daemon's state for one batch of mode 6 requests (proto.control.ControlState): each
+    part is built when a request first needs it and kept for the rest of the batch, and the
+    MRU list is read in place, a page at a time. A refused request builds nothing."""
+
+    def __init__(self, service: ControlService, now_ns: int) -> None:
+        self._service = service
+        self._now_ns = now_ns
+        self._system: ControlSnapshot | None = None
+        self._associations: list[PeerInfo] | None = None
+
+    @property
+    def leap(self) -> int:
+        return self._service.responder.system.leap
+
+    def system_snapshot(self) -> ControlSnapshot:
+        if self._system is None:
+            self._system = self._service.system(self._now_ns)
+        return self._system
+
+    def associations(self) -> list[PeerInfo]:
+        if self._associations is None:
+            self._associations = self._service.associations()
+        return self._associations
+
+    def association(self, associd: int) -> PeerInfo | None:
+        if self._associations is not None:
+            return next((p for p in self._associations if p.associd == associd), None)
+        return self._service.association(associd)
+
+    def clock_variables(self, associd: int) -> tuple[int, dict[str, str]] | None:
+        return self._service.clock_variables(associd)
+
+    def mru_view(self, now: float) -> AccessMru:
+        return AccessMru(self._service.responder.access)

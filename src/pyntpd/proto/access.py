@@ -11,14 +11,15 @@ Semantics follow ntp_acc(5) of ntpd 4.2.8:
 
 The MRU list never holds more than `max_entries` sources: when full, the least recently seen
 source is recycled, so a flood from millions of spoofed addresses costs constant memory
-(ntpd's `mru maxdepth`/`maxmem`).
+(ntpd's `mru maxdepth`/`maxmem`). Like ntpd's, it is a doubly linked list through the entries
+(plus a dict by address): mrulist reads it page by page, resuming after the entry a client
+named, which needs the neighbours of an entry rather than a walk from either end.
 
 Flags are plain ints on the hot path (enum.Flag arithmetic costs microseconds per packet).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -49,10 +50,11 @@ _CACHE_LIMIT = 4096
 
 # Bytes one monitored source costs us, used to turn ntpd's `mru maxmem` (KiB) into an entry
 # bound: the entry object with its own floats and ints (first, last, leak, port: ~225 bytes)
-# plus its key and its share of the OrderedDict, whose table is sized for the churn of
+# plus its key and its share of the dict, whose table is sized for the churn of
 # recycling (2 to 4 slots per live entry, and both tables alive while it resizes).
 # tracemalloc on CPython 3.11, sources sending two requests each, 600 to 180k entries
-# (tests/proto/test_access_memory.py): 310-425 bytes held, up to 457 while resizing.
+# (tests/proto/test_access_memory.py): 310-425 bytes held, up to 457 while resizing
+# (measured with an OrderedDict; the dict plus the entries' own links cost no more).
 # (The restrict lookup cache is apart from this: at most _CACHE_LIMIT sources, ~300 KiB.)
 MRU_ENTRY_BYTES = 464
 
@@ -83,11 +85,13 @@ class MruLimits:
 
 
 class MonEntry:
-    """One source in the MRU list (also what `mrulist` reports)."""
+    """One source in the MRU list (also what `mrulist` reports). `older`/`newer` link it into
+    the list, whose ends meet at a sentinel entry (Access._head)."""
 
-    __slots__ = ("count", "first", "flags", "last", "leak", "mode_version", "port")
+    __slots__ = ("count", "first", "flags", "key", "last", "leak", "mode_version", "newer",
+                 "older", "port")
 
-    def __init__(self, now: float, port: int) -> None:
+    def __init__(self, now: float, port: int, key: int = -1) -> None:
         self.first = now
         self.last = now
         self.count = 0
@@ -95,6 +99,9 @@ class MonEntry:
         self.port = port
         self.mode_version = 0
         self.flags = 0
+        self.key = key
+        self.older: MonEntry = self
+        self.newer: MonEntry = self
 
 
 class _Table:
@@ -204,7 +211,9 @@ class Access:
         self.table = table
         self.rate = rate or RateLimits()
         self.mru_limits = mru or MruLimits()
-        self.mru: OrderedDict[int, MonEntry] = OrderedDict()
+        self.mru: dict[int, MonEntry] = {}
+        # The sentinel: _head.newer is the oldest entry, _head.older the newest.
+        self._head = MonEntry(0.0, 0)
         self._cache: dict[int, int] = {}
         self._has_ntpport = any(r.flags & RestrictFlag.NTPPORT for r in table.rules)
         self.recycled = 0
@@ -268,7 +277,18 @@ class Access:
         entry.count += 1
         entry.mode_version = mode_version
         entry.flags = flags
-        mru.move_to_end(key)
+        # Move to the newest end (inline: this is the hot path).
+        head = self._head
+        newer = entry.newer
+        if newer is not head:
+            older = entry.older
+            older.newer = newer
+            newer.older = older
+            newest = head.older
+            newest.newer = entry
+            entry.older = newest
+            entry.newer = head
+            head.older = entry
         # ntpd's leaky bucket (ntp_monitor.c), with its 1 s and 2 s graces.
         leak = entry.leak - interval
         if leak < 0.0:
@@ -287,16 +307,46 @@ class Access:
     def _new_entry(self, key: int, now: float, port: int) -> MonEntry:
         mru = self.mru
         limits = self.mru_limits
+        head = self._head
         if len(mru) >= limits.max_entries or (
-            len(mru) >= limits.min_depth
-            and now - next(iter(mru.values())).last > limits.max_age
+            len(mru) >= limits.min_depth and now - head.newer.last > limits.max_age
         ):
-            mru.popitem(last=False)
+            oldest = head.newer
+            head.newer = oldest.newer
+            oldest.newer.older = head
+            del mru[oldest.key]
             self.recycled += 1
-        entry = MonEntry(now, port)
+        entry = MonEntry(now, port, key)
+        newest = head.older
+        newest.newer = entry
+        entry.older = newest
+        entry.newer = head
+        head.older = entry
         mru[key] = entry
         return entry
 
+    # --- reading the list (mrulist), from either end or from an entry ------------------
+
+    def oldest(self) -> MonEntry | None:
+        entry = self._head.newer
+        return None if entry is self._head else entry
+
+    def newest(self) -> MonEntry | None:
+        entry = self._head.older
+        return None if entry is self._head else entry
+
+    def newer(self, entry: MonEntry) -> MonEntry | None:
+        """The entry seen next after `entry` (None: `entry` is the newest)."""
+        following = entry.newer
+        return None if following is self._head else following
+
+    def older(self, entry: MonEntry) -> MonEntry | None:
+        preceding = entry.older
+        return None if preceding is self._head else preceding
+
     def entries(self) -> Iterator[tuple[int, MonEntry]]:
-        """Most recent first, as mrulist shows them."""
-        return reversed(self.mru.items())
+        """Most recent first, as mrulist shows them (the whole list: tests and tools)."""
+        entry = self._head.older
+        while entry is not self._head:
+            yield entry.key, entry
+            entry = entry.older

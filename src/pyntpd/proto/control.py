@@ -21,6 +21,7 @@ same address, so a spoofed source never receives the (large) list.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -28,12 +29,13 @@ import re
 import struct
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from pyntpd.proto.access import NOMRULIST, NOQUERY
+from pyntpd.proto.access import NOMRULIST, NOQUERY, Access, MonEntry, address_key
 from pyntpd.proto.access_types import RestrictFlag
 from pyntpd.proto.auth import AuthResult, KeyRing
 from pyntpd.proto.packet import Mac
-from pyntpd.proto.timestamp import ntp_add
+from pyntpd.proto.timestamp import ntp_add, unix_to_ntp
 from pyntpd.types import Tally
 
 MODE_CONTROL = 6
@@ -43,7 +45,11 @@ MAX_TRAILER = 4 + 4 + 64  # padding to 8 bytes, key id, the longest digest
 MAX_LINE = 72  # ntpd's MAXDATALINELEN: text lines are broken before this
 NONCE_LIFETIME = 16  # s a REQ_NONCE answer stays valid (ntpd's)
 MRU_FRAGS_LIMIT = 128
-MRU_ROW_LIMIT = 256
+MRU_ROW_LIMIT = 256  # entries in one READ_MRU reply
+# Entries one READ_MRU reply may read, those its filters leave out included: what bounds a
+# reply's cost whatever the list's length (ntpd's walk skips filtered entries unbounded).
+MRU_SCAN_LIMIT = 1024
+MRU_PRIORS_LIMIT = 16  # addr.N/last.N pairs looked up to resume from (ntpd reads 16)
 
 _HEADER = struct.Struct("!BBHHHHH")
 _NONCE = re.compile(r"[0-9A-Fa-f]{24}")  # what make_nonce returns
@@ -129,9 +135,13 @@ RES_WIRE: dict[RestrictFlag, int] = {
 }
 
 
+_RES_BITS = tuple((flag.value, bit) for flag, bit in RES_WIRE.items())
+
+
+@functools.lru_cache(maxsize=1024)  # a handful of distinct values: the restrict rules'
 def restrict_wire(flags: int) -> int:
     """Our restrict flag int -> ntpd's RES_* bits."""
-    return sum(bit for flag, bit in RES_WIRE.items() if flags & flag.value)
+    return sum(bit for value, bit in _RES_BITS if flags & value)
 
 
 SELECT_CODES: dict[str, int] = {
@@ -337,23 +347,22 @@ def reassemble(datagrams: Iterable[bytes]) -> tuple[ControlHeader, bytes]:
 
 
 def join_text(items: Sequence[str]) -> bytes:
-    """ntpd's ctl_putdata layout: `a=1, b=2,\\r\\nc=3\\r\\n` (lines kept under 72)."""
-    out: list[str] = []
-    line = 0
-    for index, item in enumerate(items):
-        if index:
-            out.append(",")
-            line += 1
-            if len(item) + line + 1 >= MAX_LINE:
-                out.append("\r\n")
-                line = 0
-            else:
-                out.append(" ")
-                line += 1
+    """ntpd's ctl_putdata layout: `a=1, b=2,\r\nc=3\r\n` (lines kept under 72)."""
+    if not items:
+        return b""
+    out = [items[0]]
+    line = len(items[0])  # characters on the current line
+    for item in items[1:]:
+        width = len(item)
+        # The comma, the item and one more must fit, or the item starts a new line.
+        if line + width + 2 >= MAX_LINE:
+            out.append(",\r\n")
+            line = width
+        else:
+            out.append(", ")
+            line += width + 2
         out.append(item)
-        line += len(item)
-    if items:
-        out.append("\r\n")
+    out.append("\r\n")
     return "".join(out).encode("ascii", "replace")
 
 
@@ -543,26 +552,162 @@ class MruItem:
         return f"[{self.addr}]:{self.port}" if ":" in self.addr else f"{self.addr}:{self.port}"
 
 
-def mru_items(entries: Iterable[tuple[int, object]]) -> list[MruItem]:
-    """Access.entries() -> MruItems (keys: IPv4 int, or IPv6 int tagged with 1 << 128)."""
-    items = []
-    for key, entry in entries:
-        if key >> 128:
-            addr = str(ipaddress.IPv6Address(key & ((1 << 128) - 1)))
-        else:
-            addr = str(ipaddress.IPv4Address(key & 0xFFFFFFFF))
-        items.append(
-            MruItem(
-                addr=addr,
-                port=getattr(entry, "port", 0),
-                first=getattr(entry, "first", 0.0),
-                last=getattr(entry, "last", 0.0),
-                count=getattr(entry, "count", 0),
-                mode_version=getattr(entry, "mode_version", 0),
-                flags=getattr(entry, "flags", 0),
-            )
-        )
-    return items
+class MruRecord(Protocol):
+    """One MRU entry as the READ_MRU walk reads it: MonEntry (the daemon's list) and MruItem
+    (a fixed list) both are one. Times in the time base of the view's `stamp`."""
+
+    @property
+    def first(self) -> float: ...
+    @property
+    def last(self) -> float: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def mode_version(self) -> int: ...
+    @property
+    def flags(self) -> int: ...
+
+
+class MruView(Protocol):
+    """The MRU list, oldest to newest, read one entry at a time: a reply costs what it sends,
+    never the whole list (ntpd walks its list the same way)."""
+
+    def __len__(self) -> int: ...
+    def oldest(self) -> MruRecord | None: ...
+    def newest(self) -> MruRecord | None: ...
+    def newer(self, record: MruRecord) -> MruRecord | None: ...
+    def older(self, record: MruRecord) -> MruRecord | None: ...
+    def find(self, address_text: str) -> MruRecord | None:
+        """The entry `addr.N` names (`192.0.2.1:123`, `[2001:db8::1]:123`), if its port matches."""
+        ...
+    def address_text(self, record: MruRecord) -> str: ...
+    def stamp(self, seconds: float) -> int:
+        """An entry's time as an NTP timestamp: the same value every time it is asked, so a
+        client's `last.N` matches the entry it names in a later request."""
+        ...
+
+
+def _split_address(text: str) -> tuple[int, bool, int] | None:
+    """`192.0.2.1:123` / `[2001:db8::1]:123` -> (address int, is IPv6, port); None if neither."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not port_text.isdigit() or len(port_text) > 5:
+        return None
+    is_v6 = host.startswith("[") and host.endswith("]")
+    if is_v6:
+        host = host[1:-1]
+    try:
+        address = ipaddress.IPv6Address(host) if is_v6 else ipaddress.IPv4Address(host)
+    except ValueError:
+        return None
+    return int(address), is_v6, int(port_text)
+
+
+def _address_text(address: int, is_v6: bool, port: int) -> str:
+    if is_v6:
+        return f"[{ipaddress.IPv6Address(address)}]:{port}"
+    # What str(IPv4Address) gives, in a fraction of its time (a page names up to 256).
+    return f"{address >> 24}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}:{port}"
+
+
+class AccessMru:
+    """The daemon's MRU list (proto.access.Access) as an MruView, read in place. Its times
+    are the `now` the serving path passes to Access.check: Unix time."""
+
+    def __init__(self, access: Access) -> None:
+        self._access = access
+
+    def __len__(self) -> int:
+        return len(self._access.mru)
+
+    def oldest(self) -> MonEntry | None:
+        return self._access.oldest()
+
+    def newest(self) -> MonEntry | None:
+        return self._access.newest()
+
+    def newer(self, record: MruRecord) -> MonEntry | None:
+        return self._access.newer(record)  # type: ignore[arg-type]
+
+    def older(self, record: MruRecord) -> MonEntry | None:
+        return self._access.older(record)  # type: ignore[arg-type]
+
+    def find(self, address_text: str) -> MonEntry | None:
+        where = _split_address(address_text)
+        if where is None:
+            return None
+        address, is_v6, port = where
+        entry = self._access.mru.get(address_key(address, is_v6))
+        return entry if entry is not None and entry.port == port else None
+
+    def address_text(self, record: MruRecord) -> str:
+        key: int = record.key  # type: ignore[attr-defined]
+        return _address_text(key & _V6_MASK, bool(key >> 128), record.port)
+
+    def stamp(self, seconds: float) -> int:
+        return unix_to_ntp(seconds)
+
+
+_V6_MASK = (1 << 128) - 1
+
+
+class SequenceMru:
+    """A fixed list of MruItems as an MruView (ControlSnapshot.mru: tests, tools). Times are
+    stamped against the snapshot's clock: `clock` is the NTP timestamp of `now`."""
+
+    def __init__(self, items: Iterable[MruItem], clock: int, now: float) -> None:
+        self._items = sorted(items, key=lambda m: m.last)  # oldest first
+        self._index = {id(item): i for i, item in enumerate(self._items)}
+        self._by_address = {item.address_text: item for item in self._items}
+        self._clock = clock
+        self._now = now
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _at(self, index: int) -> MruItem | None:
+        return self._items[index] if 0 <= index < len(self._items) else None
+
+    def oldest(self) -> MruItem | None:
+        return self._at(0)
+
+    def newest(self) -> MruItem | None:
+        return self._at(len(self._items) - 1)
+
+    def newer(self, record: MruRecord) -> MruItem | None:
+        return self._at(self._index[id(record)] + 1)
+
+    def older(self, record: MruRecord) -> MruItem | None:
+        index = self._index[id(record)]
+        return self._at(index - 1) if index else None
+
+    def find(self, address_text: str) -> MruItem | None:
+        return self._by_address.get(address_text.strip())
+
+    def address_text(self, record: MruRecord) -> str:
+        return record.address_text  # type: ignore[attr-defined, no-any-return]
+
+    def stamp(self, seconds: float) -> int:
+        return ntp_add(self._clock, seconds - self._now)
+
+
+class ControlState(Protocol):
+    """What the responder may ask about, each part built only when a request needs it: the
+    daemon's is lazy (daemon/mode6.py), a ControlSnapshot holds everything already."""
+
+    @property
+    def leap(self) -> int: ...
+    def system_snapshot(self) -> ControlSnapshot:
+        """The system variables (its `peers` and `mru` may be left empty)."""
+        ...
+    def associations(self) -> Sequence[PeerInfo]: ...
+    def association(self, associd: int) -> PeerInfo | None: ...
+    def clock_variables(self, associd: int) -> tuple[int, dict[str, str]] | None:
+        """A reference clock's READCLOCK answer: (status word, variables); None if
+        `associd` is no reference clock."""
+        ...
+    def mru_view(self, now: float) -> MruView: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,6 +762,26 @@ class ControlSnapshot:
             "clk_jitter": _ms(self.clk_jitter, 3),
             "clk_wander": f"{self.clk_wander:.3f}",
         }
+
+    # --- ControlState: a snapshot already holds everything --------------------------------
+
+    def system_snapshot(self) -> ControlSnapshot:
+        return self
+
+    def associations(self) -> Sequence[PeerInfo]:
+        return self.peers
+
+    def association(self, associd: int) -> PeerInfo | None:
+        for peer in self.peers:
+            if peer.associd == associd:
+                return peer
+        return None
+
+    def clock_variables(self, associd: int) -> tuple[int, dict[str, str]] | None:
+        return self.clocks.get(associd)
+
+    def mru_view(self, now: float) -> SequenceMru:
+        return SequenceMru(self.mru, self.clock, now)
 
 
 # --- responder ------------------------------------------------------------------------------
@@ -675,10 +840,10 @@ class ControlResponder:
         address_key: Hashable,
         flags: int,
         now: float,
-        snapshot: ControlSnapshot,
+        state: ControlState,
     ) -> list[bytes]:
         """Response fragments for one request (empty: dropped, see `drops`)."""
-        return self.handle(data, address_key, flags, now, snapshot).fragments
+        return self.handle(data, address_key, flags, now, state).fragments
 
     def handle(
         self,
@@ -686,8 +851,10 @@ class ControlResponder:
         address_key: Hashable,
         flags: int,
         now: float,
-        snapshot: ControlSnapshot,
+        state: ControlState,
     ) -> ControlReply:
+        # Everything that can refuse a request comes before `state` is asked for anything:
+        # a refused or malformed request costs its parsing, never the daemon's state.
         if flags & NOQUERY:
             return self._drop(ControlDrop.NOQUERY)
         try:
@@ -696,7 +863,7 @@ class ControlResponder:
             return self._drop(exc.reason)
         if not self._authentic_or_unsigned(data, header.count):
             return self._drop(ControlDrop.BAD_AUTH)
-        reply = self._dispatch(header, body, address_key, flags, now, snapshot)
+        reply = self._dispatch(header, body, address_key, flags, now, state)
         if reply.fragments:
             self.answered += 1
         return reply
@@ -725,52 +892,54 @@ class ControlResponder:
         address_key: Hashable,
         flags: int,
         now: float,
-        snap: ControlSnapshot,
+        state: ControlState,
     ) -> ControlReply:
-        leap = snap.leap & 3
         op = header.opcode
 
         def error(code: int) -> ControlReply:
-            return ControlReply([error_response(header, code, leap)])
+            return ControlReply([error_response(header, code, state.leap & 3)])
 
         if op == Opcode.READSTAT:
-            return self._readstat(header, snap)
+            return self._readstat(header, state)
         if op == Opcode.READVAR:
-            return self._readvar(header, body, snap)
+            return self._readvar(header, body, state)
         if op == Opcode.READCLOCK:
-            return self._readclock(header, body, snap)
+            return self._readclock(header, body, state)
         if op == Opcode.REQ_NONCE:
             if flags & NOMRULIST:
                 return error(CERR_PERMISSION)
             text = join_text([f"nonce={self.make_nonce(address_key, now)}"])
-            return ControlReply(fragments(header, text, snap.status_word(), 0, leap))
+            status = state.system_snapshot().status_word()
+            return ControlReply(fragments(header, text, status, 0, state.leap & 3))
         if op == Opcode.READ_MRU:
             if flags & NOMRULIST:
                 return error(CERR_PERMISSION)
-            return self._read_mru(header, body, address_key, now, snap)
+            return self._read_mru(header, body, address_key, now, state)
         if op in WRITE_OPCODES or op == Opcode.READ_ORDLIST_A:
             return error(CERR_PERMISSION)
         return error(CERR_BADOP)
 
-    def _readstat(self, header: ControlHeader, snap: ControlSnapshot) -> ControlReply:
-        leap = snap.leap & 3
+    def _readstat(self, header: ControlHeader, state: ControlState) -> ControlReply:
+        leap = state.leap & 3
         if header.associd:
-            peer = _find(snap, header.associd)
+            peer = state.association(header.associd)
             if peer is None:
                 return ControlReply([error_response(header, CERR_BADASSOC, leap)])
             return ControlReply(fragments(header, b"", peer.status_word(), peer.associd, leap))
-        data = b"".join(struct.pack("!HH", p.associd, p.status_word()) for p in snap.peers)
-        return ControlReply(fragments(header, data, snap.status_word(), 0, leap))
+        peers = state.associations()
+        data = b"".join(struct.pack("!HH", p.associd, p.status_word()) for p in peers)
+        return ControlReply(fragments(header, data, state.system_snapshot().status_word(), 0, leap))
 
-    def _readvar(self, header: ControlHeader, body: bytes, snap: ControlSnapshot) -> ControlReply:
-        leap = snap.leap & 3
+    def _readvar(self, header: ControlHeader, body: bytes, state: ControlState) -> ControlReply:
+        leap = state.leap & 3
         if header.associd:
-            peer = _find(snap, header.associd)
+            peer = state.association(header.associd)
             if peer is None:
                 return ControlReply([error_response(header, CERR_BADASSOC, leap)])
             variables, status = peer.variables(), peer.status_word()
         else:
-            variables, status = snap.variables(), snap.status_word()
+            system = state.system_snapshot()
+            variables, status = system.variables(), system.status_word()
         wanted = [name for name, _ in parse_text(body)]
         if wanted:
             if any(name not in variables for name in wanted):
@@ -782,12 +951,12 @@ class ControlResponder:
         return ControlReply(fragments(header, text, status, header.associd, leap))
 
     def _readclock(self, header: ControlHeader, body: bytes,
-                   snap: ControlSnapshot) -> ControlReply:
+                   state: ControlState) -> ControlReply:
         """ntpq's `cv`: a reference clock's variables. Association 0 is the system peer,
         as in ntpd, when that is a reference clock."""
-        leap = snap.leap & 3
-        associd = header.associd or (snap.peer if snap.peer in snap.clocks else 0)
-        clock = snap.clocks.get(associd)
+        leap = state.leap & 3
+        associd = header.associd or state.system_snapshot().peer
+        clock = state.clock_variables(associd) if associd else None
         if clock is None:
             return ControlReply([error_response(header, CERR_BADASSOC, leap)])
         status, variables = clock
@@ -804,9 +973,12 @@ class ControlResponder:
         body: bytes,
         address_key: Hashable,
         now: float,
-        snap: ControlSnapshot,
+        state: ControlState,
     ) -> ControlReply:
-        leap = snap.leap & 3
+        """One page of the MRU list, oldest first, from the oldest entry or from the entry
+        after the newest one the client names (ntpd's read_mru_list). The page reads at
+        most MRU_SCAN_LIMIT entries, whatever the list's length and the filters."""
+        leap = state.leap & 3
         params = dict(parse_text(body))
         nonce = params.get("nonce")
         if nonce is None:
@@ -825,77 +997,94 @@ class ControlResponder:
         maxlstint = _int(params.get("maxlstint"), 0)
         recent = _int(params.get("recent"), 0)
 
-        def stamp(t: float) -> int:
-            return ntp_add(snap.clock, t - now)
-
-        items = sorted(snap.mru, key=lambda m: m.last)  # oldest first, as ntpd sends them
-        if recent > 0:
-            items = items[-recent:]
-        # Continuation: addr.N/last.N name entries the client already has, newest first.
+        view = state.mru_view(now)
+        # Continuation: addr.N/last.N name entries the client already has, newest first;
+        # the page starts after the first of them still where the client saw it.
         priors = sorted(
             (_int(key[5:], -1, 10), value)
             for key, value in params.items()
             if key.startswith("addr.") and value is not None
         )
+        record: MruRecord | None
         if priors:
-            position = {item.address_text: index for index, item in enumerate(items)}
             start = None
-            for index, addr in priors:
-                at = position.get(addr)
-                last = params.get(f"last.{index}")
-                if at is not None and _ts(stamp(items[at].last)) == last:
-                    start = at + 1
+            for index, addr in priors[:MRU_PRIORS_LIMIT]:
+                named = view.find(addr)
+                if named is not None and view.stamp(named.last) == _timestamp(
+                        params.get(f"last.{index}")):
+                    start = named
                     break
             if start is None:
                 return ControlReply([error_response(header, CERR_UNKNOWNVAR, leap)])
-            items = items[start:]
+            record = view.newer(start)
+        elif 0 < recent < len(view):
+            # The `recent` newest: counted back from the newest end, at most a page's reading.
+            record = view.newest()
+            for _ in range(min(recent, MRU_SCAN_LIMIT) - 1):
+                record = view.older(record) if record is not None else None
+        else:
+            record = view.oldest()
+
         rows: list[str] = [f"nonce={self.make_nonce(address_key, now)}"]
         budget = (frags * MAX_DATA_LEN) if frags else 1 << 30
         size = len(join_text(rows))
         sent = 0
-        complete = True
-        for item in items:
-            if item.count < mincount:
+        read = 0
+        last_sent: MruRecord | None = None
+        while record is not None and sent < limit and read < MRU_SCAN_LIMIT:
+            read += 1
+            following = view.newer(record)
+            wire = restrict_wire(record.flags)
+            wanted = not (
+                record.count < mincount
+                or (resall and wire & resall != resall)
+                or (resany and not wire & resany)
+                or (maxlstint and now - record.last > maxlstint)
+            )
+            # A page that read its limit of filtered-out entries still ends with the last
+            # one read, so the client's next request resumes after it (a page with no
+            # entries and no `now=` would leave the client nowhere to resume from).
+            if not wanted and (read < MRU_SCAN_LIMIT or following is None):
+                record = following
                 continue
-            wire = restrict_wire(item.flags)
-            if resall and wire & resall != resall:
-                continue
-            if resany and not wire & resany:
-                continue
-            if maxlstint and now - item.last > maxlstint:
-                continue
-            if sent >= limit:
-                complete = False
-                break
             row = [
-                f"addr.{sent}={item.address_text}",
-                f"last.{sent}={_ts(stamp(item.last))}",
-                f"first.{sent}={_ts(stamp(item.first))}",
-                f"ct.{sent}={item.count}",
-                f"mv.{sent}={item.mode_version & 0xFF}",
+                f"addr.{sent}={view.address_text(record)}",
+                f"last.{sent}={_ts(view.stamp(record.last))}",
+                f"first.{sent}={_ts(view.stamp(record.first))}",
+                f"ct.{sent}={record.count}",
+                f"mv.{sent}={record.mode_version & 0xFF}",
                 f"rs.{sent}=0x{wire:x}",
             ]
-            extra = sum(len(r) + 4 for r in row)
+            extra = sum(map(len, row)) + 4 * len(row)
             if size + extra + 64 > budget:
-                complete = False
                 break
             rows.extend(row)
             size += extra
             sent += 1
-        if complete:
-            rows.append(f"now={_ts(snap.clock)}")
-            newest = max((m.last for m in snap.mru), default=None)
-            if newest is not None:
-                rows.append(f"last.newest={_ts(stamp(newest))}")
+            last_sent = record
+            record = following
+        if record is None:  # the page reached the newest entry: the list is complete
+            rows.append(f"now={_ts(state.system_snapshot().clock)}")
+            if last_sent is not None:
+                rows.append(f"last.newest={_ts(view.stamp(last_sent.last))}")
         text = join_text(rows)
-        return ControlReply(fragments(header, text, snap.status_word(), 0, leap))
+        return ControlReply(fragments(header, text, state.system_snapshot().status_word(), 0, leap))
 
 
-def _find(snap: ControlSnapshot, associd: int) -> PeerInfo | None:
-    for peer in snap.peers:
-        if peer.associd == associd:
-            return peer
-    return None
+def _timestamp(text: str | None) -> int | None:
+    """`0x%08x.%08x` (ntpd's l_fp in text) -> the 64-bit NTP timestamp; None if not one."""
+    if text is None:
+        return None
+    seconds, dot, fraction = text.strip().partition(".")
+    if not dot or not seconds.lower().startswith("0x"):
+        return None
+    seconds = seconds[2:]
+    if not (0 < len(seconds) <= 8 and 0 < len(fraction) <= 8):
+        return None
+    try:
+        return (int(seconds, 16) << 32) | int(fraction, 16)
+    except ValueError:
+        return None
 
 
 def _int(text: str | None, default: int, base: int = 0) -> int:
