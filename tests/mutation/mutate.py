@@ -43,6 +43,7 @@ RUN_TIMEOUT = 180.0  # s for one pytest run; a guard's tests take seconds
 # Test files, to keep the table readable.
 SOURCE = "tests/proto/test_source.py::"
 SOURCE_AUTH = "tests/proto/test_source_auth.py::"
+INTERLEAVED = "tests/proto/test_interleaved_client.py::"
 SYMMETRIC = "tests/proto/test_symmetric.py::"
 SERVER = "tests/proto/test_server.py::"
 SERVER_AUTH = "tests/proto/test_server_auth.py::"
@@ -81,7 +82,7 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "client-origin", "CVE-2015-7704/7705, CVE-2015-8138, CVE-2020-11868",
         "proto/source.py",
-        "        if h.origin != self._sent_transmit:\n"
+        "        if h.origin != self._sent_transmit and not interleaved:\n"
         "            self._drop(SourceDrop.BOGUS_ORIGIN)\n"
         "            return None\n",
         "",
@@ -124,12 +125,22 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "client-duplicate", "replay (RFC 5905 §8)",
         "proto/source.py",
-        "        if h.transmit and h.transmit == self._last_server_transmit:\n"
+        "        if (h.transmit and h.transmit == self._last_server_transmit\n"
+        "                and h.receive == self._last_server_receive):\n"
         "            self._drop(SourceDrop.DUPLICATE)\n"
         "            return None\n",
         "",
         (SOURCE + "test_replayed_reply_is_refused",
+         INTERLEAVED + "test_a_replayed_interleaved_reply_is_a_duplicate",
          FORGERIES + "test_a_replayed_reply_is_refused"),
+    ),
+    Guard(
+        "client-interleaved-origin", "RFC 9769 (interleaved origin test)",
+        "proto/source.py",
+        "        interleaved = bool(self._sent_receive) and h.origin == self._sent_receive\n",
+        "        interleaved = self.spec.xleave\n",
+        (INTERLEAVED + "test_a_spoofed_interleaved_reply_is_refused",
+         INTERLEAVED + "test_a_reply_naming_our_previous_requests_receive_field_is_refused"),
     ),
     Guard(
         "client-mac-verifies", "CVE-2015-7871",

@@ -254,7 +254,8 @@ def collector(responder: Responder, control: ControlService, start_time: float,
             control.snapshot(now_ns), control.counters(),
             version=f"pyntpd {__version__}", start_time=start_time, now=now_ns / 1e9,
             control_requests=control.requests, mru_entries=len(responder.access.mru),
-            broadcast=broadcast, control_dropped=control.control.drops)
+            broadcast=broadcast, control_dropped=control.control.drops,
+            interleaved_kept=len(responder.transmit_log))
 
     return collect
 

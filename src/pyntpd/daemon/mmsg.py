@@ -43,7 +43,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from pyntpd.daemon.serve import BATCH_LIMIT, SCM_TIMESTAMPNS, after_batch
+from pyntpd.daemon.serve import BATCH_LIMIT, SCM_TIMESTAMPNS, after_batch, collect_stamps
+from pyntpd.daemon.txstamp import ReplyStamps
+from pyntpd.proto.interleaved import NOT_LOW_BIT
 from pyntpd.proto.packet import MAX_PACKET_LEN, DropReason
 from pyntpd.proto.server import FAST, REPLY_PREFIX_LEN, QueuedReply, Responder
 from pyntpd.proto.timestamp import unix_ns_to_ntp
@@ -164,6 +166,21 @@ _PEER_V4 = _record_struct(
     "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 4, "I"), *_REQUEST)
 _PEER_V6 = _record_struct(
     "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 8, "Q"), (_NAME_AT + 16, "Q"), *_REQUEST)
+# Interleaved mode (proto.interleaved): the last byte of the request's origin, odd when it
+# names one of our receive timestamps. A batch is searched for one in a single slice; only
+# a batch that has one is walked with the marks read too, so plain traffic costs nothing.
+_MARK_AT = _DATA_AT + 31
+_EVEN = bytes(range(0, 256, 2))
+# Every reply's receive timestamp is odd: the lowest bit of the prefix's last byte, set for
+# a whole batch in one slice after its FAST prefixes are written (a `| 1` per datagram cost
+# 5-30 ns in the loop). Slow-path prefixes are written after it: a kiss's zero stays zero.
+_RECEIVE_LOW_AT = REPLY_PREFIX_LEN - 1
+_SET_LOW = bytes(b | 1 for b in range(256))
+_MARKED = ((_DATA_AT, "B"), (_DATA_AT + 2, "B"), (_MARK_AT, "B"), (_DATA_AT + 40, "Q"))
+_MARKED_V4 = _record_struct(
+    "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 4, "I"), *_MARKED)
+_MARKED_V6 = _record_struct(
+    "!", _RECORD, (_NAME_AT + 2, "H"), (_NAME_AT + 8, "Q"), (_NAME_AT + 16, "Q"), *_MARKED)
 
 _TRANSMIT = struct.Struct("!Q")
 # A sealed reply's two iovecs: its whole datagram (written over the request in the slot's
@@ -217,6 +234,11 @@ def _v6_peers(records: bytearray) -> Iterator[tuple[int, int, int, int, int]]:
         yield port, high << 64 | low, first, poll, origin
 
 
+def _v6_marked(records: bytearray) -> Iterator[tuple[int, int, int, int, int, int]]:
+    for port, high, low, first, poll, mark, origin in _MARKED_V6.iter_unpack(records):
+        yield port, high << 64 | low, first, poll, mark, origin
+
+
 class _Batch:
     """Every buffer one socket's recvmmsg/sendmmsg needs, built once.
 
@@ -228,6 +250,7 @@ class _Batch:
         self.family = family
         self.is_v6 = family == socket.AF_INET6
         self.peers = _v6_peers if self.is_v6 else _PEER_V4.iter_unpack
+        self.marked = _v6_marked if self.is_v6 else _MARKED_V4.iter_unpack
         self.size = size
         pins: list[object] = []
         self.records, records_at = _buffer(size * _RECORD, pins)
@@ -308,6 +331,20 @@ class _Batch:
         self.generation = generation
 
 
+# `_answer_slow`'s answer for a signed or NTS reply: its slot is filled when it is sealed.
+SEALED = b"sealed"
+
+
+def _mark_receive(records: bytearray, count: int, slow: list[tuple[int, bytes]]) -> None:
+    """Set the lowest bit of the receive timestamp of the first `count` slots' prefixes (in
+    one slice), then write the slow path's prefixes, which carry their own receive field."""
+    end = count * _RECORD
+    records[_RECEIVE_LOW_AT:end:_RECORD] = records[_RECEIVE_LOW_AT:end:_RECORD].translate(
+        _SET_LOW)
+    for at, prefix in slow:
+        records[at:at + REPLY_PREFIX_LEN] = prefix
+
+
 def _runs(count: int, dropped: list[int]) -> list[tuple[int, int]]:
     """The slots to send, as (first, end) runs between the slots with no reply."""
     runs = []
@@ -354,6 +391,7 @@ class MmsgServer:
         # (slot, reply) of this batch's signed and NTS replies, in slot order: sealed in
         # `_send` once their transmit timestamp is read, sent with the rest of the batch.
         self._sealed: list[tuple[int, QueuedReply]] = []
+        self.stamps = ReplyStamps()  # kernel transmit stamps of interleaved-mode replies
 
     def _batch_for(self, sock: socket.socket) -> _Batch:
         # Keyed by the socket object (identity): a dict hit is 25 ns, where reading
@@ -402,7 +440,8 @@ class MmsgServer:
             if got < want:
                 break  # the queue was empty: save the syscall that would say EAGAIN
         self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns,
-                                        self.on_peer, self.on_mssntp)
+                                        self.on_peer, self.on_mssntp, self.stamps)
+        collect_stamps(self.stamps, sock, self.responder, handled)
         return handled
 
     def _answer(self, batch: _Batch, count: int) -> list[tuple[int, int]]:
@@ -422,6 +461,10 @@ class MmsgServer:
         records = batch.records
         is_v6 = batch.is_v6
         dropped: list[int] = []
+        slow: list[tuple[int, bytes]] = []  # (slot offset, prefix) answered by respond_full
+        if records[_MARK_AT:count * _RECORD:_RECORD].translate(None, _EVEN):
+            self._answer_marked(batch, count, dropped)
+            return _runs(count, dropped) if dropped else [(0, count)]
         # The range comes first and is the shortest: zip stops at it without reading the
         # record after the last one filled.
         for at, (controllen, flags, length), (port, address, first, poll, origin), (
@@ -442,21 +485,78 @@ class MmsgServer:
                 # NTP seconds and fraction: the same as unix_ns_to_ntp(sec * 10**9 + nsec).
                 pack_prefix(records, at, heads[first], poll, middle, origin,
                             (sec + _UNIX_TO_NTP) & _ERA, (nsec << 32) // _NS)
-            elif not self._answer_slow(
-                    batch, at, flags, length, address, port, sec, nsec, now, verdict):
-                dropped.append(at // _RECORD)
+            else:
+                prefix = self._answer_slow(
+                    batch, at, flags, length, address, port, sec, nsec, now, verdict)
+                if prefix is None:
+                    dropped.append(at // _RECORD)
+                elif prefix is not SEALED:
+                    slow.append((at, prefix))
+        _mark_receive(records, count, slow)
         return _runs(count, dropped) if dropped else [(0, count)]
+
+    def _answer_marked(self, batch: _Batch, count: int, dropped: list[int]) -> None:
+        """`_answer`'s loop for a batch with a request whose origin is odd: FAST ones of
+        those go to the responder's interleaved mode (`_answer_interleaved`)."""
+        responder = self.responder
+        classify = responder.classify
+        time_ns = self.time_ns
+        heads, middle = batch.heads, batch.middle
+        pack_prefix = _PREFIX.pack_into
+        records = batch.records
+        is_v6 = batch.is_v6
+        slow: list[tuple[int, bytes]] = []
+        for at, (controllen, flags, length), (port, address, first, poll, mark, origin), (
+            kind, sec, nsec,
+        ) in zip(
+            range(0, count * _RECORD, _RECORD),
+            _META.iter_unpack(batch.headers),
+            batch.marked(batch.records),
+            _CMSG.iter_unpack(records),
+            strict=False,
+        ):
+            if controllen < _CMSG_TS_LEN or kind != _TS_KIND:
+                sec, nsec = divmod(time_ns(), _NS)
+            now = sec + nsec * 1e-9
+            verdict = classify(first, length, address, is_v6, port, now)
+            if verdict == FAST and not mark & 1:
+                pack_prefix(records, at, heads[first], poll, middle, origin,
+                            (sec + _UNIX_TO_NTP) & _ERA, (nsec << 32) // _NS)
+                continue
+            if verdict == FAST:
+                prefix = self._answer_interleaved(batch, at, address, port, sec, nsec, now)
+            else:
+                prefix = self._answer_slow(
+                    batch, at, flags, length, address, port, sec, nsec, now, verdict)
+            if prefix is None:
+                dropped.append(at // _RECORD)
+            elif prefix is not SEALED:
+                slow.append((at, prefix))
+        _mark_receive(records, count, slow)
+
+    def _answer_interleaved(
+        self, batch: _Batch, at: int, address: int, port: int, sec: int, nsec: int,
+        now: float,
+    ) -> bytes | None:
+        """A FAST request whose origin may be one of our receive timestamps: the responder
+        queues it for after the batch (None), or gives its basic prefix."""
+        start = at + _DATA_AT
+        receive = ((sec + _UNIX_TO_NTP) & _ERA) << 32 | (nsec << 32) // _NS
+        return self.responder.interleave(
+            batch.records[start:start + REPLY_PREFIX_LEN + 8], address, batch.is_v6, port,
+            receive, now)
 
     def _answer_slow(
         self, batch: _Batch, at: int, flags: int, length: int, address: int, port: int,
         sec: int, nsec: int, now: float, verdict: int,
-    ) -> bool:
-        """The full path for the datagram in the record at `at`; True if it is answered."""
+    ) -> bytes | None:
+        """The full path for the datagram in the record at `at`: its prefix, `SEALED` (a
+        signed or NTS reply, written into its slot when its sendmmsg is stamped), or None."""
         counters = self.responder.counters
         if flags & _MSG_TRUNC:
             counters.received += 1
             counters.drop(DropReason.TOO_LONG)
-            return False
+            return None
         start = at + _DATA_AT
         receive = ((sec + _UNIX_TO_NTP) & _ERA) << 32 | (nsec << 32) // _NS
         queue = self.responder.signed_queue
@@ -467,14 +567,13 @@ class MmsgServer:
             verdict)
         if prefix is None:
             if len(queue) == queued:
-                return False
+                return None
             # Signed or NTS: sent from this slot, sealed over the stamp its sendmmsg carries.
             self._sealed.append((at // _RECORD, queue.pop()))
-            return True
+            return SEALED
         if len(prefix) != REPLY_PREFIX_LEN:
             raise ValueError(f"responder returned a {len(prefix)}-byte reply prefix")
-        batch.records[at:at + REPLY_PREFIX_LEN] = prefix
-        return True
+        return prefix
 
     def _send(self, fd: int, batch: _Batch, runs: list[tuple[int, int]]) -> None:
         """sendmmsg the runs of replies; never blocks, counts what is not sent.
@@ -493,7 +592,8 @@ class MmsgServer:
             interrupted = 0
             while start < stop:
                 end = min(stop, start + chunk)
-                stamp = unix_ns_to_ntp(time_ns())
+                # Stamped as late as possible; the lowest bit clear (proto.interleaved).
+                stamp = unix_ns_to_ntp(time_ns()) & NOT_LOW_BIT
                 pack_transmit(transmit, 0, stamp)
                 if next_sealed < len(sealed):
                     end, next_sealed = self._seal(batch, start, end, stamp, next_sealed)

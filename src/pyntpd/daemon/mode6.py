@@ -290,6 +290,8 @@ class ControlService:
             filtdelay=delays, filtoffset=offsets, filtdisp=disps,
             dstadr=dstadr, dstport=dstport,
             named={"received": str(a.received)},  # pstats: datagrams from the peer
+            interleaved=a.interleaved,
+            transmit_stamps={stamp.value: n for stamp, n in a.transmit_stamps.items()},
             **fields,  # type: ignore[arg-type]
         )
 

@@ -3,7 +3,9 @@
 Each association sends from its own UDP socket, connected to the server and bound to a
 random ephemeral port, so an off-path attacker must guess the port as well as the 64-bit
 random transmit timestamp (proto.source) to inject a reply; the kernel drops datagrams from
-any other address or port before we see them. Replies carry kernel receive timestamps.
+any other address or port before we see them. Replies carry kernel receive timestamps, and
+requests kernel transmit timestamps (daemon/txstamp): read from the socket's error queue
+right after the send and before any reply is looked at, they become T1.
 
 Names are resolved asynchronously (the event loop's resolver; with -i a helper process
 outside the jail, daemon/resolver) and retried with back-off when they fail; `pool` lines
@@ -51,6 +53,8 @@ from pyntpd.daemon.ntsketls import KeFailure, key_exchange
 from pyntpd.daemon.resolver import Lookup, lookup_here
 from pyntpd.daemon.serve import SO_TIMESTAMPNS, address_text, receive_timestamp_ns
 from pyntpd.daemon.tasks import Supervisor
+from pyntpd.daemon.txstamp import CLIENT_FLAGS, RECEIVE_ANCILLARY, RequestStamps, read_stamps
+from pyntpd.daemon.txstamp import enable as enable_stamps
 from pyntpd.logonce import LogOnce
 from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.broadcast import BroadcastAssociation, BroadcastClient, Heard
@@ -63,7 +67,6 @@ from pyntpd.types import Sample, SystemVars
 
 log = logging.getLogger("pyntpd")
 
-_ANCILLARY = socket.CMSG_SPACE(16)  # one struct timespec
 RESOLVE_RETRY_MIN = 16.0
 RESOLVE_RETRY_MAX = 3600.0
 POOL_REPLACE_AFTER = 8  # polls without a reply before a pool member is replaced
@@ -86,6 +89,7 @@ def spec_for(
         iburst=server.iburst, burst=server.burst, prefer=server.prefer,
         noselect=server.noselect, true=server.true, version=server.version,
         max_distance=max_distance, key=key, nts=server.nts, symmetric=server.kind == "peer",
+        xleave=server.xleave,
     )
 
 
@@ -114,6 +118,7 @@ class Peer:
     ke_retry_at: float = 0.0
     ke_delay: float = KE_RETRY_MIN
     via: socket.socket | None = None  # symmetric: the serving socket the peer was heard on
+    stamps: RequestStamps = field(default_factory=RequestStamps)  # kernel T1 of requests
 
     @property
     def ntp_port(self) -> int:
@@ -153,6 +158,7 @@ class Peer:
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.stamps = RequestStamps(enabled=enable_stamps(sock, CLIENT_FLAGS))
             sock.setblocking(False)
             # connect() binds a random ephemeral port and makes the kernel filter replies.
             sock.connect((self.address, self.ntp_port))
@@ -442,7 +448,23 @@ class SourceManager:
             peer.sock.send(request)
         except OSError as exc:
             # ICMP unreachable and the like: the reach register records the silence.
+            peer.stamps.failed()
             log.debug("send to %s failed: %s", peer.address, exc.strerror)
+            return
+        if peer.stamps.enabled:
+            peer.stamps.sent()
+            self._collect_stamps(peer)
+
+    @staticmethod
+    def _collect_stamps(peer: Peer) -> None:
+        """The kernel's transmit stamps on the association's error queue: the outstanding
+        request's becomes its T1. The queue is read whether or not a stamp is awaited:
+        epoll calls a socket with a non-empty error queue readable until it is read."""
+        if peer.sock is None:
+            return
+        for key, stamp_ns in read_stamps(peer.sock):
+            if peer.stamps.take(key):
+                peer.assoc.transmitted(unix_ns_to_ntp(stamp_ns))
 
     def _serving_socket(self, peer: Peer) -> socket.socket | None:
         if peer.via is not None and peer.via.fileno() >= 0:
@@ -562,9 +584,12 @@ class SourceManager:
         sock = peer.sock
         if sock is None:
             return
+        if peer.stamps.enabled:
+            self._collect_stamps(peer)  # before the reply: it may be the stamp's request's
         for _ in range(16):  # a connected socket sees only its server; bounded anyway
             try:
-                data, ancillary, _flags, _addr = sock.recvmsg(MAX_PACKET_LEN + 1, _ANCILLARY)
+                data, ancillary, _flags, _addr = sock.recvmsg(MAX_PACKET_LEN + 1,
+                                                              RECEIVE_ANCILLARY)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:

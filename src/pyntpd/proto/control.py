@@ -478,6 +478,8 @@ class PeerInfo:
     dropped: Mapping[str, int] = field(default_factory=dict)
     # Variables ntpd gives only when asked by name (ntpq's pstats), already formatted.
     named: Mapping[str, str] = field(default_factory=dict)
+    interleaved: int = 0  # samples from interleaved-mode replies
+    transmit_stamps: Mapping[str, int] = field(default_factory=dict)  # samples' T1, by source
 
     def status_word(self) -> int:
         flags = PST_CONFIG if self.configured else 0
