@@ -15,7 +15,10 @@ round, then the median over rounds is reported):
 * server CPU time per request at that rate (utime+stime of the server's process tree);
 * at --latency-rate (10k/s), one request per send() with t1 read just before it: the median and
   p99 of RTT - (t3 - t2) (NTP's delay: what the server adds beyond its own t2..t3 window, which is
-  where a late user-space t2 shows), plus RTT and the server's t3 - t2.
+  where a late user-space t2 shows), plus RTT and the server's t3 - t2;
+* honesty under load: the same delay at 10%, 50% and 90% of that server's maximum rate, the load
+  generator sending --batch requests per sendmmsg, so that a server answering a batch under one
+  stale transmit timestamp shows it.
 
 Servers: chronyd, pyntpd, cpython-minimal (bench/toy_server.py), ntpsec (port 123, optional),
 and any ``--extra-server NAME=CMD`` where CMD may use {port}, {host} and {workdir}
@@ -25,6 +28,8 @@ and any ``--extra-server NAME=CMD`` where CMD may use {port}, {host} and {workdi
     .venv/bin/python bench/serve.py --servers chronyd,cpython-minimal --rounds 1 --json out.json
     .venv/bin/python bench/serve.py --auth aes128   # signed requests (key 1) to every server
     .venv/bin/python bench/serve.py --auth nts      # NTS requests (chronyd and pyntpd only)
+    .venv/bin/python bench/serve.py --all --rounds 1  # plain, md5, sha1, aes128, nts in turn,
+                                                      # then one overview table
 
 With ``--auth ALG`` every request carries a MAC under key 1 (MD5, SHA1 or AES-128-CMAC) and
 the servers are given that key; with ``--auth nts`` each server gets a test certificate and
@@ -533,6 +538,29 @@ def find_max_rate(
     return s
 
 
+HONESTY_LOADS = (0.1, 0.5, 0.9)  # fractions of the server's own maximum rate
+HONESTY_MAX_LOSS = 0.01  # a step losing more is shown but not compared
+
+
+def measure_honesty(
+    server: RunningServer, pin: Pinning, cfg: SearchConfig, max_rate: float, duration: float
+) -> dict[str, Result]:
+    """RTT - (t3 - t2) under load: at each fraction of this server's maximum rate, the load
+    generator sends --batch requests per sendmmsg from one socket (replies to identical
+    signed or NTS requests are matched in order, which needs one socket). A server that
+    stamps a whole batch of replies with one transmit time shows it here: the later
+    replies leave after their stamp, and the delay the client computes grows."""
+    out: dict[str, Result] = {}
+    if not max_rate:
+        return out
+    for load in HONESTY_LOADS:
+        res = run_loadgen(pin, server.port, load * max_rate, duration, cfg.batch, sockets=1,
+                          payload=server.payload)
+        out[f"{load:.0%}"] = {"rate": load * max_rate, "loss": res["loss"],
+                              **res["latency"]}
+    return out
+
+
 def measure_server(
     spec: ServerSpec,
     pin: Pinning,
@@ -551,6 +579,7 @@ def measure_server(
         lat = run_loadgen(pin, server.port, latency_rate, latency_duration, 1, sockets=1,
                           payload=server.payload)
         search = find_max_rate(server, pin, cfg, start, factor)
+        honesty = measure_honesty(server, pin, cfg, search.best, latency_duration)
     finally:
         server.stop()
     return {
@@ -561,6 +590,7 @@ def measure_server(
         "cpu_us_per_request": search.best_cpu_us,
         "at_max": search.best_result,
         "latency": lat,
+        "honesty": honesty,
         "steps": [
             {k: st[k] for k in ("target_rate", "send_rate", "loss", "invalid", "attempt")}
             for st in search.steps
@@ -600,6 +630,11 @@ def summarise(rounds: list[dict[str, Result]], names: list[str]) -> dict[str, Re
                 [r["latency"]["latency"]["server_t3_t2_p50_us"] for r in rs]
             ),
             "latency_loss": med([r["latency"]["loss"] for r in rs]),
+            "honesty": {
+                load: {k: med([r["honesty"][load][k] for r in rs if load in r["honesty"]])
+                       for k in ("delay_p50_us", "delay_p99_us", "rate", "loss")}
+                for load in rs[0]["honesty"]
+            },
             "foreign_cpu_max": max(r["foreign_cpu"] for r in rs),
             "rounds": len(rs),
         }
@@ -613,6 +648,7 @@ def ratios(rounds: list[dict[str, Result]], names: list[str], ref: str) -> dict[
         if name == ref:
             continue
         rr, lr = [], []
+        hr: dict[str, list[float]] = {}
         for r in rounds:
             a, b = r.get(name), r.get(ref)
             if not a or not b or "error" in a or "error" in b:
@@ -625,7 +661,15 @@ def ratios(rounds: list[dict[str, Result]], names: list[str], ref: str) -> dict[
             )
             if la > 0 and lb > 0:
                 lr.append(la / lb)
-        out[name] = {"rate": med(rr), "delay_p50": med(lr)}
+            for load, h in a.get("honesty", {}).items():
+                hb = b.get("honesty", {}).get(load)
+                # Replies to identical (signed, NTS) requests are matched in order: after a
+                # loss they are matched to the wrong requests, so such a step says nothing.
+                if (hb and h["delay_p50_us"] > 0 and hb["delay_p50_us"] > 0
+                        and max(h["loss"], hb["loss"]) <= HONESTY_MAX_LOSS):
+                    hr.setdefault(load, []).append(h["delay_p50_us"] / hb["delay_p50_us"])
+        out[name] = {"rate": med(rr), "delay_p50": med(lr),
+                     "honesty_p50": {load: med(v) for load, v in hr.items()}}
     return out
 
 
@@ -663,12 +707,20 @@ def print_report(summary: dict[str, Result], rat: dict[str, Result], ref: str, a
             f"  {', '.join(notes)}"
         )
     print("delay = RTT - (t3 - t2), t1 just before send(), t4 = kernel RX timestamp")
+    for name, s in summary.items():
+        if "error" in s or not s["honesty"]:
+            continue
+        print(f"{name:<16} under load (batches of {args.batch}), delay p50/p99: " + "  ".join(
+            f"{load} {fmt(h['delay_p50_us'], '.1f')}/{fmt(h['delay_p99_us'], '.1f')}us"
+            + (f" (loss {h['loss']:.1%})" if h["loss"] and h["loss"] > 0.01 else "")
+            for load, h in s["honesty"].items()))
     if ref in summary and "error" not in summary[ref]:
         for name, r in rat.items():
             tgt = " (targets: >= 1.00, <= 1.00)" if name == "pyntpd" else ""
             print(
                 f"ratio {name}/{ref}: rate {fmt(r['rate'], '.2f')}, "
-                f"RTT-(t3-t2) p50 {fmt(r['delay_p50'], '.2f')}{tgt}"
+                f"RTT-(t3-t2) p50 {fmt(r['delay_p50'], '.2f')}{tgt}; under load "
+                + ", ".join(f"{load} {fmt(v, '.2f')}" for load, v in r["honesty_p50"].items())
             )
 
 
@@ -711,6 +763,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--auth", choices=[*sorted(AUTH_TYPES), "nts"],
                     help="sign every request with key 1 of this type (servers get the key), "
                          "or use NTS")
+    ap.add_argument("--all", action="store_true",
+                    help="every kind of request in turn: plain, md5, sha1, aes128, nts")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON ('-' = stdout)")
     args = ap.parse_args(argv)
     if args.rounds < 1 or not 0.2 <= args.step <= 30:
@@ -733,24 +787,62 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     build_loadgen()
     LOADGEN_OPTS[:] = ["--spin-us", str(args.spin_us)]
-    if args.auth and "cpython-minimal" in names:
-        ap.error("--auth: cpython-minimal has no keys")
-    pki_dir = None
-    if args.auth == "nts":
-        global NTS_PKI
-        if set(names) - {"chronyd", "pyntpd"}:
-            ap.error("--auth nts: only chronyd and pyntpd")
-        from tests.ntscerts import make_pki
-
-        pki_dir = tempfile.TemporaryDirectory(prefix="bench-pki-")
-        NTS_PKI = make_pki(Path(pki_dir.name))
-    elif args.auth:
-        global AUTH
-        ntp_type, chrony_type, size = AUTH_TYPES[args.auth]
-        AUTH = (ntp_type, chrony_type, os.urandom(size))
+    modes = list(MODES) if args.all else [args.auth or "plain"]
+    if "cpython-minimal" in names and modes != ["plain"]:
+        ap.error("--auth/--all: cpython-minimal has no keys")
+    if "nts" in modes and set(names) - {"chronyd", "pyntpd"}:
+        ap.error("--auth nts/--all: only chronyd and pyntpd")
     pin = Pinning.make(args.server_cpu, args.client_cpu)
     cfg = SearchConfig(args.step, args.loss, args.min_rate, args.max_rate, args.batch)
     t0 = time.monotonic()
+    results: dict[str, Result] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-pki-") as pki_dir:
+        for mode in modes:
+            set_mode(mode, Path(pki_dir))
+            print(f"== {mode} requests ==")
+            rounds = run_rounds(args, specs, pin, cfg)
+            summary = summarise(rounds, names)
+            rat = ratios(rounds, names, args.reference)
+            print_report(summary, rat, args.reference, args)
+            results[mode] = {"summary": summary, "ratios_vs_" + args.reference: rat,
+                             "rounds": rounds}
+    if len(modes) > 1:
+        print_overview(results, args.reference)
+    print(f"wall time {time.monotonic() - t0:.0f}s")
+    if args.json:
+        doc = {
+            "config": {k: v for k, v in vars(args).items() if k != "extra_server"}
+            | {"extra_server": [s.note for s in args.extra_server]},
+            **(results if len(modes) > 1 else results[modes[0]]),
+        }
+        text = json.dumps(doc, indent=2, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    return 0 if all("error" not in s for r in results.values()
+                    for s in r["summary"].values()) else 1
+
+
+MODES = ("plain", "md5", "sha1", "aes128", "nts")
+
+
+def set_mode(mode: str, pki_dir: Path) -> None:
+    """Plain requests, requests signed with key 1 of a type, or NTS (a test PKI)."""
+    global AUTH, NTS_PKI
+    AUTH, NTS_PKI = None, None
+    if mode == "nts":
+        from tests.ntscerts import make_pki
+
+        NTS_PKI = make_pki(pki_dir)
+    elif mode != "plain":
+        ntp_type, chrony_type, size = AUTH_TYPES[mode]
+        AUTH = (ntp_type, chrony_type, os.urandom(size))
+
+
+def run_rounds(
+    args: Any, specs: list[ServerSpec], pin: Pinning, cfg: SearchConfig
+) -> list[dict[str, Result]]:
     rounds: list[dict[str, Result]] = []
     prev: dict[str, float] = {}
     for rnd in range(args.rounds):
@@ -785,25 +877,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             this[spec.name] = res
         rounds.append(this)
+    return rounds
 
-    summary = summarise(rounds, names)
-    rat = ratios(rounds, names, args.reference)
-    print_report(summary, rat, args.reference, args)
-    print(f"wall time {time.monotonic() - t0:.0f}s")
-    if args.json:
-        doc = {
-            "config": {k: v for k, v in vars(args).items() if k != "extra_server"}
-            | {"extra_server": [s.note for s in args.extra_server]},
-            "summary": summary,
-            "ratios_vs_" + args.reference: rat,
-            "rounds": rounds,
-        }
-        text = json.dumps(doc, indent=2, default=str)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-    return 0 if all("error" not in s for s in summary.values()) else 1
+
+def print_overview(results: dict[str, Result], ref: str) -> None:
+    """One table of every mode: each server's max rate, the ratio to the reference, and
+    RTT - (t3 - t2) p50 at 10k/s one by one and at 10/50/90% of each server's max rate."""
+    print()
+    print(f"overview (medians; ratio = server / {ref}; delay = RTT - (t3 - t2) p50, us)")
+    loads = [f"{x:.0%}" for x in HONESTY_LOADS]
+    head = (f"{'requests':<8} {'server':<10} {'max rate/s':>11} {'ratio':>6} {'10k/s':>7} "
+            + " ".join(f"{'@' + load:>7}" for load in loads) + "  delay ratios")
+    print(head)
+    print("-" * len(head))
+    for mode, r in results.items():
+        rat = r["ratios_vs_" + ref]
+        for name, s in r["summary"].items():
+            if "error" in s:
+                print(f"{mode:<8} {name:<10} error: {s['error'].splitlines()[0][:70]}")
+                continue
+            ratio = rat.get(name, {})
+            delays = " ".join(
+                f"{fmt(s['honesty'].get(load, {}).get('delay_p50_us'), '.1f'):>7}"
+                for load in loads)
+            ratios_text = ""
+            if ratio:
+                ratios_text = " ".join(
+                    [fmt(ratio["delay_p50"], ".2f")]
+                    + [fmt(ratio["honesty_p50"].get(load), ".2f") for load in loads])
+            print(f"{mode:<8} {name:<10} {fmt(s['max_rate'], ',.0f'):>11} "
+                  f"{fmt(ratio.get('rate'), '.2f') if ratio else '':>6} "
+                  f"{fmt(s['delay_p50_us'], '.1f'):>7} {delays}  {ratios_text}")
 
 
 if __name__ == "__main__":

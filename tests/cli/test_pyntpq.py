@@ -1,10 +1,18 @@
-"""pyntpq: ntpq 4.2.8's layouts from fixed variables, the JSON shapes, exit codes, bad servers."""
+"""pyntpq: ntpq 4.2.8's layouts from fixed variables, the JSON shapes, exit codes, bad servers,
+and ntpq's interactive mode (commands from standard input, the prompt, `host`, -i)."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import pty
+import select
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -306,3 +314,102 @@ def test_name_lookups_share_one_bounded_budget(monkeypatch: pytest.MonkeyPatch) 
     assert time.monotonic() - start < 1.0
     assert [namer(a) for a in ("192.0.2.1", "192.0.2.9", "127.127.1.0")] == [
         "host-192.0.2.1", "192.0.2.9", "127.127.1.0"]
+
+
+# --- interactive mode ---------------------------------------------------------------------
+
+
+def run_with_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                   text: str, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    code = main(["--timeout", "0.3", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_without_commands_each_line_of_standard_input_is_one(
+        serve: Callable[[Handler], int], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    port = serve(responder(SYNCED))
+    code, out, err = run_with_stdin(monkeypatch, capsys, "rv 0 stratum\n\nas\nquit\npeers\n",
+                                    "--port", str(port), "-n", "127.0.0.1")
+    assert code == 0 and err == ""
+    assert "stratum=3" in out and "sys.peer" in out
+    assert "192.0.2.66" not in out  # `peers` came after `quit`
+    assert "ntpq>" not in out  # no prompt when standard input is not a terminal
+
+
+def test_host_sends_the_following_commands_to_the_new_host(
+        serve: Callable[[Handler], int], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    port = serve(responder(SYNCED))
+    code, out, err = run_with_stdin(
+        monkeypatch, capsys, "host no-such-host.invalid\nhost 127.0.0.1\nrv 0 stratum\n",
+        "--port", str(port), "localhost")
+    assert code == 0
+    assert "no-such-host.invalid: cannot resolve" in err
+    assert "current host set to 127.0.0.1" in out and "stratum=3" in out
+
+
+def test_minus_c_many_times_then_minus_i_keeps_reading(
+        serve: Callable[[Handler], int], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    port = serve(responder(SYNCED))
+    code, out, _ = run_with_stdin(monkeypatch, capsys, "rv 0 refid\n", "--port", str(port),
+                                  "-c", "rv 0 stratum", "-c", "rv 0 leap", "-i", "127.0.0.1")
+    assert code == 0
+    assert out.index("stratum=3") < out.index("leap=00") < out.index("refid=192.0.2.1")
+    assert "ntpq> " in out  # -i: the prompt even without a terminal
+
+
+def test_minus_c_alone_does_not_read_standard_input(
+        serve: Callable[[Handler], int], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    port = serve(responder(SYNCED))
+    _, out, _ = run_with_stdin(monkeypatch, capsys, "rv 0 refid\n", "--port", str(port),
+                               "-c", "rv 0 stratum", "127.0.0.1")
+    assert "stratum=3" in out and "refid" not in out
+
+
+def read_until(fd: int, marker: bytes, seen: bytearray, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {marker!r} in {bytes(seen)!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                chunk = b""
+            assert chunk, f"terminal closed before {marker!r}: {bytes(seen)!r}"
+            seen.extend(chunk)
+    del seen[:seen.index(marker) + len(marker)]  # what came after it is read next
+
+
+def test_on_a_terminal_the_prompt_edits_lines_and_recalls_history(
+        serve: Callable[[Handler], int]) -> None:
+    pytest.importorskip("readline")
+    port = serve(responder(SYNCED))
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "TERM": "dumb", "INPUTRC": "/dev/null"}
+    proc = subprocess.Popen([sys.executable, "-m", "pyntpd.cli.pyntpq", "--timeout", "2",
+                             "--port", str(port), "-n", "127.0.0.1"],
+                            stdin=terminal, stdout=terminal, stderr=terminal, env=env)
+    os.close(terminal)
+    seen = bytearray()
+    try:
+        read_until(controller, b"ntpq> ", seen)
+        # Typed "rv 0 stratux", one character rubbed out and corrected: line editing.
+        os.write(controller, b"rv 0 stratux\x7fm\r")
+        read_until(controller, b"stratum=3", seen)
+        read_until(controller, b"ntpq> ", seen)
+        os.write(controller, b"\x10\r")  # Ctrl-P: the previous line from the history
+        read_until(controller, b"stratum=3", seen)
+        os.write(controller, b"quit\r")
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)

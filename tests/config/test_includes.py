@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from pyntpd.config import MAX_INCLUDE_DEPTH
+import pytest
+
+from pyntpd.config import MAX_INCLUDE_DEPTH, parser
+from pyntpd.config.parser import MAX_TOTAL_BYTES, MAX_TOTAL_LINES
 
 from .helpers import messages, only_error, only_warning, parse
 
@@ -81,3 +84,45 @@ def test_included_file_with_invalid_utf8_reports_it_in_that_file():
 
 def test_includefile_without_name_is_an_error():
     assert "missing file name after 'includefile'" in only_error(parse("includefile"))
+
+
+@pytest.fixture
+def small_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The totals' bounds at 1/10 (5,000 lines, 400 KiB): the same code, parsed faster."""
+    monkeypatch.setattr(parser, "MAX_TOTAL_LINES", 5_000)
+    monkeypatch.setattr(parser, "MAX_TOTAL_BYTES", 400 << 10)
+
+
+def test_a_file_included_again_and_again_stops_at_the_total_line_bound_with_one_error(
+        small_bounds: None) -> None:
+    big = "".join(f"restrict 10.0.{i // 250}.{i % 250} nomodify\n" for i in range(1000))
+    text = "server a.example\n" + "includefile /etc/ntp/big.conf\n" * 20
+    result = parse(text, files={"/etc/ntp/big.conf": big})
+    errors = [str(d) for d in result.errors]
+    assert errors == [
+        "ntp.conf:6:13: error: include file '/etc/ntp/big.conf' not read: with it the "
+        "configuration would exceed 5000 lines or 400 KiB (it has 1001 lines, 4026 are read "
+        "already); include each file once, and keep lists that long out of ntp.conf",
+        "ntp.conf:6:13: error: 15 more includefile line(s) after this one not read "
+        "either, for the same reason",
+    ]
+    assert result.config.files == ("ntp.conf", *["/etc/ntp/big.conf"] * 4)
+
+
+def test_the_total_size_is_bounded_too(small_bounds: None) -> None:
+    wide = ("# " + "x" * 1000 + "\n") * 100  # 101 lines, about 100 KB
+    result = parse("includefile /w\n" * 5, files={"/w": wide})
+    (error,) = [str(d) for d in result.errors]  # the fifth: four fit in 400 KiB
+    assert error.startswith("ntp.conf:5:13: error: include file '/w' not read: with it the "
+                            "configuration would exceed 5000 lines")
+
+
+def test_a_configuration_within_the_bounds_is_read_whole(small_bounds: None) -> None:
+    files = {f"/p{n}": "".join(f"restrict 10.{n}.{i // 250}.{i % 250} nomodify\n"
+                                for i in range(1000)) for n in range(4)}
+    result = parse("".join(f"includefile /p{n}\n" for n in range(4)), files=files)
+    assert not result.errors and len(result.config.restrictions) == 4000
+
+
+def test_the_bounds_leave_room_for_any_real_configuration() -> None:
+    assert (MAX_TOTAL_LINES, MAX_TOTAL_BYTES) == (50_000, 4 << 20)

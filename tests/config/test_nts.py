@@ -77,3 +77,30 @@ def test_nts_with_a_key_or_on_a_peer_is_an_error(line: str) -> None:
     result = parse(line + "\n")
     assert any("'nts' cannot be combined" in str(d) for d in result.errors), messages(result)
     assert not result.config.servers
+
+
+NTS_FILES = {"/etc/ssl/ntp.pem": "cert", "/etc/ssl/ntp.key": "key",
+             "/var/lib/pyntpd/keys": "cookies"}
+NTS_LINE = "nts enable cert /etc/ssl/ntp.pem key /etc/ssl/ntp.key cookie /var/lib/pyntpd/keys\n"
+
+
+def test_a_private_key_and_cookie_keys_readable_by_others_are_each_warned_about() -> None:
+    result = parse(NTS_LINE, files=NTS_FILES, mode=0o100644)
+    assert not result.errors
+    key, cookie = (str(d) for d in result.diagnostics)
+    assert key.startswith("ntp.conf:1:38: warning: NTS private key /etc/ssl/ntp.key is "
+                          "readable by others (mode 0644); anyone who can read it can pose")
+    assert key.endswith("chmod 600 /etc/ssl/ntp.key")
+    assert cookie.startswith("ntp.conf:1:62: warning: NTS cookie key file "
+                             "/var/lib/pyntpd/keys is readable by others (mode 0644)")
+
+
+def test_a_private_key_its_group_may_read_is_fine_but_cookie_keys_are_not() -> None:
+    result = parse(NTS_LINE, files=NTS_FILES, mode=0o100640)
+    (cookie,) = (str(d) for d in result.diagnostics)
+    assert "NTS cookie key file /var/lib/pyntpd/keys is readable by its group (mode 0640)" \
+        in cookie
+
+
+def test_secrets_only_their_owner_reads_get_no_warning() -> None:
+    assert not parse(NTS_LINE, files=NTS_FILES, mode=0o100600).diagnostics

@@ -27,7 +27,8 @@ def test_server_location_points_at_the_address():
     assert (s.location.file, s.location.line, s.location.col) == ("ntp.conf", 2, 10)
 
 
-@pytest.mark.parametrize("flag", ["prefer", "iburst", "burst", "noselect", "true", "nts"])
+@pytest.mark.parametrize("flag", ["prefer", "iburst", "burst", "noselect", "true", "nts",
+                                  "xleave"])
 def test_server_flag_option_is_set(flag):
     assert getattr(_server(f"server a.example {flag}"), flag) is True
 
@@ -222,10 +223,21 @@ def test_autokey_option_is_refused():
     assert "'autokey' is not supported: Autokey is broken by design" in msg
 
 
-def test_xleave_is_accepted_with_a_warning():
-    result = parse("server a.example xleave")
+def test_xleave_on_a_pool_asks_for_interleaved_mode():
+    (server,) = parse("pool pool.example xleave").config.servers
+    assert server.xleave is True
+
+
+KEYS_FOR_PEER = {"/etc/ntp/keys": "1 MD5 secret\n"}
+
+
+def test_xleave_on_a_peer_is_accepted_with_a_warning():
+    """Interleaved symmetric mode is not implemented: the line still loads, as in ntpd."""
+    result = parse("keys /etc/ntp/keys\ntrustedkey 1\npeer 192.0.2.7 key 1 xleave",
+                   files=KEYS_FOR_PEER)
     assert "option 'xleave' ignored" in only_warning(result)
-    assert len(result.config.servers) == 1
+    (peer,) = result.config.servers
+    assert peer.kind == "peer" and peer.xleave is False
 
 
 def test_ttl_option_consumes_its_value_with_a_warning():

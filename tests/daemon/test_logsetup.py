@@ -176,6 +176,38 @@ def test_failed_reopen_keeps_logging_to_the_old_file(tmp_path: Path) -> None:
     assert "still here" in rotated
 
 
+def test_hand_over_gives_the_log_file_root_opened_to_the_service_user(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    logfile = tmp_path / "ntp.log"
+    configure_logging(foreground=False, logfile=str(logfile), syslog=False, debug_level=0)
+    logsetup.hand_over(65534, 65533, "nobody")
+    st = logfile.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65533, 0o640)
+
+
+def test_hand_over_leaves_a_file_with_another_name_alone(tmp_path: Path) -> None:
+    logfile = tmp_path / "ntp.log"
+    logfile.write_text("")
+    os.link(logfile, tmp_path / "other-name")  # e.g. a hard link planted to a root file
+    logger = configure_logging(foreground=False, logfile=str(logfile), syslog=False,
+                               debug_level=0)
+    logsetup.hand_over(65534, 65534, "nobody")
+    assert logfile.stat().st_uid == os.geteuid()
+    assert f"log file {logfile} stays as it is (it has 2 names (hard links))" in \
+        logfile.read_text()
+    logger.info("still logging")
+
+
+def test_hand_over_leaves_a_file_another_user_owns_alone(tmp_path: Path) -> None:
+    logfile = tmp_path / "ntp.log"
+    logfile.write_text("")
+    os.chown(logfile, 1234, 1234)
+    configure_logging(foreground=False, logfile=str(logfile), syslog=False, debug_level=0)
+    logsetup.hand_over(65534, 65534, "nobody")
+    assert logfile.stat().st_uid == 1234
+    assert "it belongs to uid 1234, not root" in logfile.read_text()
+
+
 def test_background_logs_to_syslog_with_daemon_facility_and_tag(
     syslog_socket: socket.socket,
 ) -> None:

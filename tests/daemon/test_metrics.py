@@ -19,6 +19,7 @@ from pyntpd.daemon.metrics import (
     Endpoints,
     MetricsBindError,
     MetricsServer,
+    Slots,
     listen,
     parse_head,
 )
@@ -171,17 +172,80 @@ def test_client_that_hangs_up_early_is_counted():
     assert _run(test).outcomes == {"incomplete": 1, "ok": 1}
 
 
-def test_connections_beyond_the_limit_are_closed_at_once():
+def test_an_idle_connection_makes_room_for_a_scrape_when_all_slots_are_taken():
     async def test(server: MetricsServer, port: int) -> None:
-        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET")  # holds the only slot
+        idle_reader, idle = await asyncio.open_connection("127.0.0.1", port)
+        idle.write(b"GET")  # holds the only slot, never finishes its request
         while server.active == 0:
             await asyncio.sleep(0.01)
-        with contextlib.suppress(ConnectionResetError):  # closed: EOF or reset
-            assert await _send(port, GET) == b""
+        assert (await _send(port, GET)).startswith(b"HTTP/1.1 200 ")
+        with contextlib.suppress(ConnectionResetError):  # cut off: EOF or reset
+            assert await asyncio.wait_for(idle_reader.read(), 5) == b""
+        idle.close()
+
+    assert _run(test, max_connections=1).outcomes == {"evicted": 1, "ok": 1}
+
+
+def test_slots_make_room_by_cutting_off_the_oldest_connection_still_waiting():
+    slots = Slots(3)
+    for key in ("a", "b", "c"):
+        assert slots.admit(key) == (True, None)
+    slots.mark("a", Slots.ANSWERED)
+    assert slots.admit("d") == (True, "b")  # the oldest that sent nothing yet
+    assert slots.admit("e") == (True, "c")
+    assert slots.admit("f") == (True, "d")
+    assert len(slots) == 3 and "a" in slots
+
+
+def test_slots_cut_off_an_answered_connection_only_when_none_is_waiting():
+    slots = Slots(2)
+    slots.admit("a")
+    slots.admit("b")
+    slots.mark("a", Slots.ANSWERED)
+    slots.mark("b", Slots.ANSWERED)
+    assert slots.admit("c") == (True, "a")
+
+
+def test_slots_never_cut_off_a_connection_being_answered():
+    slots = Slots(2)
+    slots.admit("a")
+    slots.admit("b")
+    slots.mark("a", Slots.ANSWERING)
+    slots.mark("b", Slots.ANSWERING)
+    assert slots.admit("c") == (False, None)
+    slots.release("a")
+    assert slots.admit("c") == (True, None)
+
+
+class _HugeReply(MetricsServer):
+    def _render(self, route: str, *args: bool) -> bytes:
+        self.count("ok")
+        return b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * (64 << 20)  # beyond any socket buffer
+
+
+def test_a_connection_ends_at_its_deadline_from_accept_even_if_it_never_reads():
+    async def test(server: MetricsServer, port: int) -> None:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(GET)  # and never reads the reply
+        while not server.outcomes.get("deadline"):
+            await asyncio.sleep(0.02)
         writer.close()
 
-    assert _run(test, max_connections=1).outcomes["too_many_connections"] == 1
+    async def main() -> tuple[dict[str, int], float]:
+        sock = listen("127.0.0.1", 0)
+        server = _HugeReply(sock, _state, connection_timeout=0.5)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await asyncio.wait_for(test(server, sock.getsockname()[1]), 5)
+        finally:
+            await server.close()
+        return server.outcomes, loop.time() - started
+
+    outcomes, took = asyncio.run(main())
+    assert outcomes == {"ok": 1, "deadline": 1}
+    assert took < 2.0  # the deadline, not WRITE_TIMEOUT (5 s) on the stalled write
 
 
 def test_a_failing_state_collection_is_500_and_the_server_survives():

@@ -122,6 +122,8 @@ REQUESTS = {
     "readvar": request(Opcode.READVAR),
     "readvar-unknown-association": request(Opcode.READVAR, associd=7),
     "nonce": request(Opcode.REQ_NONCE),
+    "sysstats-iostats-authinfo-sysinfo": request(
+        Opcode.READVAR, b"ss_uptime,ss_received,io_received,authkeys,peeradr,rootdist"),
     "write": request(Opcode.WRITEVAR, b"leap=1"),
 }
 
@@ -131,6 +133,13 @@ def test_a_request_other_than_mrulist_reads_no_mru_entry(big: Daemon, data: byte
     big.access.read = 0
     big.ask(data)
     assert big.access.read == 0
+
+
+def test_monstats_reads_only_the_oldest_entry_of_the_mru_list(big: Daemon) -> None:
+    big.access.read = 0
+    got = values(big.ask(request(Opcode.READVAR, b"mru_depth,mru_oldest_age")))
+    assert got["mru_depth"] == str(BIG) and got["mru_oldest_age"] == "100"
+    assert big.access.read == 1
 
 
 def test_an_mrulist_page_reads_at_most_its_row_limit(big: Daemon) -> None:

@@ -4,6 +4,7 @@ exchange between the server and client halves over a loopback TCP socket."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from pathlib import Path
@@ -51,6 +52,20 @@ def test_cookie_keys_are_created_saved_0600_and_loaded_again(tmp_path: Path) -> 
     assert path.stat().st_mode & 0o777 == 0o600
     again = dke.load_cookie_keys(str(path), NOW + 60)
     assert [k.key_id for k in again.keys] == [k.key_id for k in keys.keys]
+
+
+def test_cookie_keys_others_can_read_are_written_again_0600_at_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "nts-keys"
+    first = dke.load_cookie_keys(str(path), NOW)
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="pyntpd"):
+        again = dke.load_cookie_keys(str(path), NOW + 60)  # no rotation due
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [k.key_id for k in again.keys] == [k.key_id for k in first.keys]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"NTS: cookie key file {path} is accessible to group/others (mode 0644); "
+        "written again with mode 0600 now"]
 
 
 def test_stale_cookie_keys_are_rotated_on_load(tmp_path: Path) -> None:
@@ -107,6 +122,32 @@ def test_server_and_client_halves_agree_on_keys_over_loopback(tmp_path: Path) ->
 
     c2s, s2c, port, _ = asyncio.run(run())
     assert c2s != s2c and port == 12345
+
+
+def test_a_server_handing_out_1024_byte_cookies_gets_no_session(tmp_path: Path) -> None:
+    """Every request would carry the cookie and seven placeholders of its size."""
+    pki = make_pki(tmp_path)
+
+    class HugeCookies(CookieKeys):
+        def make_cookie(self, c2s: bytes, s2c: bytes) -> bytes:
+            return b"\x00" * 1024
+
+    async def run() -> None:
+        keys = HugeCookies()
+        keys.rotate(NOW)
+        server = dke.NtsKeServer(str(pki.cert), str(pki.key), keys)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server.bind(["127.0.0.1"], port)
+        await server.start()
+        try:
+            await dke.key_exchange("localhost", port, str(pki.ca), connect_to="127.0.0.1")
+        finally:
+            server.close()
+
+    with pytest.raises(dke.KeFailure, match=r"no usable cookie \(8 refused"):
+        asyncio.run(run())
 
 
 def test_a_client_times_out_on_a_silent_server() -> None:

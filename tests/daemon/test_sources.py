@@ -92,3 +92,42 @@ def test_silent_server_gives_no_sample():
 
     asyncio.run(main())
     assert samples == []
+
+
+def test_nts_ke_tries_the_names_addresses_in_turn_and_checks_the_name(tmp_path):
+    """The NTS-KE server's name is looked up like every name (so from outside a jail, -i),
+    its addresses tried in turn; the certificate must name the server, not the address."""
+    import socket
+
+    from pyntpd.daemon.ntsketls import NtsKeServer
+    from pyntpd.proto.nts import CookieKeys
+    from tests.ntscerts import make_pki
+
+    pki = make_pki(tmp_path, names=("ntp.example",), addresses=())
+    looked_up: list[tuple[str, int]] = []
+
+    async def lookup(host: str, port: int, family: int) -> list[str]:
+        looked_up.append((host, port))
+        return ["127.0.0.2", "127.0.0.1"]  # nobody listens at the first
+
+    async def run():
+        keys = CookieKeys()
+        keys.rotate(time.time())
+        server = NtsKeServer(str(pki.cert), str(pki.key), keys, ntp_port=12345)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server.bind(["127.0.0.1"], port)
+        await server.start()
+        manager = SourceManager((), lambda *a: None, time.time_ns, lookup=lookup,
+                                nts_ca=str(pki.ca))
+        try:
+            session = await manager._key_exchange(
+                ServerConfig("server", "ntp.example", nts=True, nts_port=port))
+        finally:
+            server.close()
+        return port, session
+
+    port, session = asyncio.run(run())
+    assert looked_up == [("ntp.example", port)]
+    assert session is not None and session.server == "127.0.0.1" and session.port == 12345

@@ -267,8 +267,10 @@ def test_nts_enable_without_a_certificate_is_a_configuration_error(tmp_path: Pat
 def test_an_unreadable_certificate_stops_the_start_with_a_reason(tmp_path: Path) -> None:
     conf = (f"{LOCAL_CONF}nts enable cert {tmp_path / 'missing.pem'} "
             f"key {tmp_path / 'missing.key'} cookie {tmp_path / 'k'}\n")
-    with config_file(conf) as path, pytest.raises(AssertionError, match="nts cert"):
+    with config_file(conf) as path, pytest.raises(AssertionError, match="nts cert") as failed:
         Pyntpd("-c", path).start()
+    # one error line and exit status 1, as for any other start-up error: no traceback
+    assert "pyntpd exited 1:" in str(failed.value) and "Traceback" not in str(failed.value)
 
 
 def test_worker_processes_answer_nts_requests_too(tmp_path: Path) -> None:

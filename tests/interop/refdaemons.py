@@ -140,6 +140,8 @@ TOOL_FINDERS: dict[str, Callable[[], str | None]] = {
     "gpsd": lambda: shutil.which("gpsd"),
     "gpsfake": lambda: shutil.which("gpsfake"),
     "gpspipe": lambda: shutil.which("gpspipe"),
+    # Debian's ntpstat (a mode 6 READVAR client that monitoring checks call)
+    "ntpstat": lambda: shutil.which("ntpstat"),
 }
 
 

@@ -43,6 +43,7 @@ RUN_TIMEOUT = 180.0  # s for one pytest run; a guard's tests take seconds
 # Test files, to keep the table readable.
 SOURCE = "tests/proto/test_source.py::"
 SOURCE_AUTH = "tests/proto/test_source_auth.py::"
+INTERLEAVED = "tests/proto/test_interleaved_client.py::"
 SYMMETRIC = "tests/proto/test_symmetric.py::"
 SERVER = "tests/proto/test_server.py::"
 SERVER_AUTH = "tests/proto/test_server_auth.py::"
@@ -60,6 +61,7 @@ FORGERIES = "tests/security/test_client_forgeries.py::"
 PEERS = "tests/security/test_symmetric_peers.py::"
 ABUSE = "tests/security/test_server_abuse.py::"
 FILES = "tests/security/test_files_and_config.py::"
+HOLES = "tests/security/test_local_holes.py::"
 KE_SLOTS = "tests/proto/test_ntskeslots.py::"
 KE_ABUSE = "tests/security/test_ntske_abuse.py::"
 LISTENERS = "tests/security/test_listeners.py::"
@@ -83,7 +85,7 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "client-origin", "CVE-2015-7704/7705, CVE-2015-8138, CVE-2020-11868",
         "proto/source.py",
-        "        if h.origin != self._sent_transmit:\n"
+        "        if h.origin != self._sent_transmit and not interleaved:\n"
         "            self._drop(SourceDrop.BOGUS_ORIGIN)\n"
         "            return None\n",
         "",
@@ -126,12 +128,22 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "client-duplicate", "replay (RFC 5905 §8)",
         "proto/source.py",
-        "        if h.transmit and h.transmit == self._last_server_transmit:\n"
+        "        if (h.transmit and h.transmit == self._last_server_transmit\n"
+        "                and h.receive == self._last_server_receive):\n"
         "            self._drop(SourceDrop.DUPLICATE)\n"
         "            return None\n",
         "",
         (SOURCE + "test_replayed_reply_is_refused",
+         INTERLEAVED + "test_a_replayed_interleaved_reply_is_a_duplicate",
          FORGERIES + "test_a_replayed_reply_is_refused"),
+    ),
+    Guard(
+        "client-interleaved-origin", "RFC 9769 (interleaved origin test)",
+        "proto/source.py",
+        "        interleaved = bool(self._sent_receive) and h.origin == self._sent_receive\n",
+        "        interleaved = self.spec.xleave\n",
+        (INTERLEAVED + "test_a_spoofed_interleaved_reply_is_refused",
+         INTERLEAVED + "test_a_reply_naming_our_previous_requests_receive_field_is_refused"),
     ),
     Guard(
         "client-mac-verifies", "CVE-2015-7871",
@@ -556,15 +568,16 @@ GUARDS: tuple[Guard, ...] = (
         "control-controlkey", "controlkey",
         "proto/control.py",
         "        if self.control_key is None or mac.key_id != self.control_key:\n"
-        "            return False\n",
+        "            return False, None\n",
         "",
         (CONTROL_AUTH + "test_a_request_signed_with_another_trusted_key_gets_no_answer",),
     ),
     Guard(
         "control-mac-verifies", "controlkey",
         "proto/control.py",
-        "        return self.keys.check(mac, data[:signed_end]) is AuthResult.OK\n",
-        "        return True\n",
+        "        if self.keys.check(mac, data[:signed_end]) is not AuthResult.OK:\n"
+        "            return False, None\n",
+        "",
         (CONTROL_AUTH + "test_a_tampered_signed_request_gets_no_answer",),
     ),
     Guard(
@@ -632,7 +645,7 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "control-trailer", "CVE-2015-7855",
         "proto/control.py",
-        "    if trailer > MAX_TRAILER:\n",
+        "    if len(trailer) > MAX_TRAILER and any(trailer):\n",
         "    if False:\n",
         (CONTROL + "test_malformed_request_dropped_with_reason",
          ABUSE + "test_cve_2015_7855_mode_6_lengths_and_offsets_are_checked"),
@@ -640,7 +653,7 @@ GUARDS: tuple[Guard, ...] = (
     Guard(
         "control-length", "CVE-2015-7855",
         "proto/control.py",
-        "    if len(datagram) > HEADER_LEN + MAX_DATA_LEN + MAX_TRAILER:\n",
+        "    if len(datagram) > MAX_REQUEST_LEN:\n",
         "    if False:\n",
         (CONTROL + "test_malformed_request_dropped_with_reason",
          ABUSE + "test_cve_2015_7855_mode_6_lengths_and_offsets_are_checked"),
@@ -756,6 +769,67 @@ GUARDS: tuple[Guard, ...] = (
         "    if kind == \"peer\" and key is None and ctx.line_ok:\n",
         "    if False:\n",
         (FILES + "test_a_peer_without_a_key_never_becomes_a_symmetric_association",),
+    ),
+    # --- the second hardening round (issue 12, item 5) -------------------------------------
+    Guard(
+        "client-nts-cookie-size", "hostile NTS-KE server: 1,024-byte cookies",
+        "proto/ntske.py",
+        "    return 0 < len(body) <= MAX_COOKIE_LENGTH and len(body) % 4 == 0\n",
+        "    return len(body) > 0\n",
+        ("tests/proto/test_ntske.py::test_the_client_keeps_no_cookie_over_256_bytes_or_of_a_"
+         "length_not_a_multiple_of_4",
+         NTS + "test_cookies_over_256_bytes_in_an_authentic_reply_are_not_kept_and_are_counted",
+         "tests/daemon/test_ntske.py::test_a_server_handing_out_1024_byte_cookies_gets_no_"
+         "session"),
+    ),
+    Guard(
+        "config-include-total", "includefile without end",
+        "config/parser.py",
+        "        if (self.total_lines + lines > MAX_TOTAL_LINES\n"
+        "                or self.total_bytes + len(data) > MAX_TOTAL_BYTES):\n",
+        "        if False:\n",
+        ("tests/config/test_includes.py::test_a_file_included_again_and_again_stops_at_the_"
+         "total_line_bound_with_one_error",
+         HOLES + "test_two_thousand_includes_of_a_20000_line_file_are_refused_quickly_with_a_"
+         "clear_error"),
+    ),
+    Guard(
+        "metrics-room-for-a-scrape", "idle connections hold every metrics slot",
+        "daemon/metrics.py",
+        "            victim = self._oldest(self.WAITING) or self._oldest(self.ANSWERED)\n",
+        "            victim = None\n",
+        ("tests/daemon/test_metrics.py::test_an_idle_connection_makes_room_for_a_scrape_when_"
+         "all_slots_are_taken",
+         HOLES + "test_sixteen_idle_connections_reopened_when_dropped_do_not_keep_scrapes_out"),
+    ),
+    Guard(
+        "safeopen-planted-link", "root follows a link the -u user planted",
+        "daemon/safeopen.py",
+        "    if link.st_uid != 0:\n        return False\n",
+        "    return True\n",
+        ("tests/daemon/test_safeopen.py::test_a_link_in_a_directory_another_user_owns_is_not_"
+         "followed",
+         "tests/daemon/test_safeopen.py::test_in_a_sticky_directory_only_roots_own_links_are_"
+         "followed"),
+    ),
+    Guard(
+        "cookie-keys-0600-at-once", "cookie keys readable by others",
+        "daemon/ntsketls.py",
+        "    elif exposed:\n        save_cookie_keys(path, keys)\n",
+        "",
+        ("tests/daemon/test_ntske.py::test_cookie_keys_others_can_read_are_written_again_0600_"
+         "at_once",
+         HOLES + "test_an_nts_private_key_and_cookie_keys_at_0644_are_warned_about_and_the_"
+         "keys_rewritten"),
+    ),
+    Guard(
+        "log-hand-over", "the log file cannot be reopened after -u",
+        "daemon/logsetup.py",
+        "        os.fchown(stream.fileno(), uid, gid)\n",
+        "",
+        ("tests/daemon/test_logsetup.py::test_hand_over_gives_the_log_file_root_opened_to_the_"
+         "service_user",
+         HOLES + "test_the_log_file_root_created_before_dash_u_is_reopened_on_sighup"),
     ),
 )
 

@@ -26,10 +26,11 @@ from pyntpd.proto.control import (
     PeerInfo,
     decode,
     encode,
+    filter_register,
     parse_text,
     reassemble,
 )
-from pyntpd.types import Tally
+from pyntpd.types import PHI, Sample, Tally
 
 NOW = 1000.0
 CLOCK = (3_900_000_000 << 32) | 0x80000000
@@ -168,9 +169,9 @@ def test_header_round_trip() -> None:
         (request(2, b"stratum", count=0xFFFF), ControlDrop.BAD_COUNT),  # CVE-2015-7855
         (request(2, b"stratum", count=9), ControlDrop.BAD_COUNT),
         (request(2, b"x" * 472), ControlDrop.TOO_LONG),
-        (request(2, b"x" * 400) + b"\0" * 100, ControlDrop.BAD_TRAILER),
+        (request(2, b"x" * 400) + b"\1" * 100, ControlDrop.BAD_TRAILER),
         (request(2, b"stratu")[:-1], ControlDrop.BAD_TRAILER),
-        (request(2) + b"\0" * 600, ControlDrop.TOO_LONG),
+        (request(2) + b"\0" * 1300, ControlDrop.TOO_LONG),
     ],
 )
 def test_malformed_request_dropped_with_reason(raw: bytes, reason: ControlDrop) -> None:
@@ -179,6 +180,16 @@ def test_malformed_request_dropped_with_reason(raw: bytes, reason: ControlDrop) 
     assert reply.fragments == []
     assert reply.drop == reason
     assert resp.drops == {reason: 1}
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_readvar_zero_padded_to_576_bytes_is_answered_like_ntpd(version: int) -> None:
+    # ntpstat: READVAR, association 0, count 0, the datagram zero-filled to 576 bytes.
+    raw = request(2, first=(version << 3) | 6) + b"\0" * (576 - HEADER_LEN)
+    reply = ask(raw)
+    assert reply.drop is None
+    header, data = reassemble(reply.fragments)
+    assert header.version == version and b"stratum=" in data
 
 
 def test_a_mac_trailer_without_a_controlkey_gets_no_answer() -> None:
@@ -275,8 +286,9 @@ def test_readvar_peer_variables_text() -> None:
         "refid": "10.0.0.1",
         "offset": "1.200000",
         "delay": "3.400000",
-        "filtdelay": "1.00 2.00",
-        "filtoffset": "0.10 -0.20",
+        "filtdelay": "1.00 2.00 0.00 0.00 0.00 0.00 0.00 0.00",
+        "filtoffset": "0.10 -0.20 0.00 0.00 0.00 0.00 0.00 0.00",
+        "filtdisp": "0.00 1.00 16000.00 16000.00 16000.00 16000.00 16000.00 16000.00",
     }
     assert {name: values[name] for name in expected} == expected
     for name in (
@@ -302,6 +314,31 @@ def test_readvar_peer_variables_text() -> None:
         "precision",
     ):
         assert name in values
+
+
+def test_filter_register_ages_each_dispersion_to_the_newest_sample() -> None:
+    def sample(offset: float, t: float) -> Sample:
+        return Sample(offset=offset, delay=0.002, dispersion=0.001, local_time=t, stratum=2,
+                      leap=0, precision=-20, root_delay=0.0, root_dispersion=0.0,
+                      refid=b"GPS\0", reference_time=0)
+
+    delays, offsets, disps = filter_register([sample(0.3, 1064.0), sample(0.1, 1000.0)])
+    assert delays == (0.002, 0.002) and offsets == (0.3, 0.1)
+    assert disps == pytest.approx((0.001, 0.001 + PHI * 64))
+
+
+def test_named_only_variables_are_answered_when_asked_and_not_in_rv() -> None:
+    snap = {"named": {"peeradr": "192.0.2.1:123", "ss_uptime": "42"}}
+    everything = text_of(ask(request(Opcode.READVAR), **snap).fragments)
+    assert "peeradr" not in everything and "ss_uptime" not in everything
+    asked = text_of(ask(request(Opcode.READVAR, b"peeradr,ss_uptime,stratum"), **snap).fragments)
+    assert asked == {"peeradr": "192.0.2.1:123", "ss_uptime": "42", "stratum": "3"}
+
+
+def test_named_only_peer_variables_are_answered_when_asked() -> None:
+    peers = (peer(101, "192.0.2.1", Tally.SYSPEER, named={"received": "17"}),)
+    reply = ask(request(Opcode.READVAR, b"srcadr,received", associd=101), peers=peers)
+    assert text_of(reply.fragments) == {"srcadr": "192.0.2.1", "received": "17"}
 
 
 def test_refid_text_for_stratum_one() -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pyntpd.config.keys import SymmetricKey
-from pyntpd.proto.auth import KeyRing, mac_trailer
+from pyntpd.proto.auth import AuthResult, KeyRing, mac_trailer
 from pyntpd.proto.control import (
+    HEADER_LEN,
     ControlDrop,
     ControlHeader,
     ControlResponder,
@@ -14,6 +15,7 @@ from pyntpd.proto.control import (
     parse_text,
     reassemble,
 )
+from pyntpd.proto.packet import Mac
 from tests.proto.test_control import CLIENT, NOW, snapshot
 
 CONTROL = SymmetricKey(9, "SHA1", b"controlsecret")
@@ -69,3 +71,21 @@ def test_a_crypto_nak_style_lone_key_id_gets_no_answer() -> None:
 def test_unsigned_requests_need_no_key() -> None:
     raw = encode(ControlHeader(version=2, opcode=Opcode.READVAR, sequence=3), b"stratum")
     assert responder(control_key=None).handle(raw, CLIENT, 0, NOW, snapshot()).fragments
+
+
+def test_the_answer_to_a_signed_request_is_signed_with_the_same_key() -> None:
+    reply = responder().handle(signed(Opcode.READVAR, b"stratum", CONTROL), CLIENT, 0, NOW,
+                               snapshot())
+    [fragment] = reply.fragments
+    header, _ = decode(fragment)
+    end = HEADER_LEN + header.count + (-(HEADER_LEN + header.count) % 8)
+    mac = Mac(int.from_bytes(fragment[end:end + 4], "big"), fragment[end + 4:])
+    assert mac.key_id == CONTROL.key_id
+    assert RING.check(mac, fragment[:end]) is AuthResult.OK
+
+
+def test_the_answer_to_an_unsigned_request_carries_no_mac() -> None:
+    raw = encode(ControlHeader(version=2, opcode=Opcode.READVAR, sequence=3), b"stratum")
+    [fragment] = responder().handle(raw, CLIENT, 0, NOW, snapshot()).fragments
+    header, _ = decode(fragment)
+    assert len(fragment) == HEADER_LEN + header.count + (-header.count % 4)

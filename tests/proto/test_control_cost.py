@@ -9,7 +9,7 @@ part asked for and every entry read.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pytest
 
@@ -110,6 +110,11 @@ class CountingState:
             self.view = CountingMru(self.snap.mru_view(now))
         return self.view
 
+    def named_variables(self, names: Sequence[str]) -> Mapping[str, str]:
+        self.asked["named"] += 1
+        self.named_asked = list(names)
+        return self.snap.named_variables(names)
+
 
 @pytest.fixture(scope="module")
 def big_snapshot() -> ControlSnapshot:
@@ -187,6 +192,21 @@ def test_readvar_of_an_association_reads_that_association_alone(
     state = state_for(big_snapshot)
     assert values(ask(state, request(Opcode.READVAR, associd=103)))["srcadr"] == "192.0.2.3"
     assert state.asked == Counter(association=1)
+
+
+def test_readvar_of_listed_names_computes_no_variable_given_only_by_name() -> None:
+    state = state_for(snapshot(named={"ss_uptime": "42"}))
+    assert values(ask(state, request(Opcode.READVAR, b"stratum,offset")))["stratum"] == "3"
+    assert values(ask(state, request(Opcode.READVAR)))["stratum"] == "3"
+    assert state.asked["named"] == 0
+
+
+def test_readvar_asks_for_the_variables_given_only_by_name_that_it_names() -> None:
+    # ntpq's sysstats: the daemon computes those groups, and only for these names.
+    state = state_for(snapshot(named={"ss_uptime": "42", "mru_depth": "7"}))
+    got = values(ask(state, request(Opcode.READVAR, b"stratum,ss_uptime")))
+    assert got == {"stratum": "3", "ss_uptime": "42"}
+    assert state.asked == Counter(system=1, named=1) and state.named_asked == ["ss_uptime"]
 
 
 def test_readstat_reads_the_associations_and_not_the_mru_list(

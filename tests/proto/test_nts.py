@@ -179,6 +179,21 @@ def test_a_cookie_is_never_sent_twice() -> None:
     assert len(set(sent)) == 3 and client.needs_ke
 
 
+def test_cookies_over_256_bytes_in_an_authentic_reply_are_not_kept_and_are_counted() -> None:
+    """(Replies are at most 1,232 bytes, so no cookie in one can reach 1,024 bytes.)"""
+    keys = cookie_keys()
+    client = session(keys, cookies=2)
+    _request, uid = client.build_request(header())
+    inner = b"".join(encode_extension(ExtensionField(nts.NTS_COOKIE, value))
+                     for value in (b"x" * 520, b"y" * 258, b"z" * 100))
+    head = (HEADER.pack(li_vn_mode(0, 4, 4), 2, 6, -20, 0, 0, b"GPS\0", 0, 0, 0, 1)
+            + encode_extension(ExtensionField(nts.UNIQUE_IDENTIFIER, uid)))
+    reply = head + nts.authenticator(client.s2c, head, inner)  # sealed as the server would
+    assert client.check_reply(reply, decode(reply), uid) is nts.ReplyCheck.OK
+    assert [len(c) for c in client.cookies] == [100, 100]  # the one left, the usable one
+    assert client.refused_cookies == 2
+
+
 @pytest.mark.parametrize("placeholders", [0, 13], ids=["none", "short"])
 def test_the_reply_is_never_longer_than_the_request(placeholders: int) -> None:
     """Each cookie in the reply is paid for by a placeholder at least as long (or the

@@ -160,6 +160,23 @@ def test_the_client_keeps_at_most_eight_cookies() -> None:
     assert len(result.cookies) == 8
 
 
+def test_the_client_keeps_no_cookie_over_256_bytes_or_of_a_length_not_a_multiple_of_4(
+) -> None:
+    """A hostile server's 1,024-byte cookies would make every request 8 KiB (a cookie and
+    seven placeholders of its size): the bound is chrony's, 256 bytes and a multiple of 4."""
+    response = ntske.server_response(
+        ntske.Negotiated(0, 15), [b"a" * 1024, b"b" * 260, b"c" * 102, b"d" * 256, b"e" * 100])
+    result = ntske.parse_response(ntske.parse_message(response, ntske.RESPONSE_LIMITS))
+    assert result.cookies == (b"d" * 256, b"e" * 100) and result.refused_cookies == 3
+
+
+def test_a_response_with_no_usable_cookie_is_refused_saying_why() -> None:
+    response = ntske.server_response(ntske.Negotiated(0, 15), [b"x" * 1024] * 8)
+    with pytest.raises(ntske.NtsKeError, match=r"no usable cookie \(8 refused: each must be "
+                                                r"1-256 bytes, a multiple of 4\)"):
+        ntske.parse_response(ntske.parse_message(response, ntske.RESPONSE_LIMITS))
+
+
 def test_the_client_refuses_an_error_response() -> None:
     with pytest.raises(ServerError):
         ntske.parse_response(ntske.parse_message(ntske.error_message(ErrorCode.BAD_REQUEST)))

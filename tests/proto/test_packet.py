@@ -156,3 +156,39 @@ def test_valid_packets_round_trip(head, fields):
         exts.append(ExtensionField(t, v + bytes(max(0, 24 - len(v)))))
     p = NtpPacket(h, tuple(exts), Mac(5, bytes(20)))
     assert decode(encode(p)) == p
+
+
+# --- decode_mac: the signed-request fast path against the full codec -----------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pyntpd.proto.packet import MAX_LEGACY_MAC_LEN, decode_mac  # noqa: E402
+
+
+def _decoded_mac(data: bytes) -> object:
+    try:
+        return decode(data).mac
+    except PacketError as err:
+        return err.reason
+
+
+def _fast_mac(data: bytes) -> object:
+    try:
+        return decode_mac(data, (data[0] >> 3) & 7)
+    except PacketError as err:
+        return err.reason
+
+
+@given(st.integers(1, 4), st.integers(0, 5), st.binary(max_size=47),
+       st.binary(max_size=MAX_LEGACY_MAC_LEN))
+def test_decode_mac_finds_what_decode_finds(version, mode, header_rest, trailer):
+    data = bytes([version << 3 | mode]) + header_rest + trailer
+    if len(header_rest) < 47:
+        data = data[:1 + len(header_rest)]  # too short for a header: no trailer either
+    assert _fast_mac(data) == _decoded_mac(data)
+
+
+def test_decode_mac_refuses_a_datagram_that_can_carry_extension_fields():
+    with pytest.raises(ValueError):
+        decode_mac(bytes(48 + MAX_LEGACY_MAC_LEN + 4), 4)

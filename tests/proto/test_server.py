@@ -41,7 +41,8 @@ def test_reply_is_prefix_of_40_bytes_and_caller_appends_transmit():
 
 def test_reply_is_mode_4_with_echoed_version_and_origin():
     h = ask(responder(), request(version=3)).header
-    assert (h.mode, h.version, h.origin, h.receive, h.transmit) == (4, 3, CLIENT_XMT, RX, TX)
+    assert (h.mode, h.version, h.origin, h.receive, h.transmit) == (
+        4, 3, CLIENT_XMT, RX | 1, TX)  # the receive timestamp marked (proto.interleaved)
 
 
 def test_local_clock_at_fudge_stratum_10_serves_stratum_11_with_refid_locl():
@@ -222,7 +223,8 @@ def test_reply_header_fields_survive_a_round_trip_through_the_codec():
 def from_template(r, data, now=NOW):
     """What a batched caller sends for a FAST verdict, minus the transmit timestamp."""
     _, leads, middle = r.template(now)
-    return leads[(data[0] >> 3) & 7] + data[2:3] + middle + data[40:48] + RX.to_bytes(8, "big")
+    return (leads[(data[0] >> 3) & 7] + data[2:3] + middle + data[40:48]
+            + (RX | 1).to_bytes(8, "big"))
 
 
 @pytest.mark.parametrize("version", [1, 2, 3, 4])

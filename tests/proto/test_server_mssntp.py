@@ -50,7 +50,7 @@ def test_queued_reply_is_the_normal_server_reply_for_the_request():
     ask(r, w32time())
     header = decode(r.take_mssntp()[0].packet(TX)).header
     assert (header.mode, header.version, header.stratum) == (4, 3, 11)
-    assert (header.origin, header.receive, header.transmit) == (0x0102030405060708, RX, TX)
+    assert (header.origin, header.receive, header.transmit) == (0x0102030405060708, RX | 1, TX)
 
 
 def test_key_id_goes_to_signd_as_the_client_sent_it():

@@ -309,3 +309,14 @@ def test_clock_step_forgets_the_outstanding_request():
     data, t4 = reply_to(req)
     assert a.receive(data, t4, T0 + 30.002) is None
     assert a.drops[SourceDrop.NO_REQUEST] == 1
+
+
+def test_the_register_keeps_the_last_eight_samples_newest_first():
+    a = assoc()
+    samples = []
+    for i in range(10):
+        now = T0 + 64 * i
+        data, t4 = reply_to(request(a, now), now)
+        samples.append(a.receive(data, t4, now + 0.002))
+    assert list(a.register) == samples[:1:-1]
+    assert a.register[0] is a.last_sample and len(a.register) == source.REGISTER_SIZE

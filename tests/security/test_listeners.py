@@ -111,7 +111,8 @@ def test_check_names_the_one_address_nts_listen_gives(tmp_path: Path) -> None:
     conf = f"{LOCAL_CONF}nts enable cert /etc/hostname key /etc/hostname listen ::1\n"
     with config_file(conf) as path:
         result = check("-c", path, "-4")
-    ke = [line for line in result.stdout.splitlines() if "NTS-KE" in line]
+    ke = [line for line in result.stdout.splitlines()
+          if line.startswith("listening: NTS-KE")]
     assert ke == ["listening: NTS-KE: TCP [::1] port 4460"]
     assert "listening: NTP: UDP 0.0.0.0 port 123" in result.stdout
 

@@ -19,13 +19,14 @@ from pyntpd.proto.control import (
     CERR_BADASSOC,
     CERR_BADVALUE,
     CERR_PERMISSION,
+    HEADER_LEN,
     MORE,
     ControlHeader,
     Opcode,
     decode,
     encode,
 )
-from pyntpd.proto.packet import HEADER, li_vn_mode
+from pyntpd.proto.packet import HEADER, MAX_PACKET_LEN, li_vn_mode
 from tests.support import LOCAL_CONF, Pyntpd, client_request, config_file, exchange, query
 
 
@@ -173,11 +174,16 @@ def test_cve_2016_9310_traps_cannot_be_set(daemon: Pyntpd, opcode: int) -> None:
      ("control_bad_count", None)),
     (ControlHeader(version=0, opcode=Opcode.READVAR, sequence=1).pack(),
      ("control_bad_version", None)),
-    (control(Opcode.READVAR) + bytes(600), ("control_too_long", None)),  # beyond data + MAC
-    (control(Opcode.READVAR) + bytes(100), ("control_bad_trailer", None)),  # longer than a MAC
+    # Zero padding after the data is accepted, however long, as ntpd does (ntpstat pads a
+    # READVAR to 576 bytes): what is refused is a datagram longer than any the daemon reads,
+    # and anything but zeros after the data that is longer than a MAC.
+    (control(Opcode.READVAR) + bytes(MAX_PACKET_LEN + 1 - HEADER_LEN),
+     ("control_too_long", None)),
+    (control(Opcode.READVAR) + bytes(1300), ("too_long", None)),  # beyond the receive buffer
+    (control(Opcode.READVAR) + b"\1" * 100, ("control_bad_trailer", None)),  # not a MAC
     (control(Opcode.READVAR, associd=0xFFFF), (None, CERR_BADASSOC)),  # no such association
 ], ids=["truncated", "count-beyond-data", "offset", "count-65535", "version-0", "too-long",
-        "long-trailer", "bad-associd"])
+        "truncated-by-the-kernel", "long-trailer", "bad-associd"])
 def test_cve_2015_7855_mode_6_lengths_and_offsets_are_checked(
     daemon: Pyntpd, datagram: bytes, refusal: tuple[str | None, int | None]
 ) -> None:

@@ -222,7 +222,13 @@ def run(options: DaemonOptions) -> int:
         return EXIT_FAILURE
     wait_sync = options.wait_sync if options.wait_sync and options.wait_sync > 0 else None
     ready_fd = None if options.foreground else _detach(wait_sync)
-    daemon = Daemon(options, loaded)
+    try:
+        # The NTS certificate and key are loaded here: a bad one is a start-up error too.
+        daemon = Daemon(options, loaded)
+    except _EXPECTED as exc:
+        log.error("%s", exc)
+        _tell_parent(ready_fd, f"pyntpd: {exc}\n")
+        return EXIT_FAILURE
     try:
         daemon.bind()
         daemon.write_pidfile()

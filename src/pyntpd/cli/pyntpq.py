@@ -1,7 +1,11 @@
 """`pyntpq`: query an NTP daemon over mode 6 (pyntpd, ntpd, ntpsec), ntpq-style.
 
-    pyntpq [-4|-6] [-n] [-p] [-c CMD]... [--port N] [--timeout S] [--json] [HOST]
+    pyntpq [-4|-6] [-n] [-i] [-p] [-c CMD]... [--port N] [--timeout S] [--json] [HOST]
     pyntpq --status [HOST]      one line like ntpstat; exit 0 synchronised, 1 not, 2 unknown
+
+Without -c or -p, or with -i, pyntpq reads commands as ntpq does: at an `ntpq> ` prompt with
+line editing and history (readline) on a terminal, else one per line from standard input.
+There `host HOST`, `hostnames yes|no`, `timeout MS`, `help` and `quit` work as in ntpq.
 
 Commands (-c, in order, -p being `peers`): `rv`/`readvar [ASSOC] [VAR,...]`,
 `cv`/`clockvar [ASSOC] [VAR,...]` (a reference clock), `as`/`associations`, `pe`/`peers`,
@@ -11,6 +15,7 @@ Commands (-c, in order, -p being `peers`): `rv`/`readvar [ASSOC] [VAR,...]`,
 from __future__ import annotations
 
 import argparse
+import cmd
 import contextlib
 import json
 import math
@@ -301,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     family.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6,
                         help="IPv6 only")
     p.add_argument("-n", "--numeric", action="store_true", help="show addresses, not names")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="read commands at a prompt (after any -c), as ntpq -i")
     p.add_argument("-p", "--peers", dest="commands", action="append_const", const="peers",
                    help="print the peers billboard (same as -c peers)")
     p.add_argument("-c", "--command", dest="commands", action="append", metavar="CMD",
@@ -350,14 +357,99 @@ def _status(server: Server) -> int:
 def _commands(server: Server, args: argparse.Namespace) -> int:
     ctx = Context(server, names=not args.numeric, as_json=args.json, out=sys.stdout.write)
     status = EXIT_OK
-    for line in args.commands or ["peers"]:
-        try:
-            run_command(ctx, line)
-        except (QueryError, ControlResponseError, ControlProtocolError) as exc:
-            print(f"pyntpq: {exc}", file=sys.stderr)
+    for line in args.commands or []:
+        if not _run_line(ctx, line):
             status = EXIT_FAILURE
-        sys.stdout.flush()
+    if args.interactive or not args.commands:
+        shell = Shell(ctx, args.port, args.family or socket.AF_UNSPEC,
+                      prompt=args.interactive or sys.stdin.isatty())
+        shell.cmdloop()
+        ctx.server.close()  # the one `host` left open (main closes the first)
     return status
+
+
+def _run_line(ctx: Context, line: str) -> bool:
+    try:
+        run_command(ctx, line)
+    except (QueryError, ControlResponseError, ControlProtocolError) as exc:
+        print(f"pyntpq: {exc}", file=sys.stderr)
+        return False
+    finally:
+        sys.stdout.flush()
+    return True
+
+
+class Shell(cmd.Cmd):
+    """ntpq's interactive mode: its prompt, its commands, `host` to change server. The
+    readline module, when present, gives line editing and the session's history."""
+
+    def __init__(self, ctx: Context, port: int, family: int, prompt: bool) -> None:
+        if prompt:
+            with contextlib.suppress(ImportError):
+                import readline  # noqa: F401  (input() edits lines and keeps history)
+        super().__init__()
+        self.ctx, self.port, self.family = ctx, port, family
+        self.prompt = "ntpq> " if prompt else ""
+        self.first = ctx.server  # main() closes it; later ones are ours
+
+    def emptyline(self) -> bool:
+        return False  # ntpq does nothing on an empty line (cmd.Cmd would repeat the last)
+
+    def default(self, line: str) -> bool:
+        _run_line(self.ctx, line)
+        return False
+
+    def do_host(self, arg: str) -> bool:
+        """host HOST: send the following commands to HOST."""
+        words = arg.split()
+        if len(words) != 1:
+            print(f"current host is {self.ctx.server.label}")
+            return False
+        try:
+            server = Server(words[0], self.port, self.family, self.ctx.server.timeout)
+        except QueryError as exc:
+            print(f"pyntpq: {exc}", file=sys.stderr)
+            return False
+        if self.ctx.server is not self.first:
+            self.ctx.server.close()
+        self.ctx.server = server
+        print(f"current host set to {words[0]}")
+        return False
+
+    def do_hostnames(self, arg: str) -> bool:
+        """hostnames yes|no: show names (yes) or numeric addresses (no)."""
+        if arg.strip() in ("yes", "no"):
+            self.ctx.names = arg.strip() == "yes"
+        print(f"resolved hostnames being shown: {'yes' if self.ctx.names else 'no'}")
+        return False
+
+    def do_timeout(self, arg: str) -> bool:
+        """timeout MS: how long to wait for each answer, in milliseconds."""
+        with contextlib.suppress(ValueError):
+            ms = float(arg)
+            if math.isfinite(ms) and ms > 0:
+                self.ctx.server.timeout = min(max(ms / 1000, 0.05), 60.0)
+        print(f"primary timeout {self.ctx.server.timeout * 1000:.0f} ms")
+        return False
+
+    def do_quit(self, arg: str) -> bool:
+        """quit: leave pyntpq."""
+        return True
+
+    do_exit = do_quit
+
+    def do_EOF(self, arg: str) -> bool:
+        if self.prompt:
+            print()
+        return True
+
+    def do_help(self, arg: str) -> bool:
+        if arg:
+            super().do_help(arg)
+            return False
+        names = sorted({*COMMANDS, "host", "hostnames", "timeout", "quit", "exit", "help"})
+        print("Commands: " + ", ".join(names))
+        return False
 
 
 if __name__ == "__main__":

@@ -38,11 +38,10 @@ MINPOLL_BYTE = 255
 KEY_MAX = 65535  # ntpd's NTP_MAXKEY
 VERSION_BYTE = 255  # ntpd refuses `version` values that do not fit below this
 
-FLAG_OPTIONS = ("prefer", "iburst", "burst", "noselect", "true", "nts")
+FLAG_OPTIONS = ("prefer", "iburst", "burst", "noselect", "true", "nts", "xleave")
 VALUE_OPTIONS = ("minpoll", "maxpoll", "key", "version", "port", "ntsport")
 # ntpd options pyntpd does not implement; accepted so old files still load.
 IGNORED_FLAGS = {
-    "xleave": "interleaved mode is not supported",
     "preempt": "pyntpd does not demobilise preemptable associations",
     "xmtnonce": "pyntpd's requests always carry a random transmit timestamp",
 }
@@ -292,6 +291,10 @@ def handle_association(ctx: Context, head: Token, args: list[Token]) -> None:
         ctx.error(head, f"'nts' cannot be combined with {'peer' if kind == 'peer' else 'key'}",
                   "NTS authenticates client/server associations on its own: use "
                   "'server HOST nts' without 'key'")
+    if "xleave" in flags and kind == "peer":
+        flags.discard("xleave")
+        ctx.warning(head, "option 'xleave' ignored: pyntpd has interleaved mode for 'server' "
+                          "and 'pool', not for symmetric peers")
     if not ctx.line_ok:
         return
     minpoll, maxpoll = clamp_polls(ctx, head, polls.get("minpoll"), polls.get("maxpoll"))
@@ -311,6 +314,7 @@ def handle_association(ctx: Context, head: Token, args: list[Token]) -> None:
         true="true" in flags,
         nts="nts" in flags,
         nts_port=values.get("ntsport") or 4460,
+        xleave="xleave" in flags,
         location=addr_tok.loc,
     )
     index = (server.address.lower(), server.port)

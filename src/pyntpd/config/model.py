@@ -70,6 +70,7 @@ class ServerConfig:
     true: bool = False
     nts: bool = False
     nts_port: int = 4460  # NTS-KE port (chrony's `ntsport`)
+    xleave: bool = False  # interleaved mode (client/server, as chrony's)
     location: Location = field(default=NO_LOCATION, compare=False)
 
 

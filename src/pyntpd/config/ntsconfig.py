@@ -21,6 +21,7 @@ import ipaddress
 from dataclasses import replace
 
 from .context import Context
+from .files import FileMode
 from .lexer import Token
 from .model import NtsConfig
 
@@ -51,6 +52,7 @@ def handle_nts(ctx: Context, head: Token, args: list[Token]) -> None:
             path = None if value is None else ctx.path_value(value, PATH_OPTIONS[name])
             if path is not None:
                 changes[name] = path
+                ctx.b.scalars[f"nts_{name}_token"] = value  # where to point at its mode
         elif name in ("mintls", "maxtls"):
             value = ctx.need(args, i, tok, "TLS version")
             i += 1
@@ -90,8 +92,9 @@ def handle_nts(ctx: Context, head: Token, args: list[Token]) -> None:
         ctx.b.scalars.setdefault("nts_token", head)
 
 
-def check_nts(ctx: Context) -> NtsConfig:
-    """The final `nts` settings, with the errors only the whole file can reveal."""
+def check_nts(ctx: Context, file_mode: FileMode) -> NtsConfig:
+    """The final `nts` settings, with the errors only the whole file can reveal, and a
+    warning for each secret others can read (as for the keys file)."""
     value = ctx.b.scalars.get("nts")
     config = value if isinstance(value, NtsConfig) else NtsConfig()
     head = ctx.b.scalars.get("nts_token")
@@ -100,4 +103,31 @@ def check_nts(ctx: Context) -> NtsConfig:
         if missing:
             ctx.error(head, f"'nts enable' needs {' and '.join(missing)}",
                       "add 'nts cert /etc/pyntpd/cert.pem' and 'nts key /etc/pyntpd/key.pem'")
+    if config.enabled and isinstance(head, Token):
+        _check_secret(ctx, config.key, ctx.b.scalars.get("nts_key_token", head), file_mode,
+                      "NTS private key", SECRET_KEY_EXPOSED,
+                      "anyone who can read it can pose as this NTS-KE server")
+        _check_secret(ctx, config.cookie, ctx.b.scalars.get("nts_cookie_token", head),
+                      file_mode, "NTS cookie key file", COOKIE_KEYS_EXPOSED,
+                      "anyone who can read it can open every client's cookies, so read "
+                      "their keys; pyntpd writes it again with mode 0600 at start")
     return config
+
+
+# The TLS key may be shared with a group (Debian's ssl-cert: 0640); the cookie keys are the
+# daemon's own and nobody else's business.
+SECRET_KEY_EXPOSED = 0o027
+COOKIE_KEYS_EXPOSED = 0o077
+
+
+def _check_secret(ctx: Context, path: str | None, at: object, file_mode: FileMode,
+                  what: str, exposed: int, why: str) -> None:
+    mode = None if path is None else file_mode(path)
+    if path is None or mode is None or not mode & exposed:
+        return
+    readers = "others" if mode & 0o007 else "its group"
+    verb = "readable" if mode & 0o044 & exposed else "writable"
+    location = at if isinstance(at, Token) else None
+    if location is not None:
+        ctx.warning(location, f"{what} {path} is {verb} by {readers} (mode {mode & 0o777:04o}); "
+                    f"{why}", f"chmod 600 {path}")

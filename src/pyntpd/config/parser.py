@@ -31,8 +31,18 @@ from .model import (
 
 # ntpd allows 5 levels; a little more room costs nothing and still stops runaway nesting.
 MAX_INCLUDE_DEPTH = 8
+# The configuration with all its include files: each file is bounded (files.MAX_FILE_SIZE),
+# but the same file included 2,000 times is not, and kept `--check` busy for an hour. Real
+# configurations are a few hundred lines; 50,000 take about 3 s to check.
+MAX_TOTAL_LINES = 50_000
+MAX_TOTAL_BYTES = 4 << 20
 
 Handler = Callable[[Context, Token, list[Token]], None]
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n >> 10} KiB"
+
 
 HANDLERS: dict[str, Handler] = {
     "server": assoc.handle_association,
@@ -95,11 +105,17 @@ class _Parser:
         self.keys_override = keys_file
         self.stack: list[str] = []
         self.files: list[str] = []
+        self.total_lines = 0
+        self.total_bytes = 0
+        self.over_limit: Token | None = None  # the first include refused for the totals
+        self.over_limit_more = 0  # and how many more were
         self.unreadable: list[Diagnostic] = []
 
     # -- reading ---------------------------------------------------------------------------
 
     def run(self, text: str, filename: str) -> None:
+        self.total_lines += text.count("\n") + 1
+        self.total_bytes += len(text)
         self.stack.append(os.path.normpath(filename))
         self.files.append(filename)
         for line in lex(text, filename, self.sink):
@@ -159,6 +175,20 @@ class _Parser:
         except OSError as exc:
             self._unreadable(tok, f"cannot read include file '{path}': "
                              f"{files.describe_os_error(exc)}")
+            return
+        lines = data.count(b"\n") + 1
+        if (self.total_lines + lines > MAX_TOTAL_LINES
+                or self.total_bytes + len(data) > MAX_TOTAL_BYTES):
+            if self.over_limit is None:
+                self.over_limit = tok
+                ctx.error(tok, f"include file '{path}' not read: with it the configuration "
+                          f"would exceed {MAX_TOTAL_LINES} lines or "
+                          f"{_size(MAX_TOTAL_BYTES)} (it has {lines} lines, "
+                          f"{self.total_lines} are read already)",
+                          "include each file once, and keep lists that long out of "
+                          "ntp.conf")
+            else:
+                self.over_limit_more += 1
             return
         self.run(files.decode(data, path, self.sink), path)
 
@@ -236,6 +266,10 @@ class _Parser:
 
     def finish(self) -> ParseResult:
         ctx = self.ctx
+        if self.over_limit is not None and self.over_limit_more:
+            # One error, not thousands: the rest are refused for the same reason.
+            ctx.error(self.over_limit, f"{self.over_limit_more} more includefile line(s) "
+                      "after this one not read either, for the same reason")
         b = ctx.b
         assoc.apply_unpeers(ctx)
         assoc.apply_fudges(ctx)
@@ -281,7 +315,7 @@ class _Parser:
             discard=replace(DiscardConfig(), **b.discard),
             mru=replace(MruConfig(), **b.mru),
             interfaces=tuple(b.interfaces),
-            nts=nts.check_nts(ctx),
+            nts=nts.check_nts(ctx, self.file_mode),
             broadcasts=broadcasts,
             broadcast_client=broadcast_client,
             **({} if ttl_map is None else {"ttl_map": ttl_map}),

@@ -31,6 +31,7 @@ from pyntpd.config.leapfile import LeapFileWatch
 from pyntpd.config.model import InterfaceRule, NtpConfig, ParseResult
 from pyntpd.daemon import logsetup, sdnotify
 from pyntpd.daemon.broadcast import GroupMembership, cast_listen
+from pyntpd.daemon.controlrelay import ControlForwarder, ControlRelay
 from pyntpd.daemon.exitcodes import EXIT_PANIC
 from pyntpd.daemon.interfaces import (
     cast_interfaces,
@@ -45,8 +46,10 @@ from pyntpd.daemon.metrics import Endpoints, MetricsBindError, collector
 from pyntpd.daemon.mmsg import MmsgServer
 from pyntpd.daemon.mmsg import available as mmsg_available
 from pyntpd.daemon.mode6 import ControlService
+from pyntpd.daemon.ntsketls import preload_client_context
 from pyntpd.daemon.ntsservice import NtsSetupError, listen_hosts, nts_service
 from pyntpd.daemon.pidfile import PidFile
+from pyntpd.daemon.preload import preload
 from pyntpd.daemon.privileges import (
     CAP_SYS_TIME,
     Identity,
@@ -57,6 +60,7 @@ from pyntpd.daemon.privileges import (
     set_parent_death_signal,
 )
 from pyntpd.daemon.refclocks import Devices
+from pyntpd.daemon.resolver import ResolverProcess, lookup_here
 from pyntpd.daemon.serve import (
     ListenAddress,
     UdpServer,
@@ -317,6 +321,14 @@ def _install_signal_handlers(
     signal.signal(signal.SIGHUP, on_hup)
 
 
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """What asyncio would print on stderr (gone once detached): a callback that raised, a
+    task whose exception nobody retrieved. Into the daemon's log, with the traceback."""
+    exc = context.get("exception")
+    log.error("internal error: %s", context.get("message") or "in the event loop",
+              exc_info=exc if isinstance(exc, BaseException) else None)
+
+
 class Daemon:
     def __init__(self, options: DaemonOptions, loaded: LoadedConfig) -> None:
         check_peers_and_workers(loaded.config, options.workers)
@@ -350,6 +362,10 @@ class Daemon:
         self.groups = GroupMembership()
         self.pidfile: PidFile | None = None
         self.shared: SharedSystemVars | None = None
+        # --workers: mode 6 forwarded to the main process (one socketpair per worker; the
+        # main process keeps one end of each, a worker the other end of its own).
+        self.control_links: list[socket.socket] = []
+        self._forwarder: ControlForwarder | None = None
         self.workers = WorkerSet()
         self.is_worker = False
         self._shared_seq = 0
@@ -359,6 +375,7 @@ class Daemon:
         self.endpoints: Endpoints | None = None  # --metrics, --status-socket
         self._running_endpoints: Endpoints | None = None
         self.signd: SigndClient | None = None  # `restrict ... mssntp`: Samba's ntp_signd
+        self.resolver: ResolverProcess | None = None  # -i: name lookups outside the jail
         self._last_status = ""
         # -w: the forking parent's pipe, told "SYNC" once synchronised, then closed.
         self.sync_waiter: int | None = None
@@ -461,9 +478,16 @@ class Daemon:
         if self.options.user:
             # Resolved before chroot: the user database is usually not inside the jail.
             identity = resolve_identity(self.options.user, self.options.group)
+        # Whatever would be loaded on first use, loaded while the files are within reach.
+        preload()
+        if any(server.nts for server in self.loaded.config.servers):
+            preload_client_context(self.loaded.config.nts.ca)
         if self.options.jaildir:
+            # Forked before the chroot: names are looked up where /etc is.
+            self.resolver = ResolverProcess.start(identity)
             chroot_to(self.options.jaildir)
         if identity is not None:
+            logsetup.hand_over(identity.uid, identity.gid, identity.name)
             drop_privileges(identity, keep_sys_time=self.clock.can_adjust)
             log.info("running as %s (uid %d, gid %d), keeping %s", identity.name, identity.uid,
                      identity.gid, "CAP_SYS_TIME only" if self.clock.can_adjust
@@ -477,6 +501,8 @@ class Daemon:
             return
         self.shared = SharedSystemVars()
         main_pid = os.getpid()
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+                 for _ in self.socket_sets[1:]]
         for index in range(1, len(self.socket_sets)):
             pid = os.fork()
             if pid == 0:
@@ -484,8 +510,16 @@ class Daemon:
                 set_parent_death_signal(signal.SIGTERM)
                 if os.getppid() != main_pid:
                     os._exit(1)
+                self.control_links = [pairs[index - 1][1]]
+                for pair in pairs:
+                    for end in pair:
+                        if end is not self.control_links[0]:
+                            end.close()
                 os._exit(self._become_worker(index))
             self.workers.pids.append(pid)
+        self.control_links = [main_end for main_end, _ in pairs]
+        for _, worker_end in pairs:
+            worker_end.close()
         for extra in self.socket_sets[1:]:
             for sock in extra:
                 sock.close()
@@ -498,6 +532,9 @@ class Daemon:
             self.pidfile = None  # the main process owns it
             self._close_sync_waiter()  # the main process tells the parent
             self._release_endpoints(keep_path=True)  # the main process reports (and owns it)
+            if self.resolver is not None:
+                self.resolver.forget()  # the main process looks names up
+                self.resolver = None
             self.workers = WorkerSet()
             sdnotify.close()
             os.environ.pop("NOTIFY_SOCKET", None)  # only the main process speaks to systemd
@@ -516,8 +553,9 @@ class Daemon:
 
     def _become_ke_helper(self) -> None:
         """In the NTS-KE helper, just forked: it serves NTS-KE only, so it lets go of the
-        NTP sockets, the status endpoints and the signd socket it inherited (the main
-        process keeps its own copies); the pidfile and systemd stay the main process's."""
+        NTP sockets, the status endpoints, the signd socket, the resolver and the workers'
+        links it inherited (the main process keeps its own copies); the pidfile and systemd
+        stay the main process's."""
         self.pidfile = None
         self._close_sync_waiter()  # the main process tells the parent (-w)
         sdnotify.close()
@@ -535,12 +573,20 @@ class Daemon:
                 endpoints.release(keep_path=True)
         if self.signd is not None:
             self.signd.forget()
+        if self.resolver is not None:
+            self.resolver.forget()  # the main process looks names up
+            self.resolver = None
+        for link in self.control_links:  # the workers' mode 6 links are the main process's
+            with contextlib.suppress(OSError):
+                link.close()
+        self.control_links = []
 
     def run(self) -> int:
         return asyncio.run(self._main())
 
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_log_loop_exception)
         self._stop = asyncio.Event()
         endpoints: Endpoints | None = None
         if self.is_worker:
@@ -555,6 +601,12 @@ class Daemon:
             await self.nts.start(worker=self.is_worker, prepare_child=self._become_ke_helper)
         if self.is_worker:
             self._poll_shared()
+            if self.control_links:
+                forwarder = ControlForwarder(self.control_links[0], self.sockets,
+                                             self.responder)
+                self.responder.control_enabled = True
+                self.server.on_control = forwarder.forward
+                self._forwarder = forwarder  # _poll_shared sends it our counters
         else:
             # The clock becomes ours: whatever another daemon left running stops here.
             # Every way out of this process goes through the finally below, where the
@@ -563,9 +615,13 @@ class Daemon:
             self.sync = self._new_synchroniser(self.loaded.config)
             self.sync.start()
             # Mode 6 is answered by the main process only: workers do not hold the
-            # associations (with --workers, ntpq should use the main process's socket).
+            # associations, so they forward what the kernel hands them (controlrelay).
             control = ControlService(self.responder, lambda: self.sync)
             self.server.on_control = control.answer
+            relay = ControlRelay(self.control_links, self.sockets, control.answer_queued)
+            control.counters = lambda: relay.counters(self.responder.counters)
+            for link in self.control_links:
+                loop.add_reader(link.fileno(), relay.drain, link)
             self.server.on_peer = lambda sock: self.sync.peer_packets(sock) if self.sync else None
             if self.endpoints is not None:
                 endpoints, self.endpoints = self.endpoints, None  # stopped below
@@ -653,6 +709,7 @@ class Daemon:
             driftfile=self.options.driftfile or config.driftfile,
             statsdir=self.options.statsdir, own_refids=self._own_refids(),
             start_frequency=self._kernel_frequency(),
+            lookup=self.resolver.lookup if self.resolver is not None else lookup_here,
         )
         return Synchroniser(config, options, self.clock, self.precision,
                             local_driver(config, self.precision), self._publish, self.stop,
@@ -741,6 +798,8 @@ class Daemon:
             self._shared_seq, system = self.shared.read(self._shared_seq)
             if system is not None:
                 self.responder.set_system(system)
+        if self._forwarder is not None:
+            self._forwarder.publish()
         loop = asyncio.get_running_loop()
         self._shared_timer = loop.call_later(POLL_INTERVAL, self._poll_shared)
 
@@ -809,12 +868,19 @@ class Daemon:
             for sock in sock_set:
                 with contextlib.suppress(OSError):
                     sock.close()
+        for link in self.control_links:
+            with contextlib.suppress(OSError):
+                link.close()
+        self.control_links = []
         self.sockets = []
         self.cast_sockets = []
         self.socket_sets = []
         if self.nts is not None:
             self.nts.close()
         self._release_endpoints()
+        if self.resolver is not None:
+            self.resolver.close()
+            self.resolver = None
         if self.pidfile is not None:
             if self.exit_code == EXIT_PANIC:
                 self.pidfile.note_panic()  # what `pyntpctl status` reports, under SysV

@@ -20,7 +20,7 @@ import fcntl
 import ipaddress
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from pyntpd.config.model import InterfaceRule
@@ -71,30 +71,34 @@ _Ifaddrs._fields_ = [
 ]
 
 
-def _getifaddrs() -> list[LocalAddress]:
-    """Every address of every interface; OSError (or AttributeError) if libc will not say."""
+def _ifaddrs() -> Iterator[_Ifaddrs]:
+    """getifaddrs(3), entry by entry (the list is freed when the walk ends); OSError (or
+    AttributeError) if libc will not say."""
     libc = ctypes.CDLL(None, use_errno=True)
     head = ctypes.POINTER(_Ifaddrs)()
     if libc.getifaddrs(ctypes.byref(head)) != 0:
         raise OSError(ctypes.get_errno(), "getifaddrs failed")
-    found = []
     try:
         node = head
         while node:
             entry = node.contents
-            if entry.addr and entry.name:
-                family = entry.addr.contents.family
-                name = entry.name.decode("utf-8", "replace")
-                if family == socket.AF_INET:
-                    raw = bytes(ctypes.cast(entry.addr, ctypes.POINTER(_SockaddrIn)).contents.addr)
-                    found.append(LocalAddress(name, ipaddress.IPv4Address(raw)))
-                elif family == socket.AF_INET6:
-                    raw = bytes(ctypes.cast(entry.addr,
-                                            ctypes.POINTER(_SockaddrIn6)).contents.addr)
-                    found.append(LocalAddress(name, ipaddress.IPv6Address(raw)))
             node = entry.next
+            yield entry
     finally:
         libc.freeifaddrs(head)
+
+
+def _getifaddrs() -> list[LocalAddress]:
+    """Every address of every interface."""
+    found = []
+    for entry in _ifaddrs():
+        if not (entry.addr and entry.name):
+            continue
+        family = entry.addr.contents.family
+        if family in (socket.AF_INET, socket.AF_INET6):
+            name = entry.name.decode("utf-8", "replace")
+            found.append(LocalAddress(name, _ip(entry.addr, 4 if family == socket.AF_INET
+                                                else 6)))
     return found
 
 
@@ -236,37 +240,27 @@ def _ip(entry: ctypes._Pointer[_Sockaddr], version: int) -> IPAddress:  # type: 
 
 def _cast_getifaddrs() -> list[CastInterface]:
     """getifaddrs(3): every address with its netmask, broadcast address and flags."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    head = ctypes.POINTER(_Ifaddrs)()
-    if libc.getifaddrs(ctypes.byref(head)) != 0:
-        raise OSError(ctypes.get_errno(), "getifaddrs failed")
     found = []
-    try:
-        node = head
-        while node:
-            entry = node.contents
-            node = entry.next
-            if not (entry.addr and entry.netmask and entry.name) or not entry.flags & _IFF_UP:
-                continue
-            family = entry.addr.contents.family
-            if family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            version = 4 if family == socket.AF_INET else 6
-            name = entry.name.decode("utf-8", "replace")
-            addr = _ip(entry.addr, version)
-            mask = _ip(entry.netmask, version)
-            network = ipaddress.ip_network(f"{addr}/{mask}" if version == 4
-                                           else f"{addr}/{bin(int(mask)).count('1')}",
-                                           strict=False)
-            broadcast = None
-            if version == 4 and entry.flags & _IFF_BROADCAST:
-                broadcast = _broadcast_of(
-                    addr, network, _ip(entry.ifu, 4) if entry.ifu else None)
-            found.append(CastInterface(
-                name, socket.if_nametoindex(name), addr, network, broadcast,
-                bool(entry.flags & _IFF_MULTICAST), bool(entry.flags & _IFF_LOOPBACK)))
-    finally:
-        libc.freeifaddrs(head)
+    for entry in _ifaddrs():
+        if not (entry.addr and entry.netmask and entry.name) or not entry.flags & _IFF_UP:
+            continue
+        family = entry.addr.contents.family
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        version = 4 if family == socket.AF_INET else 6
+        name = entry.name.decode("utf-8", "replace")
+        addr = _ip(entry.addr, version)
+        mask = _ip(entry.netmask, version)
+        network = ipaddress.ip_network(f"{addr}/{mask}" if version == 4
+                                       else f"{addr}/{bin(int(mask)).count('1')}",
+                                       strict=False)
+        broadcast = None
+        if version == 4 and entry.flags & _IFF_BROADCAST:
+            broadcast = _broadcast_of(
+                addr, network, _ip(entry.ifu, 4) if entry.ifu else None)
+        found.append(CastInterface(
+            name, socket.if_nametoindex(name), addr, network, broadcast,
+            bool(entry.flags & _IFF_MULTICAST), bool(entry.flags & _IFF_LOOPBACK)))
     return found
 
 

@@ -1,7 +1,10 @@
 """Where the "pyntpd" logger writes, with ntpd's choices of destination.
 
 - `-l FILE` (or the `logfile` directive): that file only, as ntpd does; reopened by reopen()
-  so logrotate can move it away and SIGHUP brings a fresh one.
+  so logrotate can move it away and SIGHUP brings a fresh one. It is opened as root, before
+  -u, so `hand_over` gives it to the -u user (as ntpd does), or the reopen would fail: but
+  only a file root opened on a path nobody else could redirect (daemon/safeopen), that
+  root owns and that has no other name.
 - `-n` (foreground): stderr, for the terminal or for systemd's journal.
 - syslog: facility daemon over /dev/log; with `-n` as well, ntpd logs to both, so do we.
 - nothing usable: stderr, rather than losing messages.
@@ -20,6 +23,7 @@ import sys
 import time
 from typing import TextIO
 
+from pyntpd.daemon.safeopen import open_trusted
 from pyntpd.logonce import LOGGER_NAME
 
 SYSLOG_SOCKET = "/dev/log"
@@ -51,7 +55,11 @@ def _stream_formatter() -> logging.Formatter:
 
 
 def _open_logfile(path: str) -> TextIO:
-    fd = os.open(path, _LOGFILE_FLAGS, _LOGFILE_MODE)
+    # As root, no link on the way that another user could have planted is followed.
+    if os.geteuid() == 0:
+        fd = open_trusted(path, _LOGFILE_FLAGS, _LOGFILE_MODE)
+    else:
+        fd = os.open(path, _LOGFILE_FLAGS, _LOGFILE_MODE)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path} is not a regular file")
@@ -68,6 +76,22 @@ class LogFileHandler(logging.StreamHandler):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         super().__init__(_open_logfile(self.path))
+
+    def hand_over(self, uid: int, gid: int) -> str | None:
+        """Give the open file to the -u user so that it can reopen it later; None if done
+        (or nothing to do), else why not."""
+        stream = self.stream
+        if stream is None:
+            return None
+        st = os.fstat(stream.fileno())
+        if (st.st_uid, st.st_gid) == (uid, gid):
+            return None
+        if st.st_uid != 0:
+            return f"it belongs to uid {st.st_uid}, not root"
+        if st.st_nlink != 1:
+            return f"it has {st.st_nlink} names (hard links)"
+        os.fchown(stream.fileno(), uid, gid)
+        return None
 
     def reopen(self) -> None:
         """Open the path afresh (after logrotate moved it); on failure keep the old file."""
@@ -150,6 +174,21 @@ def writes_to_stderr() -> bool:
     """Whether the daemon's log already goes to stderr (so a message need not be repeated)."""
     return any(type(h) is logging.StreamHandler and h.stream is sys.stderr
                for h in logging.getLogger(LOGGER_NAME).handlers)
+
+
+def hand_over(uid: int, gid: int, name: str) -> None:
+    """Before -u: the log file becomes the user's, so that SIGHUP can reopen it."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in logger.handlers:
+        if isinstance(handler, LogFileHandler):
+            try:
+                why = handler.hand_over(uid, gid)
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+            if why is not None:
+                logger.warning("log file %s stays as it is (%s): after -u %s it can be "
+                               "reopened only if %s may write it", handler.path, why, name,
+                               name)
 
 
 def reopen() -> bool:

@@ -6,9 +6,13 @@
     GET /status, /status.json    the same state as JSON
 
 Bounded in every direction, because it shares the event loop with the serving path: the
-request head is at most 8 KiB and must arrive within READ_TIMEOUT, at most MAX_CONNECTIONS
-are open at once, every reply closes its connection (no keep-alive), and any failure is
-counted (ntp_metrics_http_requests_total{outcome=...}) instead of propagating. The listening
+request head is at most 8 KiB and must arrive within READ_TIMEOUT of the accept, a
+connection lives at most CONNECTION_TIMEOUT from its accept whatever it does, every reply
+closes its connection (no keep-alive), and any failure is counted
+(ntp_metrics_http_requests_total{outcome=...}) instead of propagating. At most
+MAX_CONNECTIONS are open at once; when all are taken, a new connection takes the place of
+the oldest one that has not sent its request yet (or, failing that, of the oldest that was
+already answered), so idle connections cannot keep a scrape out (`Slots`). The listening
 socket is opened at start-up, before privileges are dropped, so a bind error stops the start.
 """
 
@@ -46,7 +50,8 @@ from pyntpd.proto.server import Responder
 log = logging.getLogger("pyntpd.metrics")
 
 MAX_HEAD = 8192
-READ_TIMEOUT = 5.0
+READ_TIMEOUT = 2.0  # s from the accept to the end of the request head
+CONNECTION_TIMEOUT = 5.0  # s from the accept to the close, whatever the client does
 WRITE_TIMEOUT = 5.0
 MAX_CONNECTIONS = 16
 LINGER_TIME = 1.0  # s a closing connection may still send before it is closed
@@ -249,10 +254,11 @@ def collector(responder: Responder, control: ControlService, start_time: float,
                 send_errors=sender.send_errors,
                 heard=dict(client.counts) if client is not None else {})
         status = Status.build(
-            control.snapshot(now_ns), responder.counters,
+            control.snapshot(now_ns), control.counters(),
             version=f"pyntpd {__version__}", start_time=start_time, now=now_ns / 1e9,
             control_requests=control.requests, mru_entries=len(responder.access.mru),
-            broadcast=broadcast, control_dropped=control.control.drops)
+            broadcast=broadcast, control_dropped=control.control.drops,
+            interleaved_kept=len(responder.transmit_log))
         if nts_ke is not None:
             counts = nts_ke().as_dict()
             errors = counts.pop("errors")
@@ -264,18 +270,66 @@ def collector(responder: Responder, control: ControlService, start_time: float,
     return collect
 
 
+class Slots:
+    """The connections the endpoint holds, in the order they were accepted, each waiting
+    for its request, being answered, or answered (lingering until the client closes).
+
+    `admit` makes room for a new connection when all slots are taken: the oldest waiting
+    connection goes, else the oldest answered one; one being answered is never cut off.
+    So a client that opens connections and sends nothing can hold them only until the
+    next client comes, and a scrape always gets in."""
+
+    WAITING, ANSWERING, ANSWERED = "waiting", "answering", "answered"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[object, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._held
+
+    def admit(self, key: object) -> tuple[bool, object | None]:
+        """(admitted, the connection evicted for it, if any)."""
+        victim = None
+        if len(self._held) >= self.limit:
+            victim = self._oldest(self.WAITING) or self._oldest(self.ANSWERED)
+            if victim is None:
+                return False, None
+            del self._held[victim]
+        self._held[key] = self.WAITING
+        return True, victim
+
+    def _oldest(self, state: str) -> object | None:
+        return next((key for key, held in self._held.items() if held == state), None)
+
+    def mark(self, key: object, state: str) -> None:
+        if key in self._held:
+            self._held[key] = state
+
+    def release(self, key: object) -> None:
+        self._held.pop(key, None)
+
+
 class MetricsServer:
     def __init__(self, sock: socket.socket, collect: Callable[[], Status], *,
                  read_timeout: float = READ_TIMEOUT,
+                 connection_timeout: float = CONNECTION_TIMEOUT,
                  max_connections: int = MAX_CONNECTIONS) -> None:
         self.sock = sock
         self.collect = collect
-        self.read_timeout = read_timeout
-        self.max_connections = max_connections
+        self.read_timeout = min(read_timeout, connection_timeout)
+        self.connection_timeout = connection_timeout
+        self.slots = Slots(max_connections)
         self.outcomes: dict[str, int] = {}
-        self.active = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def active(self) -> int:
+        return len(self.slots)
 
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -299,23 +353,31 @@ class MetricsServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        admitted, victim = self.slots.admit(writer)
+        if isinstance(victim, asyncio.StreamWriter):
+            self.count("evicted")
+            victim.transport.abort()
         try:
-            if self.active >= self.max_connections:
+            if not admitted:
                 # Shed at once: no reply (writing one would need reading the request).
                 self.count("too_many_connections")
                 writer.transport.abort()
                 return
-            self.active += 1
-            try:
+            # The deadline counts from the accept, whatever the client sends or reads.
+            async with asyncio.timeout(self.connection_timeout):
                 await self._serve(reader, writer)
-            finally:
-                self.active -= 1
         except asyncio.CancelledError:
             pass
+        except TimeoutError:
+            if writer in self.slots:
+                self.count("deadline")
+            writer.transport.abort()
         except Exception:  # the endpoint must never take the daemon down
-            self.count("error")
-            log.debug("metrics request failed", exc_info=True)
+            if writer in self.slots:  # (an evicted connection's end is counted already)
+                self.count("error")
+                log.debug("metrics request failed", exc_info=True)
         finally:
+            self.slots.release(writer)
             writer.close()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(writer.wait_closed(), WRITE_TIMEOUT)
@@ -335,7 +397,8 @@ class MetricsServer:
                                response(431, b"request head larger than 8 KiB\n"))
             return
         except asyncio.IncompleteReadError:
-            self.count("incomplete")
+            if writer in self.slots:  # not cut off to make room for another
+                self.count("incomplete")
             return
         try:
             method, path, accept = parse_head(head)
@@ -352,13 +415,14 @@ class MetricsServer:
             reply = self._render(route, method == "HEAD", wants_openmetrics(accept))
         await self._finish(reader, writer, reply)
 
-    @staticmethod
-    async def _finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+    async def _finish(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       reply: bytes) -> None:
         """Send the reply, then read (and discard) what the client still sends, briefly:
         closing with unread input would reset the connection and lose the reply."""
+        self.slots.mark(writer, Slots.ANSWERING)
         writer.write(reply)
         await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        self.slots.mark(writer, Slots.ANSWERED)
         if writer.can_write_eof():
             writer.write_eof()
         with contextlib.suppress(TimeoutError, ConnectionError):

@@ -6,7 +6,8 @@ never get here). Each request costs what it asks for, never the size of the MRU 
 responder refuses what it refuses before asking for anything, and LiveState builds only what
 a request needs — the system variables (from the responder's and the engine's last result)
 for readvar, one association for its id, every association for readstat, one reference
-clock's variables for cv, and for mrulist a view of the MRU list read in place, a page at a
+clock's variables for cv, the variables ntpq asks for by name (mode6vars) only those
+groups a request names, and for mrulist a view of the MRU list read in place, a page at a
 time.
 """
 
@@ -16,10 +17,11 @@ import os
 import platform
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from pyntpd import __version__
+from pyntpd.daemon import mode6vars
 from pyntpd.daemon.serve import address_text
 from pyntpd.daemon.sources import Peer
 from pyntpd.daemon.syncloop import Synchroniser
@@ -31,9 +33,11 @@ from pyntpd.proto.control import (
     AccessMru,
     ControlResponder,
     ControlSnapshot,
+    ControlState,
     PeerInfo,
+    filter_register,
 )
-from pyntpd.proto.server import Responder
+from pyntpd.proto.server import Responder, ServerCounters
 from pyntpd.proto.source import State
 from pyntpd.proto.timestamp import unix_ns_to_ntp, unix_to_ntp
 from pyntpd.refclock import drop_reasons
@@ -60,6 +64,9 @@ class ControlService:
         self.sent = 0
         self.send_errors = 0
         self.requests = 0  # mode 6 requests handled (the metrics endpoint reports it)
+        self.started_ns = time_ns()  # counters count from here (ntpq's uptime, resets)
+        # The serving counters to report: with --workers, every process's (controlrelay).
+        self.counters: Callable[[], ServerCounters] = lambda: responder.counters
         responder.control_enabled = True
 
     def _associd(self, peer: Peer | RefclockPeer) -> int:
@@ -178,6 +185,29 @@ class ControlService:
                       for c in sync.refclocks.peers}
         return replace(self.system(now_ns), peers=tuple(self.associations()), clocks=clocks)
 
+    def named_variables(self, wanted: frozenset[str], now_ns: int,
+                        state: ControlState) -> dict[str, str]:
+        """The variables ntpd gives only when asked by name, each group computed only when
+        `wanted` names one of its variables (sysinfo's needs the system peer, monstats'
+        only the MRU list's ends, never a walk of it)."""
+        uptime = (now_ns - self.started_ns) / 1e9
+        out: dict[str, str] = {}
+        if wanted & mode6vars.SYSINFO:
+            system = state.system_snapshot()
+            peer = state.association(system.peer) if system.peer else None
+            out.update(mode6vars.system_peer(peer, system.rootdelay, system.rootdisp))
+        if wanted & (mode6vars.SYSSTATS | mode6vars.IOSTATS):
+            counters = self.counters()
+            if wanted & mode6vars.SYSSTATS:
+                out.update(mode6vars.sysstats(counters, self.requests, uptime))
+            if wanted & mode6vars.IOSTATS:
+                out.update(mode6vars.iostats(counters, uptime))
+        if wanted & mode6vars.MONSTATS:
+            out.update(mode6vars.monstats(self.responder.access, now_ns / 1e9))
+        if wanted & mode6vars.AUTHINFO:
+            out.update(mode6vars.authinfo(self.responder.keys, uptime))
+        return out
+
     def _local_clock(self, sync: Synchroniser, serving_it: bool) -> PeerInfo | None:
         """127.127.1.0 as ntpq shows it: LOCAL(0), '*' while it is what we serve."""
         clocks = [c for c in sync.config.local_clocks if not c.noselect]
@@ -241,6 +271,8 @@ class ControlService:
             fields.update(rootdelay=sample.root_delay, rootdisp=sample.root_dispersion,
                           reftime=sample.reference_time, precision=sample.precision,
                           rec=unix_to_ntp(sample.local_time))
+        delays, offsets, disps = filter_register(a.register)
+        dstadr, dstport = _local_endpoint(peer)
         return PeerInfo(
             associd=associd, srcadr=peer.address, srcport=peer.ntp_port,
             leap=a.leap, stratum=a.stratum, refid=a.refid, reach=a.reach, unreach=a.unreach,
@@ -255,11 +287,20 @@ class ControlService:
             pmode=a.pmode or (0 if a.spec.symmetric else 4),
             received=a.received,
             dropped={reason.value: n for reason, n in a.drops.items()},
+            filtdelay=delays, filtoffset=offsets, filtdisp=disps,
+            dstadr=dstadr, dstport=dstport,
+            named={"received": str(a.received)},  # pstats: datagrams from the peer
+            interleaved=a.interleaved,
+            transmit_stamps={stamp.value: n for stamp, n in a.transmit_stamps.items()},
             **fields,  # type: ignore[arg-type]
         )
 
     def answer(self, sock: socket.socket) -> None:
-        queued = self.responder.take_control()
+        self.answer_queued(sock, self.responder.take_control())
+
+    def answer_queued(self, sock: socket.socket,
+                      queued: list[tuple[bytes, int, bool, int, int]]) -> None:
+        """Answer `queued` requests on `sock`: this process's, or a worker's (controlrelay)."""
         if not queued:
             return
         # The keys and controlkey of the running configuration (a reload may change them).
@@ -314,3 +355,18 @@ class LiveState:
 
     def mru_view(self, now: float) -> AccessMru:
         return AccessMru(self._service.responder.access)
+
+    def named_variables(self, names: Sequence[str]) -> dict[str, str]:
+        return self._service.named_variables(frozenset(names), self._now_ns, self)
+
+
+def _local_endpoint(peer: Peer) -> tuple[str, int]:
+    """ntpd's dstadr/dstport: the local address and port the association's packets leave
+    from (its own connected socket, or the serving socket a symmetric peer shares)."""
+    address = peer.local_address() or ("::" if peer.family == socket.AF_INET6 else "0.0.0.0")
+    sock = peer.sock or peer.via
+    try:
+        port = sock.getsockname()[1] if sock is not None else 123
+    except OSError:
+        port = 123
+    return address, port

@@ -25,14 +25,16 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 import stat
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from cryptography import x509
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 from pyntpd.proto import ntske
 from pyntpd.proto.access import IGNORE, NOSERVE, RestrictTable
@@ -45,6 +47,7 @@ SESSION_TIMEOUT = 2.0  # seconds from accept to the response, whatever the clien
 MAX_SESSION_BYTES = 32768  # TLS bytes a client may send (handshake + request)
 CLIENT_TIMEOUT = 10.0
 LISTEN_BACKLOG = 256
+FOLLOW_INTERVAL = 2.0  # s between a worker's looks at the cookie key file
 _READ = 16384
 
 
@@ -75,6 +78,9 @@ def server_context(cert: str, key: str) -> SSL.Context:
 
 
 def client_context(ca: str | None) -> SSL.Context:
+    preloaded = _preloaded.get(ca)
+    if preloaded is not None:
+        return preloaded
     context = _tls13(SSL.Context(SSL.TLS_METHOD))
     context.set_verify(SSL.VERIFY_PEER, None)
     if ca is None:
@@ -85,6 +91,53 @@ def client_context(ca: str | None) -> SSL.Context:
         context.load_verify_locations(ca)
     context.set_alpn_protos([ntske.ALPN])
     return context
+
+
+_preloaded: dict[str | None, SSL.Context] = {}
+MAX_CA_FILES = 4096
+
+
+def _ca_files(ca: str | None) -> list[str]:
+    """The files that hold the trust anchors `ca` names (None: the system's)."""
+    if ca is None:
+        paths = ssl.get_default_verify_paths()  # honours SSL_CERT_FILE / SSL_CERT_DIR
+        cafile, capath = paths.cafile, paths.capath
+    elif os.path.isdir(ca):
+        cafile, capath = None, ca
+    else:
+        cafile, capath = ca, None
+    files = [cafile] if cafile else []
+    if capath:
+        with contextlib.suppress(OSError):
+            files += sorted(os.path.join(capath, name) for name in os.listdir(capath))
+    unique = dict.fromkeys(os.path.realpath(f) for f in files)  # a hashed dir is links
+    return [f for f in unique if os.path.isfile(f)][:MAX_CA_FILES]
+
+
+def preload_client_context(ca: str | None) -> None:
+    """Read the trust anchors for NTS-KE now (before -i and -u), every certificate into
+    memory: OpenSSL reads a CA directory, the system's included, lazily, one file per
+    handshake, which fails once /etc/ssl is outside the jail or unreadable by the -u user.
+    What cannot be read now is read later, as without a jail."""
+    context = _tls13(SSL.Context(SSL.TLS_METHOD))
+    context.set_verify(SSL.VERIFY_PEER, None)
+    context.set_alpn_protos([ntske.ALPN])
+    store = context.get_cert_store()
+    assert store is not None
+    loaded = 0
+    for path in _ca_files(ca):
+        try:
+            with open(path, "rb") as f, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # old roots with odd serial numbers
+                certificates = x509.load_pem_x509_certificates(f.read(1 << 22))
+        except (OSError, ValueError):
+            continue  # not PEM (a CRL, a README): OpenSSL would skip it too
+        for certificate in certificates:
+            with contextlib.suppress(crypto.Error):
+                store.add_cert(crypto.X509.from_cryptography(certificate))
+                loaded += 1
+    if loaded:
+        _preloaded[ca] = context
 
 
 def _name_matches(pattern: str, host: str) -> bool:
@@ -534,6 +587,10 @@ class _ClientSession(_TlsProtocol):
         # not to whatever a second lookup of the name would give.
         peer = self.transport.get_extra_info("peername") if self.transport else None
         server = result.server or (str(peer[0]) if peer else None)
+        if result.refused_cookies:
+            log.warning("NTS-KE with %s: %d cookie(s) refused (each must be 1-%d bytes, a "
+                        "multiple of 4)", self.host, result.refused_cookies,
+                        ntske.MAX_COOKIE_LENGTH)
         self._settle(NtsSession(c2s, s2c, list(result.cookies), server, result.port,
                                 result.aead))
         self.close()
@@ -582,16 +639,24 @@ def load_cookie_keys(path: str, now: float) -> CookieKeys:
     """The persisted keys (rotated if due); new ones when there are none or they are
     unreadable. Persisting keeps the cookies clients hold valid across restarts."""
     keys = CookieKeys()
+    exposed = 0
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd) as f:
+            exposed = os.fstat(fd).st_mode & 0o077
             keys = CookieKeys.from_text(f.read(65536))
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as exc:
         log.warning("NTS: cannot read cookie keys from %s: %s; making new ones", path, exc)
+    if exposed:
+        # Whoever can read them can open every cookie, so read every client's keys.
+        log.warning("NTS: cookie key file %s is accessible to group/others (mode %04o); "
+                    "written again with mode 0600 now", path, exposed | 0o600)
     if keys.rotate_due(now):
         keys.rotate(now)
+        save_cookie_keys(path, keys)
+    elif exposed:
         save_cookie_keys(path, keys)
     return keys
 
@@ -603,7 +668,8 @@ def save_cookie_keys(path: str, keys: CookieKeys) -> bool:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=".nts-keys.", dir=directory)
     except OSError as exc:
-        log.warning("NTS: cannot write cookie keys to %s: %s; they last until restart",
+        log.warning("NTS: cannot write cookie keys to %s: %s; they last until restart "
+                    "(the directory must be writable by the user pyntpd runs as)",
                     path, exc.strerror)
         return False
     try:
@@ -631,25 +697,37 @@ class CookieKeyKeeper:
     follow: bool = False  # re-read the file written by another process instead of rotating
     on_rotate: Callable[[CookieKeys], None] | None = None  # tell the NTS-KE helper
     _timer: asyncio.TimerHandle | None = None
+    _seen: tuple[int, int] | None = None  # (inode, mtime) of the file last followed
 
     def start(self) -> None:
         self._check()
 
     def _check(self) -> None:
         if self.follow:
-            with contextlib.suppress(OSError, ValueError):
-                fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
-                with os.fdopen(fd) as f:
-                    fresh = CookieKeys.from_text(f.read(65536))
-                if fresh.keys:
-                    self.keys.keys[:] = fresh.keys
+            self._follow()
         elif self.keys.rotate_due(self.now()):
             self.keys.rotate(self.now())
             save_cookie_keys(self.path, self.keys)
             log.info("NTS: cookie key rotated")
             if self.on_rotate is not None:
                 self.on_rotate(self.keys)
-        self._timer = asyncio.get_running_loop().call_later(600.0, self._check)
+        # A follower (a worker) looks often, cheaply: the main process writes the file once
+        # it is confined, after the workers started, and a cookie made with a key a worker
+        # has not read yet would be refused there.
+        interval = FOLLOW_INTERVAL if self.follow else 600.0
+        self._timer = asyncio.get_running_loop().call_later(interval, self._check)
+
+    def _follow(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd) as f:
+                st = os.fstat(fd)
+                if (st.st_ino, st.st_mtime_ns) == self._seen:
+                    return
+                fresh = CookieKeys.from_text(f.read(65536))
+            if fresh.keys:
+                self.keys.keys[:] = fresh.keys
+                self._seen = (st.st_ino, st.st_mtime_ns)
 
     def close(self) -> None:
         if self._timer is not None:

@@ -50,7 +50,11 @@ class NtsService:
         except (SSL.Error, OSError) as exc:
             raise NtsSetupError(f"NTS: cannot use certificate {config.cert} with key "
                                 f"{config.key}: {exc}; check 'nts cert' and 'nts key'") from None
-        self.keys = self.server.keys = load_cookie_keys(config.cookie, now())
+        # Filled by start(): read and written once the daemon is confined, by the -u user
+        # and inside the jail (-i), as the drift file is. Root never writes there, so a
+        # link the service user planted on the way cannot send root's write elsewhere.
+        self.keys = self.server.keys
+        self.now = now
         self.keeper = CookieKeyKeeper(config.cookie, self.keys, now)
         self.helper: KeHelper | None = None
         self.hosts: list[str] = []
@@ -87,6 +91,8 @@ class NtsService:
         if worker or not self.server.listening:
             self.server.close_listeners()
         else:
+            # Before the fork: the helper starts with the keys the responder has.
+            self.keys.keys[:] = load_cookie_keys(self.config.cookie, self.now()).keys
             self.helper = KeHelper(self.server, prepare_child)
             self.keeper.on_rotate = self.helper.send_keys
             await self.helper.start()

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pyntpd.daemon.ipfamilies import family_name, no_family
+from pyntpd.daemon.txstamp import ReplyStamps
+from pyntpd.proto.interleaved import NOT_LOW_BIT
 from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.packet import MAX_PACKET_LEN, DropReason
 from pyntpd.proto.server import Responder
@@ -52,20 +54,27 @@ def after_batch(
     time_ns: Callable[[], int],
     on_peer: Callable[[socket.socket], None] | None = None,
     on_mssntp: Callable[[socket.socket], None] | None = None,
+    stamps: ReplyStamps | None = None,
 ) -> int:
     """Send what the responder queued during a batch; returns the number of send errors.
 
     Signed replies are finished here, one by one: each MAC covers its own transmit
-    timestamp, read just before the MAC is computed and the reply sent. MS-SNTP requests
-    go to ntp_signd (daemon/signd), whose replies are sent when they come.
+    timestamp, read just before the MAC is computed and the reply sent. Interleaved-mode
+    replies go out one by one too, each with a kernel transmit stamp asked for
+    (daemon/txstamp). MS-SNTP requests go to ntp_signd (daemon/signd), whose replies are
+    sent when they come.
     """
     errors = 0
     for signed in responder.take_signed() if responder.signed_queue else ():
         try:
-            sock.sendto(signed.finish(unix_ns_to_ntp(time_ns())),
+            sock.sendto(signed.finish(unix_ns_to_ntp(time_ns()) & NOT_LOW_BIT),
                         (address_text(signed.address, signed.is_v6), signed.port))
         except OSError:
             errors += 1
+    if responder.interleaved_queue:
+        errors += (stamps or ReplyStamps()).send(
+            sock, responder.take_interleaved(), responder.transmit_log, time_ns,
+            address_text)
     if responder.control_queue and on_control is not None:
         on_control(sock)
     if responder.peer_queue or responder.broadcast_queue:
@@ -216,6 +225,7 @@ class UdpServer:
         self.on_peer: Callable[[socket.socket], None] | None = None
         # Sends MS-SNTP requests to ntp_signd (daemon/signd).
         self.on_mssntp: Callable[[socket.socket], None] | None = None
+        self.stamps = ReplyStamps()  # kernel transmit stamps of interleaved-mode replies
 
     def drain(self, sock: socket.socket) -> int:
         """Answer datagrams until the socket is empty or BATCH_LIMIT; returns how many."""
@@ -257,10 +267,20 @@ class UdpServer:
             if reply is None:
                 continue
             try:
-                sendto(reply + unix_ns_to_ntp(time_ns()).to_bytes(8, "big"), peer)
+                sendto(reply + (unix_ns_to_ntp(time_ns()) & NOT_LOW_BIT).to_bytes(8, "big"),
+                       peer)
             except OSError:
                 self.send_errors += 1
         self.send_errors += after_batch(sock, self.responder, self.on_control, self.time_ns,
-                                        self.on_peer, self.on_mssntp)
+                                        self.on_peer, self.on_mssntp, self.stamps)
+        collect_stamps(self.stamps, sock, self.responder, handled)
         return handled
+
+
+def collect_stamps(stamps: ReplyStamps, sock: socket.socket, responder: Responder,
+                   handled: int) -> None:
+    """Read the stamps on the error queue when some are awaited, and whenever the socket was
+    readable with nothing to read: a non-empty error queue looks readable until read."""
+    if handled == 0 or stamps.waiting(sock):
+        stamps.collect(sock, responder.transmit_log)
 

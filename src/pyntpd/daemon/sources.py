@@ -3,11 +3,15 @@
 Each association sends from its own UDP socket, connected to the server and bound to a
 random ephemeral port, so an off-path attacker must guess the port as well as the 64-bit
 random transmit timestamp (proto.source) to inject a reply; the kernel drops datagrams from
-any other address or port before we see them. Replies carry kernel receive timestamps.
+any other address or port before we see them. Replies carry kernel receive timestamps, and
+requests kernel transmit timestamps (daemon/txstamp): read from the socket's error queue
+right after the send and before any reply is looked at, they become T1.
 
-Names are resolved asynchronously (the event loop's resolver) and retried with back-off when
-they fail; `pool` lines expand to several associations, and a pool member that stops
-answering is replaced by a fresh address from the next resolution.
+Names are resolved asynchronously (the event loop's resolver; with -i a helper process
+outside the jail, daemon/resolver) and retried with back-off when they fail; `pool` lines
+expand to several associations, and a pool member that stops answering is replaced by a
+fresh address from the next resolution. These tasks are supervised (daemon/tasks): one that
+dies of an unexpected error is logged and started again, never silently gone.
 
 `server HOST nts`: NTS-KE with HOST comes first (daemon/ntsketls, TCP `ntsport`, default 4460;
 the certificate must name HOST); NTP then goes to the server and port the NTS-KE response
@@ -46,7 +50,11 @@ from pyntpd.config.keys import SymmetricKey
 from pyntpd.config.model import NO_LOCATION, ServerConfig
 from pyntpd.daemon.ipfamilies import family_name, unreachable
 from pyntpd.daemon.ntsketls import KeFailure, key_exchange
+from pyntpd.daemon.resolver import Lookup, lookup_here
 from pyntpd.daemon.serve import SO_TIMESTAMPNS, address_text, receive_timestamp_ns
+from pyntpd.daemon.tasks import Supervisor
+from pyntpd.daemon.txstamp import CLIENT_FLAGS, RECEIVE_ANCILLARY, RequestStamps, read_stamps
+from pyntpd.daemon.txstamp import enable as enable_stamps
 from pyntpd.logonce import LogOnce
 from pyntpd.proto.auth import KeyRing
 from pyntpd.proto.broadcast import BroadcastAssociation, BroadcastClient, Heard
@@ -59,7 +67,6 @@ from pyntpd.types import Sample, SystemVars
 
 log = logging.getLogger("pyntpd")
 
-_ANCILLARY = socket.CMSG_SPACE(16)  # one struct timespec
 RESOLVE_RETRY_MIN = 16.0
 RESOLVE_RETRY_MAX = 3600.0
 POOL_REPLACE_AFTER = 8  # polls without a reply before a pool member is replaced
@@ -69,6 +76,7 @@ DEAD_MEMORY = 3600.0  # seconds a replaced pool address is not taken again
 WALL_JUMP = 0.5  # s the wall clock may move back against the monotonic one before we follow
 KE_RETRY_MIN = 16.0
 KE_RETRY_MAX = 3600.0
+KE_ADDRESSES = 4  # addresses of one name tried in turn for NTS-KE
 
 SampleHandler = Callable[["Peer", Sample], None]
 
@@ -81,6 +89,7 @@ def spec_for(
         iburst=server.iburst, burst=server.burst, prefer=server.prefer,
         noselect=server.noselect, true=server.true, version=server.version,
         max_distance=max_distance, key=key, nts=server.nts, symmetric=server.kind == "peer",
+        xleave=server.xleave,
     )
 
 
@@ -109,6 +118,7 @@ class Peer:
     ke_retry_at: float = 0.0
     ke_delay: float = KE_RETRY_MIN
     via: socket.socket | None = None  # symmetric: the serving socket the peer was heard on
+    stamps: RequestStamps = field(default_factory=RequestStamps)  # kernel T1 of requests
 
     @property
     def ntp_port(self) -> int:
@@ -148,6 +158,7 @@ class Peer:
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.stamps = RequestStamps(enabled=enable_stamps(sock, CLIENT_FLAGS))
             sock.setblocking(False)
             # connect() binds a random ephemeral port and makes the kernel filter replies.
             sock.connect((self.address, self.ntp_port))
@@ -183,7 +194,9 @@ class SourceManager:
     system: Callable[[], SystemVars] = SystemVars  # what our symmetric packets state
     broadcast: BroadcastClient | None = None  # broadcastclient / multicastclient
     broadcast_location: Location = NO_LOCATION  # the line that enabled the broadcast client
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # (host, port, family) -> addresses: here, or outside the jail (daemon/resolver)
+    lookup: Lookup = lookup_here
+    tasks: Supervisor = field(default_factory=Supervisor)  # restarted if they die
     _dead: dict[str, float] = field(default_factory=dict)  # replaced address -> when
     _timer: asyncio.TimerHandle | None = None
     _skew: float | None = None  # wall clock minus monotonic clock at the last reschedule
@@ -203,12 +216,16 @@ class SourceManager:
                 continue
             if not self._family_allowed(server):
                 continue
-            self._spawn(self._nts_start(server) if server.nts else self._resolve_loop(server))
+            if server.nts:
+                self.tasks.spawn(f"NTS-KE with {server.address}",
+                                 lambda s=server: self._nts_start(s))
+            else:
+                self.tasks.spawn(f"resolving {server.address}",
+                                 lambda s=server: self._resolve_loop(s))
 
     def close(self) -> None:
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
+        self.tasks.close()
         if self._timer is not None:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
@@ -217,11 +234,6 @@ class SourceManager:
                 loop.remove_reader(peer.sock.fileno())
             peer.close()
         self.peers = []
-
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- resolution -------------------------------------------------------------------
 
@@ -241,13 +253,7 @@ class SourceManager:
     async def _lookup(self, host: str, port: int) -> list[str]:
         if is_literal(host):
             return [host.split("%", 1)[0]]
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, family=self.family, type=socket.SOCK_DGRAM)
-        seen: list[str] = []
-        for family, _, _, _, sockaddr in infos:
-            if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in seen:
-                seen.append(str(sockaddr[0]))
-        return seen
+        return await self.lookup(host, port, self.family)
 
     async def _resolve_loop(self, server: ServerConfig) -> None:
         """Resolve until the server (or the pool's share) has associations; back off."""
@@ -288,13 +294,24 @@ class SourceManager:
     # --- NTS --------------------------------------------------------------------------------
 
     async def _key_exchange(self, server: ServerConfig) -> NtsSession | None:
+        """NTS-KE with the server's addresses in turn (the name resolved as every name is,
+        so also from outside a jail), the certificate checked against its name."""
         try:
-            return await key_exchange(server.address, server.nts_port, self.nts_ca,
-                                      family=self.family)
-        except (KeFailure, OSError) as exc:
-            log.warning("NTS-KE with %s port %d failed: %s", server.address, server.nts_port,
+            addresses = await self._lookup(server.address, server.nts_port)
+        except (OSError, UnicodeError) as exc:
+            log.warning("cannot resolve %s for NTS-KE: %s", server.address,
                         getattr(exc, "strerror", None) or exc)
             return None
+        failure: Exception = KeFailure(f"{server.address} has no address")
+        for address in addresses[:KE_ADDRESSES]:
+            try:
+                return await key_exchange(server.address, server.nts_port, self.nts_ca,
+                                          connect_to=address, family=self.family)
+            except (KeFailure, OSError) as exc:
+                failure = exc
+        log.warning("NTS-KE with %s port %d failed: %s", server.address, server.nts_port,
+                    getattr(failure, "strerror", None) or failure)
+        return None
 
     async def _nts_start(self, server: ServerConfig) -> None:
         """NTS-KE until it works (backing off), then the association it names."""
@@ -319,6 +336,8 @@ class SourceManager:
 
     async def _rekey(self, peer: Peer) -> None:
         """Fresh keys and cookies for a running NTS association (same server and port)."""
+        if peer not in self.peers:
+            return  # dropped meanwhile
         peer.rekeying = True
         try:
             session = await self._key_exchange(peer.config)
@@ -337,7 +356,8 @@ class SourceManager:
         nts = peer.assoc.nts
         if (peer.assoc.spec.nts and nts is not None and nts.needs_ke and not peer.rekeying
                 and now >= peer.ke_retry_at):
-            self._spawn(self._rekey(peer))
+            self.tasks.spawn(f"NTS-KE again with {peer.config.address}",
+                             lambda p=peer: self._rekey(p))
 
     def _open_peer(self, server: ServerConfig, address: str, port: int = 0,
                    session: NtsSession | None = None) -> bool:
@@ -428,7 +448,23 @@ class SourceManager:
             peer.sock.send(request)
         except OSError as exc:
             # ICMP unreachable and the like: the reach register records the silence.
+            peer.stamps.failed()
             log.debug("send to %s failed: %s", peer.address, exc.strerror)
+            return
+        if peer.stamps.enabled:
+            peer.stamps.sent()
+            self._collect_stamps(peer)
+
+    @staticmethod
+    def _collect_stamps(peer: Peer) -> None:
+        """The kernel's transmit stamps on the association's error queue: the outstanding
+        request's becomes its T1. The queue is read whether or not a stamp is awaited:
+        epoll calls a socket with a non-empty error queue readable until it is read."""
+        if peer.sock is None:
+            return
+        for key, stamp_ns in read_stamps(peer.sock):
+            if peer.stamps.take(key):
+                peer.assoc.transmitted(unix_ns_to_ntp(stamp_ns))
 
     def _serving_socket(self, peer: Peer) -> socket.socket | None:
         if peer.via is not None and peer.via.fileno() >= 0:
@@ -548,9 +584,12 @@ class SourceManager:
         sock = peer.sock
         if sock is None:
             return
+        if peer.stamps.enabled:
+            self._collect_stamps(peer)  # before the reply: it may be the stamp's request's
         for _ in range(16):  # a connected socket sees only its server; bounded anyway
             try:
-                data, ancillary, _flags, _addr = sock.recvmsg(MAX_PACKET_LEN + 1, _ANCILLARY)
+                data, ancillary, _flags, _addr = sock.recvmsg(MAX_PACKET_LEN + 1,
+                                                              RECEIVE_ANCILLARY)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -572,7 +611,8 @@ class SourceManager:
                          peer.config.address)
                 self._dead[peer.address] = self._now()
                 self._drop(peer)
-                self._spawn(self._resolve_loop(peer.config))
+                self.tasks.spawn(f"resolving {peer.config.address}",
+                                 lambda s=peer.config: self._resolve_loop(s))
 
     def _drop(self, peer: Peer) -> None:
         if peer.sock is not None:

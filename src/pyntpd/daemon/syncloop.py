@@ -33,6 +33,7 @@ from pyntpd.daemon.driftfile import DriftFile
 from pyntpd.daemon.exitcodes import EXIT_PANIC
 from pyntpd.daemon.interfaces import cast_interfaces
 from pyntpd.daemon.refclocks import Devices, RefclockRunner, build
+from pyntpd.daemon.resolver import Lookup, lookup_here
 from pyntpd.daemon.sources import Peer, SourceManager
 from pyntpd.driver import Driver, Timer
 from pyntpd.logonce import LogOnce
@@ -68,6 +69,7 @@ class SyncOptions:
     # ppm the kernel was running at when the clock became ours (taken over at start, or
     # handed back by the engine a reload replaced); None if only observed.
     start_frequency: float | None = None
+    lookup: Lookup = lookup_here  # name lookups: here, or outside the jail (-i)
 
 
 def describe(peer: Peer) -> str:
@@ -142,6 +144,7 @@ class Synchroniser:
             keys=keys, nts_ca=config.nts.ca,
             serving=list(serving or ()), system=self._stated_system,
             broadcast=self.broadcast_client, broadcast_location=cast.location,
+            lookup=options.lookup,
         )
         self.broadcaster = BroadcastSender(
             config.broadcasts, config.ttl_map, keys, list(serving or ()), clock.now,

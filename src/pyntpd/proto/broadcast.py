@@ -266,7 +266,7 @@ class BroadcastAssociation(Association):
         )
         if sample.root_distance > self.spec.max_distance + PHI * (1 << self.poll):
             return BroadcastDrop.DISTANCE
-        self.last_sample = sample
+        self.keep(sample)
         return sample
 
 

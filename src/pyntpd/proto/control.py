@@ -33,17 +33,20 @@ from typing import Protocol
 
 from pyntpd.proto.access import NOMRULIST, NOQUERY, Access, MonEntry, address_key
 from pyntpd.proto.access_types import RestrictFlag
-from pyntpd.proto.auth import AuthResult, KeyRing
-from pyntpd.proto.packet import Mac
+from pyntpd.proto.auth import AuthResult, KeyRing, SymmetricKey, mac_trailer
+from pyntpd.proto.packet import MAX_PACKET_LEN, Mac
+from pyntpd.proto.source import REGISTER_SIZE
 from pyntpd.proto.timestamp import ntp_add, unix_to_ntp
-from pyntpd.types import Tally
+from pyntpd.types import PHI, Sample, Tally
 
 MODE_CONTROL = 6
 HEADER_LEN = 12
 MAX_DATA_LEN = 468  # ntpd's CTL_MAX_DATA_LEN: data bytes per fragment
 MAX_TRAILER = 4 + 4 + 64  # padding to 8 bytes, key id, the longest digest
+MAX_REQUEST_LEN = MAX_PACKET_LEN  # the longest datagram the daemon reads at all
 MAX_LINE = 72  # ntpd's MAXDATALINELEN: text lines are broken before this
 NONCE_LIFETIME = 16  # s a REQ_NONCE answer stays valid (ntpd's)
+MAXDISPERSE = 16.0  # s, ntpd's value for a register slot never filled
 MRU_FRAGS_LIMIT = 128
 MRU_ROW_LIMIT = 256  # entries in one READ_MRU reply
 # Entries one READ_MRU reply may read, those its filters leave out included: what bounds a
@@ -258,10 +261,13 @@ def decode(datagram: bytes) -> tuple[ControlHeader, bytes]:
 
 
 def parse_request(datagram: bytes) -> tuple[ControlHeader, bytes]:
-    """A mode 6 request, strictly: raises ControlError (never anything else) on any flaw."""
+    """A mode 6 request, strictly: raises ControlError (never anything else) on any flaw.
+
+    Like ntpd, zeros after the declared data are padding, however many: ntpstat sends a
+    576-byte READVAR with count 0. Anything else after the data must be MAC-sized."""
     if len(datagram) < HEADER_LEN:
         raise ControlError(ControlDrop.TOO_SHORT, f"{len(datagram)} bytes")
-    if len(datagram) > HEADER_LEN + MAX_DATA_LEN + MAX_TRAILER:
+    if len(datagram) > MAX_REQUEST_LEN:
         raise ControlError(ControlDrop.TOO_LONG, f"{len(datagram)} bytes")
     header, data = decode(datagram)
     if not 1 <= header.version <= 4:
@@ -273,12 +279,12 @@ def parse_request(datagram: bytes) -> tuple[ControlHeader, bytes]:
     if header.offset:
         raise ControlError(ControlDrop.NONZERO_OFFSET, f"offset {header.offset}")
     padded = HEADER_LEN + header.count + (-header.count % 4)
-    trailer = len(datagram) - padded
-    if trailer < 0 and len(datagram) != HEADER_LEN + header.count:
+    trailer = datagram[padded:]
+    if len(datagram) < padded and len(datagram) != HEADER_LEN + header.count:
         # Data present but its padding cut short: tolerated only if nothing follows at all.
         raise ControlError(ControlDrop.BAD_TRAILER, "truncated padding")
-    if trailer > MAX_TRAILER:
-        raise ControlError(ControlDrop.BAD_TRAILER, f"{trailer} bytes after the data")
+    if len(trailer) > MAX_TRAILER and any(trailer):
+        raise ControlError(ControlDrop.BAD_TRAILER, f"{len(trailer)} bytes after the data")
     return header, data
 
 
@@ -470,6 +476,10 @@ class PeerInfo:
     # mode 6 variables (ntpq has no names for them): the metrics and JSON status show them.
     received: int = 0
     dropped: Mapping[str, int] = field(default_factory=dict)
+    # Variables ntpd gives only when asked by name (ntpq's pstats), already formatted.
+    named: Mapping[str, str] = field(default_factory=dict)
+    interleaved: int = 0  # samples from interleaved-mode replies
+    transmit_stamps: Mapping[str, int] = field(default_factory=dict)  # samples' T1, by source
 
     def status_word(self) -> int:
         flags = PST_CONFIG if self.configured else 0
@@ -508,9 +518,9 @@ class PeerInfo:
                 "delay": _ms(self.delay, 6),
                 "dispersion": _ms(self.dispersion),
                 "jitter": _ms(self.jitter, 6),
-                "filtdelay": _filter_list(self.filtdelay),
-                "filtoffset": _filter_list(self.filtoffset),
-                "filtdisp": _filter_list(self.filtdisp),
+                "filtdelay": _filter_list(self.filtdelay, 0.0),
+                "filtoffset": _filter_list(self.filtoffset, 0.0),
+                "filtdisp": _filter_list(self.filtdisp, MAXDISPERSE),
             }
         )
         return v
@@ -529,8 +539,22 @@ def _clock_vars(obj: PeerInfo | ControlSnapshot) -> dict[str, str]:
     }
 
 
-def _filter_list(values: Sequence[float]) -> str:
-    return '"' + " ".join(f"{x * 1e3:.2f}" for x in values) + '"'
+def _filter_list(values: Sequence[float], empty: float) -> str:
+    """ntpd's register as it prints it: REGISTER_SIZE values in ms, newest first, slots
+    never filled shown as ntpd initialises them (delay and offset 0, dispersion 16 s)."""
+    slots = [*values[:REGISTER_SIZE], *[empty] * (REGISTER_SIZE - len(values))]
+    return '"' + " ".join(f"{x * 1e3:.2f}" for x in slots) + '"'
+
+
+def filter_register(samples: Sequence[Sample]) -> tuple[tuple[float, ...], ...]:
+    """(delays, offsets, dispersions) of the register, newest first. As in ntpd, which adds
+    PHI * elapsed to every slot when a sample comes in, a dispersion includes its age at the
+    newest sample."""
+    if not samples:
+        return (), (), ()
+    newest = samples[0].local_time
+    return (tuple(s.delay for s in samples), tuple(s.offset for s in samples),
+            tuple(s.dispersion + PHI * max(newest - s.local_time, 0.0) for s in samples))
 
 
 @dataclass(frozen=True, slots=True)
@@ -706,6 +730,11 @@ class ControlState(Protocol):
         `associd` is no reference clock."""
         ...
     def mru_view(self, now: float) -> MruView: ...
+    def named_variables(self, names: Sequence[str]) -> Mapping[str, str]:
+        """The system variables ntpd gives only when asked by name (ntpq's sysinfo,
+        sysstats, monstats, authinfo, iostats), formatted: those of `names` it has, and
+        perhaps others computed with them; a name it lacks is left out."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -737,6 +766,9 @@ class ControlSnapshot:
     # Reference clocks' READCLOCK answers by association id: (status word, variables).
     clocks: Mapping[int, tuple[int, dict[str, str]]] = field(default_factory=dict)
     mru: tuple[MruItem, ...] = ()
+    # Variables ntpd gives only when asked by name (sysinfo, sysstats, monstats, iostats,
+    # authinfo, timerstats), already formatted; `rv` without names leaves them out.
+    named: Mapping[str, str] = field(default_factory=dict)
 
     def status_word(self) -> int:
         source = self.clock_source
@@ -780,6 +812,9 @@ class ControlSnapshot:
 
     def mru_view(self, now: float) -> SequenceMru:
         return SequenceMru(self.mru, self.clock, now)
+
+    def named_variables(self, names: Sequence[str]) -> Mapping[str, str]:
+        return self.named
 
 
 # --- responder ------------------------------------------------------------------------------
@@ -859,25 +894,34 @@ class ControlResponder:
             header, body = parse_request(data)
         except ControlError as exc:
             return self._drop(exc.reason)
-        if not self._authentic_or_unsigned(data, header.count):
+        signed, key = self._signer(data, header.count)
+        if not signed:
             return self._drop(ControlDrop.BAD_AUTH)
         reply = self._dispatch(header, body, address_key, flags, now, state)
         if reply.fragments:
             self.answered += 1
+        if key is not None:
+            # As ntpd: the answer to a signed request is signed with the same key (ntpq
+            # checks it and warns about an answer without a MAC).
+            reply = ControlReply([_sign(fragment, key) for fragment in reply.fragments],
+                                 reply.drop)
         return reply
 
-    def _authentic_or_unsigned(self, data: bytes, count: int) -> bool:
-        """False for a request whose MAC trailer fails under `controlkey`."""
+    def _signer(self, data: bytes, count: int) -> tuple[bool, SymmetricKey | None]:
+        """(False, None) for a request whose MAC trailer fails under `controlkey`;
+        (True, the key) for one it verifies; (True, None) for an unsigned one."""
         signed_end = HEADER_LEN + count + (-(HEADER_LEN + count) % 8)
         trailer = data[signed_end:]
-        if len(trailer) <= 4 and not any(trailer):
-            return True  # no MAC: only padding (or nothing) after the data
+        if not any(trailer):
+            return True, None  # no MAC: only zero padding (or nothing) after the data
         if len(trailer) < 4:
-            return False
+            return False, None
         mac = Mac(int.from_bytes(trailer[:4], "big"), bytes(trailer[4:]))
         if self.control_key is None or mac.key_id != self.control_key:
-            return False
-        return self.keys.check(mac, data[:signed_end]) is AuthResult.OK
+            return False, None
+        if self.keys.check(mac, data[:signed_end]) is not AuthResult.OK:
+            return False, None
+        return True, self.keys.trusted_key(mac.key_id)
 
     def _drop(self, reason: ControlDrop) -> ControlReply:
         self.drops[reason] = self.drops.get(reason, 0) + 1
@@ -935,11 +979,18 @@ class ControlResponder:
             if peer is None:
                 return ControlReply([error_response(header, CERR_BADASSOC, leap)])
             variables, status = peer.variables(), peer.status_word()
+            peer_named: Mapping[str, str] | None = peer.named
         else:
             system = state.system_snapshot()
             variables, status = system.variables(), system.status_word()
+            peer_named = None
         wanted = [name for name, _ in parse_text(body)]
         if wanted:
+            # Variables given only by name are computed only when named, and only those.
+            unlisted = [name for name in wanted if name not in variables]
+            if unlisted:
+                named = state.named_variables(unlisted) if peer_named is None else peer_named
+                variables = {**variables, **named}
             if any(name not in variables for name in wanted):
                 return ControlReply([error_response(header, CERR_UNKNOWNVAR, leap)])
             names = list(dict.fromkeys(wanted))
@@ -1067,6 +1118,12 @@ class ControlResponder:
                 rows.append(f"last.newest={_ts(view.stamp(last_sent.last))}")
         text = join_text(rows)
         return ControlReply(fragments(header, text, state.system_snapshot().status_word(), 0, leap))
+
+
+def _sign(fragment: bytes, key: SymmetricKey) -> bytes:
+    """ntpd's ctl_flushpkt: the fragment zero-padded to 8 bytes, then key id and digest."""
+    padded = fragment + b"\0" * (-len(fragment) % 8)
+    return padded + mac_trailer(key, padded)
 
 
 def _timestamp(text: str | None) -> int | None:

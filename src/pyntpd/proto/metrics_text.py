@@ -22,7 +22,7 @@ from pyntpd.proto.mssntp import MssntpFailure
 from pyntpd.proto.nts import NtsFailure
 from pyntpd.proto.packet import DropReason
 from pyntpd.proto.server import KISS_DENY, KISS_RATE, KISS_RSTR, ServerCounters
-from pyntpd.proto.source import SourceDrop
+from pyntpd.proto.source import SourceDrop, Stamp
 from pyntpd.proto.timestamp import ntp_to_unix
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -67,6 +67,9 @@ class SourceState:
     received: int = 0  # datagrams from the source
     # No sample from them, by why: every SourceDrop, zeros included.
     dropped: Mapping[str, int] = field(default_factory=dict)
+    interleaved: int = 0  # samples from interleaved-mode replies
+    # Samples by where their T1 came from: every Stamp, zeros included.
+    transmit_stamps: Mapping[str, int] = field(default_factory=dict)
 
     @staticmethod
     def from_peer(peer: PeerInfo) -> SourceState:
@@ -80,7 +83,9 @@ class SourceState:
             refclock=peer.refclock, port=peer.srcport, received=peer.received,
             # a reference clock's readings refused, by its driver's reasons
             dropped=dict(peer.dropped) if peer.refclock else
-            {r.value: peer.dropped.get(r.value, 0) for r in SourceDrop})
+            {r.value: peer.dropped.get(r.value, 0) for r in SourceDrop},
+            interleaved=peer.interleaved,
+            transmit_stamps={s.value: peer.transmit_stamps.get(s.value, 0) for s in Stamp})
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,9 @@ class Status:
     http: Mapping[str, int] = field(default_factory=dict)  # metrics endpoint outcomes
     broadcast_packets: int = 0  # broadcasts the responder handed to the broadcast client
     broadcast: BroadcastCounts = BroadcastCounts()
+    # Interleaved mode: replies in it, those with only a user-space transmit timestamp,
+    # requests for it answered in basic mode, and replies kept for the next request.
+    interleaved: Mapping[str, int] = field(default_factory=dict)
     # The NTS-KE server's connections (daemon.ntsketls.KeCounters), when it runs: accepted,
     # served, refused_* and what ended the others; errors by kind.
     nts_ke: Mapping[str, int] = field(default_factory=dict)
@@ -139,7 +147,8 @@ class Status:
               start_time: float, now: float, control_requests: int = 0,
               mru_entries: int = 0, http: Mapping[str, int] | None = None,
               control_dropped: Mapping[ControlDrop, int] | None = None,
-              broadcast: BroadcastCounts | None = None) -> Status:
+              broadcast: BroadcastCounts | None = None,
+              interleaved_kept: int = 0) -> Status:
         reftime = ntp_to_unix(snapshot.reftime, now) if snapshot.reftime else None
         dropped = {reason.value: counters.dropped.get(reason, 0) for reason in DropReason}
         kod = {_text(code): counters.kod_sent.get(code, 0) for code in KISS_CODES}
@@ -163,7 +172,10 @@ class Status:
             mssntp_signed=counters.mssntp_signed,
             mssntp_failed={f.value: counters.mssntp_failed.get(f, 0) for f in MssntpFailure},
             http=dict(http or {}), broadcast_packets=counters.broadcast_packets,
-            broadcast=broadcast or BroadcastCounts())
+            broadcast=broadcast or BroadcastCounts(),
+            interleaved={"served": counters.interleaved,
+                         "daemon_stamp": counters.interleaved_daemon_stamp,
+                         "missed": counters.interleaved_missed, "kept": interleaved_kept})
 
 
 # --- Prometheus text ---------------------------------------------------------------------
@@ -273,6 +285,14 @@ class StatusCollector(Collector):
                       "Datagrams from the source that gave no sample, by reason",
                       [({**_source_labels(s), "reason": r}, n)
                        for s in associations for r, n in s.dropped.items()])
+        yield per_source("counter", "ntp_source_interleaved_samples_total",
+                         "Samples from interleaved-mode replies (xleave)",
+                         ((s, s.interleaved) for s in associations))
+        yield _family("counter", "ntp_source_transmit_stamps_total",
+                      "Samples by where their T1 came from: the kernel (SO_TIMESTAMPING), or "
+                      "the clock read before send() when the kernel gave none",
+                      [({**_source_labels(s), "stamp": k}, n)
+                       for s in associations for k, n in s.transmit_stamps.items()])
         refclocks = [s for s in sources if s.refclock]
         if refclocks:
             yield per_source("counter", "ntp_refclock_readings_total",
@@ -339,6 +359,14 @@ class StatusCollector(Collector):
                        for k, n in sorted({"sample": 0, **b.heard}.items())])
         yield _one("gauge", "ntp_server_mru_entries",
                    "Sources in the MRU list (rate limiting, mrulist)", st.mru_entries)
+        yield _family("counter", "ntp_server_interleaved_total",
+                      "Interleaved mode: replies in it (served), those of them with only a "
+                      "user-space transmit timestamp (daemon_stamp), requests for it "
+                      "answered in basic mode (missed)",
+                      [({"kind": k}, n) for k, n in st.interleaved.items() if k != "kept"])
+        yield _one("gauge", "ntp_server_interleaved_kept",
+                   "Replies kept for the next interleaved request",
+                   st.interleaved.get("kept", 0))
         if st.nts_ke:
             ke = st.nts_ke
             yield _one("counter", "ntp_nts_ke_connections_total", "NTS-KE connections accepted",
@@ -404,7 +432,9 @@ def status_document(status: Status) -> dict[str, object]:
              "delay": _num(s.delay), "jitter": _num(s.jitter),
              "dispersion": _num(s.dispersion), "tally": s.tally,
              "condition": TALLY_NAMES.get(s.tally, s.tally), "selected": s.selected,
-             **({"readings": s.received} if s.refclock else {"received": s.received}),
+             **({"readings": s.received} if s.refclock else {
+                 "received": s.received, "interleaved": s.interleaved,
+                 "transmit_stamps": dict(s.transmit_stamps)}),
              "dropped": dict(s.dropped)}
             for s in status.sources
         ],
@@ -419,6 +449,7 @@ def status_document(status: Status) -> dict[str, object]:
             "control_requests": status.control_requests,
             "control_dropped": dict(status.control_dropped),
             "mru_entries": status.mru_entries,
+            "interleaved": dict(status.interleaved),
         },
         "broadcast": {
             "sent": status.broadcast.sent,

@@ -17,6 +17,7 @@ valid, so a client that got cookies yesterday is still served.
 from __future__ import annotations
 
 import enum
+import functools
 import secrets
 import struct
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
-from pyntpd.proto.ntske import AEAD_AES_SIV_CMAC_256, KEY_LENGTHS, MAX_COOKIES
+from pyntpd.proto.ntske import AEAD_AES_SIV_CMAC_256, KEY_LENGTHS, MAX_COOKIES, usable_cookie
 from pyntpd.proto.packet import (
     EF_HEAD,
     HEADER,
@@ -59,13 +60,24 @@ def _pad4(data: bytes) -> bytes:
     return data + bytes(-len(data) % 4)
 
 
+# AES-SIV objects by key: setting one up costs twice what sealing a reply does. The cookie
+# keys (COOKIE_KEYS_KEPT) are always in; the rest are clients' C2S/S2C keys, which a client
+# uses for every request until it runs NTS-KE again. Bounded, least recently used out.
+CIPHER_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=CIPHER_CACHE_SIZE)
+def _cipher(key: bytes) -> AESSIV:
+    return AESSIV(key)
+
+
 def seal(key: bytes, associated: bytes, nonce: bytes, plaintext: bytes) -> bytes:
-    return AESSIV(key).encrypt(plaintext, [associated, nonce])
+    return _cipher(key).encrypt(plaintext, [associated, nonce])
 
 
 def unseal(key: bytes, associated: bytes, nonce: bytes, ciphertext: bytes) -> bytes | None:
     try:
-        return AESSIV(key).decrypt(ciphertext, [associated, nonce])
+        return _cipher(key).decrypt(ciphertext, [associated, nonce])
     except (InvalidTag, ValueError):
         return None
 
@@ -317,6 +329,7 @@ class NtsSession:
     port: int | None = None
     aead: int = AEAD_AES_SIV_CMAC_256
     nak: bool = False  # the server refused our cookie: NTS-KE again
+    refused_cookies: int = 0  # cookies in authentic replies not kept (ntske.usable_cookie)
 
     @property
     def needs_ke(self) -> bool:
@@ -365,6 +378,10 @@ class NtsSession:
             return ReplyCheck.BAD
         inner = parse_fields(plaintext) or []
         for ef in inner:
-            if ef.field_type == NTS_COOKIE and ef.value and len(self.cookies) < MAX_COOKIES:
+            if ef.field_type != NTS_COOKIE:
+                continue
+            if not usable_cookie(ef.value):
+                self.refused_cookies += 1
+            elif len(self.cookies) < MAX_COOKIES:
                 self.cookies.append(ef.value)
         return ReplyCheck.OK

@@ -26,6 +26,15 @@ PROTOCOL_NTPV4 = 0
 AEAD_AES_SIV_CMAC_256 = 15  # RFC 5297 via the IANA AEAD registry
 KEY_LENGTHS = {AEAD_AES_SIV_CMAC_256: 32}
 MAX_COOKIES = 8
+# A cookie the client keeps: chrony's bound (NKE_MAX_COOKIE_LENGTH 256, and a multiple of 4,
+# as an extension field's body must be); ntpsec's is 192. Each request carries a cookie and
+# up to seven placeholders of its size: 1,024-byte cookies from a hostile server would make
+# every request 8 KiB.
+MAX_COOKIE_LENGTH = 256
+
+
+def usable_cookie(body: bytes) -> bool:
+    return 0 < len(body) <= MAX_COOKIE_LENGTH and len(body) % 4 == 0
 
 _HEAD = struct.Struct("!HH")
 _U16 = struct.Struct("!H")
@@ -287,6 +296,7 @@ class KeResult:
     cookies: tuple[bytes, ...]
     server: str | None = None
     port: int | None = None
+    refused_cookies: int = 0  # not usable_cookie: left out
 
 
 def parse_response(records: list[Record], aeads: tuple[int, ...] = (
@@ -295,6 +305,7 @@ def parse_response(records: list[Record], aeads: tuple[int, ...] = (
     protocol: list[int] | None = None
     aead: list[int] | None = None
     cookies: list[bytes] = []
+    refused = 0
     server: str | None = None
     port: int | None = None
     for record in records:
@@ -313,7 +324,9 @@ def parse_response(records: list[Record], aeads: tuple[int, ...] = (
                 raise BadRequest("more than one AEAD Algorithm record")
             aead = _parse_u16_list(record)
         elif kind == RecordType.NEW_COOKIE:
-            if record.body and len(cookies) < MAX_COOKIES:
+            if not usable_cookie(record.body):
+                refused += 1
+            elif len(cookies) < MAX_COOKIES:
                 cookies.append(record.body)
         elif kind == RecordType.SERVER:
             try:
@@ -333,5 +346,7 @@ def parse_response(records: list[Record], aeads: tuple[int, ...] = (
     if aead is None or len(aead) != 1 or aead[0] not in aeads:
         raise BadRequest(f"server chose no AEAD algorithm this client offered ({aead})")
     if not cookies:
-        raise BadRequest("server sent no cookies")
-    return KeResult(aead[0], tuple(cookies), server, port)
+        raise BadRequest("server sent no cookies" if not refused else
+                         f"server sent no usable cookie ({refused} refused: each must be "
+                         f"1-{MAX_COOKIE_LENGTH} bytes, a multiple of 4)")
+    return KeResult(aead[0], tuple(cookies), server, port, refused)

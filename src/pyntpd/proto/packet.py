@@ -162,6 +162,18 @@ def decode(data: bytes | bytearray | memoryview) -> NtpPacket:
     return NtpPacket(header, extensions, mac)
 
 
+def decode_mac(data: bytes | bytearray | memoryview, version: int) -> Mac | None:
+    """The MAC of a datagram of at most HEADER_LEN + MAX_LEGACY_MAC_LEN bytes whose version
+    and mode the caller has checked: what `decode` would find, by the same rule, without
+    building the header and packet objects."""
+    n = len(data)
+    if n > HEADER_LEN + MAX_LEGACY_MAC_LEN:
+        raise ValueError("longer datagrams can carry extension fields: use decode()")
+    if n < HEADER_LEN:
+        raise PacketError(DropReason.TOO_SHORT, f"{n} bytes, header needs {HEADER_LEN}")
+    return _decode_trailer(bytes(data[HEADER_LEN:]), version)[1]
+
+
 def _decode_trailer(
     rest: bytes, version: int
 ) -> tuple[tuple[ExtensionField, ...], Mac | None]:

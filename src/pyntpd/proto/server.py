@@ -46,6 +46,13 @@ Decisions, in ntpd's order (ntp_proto.c receive()):
    `notrust`. From any other source it gets nothing (ntpd would send a crypto-NAK), and
    neither does the ExtendedAuthenticator, which ntp_signd cannot sign (chrony's rule);
    both are counted in `mssntp_failed`.
+8. interleaved mode (proto.interleaved): a plain request (not signed, not NTS) that names one
+   of our receive timestamps as its origin is queued (`take_interleaved`) rather than
+   answered in the batch, so that the serving path sends it with a kernel transmit
+   timestamp asked for and keeps it (`transmit_log`); if the reply to the request it names
+   is kept, the answer is interleaved. Every receive timestamp we send has its lowest bit
+   set and every transmit timestamp its lowest bit clear (chrony's marks): a plain request
+   whose origin's lowest bit is clear -- nearly all -- is answered in the batch as before.
 """
 
 from __future__ import annotations
@@ -56,15 +63,18 @@ from typing import Protocol
 
 from pyntpd.proto import access as acc
 from pyntpd.proto import mssntp, nts
-from pyntpd.proto.access import Access
+from pyntpd.proto.access import Access, address_key
 from pyntpd.proto.auth import AuthResult, KeyRing, SymmetricKey, mac_trailer, signed_part
+from pyntpd.proto.interleaved import InterleavedReply, TransmitLog, may_interleave
 from pyntpd.proto.packet import (
     HEADER_LEN,
+    MAX_LEGACY_MAC_LEN,
     DropReason,
     Mode,
     NtpPacket,
     PacketError,
     decode,
+    decode_mac,
     li_vn_mode,
 )
 from pyntpd.proto.timestamp import seconds_to_short
@@ -77,6 +87,7 @@ MAX_STRATUM = 15
 # The reply's first 40 bytes; the caller appends the 8-byte transmit timestamp.
 _REPLY_HEAD = struct.Struct("!BBbbII4sQQQ")
 REPLY_PREFIX_LEN = _REPLY_HEAD.size
+_MAC_ONLY_LEN = HEADER_LEN + MAX_LEGACY_MAC_LEN
 
 _MIDDLE = struct.Struct("!bII4sQ")  # precision .. reference timestamp
 _TEMPLATE_LIFETIME = 1.0
@@ -96,6 +107,8 @@ UNCHECKED = -2  # not a fast-path candidate; nothing is accounted yet
 CONTROL_QUEUE_LIMIT = 64  # mode 6 requests held per batch; more are dropped and counted
 MSSNTP_QUEUE_LIMIT = 64  # MS-SNTP requests held per batch for ntp_signd
 PEER_QUEUE_LIMIT = 64  # symmetric packets from configured peers held per batch
+# Interleaved-mode requests held per batch; beyond, they get a basic reply in the batch.
+INTERLEAVED_QUEUE_LIMIT = 256
 BROADCAST_QUEUE_LIMIT = 64  # broadcasts held per batch for the broadcast client
 _SYMMETRIC = frozenset({Mode.SYMMETRIC_ACTIVE, Mode.SYMMETRIC_PASSIVE})
 
@@ -133,6 +146,12 @@ class ServerCounters:
     nts_failed: dict[nts.NtsFailure, int] = field(default_factory=dict)
     mssntp_signed: int = 0  # MS-SNTP replies signed by ntp_signd and sent (also in served)
     mssntp_failed: dict[mssntp.MssntpFailure, int] = field(default_factory=dict)
+    # Interleaved mode (also in served): replies in interleaved mode, those of them that
+    # could only carry the transmit timestamp read before the send (no kernel stamp came),
+    # and requests for it answered in basic mode (nothing kept for them).
+    interleaved: int = 0
+    interleaved_daemon_stamp: int = 0
+    interleaved_missed: int = 0
 
     def refuse_mssntp(self, failure: mssntp.MssntpFailure) -> None:
         self.mssntp_failed[failure] = self.mssntp_failed.get(failure, 0) + 1
@@ -229,6 +248,9 @@ class Responder:
         self.broadcast_client = False  # set by the daemon when it listens to broadcasts
         self.broadcast_queue: list[PeerPacket] = []
         self.mssntp_queue: list[mssntp.MssntpRequest] = []
+        self.interleaved_queue: list[InterleavedReply] = []
+        # One live entry per interleaved client: as many as the MRU list holds sources.
+        self.transmit_log = TransmitLog(access.mru_limits.max_entries)
         self._template_at = -1e300
         self._leads: list[bytes] = []
         self._middle = b""
@@ -265,6 +287,11 @@ class Responder:
         queued, self.peer_queue = self.peer_queue, []
         return queued
 
+    def take_interleaved(self) -> list[InterleavedReply]:
+        """The interleaved-mode replies queued since the last call, to send and keep."""
+        queued, self.interleaved_queue = self.interleaved_queue, []
+        return queued
+
     def take_broadcast(self) -> list[PeerPacket]:
         """The broadcasts queued since the last call, for the broadcast client."""
         queued, self.broadcast_queue = self.broadcast_queue, []
@@ -292,6 +319,8 @@ class Responder:
         n = len(data)
         verdict = self.classify(data[0] if n else 0, n, address, is_v6, port, now)
         if verdict == FAST:
+            if data[31] & 1:
+                return self.interleave(data, address, is_v6, port, receive_ts, now)
             return self._reply(data, (data[0] >> 3) & 7, receive_ts, now)
         return self.respond_full(data, address, is_v6, port, receive_ts, now, verdict)
 
@@ -364,6 +393,13 @@ class Responder:
             elif mssntp.is_extended_request(data):
                 # Not an NTP trailer the codec knows; refused below, once restrict has spoken.
                 extended, version, mac = True, (first >> 3) & 7, None
+            elif HEADER_LEN < n <= _MAC_ONLY_LEN:
+                # Too short for an extension field: the header and a MAC (a signed request)
+                # are all it can be, so the codec's trailer rule alone decides.
+                version = (first >> 3) & 7
+                if not 1 <= version <= 4:
+                    raise PacketError(DropReason.BAD_VERSION, f"version {version}")
+                mac = decode_mac(data, version)
             else:
                 packet = decode(data)
                 version = packet.header.version
@@ -451,7 +487,42 @@ class Responder:
                 self._reply(data, version, receive_ts, now), key, address, is_v6, port))
             return None
         counters.served += 1
+        if data[31] & 1:
+            return self.interleave(data, address, is_v6, port, receive_ts, now)
         return self._reply(data, version, receive_ts, now)
+
+    def interleave(
+        self,
+        data: bytes | bytearray | memoryview,
+        address: int,
+        is_v6: bool,
+        port: int,
+        receive_ts: int,
+        now: float,
+    ) -> bytes | None:
+        """A plain client request, accounted as served, whose origin has its lowest bit set
+        (the serving path's cheap test): if it may be interleaved, its reply is queued
+        (`take_interleaved`) and None returned; otherwise the basic reply's prefix, as
+        `respond` gives it."""
+        version = (data[0] >> 3) & 7
+        if not may_interleave(data) or len(self.interleaved_queue) >= INTERLEAVED_QUEUE_LIMIT:
+            return self._reply(data, version, receive_ts, now)
+        counters = self.counters
+        client = address_key(address, is_v6)
+        kept = self.transmit_log.take(int.from_bytes(data[24:32], "big"), client)
+        if kept is None:
+            counters.interleaved_missed += 1
+            prefix, transmit = self._reply(data, version, receive_ts, now), 0
+        else:
+            transmit, from_kernel = kept
+            counters.interleaved += 1
+            if not from_kernel:
+                counters.interleaved_daemon_stamp += 1
+            # origin = the request's receive field: how the client knows the mode
+            prefix = self._reply(data, version, receive_ts, now, origin=data[32:40])
+        self.interleaved_queue.append(InterleavedReply(
+            prefix, transmit, receive_ts | 1, client, address, is_v6, port))
+        return None
 
     def _queue_broadcast(
         self,
@@ -549,13 +620,17 @@ class Responder:
         return None
 
     def _reply(
-        self, data: bytes | bytearray | memoryview, version: int, receive_ts: int, now: float
+        self, data: bytes | bytearray | memoryview, version: int, receive_ts: int, now: float,
+        origin: bytes | bytearray | memoryview | None = None,
     ) -> bytes:
+        """The reply's first 40 bytes: origin = the request's transmit field (or `origin`),
+        receive = `receive_ts` with its lowest bit set (proto.interleaved)."""
         if not 0.0 <= now - self._template_at < _TEMPLATE_LIFETIME:
             self._build_templates(now)
         return (
-            self._leads[version] + data[2:3] + self._middle + data[40:48]
-            + receive_ts.to_bytes(8, "big")
+            self._leads[version] + data[2:3] + self._middle
+            + (data[40:48] if origin is None else origin)
+            + (receive_ts | 1).to_bytes(8, "big")
         )
 
     def _build_templates(self, now: float) -> None:

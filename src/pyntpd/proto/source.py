@@ -1,9 +1,12 @@
 """One association with an upstream server (RFC 5905 peer process, client mode).
 
 Sans-IO: the caller asks `due(now)` when to poll, `make_request(now)` for the datagram to
-send, `sent(t1)` with the local NTP timestamp read just before the send, and hands every
-datagram that arrives on the association's socket to `receive(data, t4, now)`, which returns a
-`Sample` or None (the reason is counted in `drops`).
+send, `sent(t1)` with the local NTP timestamp read just before the send, then
+`transmitted(t1)` with the kernel's transmit timestamp of it (SO_TIMESTAMPING) if the kernel
+gives one, and hands every datagram that arrives on the association's socket to
+`receive(data, t4, now)`, which returns a `Sample` or None (the reason is counted in
+`drops`). T1 is the kernel's stamp when it came in time and is plausible, else the one read
+before the send: each sample counts which (`transmit_stamps`).
 
 What a reply must pass before it is believed (each an attack that worked against ntpd):
 - it answers the request we have outstanding: its origin equals the transmit timestamp we
@@ -42,6 +45,21 @@ crypto-NAK, another key id, a bad digest or no MAC is refused before anything ch
 - otherwise T1..T4 = (org, rec, xmt, arrival) give the sample, and the origin is consumed,
   as for a client reply; reach, poll, KoD and the sanity checks are the client's.
 No packet ever creates an association: only a configured peer's packets reach one.
+
+Interleaved mode (`server HOST xleave`; chrony's client/server interleaved mode, which ntpd
+4.2.8 has only for symmetric and broadcast associations): a server can put in a reply only
+a transmit timestamp read before the send; the kernel's, taken as the reply left, exists
+only afterwards. So the request names the previous exchange -- origin = the server's
+receive timestamp of our previous request -- and the server answers with the kernel transmit
+timestamp of its previous reply to it. The request's receive field carries a second random
+value, and a reply whose origin is that value is the interleaved answer to this request
+(the random transmit value still identifies a basic one: a server that kept no timestamp
+for us, or does not know the mode, answers in basic mode and is used as such). The
+interleaved reply completes the previous exchange: T1, T2, T4 as kept from it, T3 from this
+reply; its sample is taken at that exchange's time (the engine corrects it for what the
+clock did since). An exchange whose basic reply gave a sample gives no second one (the
+first interleaved reply after basic ones), as chrony 4.3; after four unanswered requests
+the requests go back to basic mode, since the server would name a very old reply.
 """
 
 from __future__ import annotations
@@ -49,6 +67,7 @@ from __future__ import annotations
 import enum
 import math
 import secrets
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -79,6 +98,12 @@ UNREACH_BACKOFF_AFTER = 8  # polls without reply before the poll interval backs 
 # answer. Each side polls on its own timer, so the one polling faster (iburst, a lower
 # minpoll) has usually sent again before the other's packet arrives.
 EARLIER_ORIGINS = 3
+# Interleaved requests after the last reply, at most (chrony's MAX_CLIENT_INTERLEAVED_TX):
+# beyond, the server's answer would complete an exchange that is long past.
+INTERLEAVED_MAX_UNANSWERED = 4
+# How much later than the stamp read before send() the kernel's transmit timestamp may be
+# (chrony's MAX_TX_DELAY); a later or an earlier one is not this request's.
+MAX_TRANSMIT_DELAY = 1.0
 
 
 class SourceDrop(enum.StrEnum):
@@ -104,6 +129,16 @@ class SourceDrop(enum.StrEnum):
     REPLAY = "replay"  # an authentic packet older than the last one seen
     NTS_NAK = "nts_nak"
     NO_COOKIE = "nts_no_cookie"  # a poll skipped: no NTS cookie (NTS-KE pending)
+    # An interleaved reply completing an exchange that gave its sample in basic mode
+    # already (the first one after basic replies), or whose server was unsynchronised.
+    INTERLEAVED_SPENT = "interleaved_exchange_spent"
+
+
+class Stamp(enum.StrEnum):
+    """Where a request's T1 came from."""
+
+    KERNEL = "kernel"  # SO_TIMESTAMPING: the kernel's, as the datagram left
+    DAEMON = "daemon"  # read in user space before send(): no kernel stamp came
 
 
 class State(enum.StrEnum):
@@ -129,6 +164,7 @@ class SourceSpec:
     key: SymmetricKey | None = None  # sign requests and require signed replies
     nts: bool = False  # authenticate with NTS (the caller supplies `Association.nts`)
     symmetric: bool = False  # `peer`: symmetric active mode (requires `key`)
+    xleave: bool = False  # interleaved mode (client/server)
     pps: bool = False  # a PPS clock (type 22): followed while the prefer peer numbers its seconds
 
 
@@ -140,6 +176,22 @@ def _random_transmit() -> int:
     while value == 0:  # zero means "no timestamp" and must never be our origin
         value = secrets.randbits(64)
     return value
+
+
+REGISTER_SIZE = 8  # ntpd's NTP_SHIFT
+
+
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """One request and its reply, kept for the interleaved reply that completes it."""
+
+    t1: int  # our transmit timestamp of the request
+    stamp: Stamp  # where t1 came from
+    t2: int  # the server's receive timestamp: the origin of our next interleaved request
+    t4: int  # our receive timestamp of the reply
+    now: float  # t4 as the caller's local time: the sample's time
+    header: NtpHeader  # the reply: the server's root delay and dispersion then
+    spent: bool  # it gave its sample already (basic mode), or it cannot give one
 
 
 @dataclass
@@ -156,6 +208,9 @@ class Association:
     drops: dict[SourceDrop, int] = field(default_factory=dict)
     kod_poll: int = 0  # the poll a RATE kiss asked for
     last_sample: Sample | None = None
+    # The last REGISTER_SIZE samples, newest first: ntpd's clock filter register, which
+    # ntpq shows as filtdelay/filtoffset/filtdisp (our filter keeps no such window).
+    register: deque[Sample] = field(default_factory=lambda: deque(maxlen=REGISTER_SIZE))
     # Server's advertised state from the last reply that passed the origin test.
     stratum: int = 16
     leap: int = Leap.UNSYNCHRONISED
@@ -167,8 +222,15 @@ class Association:
     nts: NtsSession | None = None  # keys and cookies from NTS-KE (spec.nts)
     _sent_uid: bytes = b""  # the NTS unique identifier of the outstanding request
     _sent_transmit: int = 0  # the random value in our outstanding request; 0: none
+    # Interleaved: the second random value, in the request's receive field; 0: basic request
+    _sent_receive: int = 0
     _t1: int = 0  # our clock when that request left
+    _t1_kernel: bool = False  # _t1 is the kernel's transmit timestamp
     _last_server_transmit: int = 0
+    _last_server_receive: int = 0
+    _previous: _Exchange | None = None  # interleaved: the exchange the next reply completes
+    interleaved: int = 0  # samples from interleaved replies
+    transmit_stamps: dict[Stamp, int] = field(default_factory=dict)  # T1 of samples, by source
     _burst_left: int = 0
     # Symmetric mode: the peer's last transmit timestamp and when it arrived (our clock),
     # the org and rec of our next packet (ntpd's peer->rec and peer->dst).
@@ -212,13 +274,21 @@ class Association:
         """The client request for this poll; also advances the reach register and schedule.
         None: nothing to send (NTS without a cookie: the caller runs NTS-KE)."""
         self._begin_poll(now, self.random_transmit())
+        origin = self._sent_receive = 0
+        previous = self._previous
+        if (self.spec.xleave and previous is not None
+                and self.unreach < INTERLEAVED_MAX_UNANSWERED):
+            origin = previous.t2
+            while self._sent_receive in (0, self._sent_transmit):
+                self._sent_receive = self.random_transmit()
         request = HEADER.pack(
             li_vn_mode(Leap.NONE, self.spec.version, Mode.CLIENT), 0, self.poll,
-            self.local_precision, 0, 0, b"\0\0\0\0", 0, 0, 0, self._sent_transmit,
+            self.local_precision, 0, 0, b"\0\0\0\0", 0, origin, self._sent_receive,
+            self._sent_transmit,
         )
         if self.spec.nts:
             if self.nts is None or self.nts.needs_ke:
-                self._sent_transmit = 0
+                self._sent_transmit = self._sent_receive = 0
                 self.unreach += 1
                 self._drop(SourceDrop.NO_COOKIE)
                 return None
@@ -252,6 +322,18 @@ class Association:
     def sent(self, t1: int) -> None:
         """The local NTP timestamp read immediately before the request was sent."""
         self._t1 = t1
+        self._t1_kernel = False
+
+    def transmitted(self, t1: int) -> bool:
+        """The kernel's transmit timestamp of the outstanding request: T1 from now on, if it
+        is no earlier than the one read before the send and at most MAX_TRANSMIT_DELAY
+        later (anything else belongs to another datagram). True if taken."""
+        if not self._sent_transmit or self._t1_kernel or self.spec.symmetric:
+            return False
+        if not 0.0 <= ntp_diff(t1, self._t1) <= MAX_TRANSMIT_DELAY:
+            return False
+        self._t1, self._t1_kernel = t1, True
+        return True
 
     def _schedule(self, now: float) -> None:
         if self._burst_left > 0:
@@ -277,7 +359,8 @@ class Association:
         outstanding request is forgotten, since its reply would mix times from before and
         after the step."""
         self.shift_timer(step)
-        self._sent_transmit = 0
+        self._sent_transmit = self._sent_receive = 0
+        self._previous = None  # its timestamps are from before the step
         # A peer's org/rec mix in our pre-step clock too: start over as at the first packet.
         self._peer_org = self._peer_rec = 0
         self._earlier = ()
@@ -306,13 +389,17 @@ class Association:
         if h.mode != Mode.SERVER:
             self._drop(SourceDrop.NOT_SERVER_MODE)
             return None
-        if h.transmit and h.transmit == self._last_server_transmit:
+        # Both stamps: in interleaved mode a server that has no kernel stamp repeats the
+        # transmit timestamp of its previous (basic) reply, to a new request.
+        if (h.transmit and h.transmit == self._last_server_transmit
+                and h.receive == self._last_server_receive):
             self._drop(SourceDrop.DUPLICATE)
             return None
         if not self._sent_transmit:
             self._drop(SourceDrop.NO_REQUEST)
             return None
-        if h.origin != self._sent_transmit:
+        interleaved = bool(self._sent_receive) and h.origin == self._sent_receive
+        if h.origin != self._sent_transmit and not interleaved:
             self._drop(SourceDrop.BOGUS_ORIGIN)
             return None
         key = self.spec.key
@@ -320,7 +407,8 @@ class Association:
             check = (ReplyCheck.BAD if self.nts is None
                      else self.nts.check_reply(data, packet, self._sent_uid))
             if check is ReplyCheck.NAK:
-                self._sent_transmit = 0  # answered, though with "get new cookies"
+                # answered, though with "get new cookies"
+                self._sent_transmit = self._sent_receive = 0
                 self._drop(SourceDrop.NTS_NAK)
                 return None
             if check is not ReplyCheck.OK:
@@ -332,9 +420,51 @@ class Association:
         self.authentic = key is not None or self.spec.nts
         # From here the reply answers our request: it is ours to consume, once.
         self._sent_transmit = 0
+        self._sent_receive = 0
         self._last_server_transmit = h.transmit
+        self._last_server_receive = h.receive
         self.pmode = h.mode
-        return self._measure(packet, self._t1, t4, now)
+        stamp = Stamp.KERNEL if self._t1_kernel else Stamp.DAEMON
+        if interleaved:
+            return self._complete_previous(packet, t4, now, stamp)
+        sample = self._measure(packet, self._t1, t4, now)
+        if sample is not None:
+            self.transmit_stamps[stamp] = self.transmit_stamps.get(stamp, 0) + 1
+        if self.spec.xleave:
+            self._keep_exchange(h, t4, now, spent=sample is not None, stamp=stamp)
+        return sample
+
+    def _keep_exchange(self, h: NtpHeader, t4: int, now: float, spent: bool,
+                       stamp: Stamp) -> None:
+        """Remember this exchange for the interleaved reply that will complete it."""
+        if h.stratum == 0 or not h.receive:
+            self._previous = None  # a kiss: nothing the server could name
+            return
+        spent = spent or h.leap == Leap.UNSYNCHRONISED or h.stratum >= 16
+        self._previous = _Exchange(self._t1, stamp, h.receive, t4, now, h, spent)
+
+    def _complete_previous(
+        self, packet: NtpPacket, t4: int, now: float, stamp: Stamp
+    ) -> Sample | None:
+        """An interleaved reply: its transmit timestamp is the server's kernel stamp of its
+        reply to our previous request, whose exchange it completes; this exchange waits for
+        the next reply."""
+        h = packet.header
+        previous = self._previous
+        self._keep_exchange(h, t4, now, spent=False, stamp=stamp)
+        if h.stratum == 0:
+            return self._kiss(h.refid)
+        if previous is None or previous.spent:
+            self._heard(h)
+            self._drop(SourceDrop.INTERLEAVED_SPENT)
+            return None
+        sample = self._measure(packet, previous.t1, previous.t4, previous.now,
+                               t2=previous.t2, stated=previous.header)
+        if sample is not None:
+            self.interleaved += 1
+            self.transmit_stamps[previous.stamp] = (
+                self.transmit_stamps.get(previous.stamp, 0) + 1)
+        return sample
 
     def _mac_as_keyed(self, data: bytes, packet: NtpPacket) -> bool:
         """With a key: a MAC under that very key that verifies (a crypto-NAK, another key
@@ -395,33 +525,46 @@ class Association:
         self._peer_rec = t4
         self.pmode, self.ppoll, self.heard_at = h.mode, h.poll, now
 
-    def _measure(self, packet: NtpPacket, t1: int, t4: int, now: float) -> Sample | None:
-        """A reply (or peer packet) that passed the origin test and authentication: KoD,
-        reach, the other end's state, and the sample from T1..T4."""
-        h = packet.header
-        if h.stratum == 0:
-            return self._kiss(h.refid)
+    def _heard(self, h: NtpHeader) -> None:
+        """A reply that answers our request: the server is reachable, and says this."""
         self.reach |= 1
         self.unreach = 0
         self.stratum, self.leap, self.refid = h.stratum, h.leap, h.refid
+
+    def _measure(
+        self, packet: NtpPacket, t1: int, t4: int, now: float, *, t2: int | None = None,
+        stated: NtpHeader | None = None,
+    ) -> Sample | None:
+        """A reply (or peer packet) that passed the origin test and authentication: KoD,
+        reach, the other end's state, and the sample from T1..T4 (T2, T3 from the reply).
+
+        Interleaved, the reply completes an earlier exchange: `t1`, `t2`, `t4` and `now`
+        are that exchange's, T3 is this reply's transmit timestamp, and `stated` is that
+        exchange's reply, whose root delay, dispersion and reference the sample carries."""
+        h = packet.header
+        if h.stratum == 0:
+            return self._kiss(h.refid)
+        self._heard(h)
         if h.leap == Leap.UNSYNCHRONISED or h.stratum >= 16:
             self._drop(SourceDrop.UNSYNCHRONISED)
             return None
-        if not h.receive or not h.transmit:
+        t2 = h.receive if t2 is None else t2
+        stated = h if stated is None else stated
+        if not t2 or not h.transmit:
             self._drop(SourceDrop.BAD_TIMESTAMPS)
             return None
         # chronyd fills the bits of T2 and T3 below its precision with random noise, so a
         # server that answers faster than its precision may send T3 < T2 by up to that
         # much; only an earlier T3 is really inconsistent. (The precision a server states is
         # also in the sample's dispersion, so stating a coarse one buys nothing.)
-        processing = ntp_diff(h.transmit, h.receive)
+        t3 = h.transmit
+        processing = ntp_diff(t3, t2)
         if processing < -(2.0 ** min(h.precision, 0)):
             self._drop(SourceDrop.TRANSMIT_BEFORE_RECEIVE)
             return None
-        if h.reference and ntp_diff(h.transmit, h.reference) < 0:
+        if stated.reference and ntp_diff(t3, stated.reference) < 0:
             self._drop(SourceDrop.BAD_TIMESTAMPS)  # a reference time after its own transmit
             return None
-        t2, t3 = h.receive, h.transmit
         offset = (ntp_diff(t2, t1) + ntp_diff(t3, t4)) / 2
         # Within the noise the server's processing took no measurable time.
         delay = ntp_diff(t4, t1) - max(processing, 0.0)
@@ -430,16 +573,21 @@ class Association:
         dispersion = precision + PHI * max(ntp_diff(t4, t1), 0.0)
         sample = Sample(
             offset=offset, delay=delay, dispersion=dispersion, local_time=now,
-            stratum=h.stratum, leap=h.leap, precision=h.precision,
-            root_delay=short_to_seconds(h.root_delay),
-            root_dispersion=short_to_seconds(h.root_dispersion),
-            refid=h.refid, reference_time=h.reference,
+            stratum=stated.stratum, leap=stated.leap, precision=stated.precision,
+            root_delay=short_to_seconds(stated.root_delay),
+            root_dispersion=short_to_seconds(stated.root_dispersion),
+            refid=stated.refid, reference_time=stated.reference,
         )
         if sample.root_distance > self.spec.max_distance + PHI * (1 << self.poll):
             self._drop(SourceDrop.DISTANCE)
             return None
-        self.last_sample = sample
+        self.keep(sample)
         return sample
+
+    def keep(self, sample: Sample) -> None:
+        """`sample` is the association's newest: last_sample and the register's head."""
+        self.last_sample = sample
+        self.register.appendleft(sample)
 
     def _kiss(self, code: bytes) -> None:
         if code == b"RATE":
