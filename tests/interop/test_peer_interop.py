@@ -86,7 +86,7 @@ def test_chronyd_selects_its_peer_pyntpd_when_pyntpd_is_the_better_source(
                                            interval=0.2)
             # `sources` marks the selection before `tracking` has taken the update.
             tracking = refdaemons.poll_until(
-                lambda: (t := chrony.tracking()).stratum == 5 and t, 10.0,
+                lambda: (t := chrony.tracking()).stratum == 5 and t, 30.0,
                 "chronyd's tracking to follow pyntpd", interval=0.2)
     assert source.stratum == 4
     assert tracking.stratum == 5
