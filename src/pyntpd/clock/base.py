@@ -176,6 +176,12 @@ class Clock(Protocol):
     """A clock that the daemon reads and (unless `can_adjust` is False) disciplines."""
 
     @property
+    def kernel_time(self) -> bool:
+        """True if this clock is the kernel's CLOCK_REALTIME, so that the kernel's packet
+        timestamps (SO_TIMESTAMPNS, SO_TIMESTAMPING) are on its timescale."""
+        ...
+
+    @property
     def can_adjust(self) -> bool:
         """False for a clock that is only observed: the daemon never calls the setters."""
         ...

@@ -267,6 +267,10 @@ class SystemClock:
         """What adjust_frequency() carries out: with the tick length, beyond 500 ppm."""
         return FAST_FREQUENCY_PPM
     @property
+    def kernel_time(self) -> bool:
+        return True
+
+    @property
     def can_adjust(self) -> bool:
         return True
 

@@ -36,6 +36,10 @@ class ObserveClock:
         self.slews = 0
 
     @property
+    def kernel_time(self) -> bool:
+        return True
+
+    @property
     def can_adjust(self) -> bool:
         return False
 

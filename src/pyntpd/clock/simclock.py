@@ -73,6 +73,7 @@ PLL_TIME_CONSTANT = 2  # the kernel's default time_constant
 HZ = 250  # a common CONFIG_HZ: an old kernel's frequency change waits up to 1/HZ s
 class SimClock:
     can_adjust = True
+    kernel_time = False  # the kernel's packet timestamps are on another timescale
 
     def __init__(
         self,

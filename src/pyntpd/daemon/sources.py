@@ -119,6 +119,9 @@ class Peer:
     ke_delay: float = KE_RETRY_MIN
     via: socket.socket | None = None  # symmetric: the serving socket the peer was heard on
     stamps: RequestStamps = field(default_factory=RequestStamps)  # kernel T1 of requests
+    # The kernel's transmit stamps are on our clock's timescale only if our clock is the
+    # kernel's (not a simulated one injected into the daemon).
+    kernel_time: bool = True
 
     @property
     def ntp_port(self) -> int:
@@ -158,7 +161,8 @@ class Peer:
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            self.stamps = RequestStamps(enabled=enable_stamps(sock, CLIENT_FLAGS))
+            self.stamps = RequestStamps(
+                enabled=self.kernel_time and enable_stamps(sock, CLIENT_FLAGS))
             sock.setblocking(False)
             # connect() binds a random ephemeral port and makes the kernel filter replies.
             sock.connect((self.address, self.ntp_port))
@@ -196,6 +200,7 @@ class SourceManager:
     broadcast_location: Location = NO_LOCATION  # the line that enabled the broadcast client
     # (host, port, family) -> addresses: here, or outside the jail (daemon/resolver)
     lookup: Lookup = lookup_here
+    kernel_time: bool = True  # the clock is CLOCK_REALTIME: kernel T1 is on its timescale
     tasks: Supervisor = field(default_factory=Supervisor)  # restarted if they die
     _dead: dict[str, float] = field(default_factory=dict)  # replaced address -> when
     _timer: asyncio.TimerHandle | None = None
@@ -364,7 +369,7 @@ class SourceManager:
         key = None if server.key is None else self.keys.trusted_key(server.key)
         assoc = Association(spec_for(server, address, self.max_distance, key),
                             local_precision=self.local_precision, nts=session)
-        peer = Peer(server, address, assoc, port=port)
+        peer = Peer(server, address, assoc, port=port, kernel_time=self.kernel_time)
         if not peer.symmetric:
             try:
                 peer.open()
@@ -545,7 +550,7 @@ class SourceManager:
             "server", assoc.spec.address, port=assoc.spec.port, minpoll=assoc.spec.minpoll,
             maxpoll=assoc.spec.maxpoll, key=key.key_id if key is not None else None,
             version=assoc.spec.version, location=self.broadcast_location)
-        peer = Peer(config, assoc.spec.address, assoc)
+        peer = Peer(config, assoc.spec.address, assoc, kernel_time=self.kernel_time)
         if assoc.calibrating:
             try:
                 peer.open()

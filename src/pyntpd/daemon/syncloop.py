@@ -144,7 +144,7 @@ class Synchroniser:
             keys=keys, nts_ca=config.nts.ca,
             serving=list(serving or ()), system=self._stated_system,
             broadcast=self.broadcast_client, broadcast_location=cast.location,
-            lookup=options.lookup,
+            lookup=options.lookup, kernel_time=clock.kernel_time,
         )
         self.broadcaster = BroadcastSender(
             config.broadcasts, config.ttl_map, keys, list(serving or ()), clock.now,
